@@ -1,0 +1,76 @@
+"""`home`: the command line. Each command group lives in home/commands/; this file only wires them.
+
+Every refusal of bad input is one line on stderr and a non-zero exit (2 bad input, 3 model or adapter
+refused, 1 anything else at run time), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from home import __version__
+from home.commands import adapters, app, ask, doctor, personas
+
+GROUPS = (app, ask, adapters, personas, doctor)
+
+DESCRIPTION = """\
+Home: a terminal assistant that learns your voice.
+
+One GGUF model stays loaded; LoRA adapters (personas, your own writing voice, task styles) are
+hot-swapped per turn. Every conversation is logged in your private vault.
+
+Run `home` alone to open the chat app, or a command below."""
+
+EPILOG = """\
+examples:
+  home ask "plan my week" --persona sage
+  home ask "draft a note to Sam" --adapter me-voice:0.8 --json
+  home adapters add ./my-style.gguf --name my-style --kind style --tones upbeat
+  home personas import ./card.png
+  home doctor
+
+environment:
+  HOME_VAULT   the vault directory (default: the platform's user data dir; --vault wins)"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="home",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"home {__version__}")
+    parser.add_argument("--vault", metavar="DIR", help="vault directory (overrides HOME_VAULT)")
+    parser.add_argument(
+        "--model",
+        metavar="PATH_OR_REF",
+        help="a .gguf file or a Hugging Face reference owner/repo/file.gguf (default: built-in SmolLM2-135M)",
+    )
+    parser.add_argument("--user", metavar="NAME", help="who is talking (default: from config.toml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    parser.set_defaults(func=app.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from home.errors import report_error
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("home: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - known errors print one line; others re-raise inside
+        return report_error(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

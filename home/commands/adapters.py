@@ -1,0 +1,130 @@
+"""`home adapters`: what is registered, and adding or removing GGUF LoRA adapters by hand."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+from datetime import UTC, datetime
+
+from home.context import Context
+from llm.errors import AdapterError
+from vault.fsio import atomic_write_bytes, ensure_private_dir
+from vault.manifest import AdapterEntry
+
+KINDS = ("voice", "persona", "task", "style", "other")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("adapters", help="list, show, add or remove LoRA adapters",
+                       description="The adapters in the vault's manifest.")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+    ls = verbs.add_parser("list", help="every registered adapter")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=run_list)
+    show = verbs.add_parser("show", help="one adapter's manifest entry")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=run_show)
+    add = verbs.add_parser("add", help="check a GGUF LoRA against the model and register it",
+                           description="Validate FILE.gguf against the loaded model (architecture, tensor "
+                                       "names and shapes), copy it into the vault and register it.")
+    add.add_argument("file", metavar="FILE.gguf")
+    add.add_argument("--name", required=True, help="a name; the id is its slug")
+    add.add_argument("--kind", choices=KINDS, default="other")
+    add.add_argument("--tasks", nargs="*", default=[], metavar="TASK", help="tasks it serves (router)")
+    add.add_argument("--tones", nargs="*", default=[], metavar="TONE", help="tones it serves (router)")
+    add.add_argument("--scale", type=float, default=1.0, help="default scale (default 1.0)")
+    add.add_argument("--owner", metavar="USER", help="whose adapter it is (default: the current user)")
+    add.set_defaults(func=run_add)
+    rm = verbs.add_parser("remove", help="unregister an adapter and delete its files from the vault")
+    rm.add_argument("id")
+    rm.set_defaults(func=run_remove)
+
+
+def slug(name: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if not s:
+        raise AdapterError(f"--name {name!r}: needs at least one letter or digit")
+    return s[:64]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    manifest = Context(args).manifest()
+    entries = sorted(manifest.adapters.values(), key=lambda e: e.created or "")
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no adapters registered (add one with `home adapters add FILE.gguf --name NAME`)")
+        return 0
+    print(f"{'ID':<24} {'KIND':<8} {'OWNER':<10} {'SCALE':>5}  {'RANK':>4}  BASE")
+    for e in entries:
+        base = (e.base or {}).get("name") or "?"
+        print(f"{e.id:<24} {e.kind:<8} {(e.owner or '-'):<10} {e.scale:>5.2f}  {e.rank or '?':>4}  {base}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    manifest = Context(args).manifest()
+    entry = manifest.adapter(args.id)
+    data = entry.to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        for key, value in data.items():
+            print(f"{key:>13}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llm.gguf_meta import check_adapter_fits, read_adapter_info
+
+    ctx = Context(args)
+    src = Path(args.file)
+    if not src.is_file():
+        raise AdapterError(f"{src}: no such file")
+    info = read_adapter_info(src)
+    model = ctx.model_info
+    check_adapter_fits(model, info, src)
+    ident = slug(args.name)
+    if ident in ctx.manifest().adapters:
+        raise AdapterError(f"adapter '{ident}' already exists: pick another --name or remove it first")
+    data = src.read_bytes()
+    dest_dir = ctx.vault.adapters_dir / ident
+    if dest_dir.exists():
+        raise AdapterError(f"{dest_dir} already exists but is not registered: move it away first")
+    ensure_private_dir(dest_dir)
+    dest = dest_dir / "adapter.gguf"
+    atomic_write_bytes(dest, data)
+    entry = AdapterEntry(
+        id=ident, name=args.name, file=str(dest.relative_to(ctx.vault.root)),
+        sha256=hashlib.sha256(data).hexdigest(),
+        base={"fingerprint": model.fingerprint, "name": model.name},
+        owner=args.owner or ctx.user, kind=args.kind, tasks=list(args.tasks), tones=list(args.tones),
+        scale=args.scale, rank=info.rank, alpha=info.alpha,
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    try:
+        with ctx.manifests.update() as manifest:
+            manifest.add_adapter(entry)
+    except BaseException:
+        shutil.rmtree(dest_dir, ignore_errors=True)
+        raise
+    print(f"registered adapter '{ident}' (rank {info.rank}, alpha {info.alpha:g}, {len(info.tensors)} tensors)")
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    ctx = Context(args)
+    with ctx.manifests.update() as manifest:
+        entry = manifest.remove_adapter(args.id)
+    path = ctx.vault.root / entry.file
+    if path.parent != ctx.vault.adapters_dir and path.parent.parent == ctx.vault.adapters_dir:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    print(f"removed adapter '{args.id}'")
+    return 0

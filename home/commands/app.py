@@ -1,0 +1,71 @@
+"""`home` with no command: chat. Until the Textual app lands, a plain streaming REPL on the same turn
+code (`home.turn.Conversation`), so `./dev start` is already a daily-usable chat that logs every turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from home.commands.ask import generation_params, persona_specs
+from home.context import Context
+from home.stack import activate, resolve_stack
+from home.turn import Conversation
+from vault.logs import ConversationLog
+from vault.personas import get_persona
+
+HELP = "commands: /persona NAME (switch; 'none' for the base model), /new (fresh chat), /quit"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="chat in the terminal (what `home` alone starts)",
+                       description="An interactive chat; every turn is logged in the vault.")
+    p.add_argument("--persona", metavar="NAME", help="start with this persona")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = Context(args)
+    name = getattr(args, "persona", None) or ctx.config.persona or None
+    persona = get_persona(ctx.vault, name) if name else None
+    engine = ctx.engine()
+    convo = _new_conversation(ctx, engine, persona)
+    print(f"Home — {engine.info.name}, persona: {persona.name if persona else 'none'}. {HELP}", file=sys.stderr)
+    while True:
+        try:
+            text = input(f"{ctx.user}> ").strip()
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            return 0
+        if text == "/new":
+            convo = _new_conversation(ctx, engine, convo.persona)
+            print("(new chat)", file=sys.stderr)
+            continue
+        if text.startswith("/persona"):
+            wanted = text.partition(" ")[2].strip()
+            persona = None if wanted in ("", "none") else get_persona(ctx.vault, wanted)
+            convo.persona = persona
+            print(f"(persona: {persona.name if persona else 'none'})", file=sys.stderr)
+            continue
+        params = generation_params(ctx, convo.persona, argparse.Namespace(
+            temperature=None, top_p=None, top_k=None, repeat_penalty=None, max_tokens=None, seed=None))
+        manifest = ctx.manifest()
+        stack = resolve_stack(manifest, persona_specs(convo.persona), engine.info.fingerprint, engine.info.name)
+        activate(engine, ctx.vault, manifest, stack)
+        label = convo.persona.name if convo.persona else "home"
+        sys.stdout.write(f"{label}> ")
+        try:
+            for piece in convo.send(text, params, stack):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            sys.stdout.write(" [stopped]")
+        sys.stdout.write("\n")
+
+
+def _new_conversation(ctx: Context, engine, persona) -> Conversation:
+    return Conversation(engine, ConversationLog.create(ctx.vault), ctx.user, persona)

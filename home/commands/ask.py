@@ -1,0 +1,111 @@
+"""`home ask`: one turn from the shell, streamed to stdout and logged like any chat turn."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from home.context import Context
+from home.stack import StackSpec, activate, resolve_stack
+from home.turn import Conversation
+from llm.params import GenParams
+from vault.logs import ConversationLog
+from vault.personas import get_persona
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ask",
+        help="ask once: stream the reply to stdout and log the turn",
+        description="Ask Home once. The reply streams to stdout; the turn is logged in the vault.",
+    )
+    p.add_argument("text", help="what to say")
+    p.add_argument("--persona", metavar="NAME", help="speak with this persona (see `home personas list`)")
+    p.add_argument(
+        "--adapter",
+        metavar="ID[:SCALE]",
+        action="append",
+        default=[],
+        help="add an adapter to the stack (repeatable; scale defaults to the adapter's own)",
+    )
+    p.add_argument("--no-adapters", action="store_true", help="the base model alone, even if the persona has adapters")
+    p.add_argument("--continue", dest="resume", metavar="SESSION", nargs="?", const="latest",
+                   help="continue a session (default: the latest) with its history")
+    p.add_argument("--max-tokens", type=int, metavar="N")
+    p.add_argument("--temperature", type=float, metavar="T")
+    p.add_argument("--top-p", type=float, metavar="P")
+    p.add_argument("--top-k", type=int, metavar="K")
+    p.add_argument("--repeat-penalty", type=float, metavar="R")
+    p.add_argument("--seed", type=int, metavar="N", help="sampling seed (default: random)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the reply and its record")
+    p.set_defaults(func=run)
+
+
+def generation_params(ctx: Context, persona, args: argparse.Namespace) -> GenParams:
+    """config.toml < the persona's own settings < flags."""
+    g = ctx.config.generation
+    params = GenParams(
+        temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
+        repeat_penalty=g.repeat_penalty, max_tokens=g.max_tokens, seed=g.seed,
+    )
+    if persona is not None:
+        params = params.merged(**{k: v for k, v in persona.home.get("generation", {}).items()
+                                  if k in GenParams.__dataclass_fields__})
+    return params.merged(
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        repeat_penalty=args.repeat_penalty, max_tokens=args.max_tokens, seed=args.seed,
+    )
+
+
+def persona_specs(persona) -> list[StackSpec]:
+    return [StackSpec(a["id"], a.get("scale")) for a in persona.home.get("adapters", [])] if persona else []
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = Context(args)
+    name = args.persona or ctx.config.persona or None
+    persona = get_persona(ctx.vault, name) if name else None
+    specs = [StackSpec.parse(s) for s in args.adapter]
+    if args.no_adapters:
+        specs = []
+    elif not specs:
+        specs = persona_specs(persona)
+    params = generation_params(ctx, persona, args)
+    manifest = ctx.manifest()
+    engine = ctx.engine()
+    stack = resolve_stack(manifest, specs, engine.info.fingerprint, engine.info.name)
+    activate(engine, ctx.vault, manifest, stack)
+
+    if args.resume:
+        log = ConversationLog.open(ctx.vault, _session_id(ctx, args.resume))
+        history = [{"role": r["role"], "content": r["text"]} for r in log.records()
+                   if r.get("role") in ("user", "assistant") and not r.get("partial")]
+    else:
+        log = ConversationLog.create(ctx.vault)
+        history = []
+    convo = Conversation(engine, log, ctx.user, persona, history)
+    out = sys.stdout
+    for piece in convo.send(args.text, params, stack):
+        if not args.json:
+            out.write(piece)
+            out.flush()
+    if args.json:
+        rec = convo.last.record
+        json.dump({"text": convo.last.text, "session": rec["session"], "id": rec["id"],
+                   "persona": rec["persona"], "adapters": rec["adapters"], "tokens": rec["tokens"],
+                   "timings": rec["timings"], "finish_reason": rec["finish_reason"]}, out)
+    out.write("\n")
+    return 0
+
+
+def _session_id(ctx: Context, wanted: str) -> str:
+    from vault.errors import LogError
+    from vault.logs import list_sessions
+
+    sessions = list_sessions(ctx.vault)
+    if wanted == "latest":
+        if not sessions:
+            raise LogError(f"no sessions to continue in {ctx.vault.logs_dir}")
+        return sessions[0].id
+    return wanted

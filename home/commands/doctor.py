@@ -1,0 +1,77 @@
+"""`home doctor`: is everything Home needs here and usable? One line per check, exit 1 if any fails."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import stat
+import time
+
+from home.context import Context
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check the model, llama.cpp, the GPU and the vault",
+                       description="Checks the model loads, llama.cpp's version, whether a GPU is "
+                                   "visible, and that the vault is private (dirs 0700, files 0600).")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = Context(args)
+    failures = 0
+
+    def line(ok: bool | None, what: str, detail: str) -> None:
+        nonlocal failures
+        mark = {True: "ok  ", False: "FAIL", None: "info"}[ok]
+        failures += ok is False
+        print(f"[{mark}] {what:<10} {detail}")
+
+    import llama_cpp
+
+    line(None, "llama.cpp", f"llama-cpp-python {llama_cpp.__version__}, GPU offload "
+                            f"{'supported' if llama_cpp.llama_supports_gpu_offload() else 'not built in'}")
+    line(None, "gpu", _gpu())
+    try:
+        path = ctx.model_path
+        info = ctx.model_info
+        t0 = time.perf_counter()
+        engine = ctx.engine(n_ctx=512)
+        n = len(engine.tokenize("hello"))
+        line(True, "model", f"{info.name} ({info.arch}, {path.stat().st_size / 2**20:.0f} MiB) loads in "
+                            f"{time.perf_counter() - t0:.2f} s, tokenizes ({n} tokens), {path}")
+    except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+        line(False, "model", str(exc))
+    line(*_vault_privacy(ctx))
+    try:
+        m = ctx.manifest()
+        line(True, "manifest", f"{len(m.adapters)} adapters, {len(m.personas)} personas, {len(m.users)} users")
+    except Exception as exc:  # noqa: BLE001
+        line(False, "manifest", str(exc))
+    return 1 if failures else 0
+
+
+def _gpu() -> str:
+    if shutil.which("nvidia-smi"):
+        return "NVIDIA GPU visible (nvidia-smi found): training uses CUDA when torch has it"
+    return "no GPU visible: chat runs on the CPU and training uses the CPU"
+
+
+def _vault_privacy(ctx: Context) -> tuple[bool, str, str]:
+    root = ctx.vault.root
+    loose = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            if stat.S_IMODE(os.stat(p).st_mode) & 0o077:
+                loose.append(p)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if stat.S_IMODE(os.lstat(p).st_mode) & 0o077:
+                loose.append(p)
+    if stat.S_IMODE(os.stat(root).st_mode) & 0o077:
+        loose.insert(0, str(root))
+    if loose:
+        return False, "vault", f"{root}: readable by others: {', '.join(loose[:5])}" + (" …" if len(loose) > 5 else "")
+    return True, "vault", f"{root} is private (dirs 0700, files 0600)"

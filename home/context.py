@@ -1,0 +1,64 @@
+"""What every command needs, resolved once and lazily: the vault, its config, the model, the engine.
+
+Lazy so that `home personas list` never loads a model and `home --help` never touches the vault.
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import cached_property
+from pathlib import Path
+
+from vault.config import Config, load_config
+from vault.layout import Vault, resolve_root
+from vault.manifest import Manifest, ManifestStore
+
+
+class Context:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+
+    @cached_property
+    def vault(self) -> Vault:
+        return Vault.open(resolve_root(getattr(self.args, "vault", None)))
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.vault)
+
+    @property
+    def user(self) -> str:
+        return getattr(self.args, "user", None) or self.config.user
+
+    @property
+    def manifests(self) -> ManifestStore:
+        return ManifestStore(self.vault)
+
+    def manifest(self) -> Manifest:
+        return self.manifests.read()
+
+    @cached_property
+    def model_path(self) -> Path:
+        from llm.models import resolve_model
+
+        ref = getattr(self.args, "model", None) or self.config.model or None
+        return resolve_model(ref)
+
+    @cached_property
+    def model_info(self):
+        from llm.gguf_meta import read_model_info
+
+        return read_model_info(self.model_path)
+
+    def engine(self, n_ctx: int | None = None):
+        """Load the model once per process; adapters come and go on it afterwards."""
+        if "_engine" not in self.__dict__:
+            from llm.engine import Engine
+
+            ctx = self.config.context
+            self._engine = Engine(
+                self.model_path,
+                n_ctx=n_ctx or ctx.n_ctx,
+                n_threads=ctx.n_threads or None,
+            )
+        return self._engine

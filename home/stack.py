@@ -1,0 +1,65 @@
+"""Turn adapter choices (flags, persona settings, the router) into an active stack on the engine.
+
+The manifest is the authority on which adapters exist and which base each was made for; the engine
+only ever sees adapters that passed these checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm.errors import AdapterError
+from vault.layout import Vault
+from vault.manifest import Manifest
+
+Stack = list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """One `ID[:SCALE]` as the user typed it; scale None means the adapter's default."""
+
+    id: str
+    scale: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> StackSpec:
+        ident, sep, scale = text.partition(":")
+        if not ident:
+            raise AdapterError(f"--adapter {text!r}: expected ID or ID:SCALE")
+        if not sep:
+            return cls(ident)
+        try:
+            return cls(ident, float(scale))
+        except ValueError:
+            raise AdapterError(f"--adapter {text!r}: scale {scale!r} is not a number") from None
+
+
+def resolve_stack(manifest: Manifest, specs: list[StackSpec], model_fingerprint: str, model_name: str) -> Stack:
+    """Check every requested adapter against the manifest and the loaded base; return (id, scale) pairs."""
+    stack: Stack = []
+    for spec in specs:
+        entry = manifest.adapters.get(spec.id)
+        if entry is None:
+            known = ", ".join(sorted(manifest.adapters)) or "none registered"
+            raise AdapterError(f"unknown adapter '{spec.id}' (known: {known})")
+        base = entry.base or {}
+        if base.get("fingerprint") and base["fingerprint"] != model_fingerprint:
+            raise AdapterError(
+                f"adapter '{entry.id}' was made for base '{base.get('name') or '?'}' "
+                f"(fingerprint {base['fingerprint'][:12]}); the loaded model is '{model_name}' "
+                f"(fingerprint {model_fingerprint[:12]}): start Home with --model pointing at that base"
+            )
+        stack.append((entry.id, entry.scale if spec.scale is None else spec.scale))
+    return stack
+
+
+def activate(engine, vault: Vault, manifest: Manifest, stack: Stack) -> None:
+    """Load (once) and activate `stack`; the engine resets its KV cache if the stack changed."""
+    for adapter_id, _ in stack:
+        entry = manifest.adapters[adapter_id]
+        path = vault.root / entry.file
+        if not path.is_file():
+            raise AdapterError(f"adapter '{adapter_id}': file {path} is missing from the vault")
+        engine.load_adapter(adapter_id, path)
+    engine.set_adapters(stack)

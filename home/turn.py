@@ -1,0 +1,109 @@
+"""One conversation turn, end to end: log the user's words, set the adapter stack, stream, log the reply.
+
+The user's message is fsynced before generation starts and the reply right after it ends, so a
+kill -9 at any moment loses at most the reply being generated. Shared by the CLI and the app.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from home.prompt import build_messages
+from home.stack import Stack
+from llm.params import GenParams
+from vault.logs import ConversationLog
+from vault.personas import Persona
+
+
+@dataclass
+class TurnResult:
+    text: str
+    record: dict  # the assistant record as logged
+    user_record: dict
+
+
+@dataclass
+class Conversation:
+    """A session: who is talking, with which persona, and the history the model sees."""
+
+    engine: object
+    log: ConversationLog
+    user: str
+    persona: Persona | None = None
+    history: list[dict] = field(default_factory=list)
+    last: TurnResult | None = None
+
+    @property
+    def model_meta(self) -> dict:
+        info = self.engine.info
+        return {"name": info.name, "fingerprint": info.fingerprint}
+
+    def send(
+        self,
+        text: str,
+        params: GenParams,
+        stack: Stack,
+        *,
+        cancel: threading.Event | None = None,
+        router: dict | None = None,
+        memory_block: str | None = None,
+        memory_ids: list[str] | None = None,
+    ) -> Iterator[str]:
+        """Stream the reply to `text`; afterwards `self.last` holds the logged result."""
+        persona_id = self.persona.id if self.persona else None
+        adapters = [{"id": i, "scale": s} for i, s in stack]
+        user_record = self.log.append(
+            {"user": self.user, "persona": persona_id, "role": "user", "text": text, "adapters": adapters}
+        )
+        self.engine.set_adapters(stack)
+        messages = build_messages(self.persona, self.history, text, self.user, memory_block)
+        previous = self.engine.last
+        started = time.perf_counter()
+        pieces: list[str] = []
+        try:
+            for piece in self.engine.stream(messages, params, cancel=cancel):
+                pieces.append(piece)
+                yield piece
+        finally:
+            # Runs on normal end, on cancel, and when the consumer stops early (GeneratorExit).
+            reply = "".join(pieces)
+            done = self.engine.last
+            if done is previous:  # the consumer stopped before the engine finished
+                done = None
+            finish = done.finish_reason if done else "cancelled"
+            partial = finish == "cancelled"
+            record = self.log.append(
+                {
+                    "user": self.user,
+                    "persona": persona_id,
+                    "role": "assistant",
+                    "text": reply,
+                    "adapters": adapters,
+                    "model": self.model_meta,
+                    "params": params.to_dict(),
+                    "tokens": {
+                        "prompt": getattr(done, "prompt_tokens", None),
+                        "completion": getattr(done, "completion_tokens", None),
+                    },
+                    "timings": {
+                        "ttft_ms": _ms(getattr(done, "ttft_s", None)),
+                        "total_ms": round((time.perf_counter() - started) * 1000, 1),
+                        "tok_per_s": getattr(done, "tok_per_s", None),
+                    },
+                    "router": router,
+                    "memory_ids": memory_ids or [],
+                    "partial": partial,
+                    "finish_reason": finish,
+                    "dropped_turns": getattr(done, "dropped_turns", 0),
+                }
+            )
+            self.history.append({"role": "user", "content": text})
+            self.history.append({"role": "assistant", "content": reply})
+            self.last = TurnResult(reply, record, user_record)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)

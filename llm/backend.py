@@ -1,0 +1,41 @@
+"""The `Backend` protocol: what the app needs from whatever produces replies.
+
+`Engine` (local llama.cpp) satisfies it. An OpenAI-compatible backend (llama-server, vLLM, Ollama)
+would implement it too: `stream` over the `/v1/chat/completions` SSE stream, `set_adapters` mapped to
+the server's per-request LoRA field (llama-server's `lora: [{id, scale}]`) or refused with
+`AdapterError` where the server cannot stack adapters, `info` from the server's model metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from .engine import Completion
+from .gguf_meta import AdapterInfo, ModelInfo
+from .params import GenParams
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Reply generation with switchable adapter stacks; `last` describes the most recent reply."""
+
+    info: ModelInfo
+    last: Completion | None
+
+    def load_adapter(self, adapter_id: str, path: str | os.PathLike) -> AdapterInfo: ...
+
+    def unload_adapter(self, adapter_id: str) -> bool: ...
+
+    def set_adapters(self, stack: Iterable[tuple[str, float]]) -> bool: ...
+
+    def stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        params: GenParams | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,88 @@
+"""Chat templates: render the GGUF's own `tokenizer.chat_template` (sandboxed Jinja2) into prompt text.
+
+Same environment as Hugging Face's `apply_chat_template` (trim_blocks, lstrip_blocks, loopcontrols,
+`raise_exception`, `strftime_now`, a `tojson` that keeps non-ASCII), so GGUF templates render the way
+their authors tested them. A GGUF without a template gets ChatML.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# End-of-turn markers used by common templates; those that occur in a template become stop strings.
+END_MARKERS = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "</s>",
+    "<|END_OF_TURN_TOKEN|>",
+)
+
+Message = Mapping[str, Any]
+
+
+class TemplateError(ValueError):
+    """The template itself raised (e.g. `raise_exception('Conversation roles must alternate')`)."""
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(message)
+
+
+def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+@lru_cache(maxsize=16)
+def _compile(source: str) -> Any:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(source)
+
+
+class ChatTemplate:
+    """A compiled chat template plus the text markers that end an assistant turn."""
+
+    def __init__(self, source: str | None, bos_token: str = "", eos_token: str = "") -> None:
+        self.is_fallback = not source
+        self.source = source or CHATML_TEMPLATE
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self._template = _compile(self.source)  # compile errors surface here, once
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        """Prompt text for `messages` ([{role, content}, …]), ending with the assistant header."""
+        return self._template.render(
+            messages=[dict(m) for m in messages],
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+        )
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Text that ends a reply if the model writes it as plain text: eos plus the template's end markers."""
+        found = [m for m in END_MARKERS if m in self.source]
+        if self.eos_token and self.eos_token not in found:
+            found.insert(0, self.eos_token)
+        return tuple(found)

@@ -1,0 +1,26 @@
+"""Shared pytest fixtures, one section per package. Keep each section small."""
+
+from __future__ import annotations
+
+import pytest
+
+# --- llm fixtures ---
+
+
+@pytest.fixture(scope="session")
+def model_path():
+    """The bundled SmolLM2-135M-Instruct GGUF (real model, ~98 MB)."""
+    from llm.models import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def engine(model_path):
+    """One real Engine for the whole session (n_ctx 1024). Tests that change its adapters put the
+    base stack back (see `clean_engine` in tests/test_llm_adapters.py)."""
+    from llm.engine import Engine
+
+    eng = Engine(model_path, n_ctx=1024)
+    yield eng
+    eng.close()

@@ -1,0 +1,63 @@
+"""Random but meaningful LoRA adapters over a real model's own tensor names and shapes (for tests/bench).
+
+A is N(0, 1/in) so A·x keeps the activation's scale; B is N(0, scale_std²). With alpha = rank the
+effective scale is 1 and each adapted projection moves by roughly sqrt(rank)·scale_std of its input's
+RMS: enough to change the logits clearly, small enough that the model still writes words.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from llm.gguf_meta import read_model_info
+from llm.lora_gguf import write_lora_gguf
+
+ALL_TARGETS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+def make_random_lora(
+    model_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    rank: int = 8,
+    seed: int = 0,
+    scale_std: float = 0.02,
+    targets: Sequence[str] = ALL_TARGETS,
+    n_layers: int | None = None,
+    alpha: float | None = None,
+) -> Path:
+    """Write a random LoRA for `model_path` at `out_path` (alpha defaults to rank: effective scale 1)."""
+    info = read_model_info(model_path)
+    rng = np.random.default_rng(seed)
+    tensors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for layer in range(info.n_layers if n_layers is None else min(n_layers, info.n_layers)):
+        for target in targets:
+            name = f"blk.{layer}.{target}.weight"
+            if name not in info.tensors:
+                continue
+            out, inp = info.tensors[name]
+            a = (rng.standard_normal((rank, inp)) / np.sqrt(inp)).astype(np.float32)
+            b = (rng.standard_normal((out, rank)) * scale_std).astype(np.float32)
+            tensors[name] = (a, b)
+    if not tensors:
+        raise ValueError(f"make_random_lora: none of {list(targets)} found in {model_path}")
+    return write_lora_gguf(out_path, info.arch, float(rank if alpha is None else alpha), tensors)
+
+
+def read_lora(path: str | os.PathLike) -> tuple[str, float, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """(arch, alpha, {base name: (A (r, in), B (out, r))}) read back from a GGUF LoRA."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    arch = reader.fields["general.architecture"].contents()
+    alpha = float(reader.fields["adapter.lora.alpha"].contents())
+    halves: dict[str, dict[str, np.ndarray]] = {}
+    for t in reader.tensors:
+        base, _, half = t.name.rpartition(".")
+        halves.setdefault(base, {})[half] = np.array(t.data, dtype=np.float32).reshape(
+            tuple(reversed(t.shape.tolist()))
+        )
+    return arch, alpha, {k: (v["lora_a"], v["lora_b"]) for k, v in halves.items()}

@@ -1,0 +1,82 @@
+"""vault.logs and vault.config: per-turn durable records, torn lines, settings errors with file:field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vault.config import Config, load_config, parse_config
+from vault.errors import ConfigError, LogError
+from vault.layout import Vault
+from vault.logs import ConversationLog, list_sessions, new_session_id, read_log
+
+
+def test_records_are_numbered_stamped_and_one_line_each(tmp_path):
+    v = Vault.open(tmp_path / "v")
+    log = ConversationLog.create(v)
+    a = log.append({"role": "user", "text": "hi\nthere"})
+    b = log.append({"role": "assistant", "text": "hello"})
+    assert (a["turn"], b["turn"]) == (1, 2) and a["id"] == f"{log.session}:1" and a["v"] == 1
+    lines = log.path.read_text().splitlines()
+    assert [json.loads(x)["text"] for x in lines] == ["hi\nthere", "hello"]
+    assert oct(log.path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_torn_last_line_is_reported_and_continuing_starts_a_fresh_line(tmp_path):
+    v = Vault.open(tmp_path / "v")
+    log = ConversationLog.create(v)
+    log.append({"role": "user", "text": "one"})
+    with open(log.path, "ab") as fh:
+        fh.write(b'{"role": "assistant", "te')  # power cut mid-write
+    read = read_log(log.path)
+    assert [r["text"] for r in read.records] == ["one"]
+    assert read.problems == [f"{log.path}:2: torn last line (interrupted write)"]
+    again = ConversationLog.open(v, log.session)
+    rec = again.append({"role": "user", "text": "two"})
+    assert rec["turn"] == 2
+    assert [r["text"] for r in read_log(log.path).records] == ["one", "two"]
+
+
+def test_sessions_sort_newest_first_and_bad_ids_are_refused(tmp_path):
+    v = Vault.open(tmp_path / "v")
+    ids = []
+    for _ in range(3):
+        log = ConversationLog.create(v)
+        log.append({"role": "user", "text": "x"})
+        ids.append(log.session)
+    assert sorted(ids) == ids and len(set(ids)) == 3 and new_session_id() > ids[-1]
+    assert list_sessions(v)[0].id == ids[-1]
+    with pytest.raises(LogError, match="no session 'nope'"):
+        ConversationLog.open(v, "nope")
+    with pytest.raises(LogError, match="only lowercase"):
+        ConversationLog.open(v, "../../etc")
+
+
+def test_config_default_is_written_once_and_parses(tmp_path):
+    v = Vault.open(tmp_path / "v")
+    cfg = load_config(v)
+    assert isinstance(cfg, Config) and cfg.context.n_ctx == 4096 and cfg.generation.seed == -1
+    assert oct(v.config_path.stat().st_mode & 0o777) == "0o600"
+    v.config_path.write_text(v.config_path.read_text().replace('persona = ""', 'persona = "sage"'))
+    assert load_config(v).persona == "sage"  # never rewritten
+
+
+@pytest.mark.parametrize("text, message", [
+    ("user = \n", "config.toml: invalid TOML: "),
+    ("[generation]\ntemperature = \"warm\"\n", "config.toml: generation.temperature: expected a number, got 'warm'"),
+    ("[generation]\ntemprature = 1\n", "config.toml: generation.temprature: unknown setting"),
+    ("[context]\nn_ctx = 10\n", "config.toml: context.n_ctx: expected at least 256"),
+    ("user = 3\n", "config.toml: user: expected a string, got 3"),
+    ("colour = 1\n", "config.toml: colour: unknown setting"),
+])
+def test_bad_config_names_file_and_field(text, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "config.toml")
+    assert message in str(err.value)
+
+
+def test_invalid_toml_names_the_line():
+    with pytest.raises(ConfigError, match=r"line 2"):
+        parse_config('user = "me"\nmodel = \n', "config.toml")
+    assert parse_config("[generation]\ntemperature = 1\n").generation.temperature == 1.0

@@ -1,0 +1,49 @@
+"""The trainer's wire protocol: one JSON object per line on stdout.
+
+This module is the only part of trainer/ that home/ imports (it needs no torch), so the app and
+`home train` can read a run's progress without loading any training code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO
+
+KINDS = ("started", "dataset", "phase", "step", "eval", "checkpoint", "stopped", "converted",
+         "verified", "registered", "done", "error")
+
+
+class EventWriter:
+    """Writes events to a stream (stdout by default), flushing each so readers see them at once."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream or sys.stdout
+        self.started = time.time()
+
+    def __call__(self, kind: str, **fields) -> dict:
+        if kind not in KINDS:
+            raise ValueError(f"unknown trainer event {kind!r}")
+        event = {"event": kind, "t": round(time.time() - self.started, 3), **fields}
+        self.stream.write(json.dumps(event, default=str) + "\n")
+        self.stream.flush()
+        return event
+
+
+def read_events(lines: Iterator[str]) -> Iterator[dict]:
+    """Parse a trainer's stdout; lines that are not events (library chatter) are passed as `log`."""
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            yield {"event": "log", "text": line}
+            continue
+        if isinstance(event, dict) and event.get("event") in KINDS:
+            yield event
+        else:
+            yield {"event": "log", "text": line}

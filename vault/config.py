@@ -1,0 +1,157 @@
+"""`config.toml`: the user's settings, read with tomllib, written once as a commented default.
+
+Home never rewrites the file after creating it (comments and order are the user's), so settings the
+app changes at run time live elsewhere (the manifest, preferences/). Errors name the file, the line
+when TOML reports one, and the field.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError
+from .fsio import atomic_write_text
+from .layout import Vault
+
+DEFAULT_KEYS = {
+    "quit": "ctrl+q",
+    "new_chat": "ctrl+n",
+    "retrain": "ctrl+t",
+    "palette": "ctrl+p",
+    "cancel": "escape",
+}
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    max_tokens: int = 512
+    seed: int = -1
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    n_ctx: int = 4096
+    n_threads: int = 0  # 0: llama.cpp picks
+
+
+@dataclass(frozen=True)
+class Config:
+    user: str = "me"
+    model: str = ""  # "" = the built-in SmolLM2-135M-Instruct
+    persona: str = ""  # "" = no persona: the base model's own manner
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    context: ContextSettings = field(default_factory=ContextSettings)
+    keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_KEYS))
+
+
+def _default_user() -> str:
+    try:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "", getpass.getuser())
+    except Exception:  # no login name in some containers
+        name = ""
+    return name or "me"
+
+
+def default_text(user: str) -> str:
+    g, c = GenerationDefaults(), ContextSettings()
+    keys = "\n".join(f'{k} = "{v}"' for k, v in DEFAULT_KEYS.items())
+    return f"""\
+# Home settings. Edit freely: Home reads this file and never rewrites it.
+
+# Who is talking (logs and your voice adapter are kept per user). `--user NAME` overrides.
+user = "{user}"
+
+# The GGUF model: "" for the built-in SmolLM2-135M-Instruct, a path to a .gguf file,
+# or a Hugging Face reference "owner/repo/file.gguf" (downloaded once, when online).
+model = ""
+
+# The persona to start with ("" = none). See `home personas list`.
+persona = ""
+
+[generation]
+temperature = {g.temperature}
+top_p = {g.top_p}
+top_k = {g.top_k}
+repeat_penalty = {g.repeat_penalty}
+max_tokens = {g.max_tokens}
+seed = {g.seed}           # -1: a fresh random seed per reply
+
+[context]
+n_ctx = {c.n_ctx}         # tokens of context; older turns are dropped whole when a chat outgrows it
+n_threads = {c.n_threads}       # 0: let llama.cpp choose
+
+[keys]
+{keys}
+"""
+
+
+def _typed(where: str, value: Any, kind: type) -> Any:
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        want = {float: "a number", int: "a whole number", str: "a string"}[kind]
+        raise ConfigError(f"{where}: expected {want}, got {value!r}")
+    return value
+
+
+def _section(path: str, data: dict, name: str, cls: type) -> Any:
+    raw = data.get(name, {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {name}: expected a table [{name}], got {raw!r}")
+    defaults = cls()
+    known = [f.name for f in fields(cls)]
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{path}: {name}.{key}: unknown setting (known: {', '.join(known)})")
+    # Each setting takes the type of its default (a float default accepts a whole number too).
+    return cls(**{k: _typed(f"{path}: {name}.{k}", v, type(getattr(defaults, k))) for k, v in raw.items()})
+
+
+def parse_config(text: str, path: str = "config.toml") -> Config:
+    """A Config from TOML text; `ConfigError` naming the file, line and field on anything wrong."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    allowed = {"user", "model", "persona", "generation", "context", "keys"}
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{path}: {key}: unknown setting (known: {', '.join(sorted(allowed))})")
+    top = {k: _typed(f"{path}: {k}", data[k], str) for k in ("user", "model", "persona") if k in data}
+    if "user" in top and not top["user"].strip():
+        raise ConfigError(f"{path}: user: must not be empty")
+    keys = data.get("keys", {})
+    if not isinstance(keys, dict):
+        raise ConfigError(f"{path}: keys: expected a table [keys], got {keys!r}")
+    keymap = dict(DEFAULT_KEYS)
+    keymap.update({k: _typed(f"{path}: keys.{k}", v, str) for k, v in keys.items()})
+    gen = _section(path, data, "generation", GenerationDefaults)
+    ctx = _section(path, data, "context", ContextSettings)
+    if gen.max_tokens < 1:
+        raise ConfigError(f"{path}: generation.max_tokens: expected at least 1, got {gen.max_tokens}")
+    if gen.temperature < 0:
+        raise ConfigError(f"{path}: generation.temperature: expected >= 0, got {gen.temperature}")
+    if ctx.n_ctx < 256:
+        raise ConfigError(f"{path}: context.n_ctx: expected at least 256, got {ctx.n_ctx}")
+    return Config(generation=gen, context=ctx, keys=keymap, **top)
+
+
+def load_config(vault: Vault) -> Config:
+    """The vault's config; the first call writes a commented default (0600)."""
+    path = vault.config_path
+    if not path.exists():
+        atomic_write_text(path, default_text(_default_user()))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    return parse_config(text, str(path))

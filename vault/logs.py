@@ -1,0 +1,138 @@
+"""Conversation logs: one append-only JSONL file per session, one record per turn, fsynced per record.
+
+Why JSONL and one write per record: the trainer learns the user's voice from these files, so a crash
+must never cost a completed turn or leave a file that does not parse. Each record is a single
+`write(2)` with O_APPEND followed by fsync; a torn last line (power loss mid-write) is reported and
+skipped by readers, and the next append starts on a fresh line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .errors import LogError
+from .fsio import append_line_fsync
+from .layout import Vault
+
+LOG_VERSION = 1
+_SESSION_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def new_session_id() -> str:
+    """Sortable by time (ms) with a random tail, so two sessions started together never collide."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}-" + secrets.token_hex(2)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class LogRead:
+    records: list[dict]
+    problems: list[str]  # "file:line: reason" for each line that was skipped
+
+
+def read_log(path: str | os.PathLike) -> LogRead:
+    """Every parseable record; a torn or damaged line is skipped and named in `problems`."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise LogError(f"{path}: cannot read ({exc.strerror})") from None
+    records, problems = [], []
+    lines = raw.split(b"\n")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            torn = n == len(lines) and not raw.endswith(b"\n")
+            problems.append(f"{path}:{n}: {'torn last line (interrupted write)' if torn else 'invalid JSON'}")
+            continue
+        if not isinstance(rec, dict):
+            problems.append(f"{path}:{n}: expected a JSON object")
+            continue
+        records.append(rec)
+    return LogRead(records, problems)
+
+
+class ConversationLog:
+    """Appends turn records to `<vault>/logs/<session>.jsonl`, numbering them 1, 2, 3…"""
+
+    def __init__(self, path: Path, session: str, next_turn: int) -> None:
+        self.path = path
+        self.session = session
+        self._next = next_turn
+
+    @classmethod
+    def create(cls, vault: Vault, session_id: str | None = None) -> ConversationLog:
+        session = session_id or new_session_id()
+        path = _session_path(vault, session)
+        if path.exists():
+            raise LogError(f"{path}: session {session} already exists")
+        return cls(path, session, 1)
+
+    @classmethod
+    def open(cls, vault: Vault, session_id: str) -> ConversationLog:
+        """Continue an existing session: turn numbers carry on after its last record."""
+        path = _session_path(vault, session_id)
+        if not path.is_file():
+            known = ", ".join(s.id for s in list_sessions(vault)[:5]) or "none"
+            raise LogError(f"no session '{session_id}' in {vault.logs_dir} (latest: {known})")
+        records = read_log(path).records
+        last = max((r.get("turn", 0) for r in records if isinstance(r.get("turn"), int)), default=0)
+        with open(path, "rb") as fh:  # a torn last line must not swallow the next record
+            fh.seek(0, os.SEEK_END)
+            if fh.tell():
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    append_line_fsync(path, "")
+        return cls(path, session_id, last + 1)
+
+    def append(self, record: dict) -> dict:
+        """Stamp (v, id, session, turn, time), write one line, fsync. Returns the record as written."""
+        turn = self._next
+        full = {"v": LOG_VERSION, "id": f"{self.session}:{turn}", "session": self.session, "turn": turn,
+                "time": _now(), **record}
+        try:
+            line = json.dumps(full, ensure_ascii=False, default=str)
+            append_line_fsync(self.path, line)
+        except OSError as exc:
+            raise LogError(f"{self.path}: cannot append turn {turn} ({exc.strerror})") from None
+        self._next += 1
+        return full
+
+    def records(self) -> list[dict]:
+        return read_log(self.path).records if self.path.exists() else []
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    path: Path
+    modified: float
+
+
+def list_sessions(vault: Vault) -> list[SessionInfo]:
+    """Sessions newest first (by last write, then id)."""
+    out = []
+    for p in vault.logs_dir.glob("*.jsonl"):
+        try:
+            out.append(SessionInfo(p.stem, p, p.stat().st_mtime))
+        except OSError:
+            continue
+    return sorted(out, key=lambda s: (s.modified, s.id), reverse=True)
+
+
+def _session_path(vault: Vault, session: str) -> Path:
+    if not session or not set(session) <= _SESSION_CHARS or session.startswith("."):
+        raise LogError(f"session id {session!r}: only lowercase letters, digits, '-' and '.' are allowed")
+    return vault.logs_dir / f"{session}.jsonl"

@@ -1,0 +1,251 @@
+"""`manifest.json`: which users, personas and adapters exist. The app and the trainer both write it.
+
+Every write is read-modify-write under an inter-process lock, validated before it reaches disk, and
+atomic; the previous good copy is kept as `manifest.json.bak`. A manifest that does not parse or
+validate is reported (file and field) and never overwritten: the user's data matters more than ours.
+Unknown top-level and entry keys are kept, so a newer Home's fields survive an older one's write.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import ManifestError
+from .fsio import FileLock, LockTimeout, atomic_write_json
+from .layout import Vault
+
+SCHEMA = 1
+KINDS = ("voice", "persona", "task", "style", "other")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _kind_name(t: type | tuple) -> str:
+    names = {str: "a string", float: "a number", int: "a whole number", list: "a list", dict: "an object",
+             bool: "true or false", type(None): "null"}
+    ts = t if isinstance(t, tuple) else (t,)
+    return " or ".join(names.get(x, x.__name__) for x in ts)
+
+
+def _check(where: str, value: Any, t: type | tuple) -> Any:
+    ts = t if isinstance(t, tuple) else (t,)
+    if isinstance(value, bool) and bool not in ts:
+        ok = False
+    elif float in ts and isinstance(value, int):
+        ok = True
+    else:
+        ok = isinstance(value, ts)
+    if not ok:
+        raise ManifestError(f"{where}: expected {_kind_name(t)}, got {json.dumps(value)}")
+    return value
+
+
+# field name → accepted JSON types, for AdapterEntry (declared order is the order written)
+_ADAPTER_TYPES: dict[str, type | tuple] = {
+    "id": str, "name": str, "file": str, "sha256": str, "base": dict, "owner": (str, type(None)),
+    "kind": str, "users": list, "tasks": list, "tones": list, "priority": (int, float), "scale": float,
+    "parent": (str, type(None)), "stack": list, "rank": (int, type(None)), "alpha": (float, type(None)),
+    "dataset": dict, "metrics": dict, "training": dict, "verification": dict, "created": str,
+}
+
+
+@dataclass
+class AdapterEntry:
+    """One registered adapter. `file` is relative to the vault; `base.fingerprint` names its base model."""
+
+    id: str
+    name: str
+    file: str
+    sha256: str = ""
+    base: dict = field(default_factory=dict)  # {"fingerprint", "name"}
+    owner: str | None = None
+    kind: str = "other"
+    users: list = field(default_factory=list)  # router: users it serves ([] = its owner)
+    tasks: list = field(default_factory=list)
+    tones: list = field(default_factory=list)
+    priority: float = 0
+    scale: float = 1.0
+    parent: str | None = None  # the adapter this one was trained on top of (two-phase training)
+    stack: list = field(default_factory=list)  # adapters to apply with it: [{"id", "scale"}]
+    rank: int | None = None
+    alpha: float | None = None
+    dataset: dict = field(default_factory=dict)  # {"hash", "counts"}
+    metrics: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    verification: dict = field(default_factory=dict)
+    created: str = field(default_factory=now_iso)
+    extra: dict = field(default_factory=dict, repr=False)  # keys we do not know, kept as they were
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> AdapterEntry:
+        _check(where, data, dict)
+        for required in ("id", "name", "file"):
+            if required not in data:
+                raise ManifestError(f"{where}.{required}: missing")
+        values = {k: _check(f"{where}.{k}", data[k], t) for k, t in _ADAPTER_TYPES.items() if k in data}
+        if "scale" in values:
+            values["scale"] = float(values["scale"])
+        if values.get("alpha") is not None:
+            values["alpha"] = float(values["alpha"])
+        entry = cls(**values, extra={k: v for k, v in data.items() if k not in _ADAPTER_TYPES})
+        entry.validate(where)
+        return entry
+
+    def validate(self, where: str) -> None:
+        if not self.id.strip():
+            raise ManifestError(f"{where}.id: must not be empty")
+        if self.kind not in KINDS:
+            raise ManifestError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {json.dumps(self.kind)}")
+        if self.file.startswith("/") or ".." in self.file.split("/"):
+            raise ManifestError(f"{where}.file: must be a path inside the vault, got {json.dumps(self.file)}")
+        for key in ("users", "tasks", "tones"):
+            for i, item in enumerate(getattr(self, key)):
+                _check(f"{where}.{key}[{i}]", item, str)
+        for i, item in enumerate(self.stack):
+            _check(f"{where}.stack[{i}]", item, dict)
+            _check(f"{where}.stack[{i}].id", item.get("id"), str)
+            _check(f"{where}.stack[{i}].scale", item.get("scale", 1.0), float)
+        fp = self.base.get("fingerprint")
+        if fp is not None:
+            _check(f"{where}.base.fingerprint", fp, str)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        d.update(self.extra)
+        return d
+
+
+@dataclass
+class Manifest:
+    users: dict[str, dict] = field(default_factory=dict)
+    personas: dict[str, dict] = field(default_factory=dict)
+    adapters: dict[str, AdapterEntry] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str) -> Manifest:
+        _check(path, data, dict)
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            raise ManifestError(
+                f"{path}: schema: expected {SCHEMA}, got {json.dumps(schema)} (written by another Home version?)"
+            )
+        m = cls(extra={k: v for k, v in data.items() if k not in ("schema", "users", "personas", "adapters")})
+        for section in ("users", "personas"):
+            raw = _check(f"{path}: {section}", data.get(section, {}), dict)
+            for key, value in raw.items():
+                _check(f"{path}: {section}.{key}", value, dict)
+            setattr(m, section, dict(raw))
+        raw = _check(f"{path}: adapters", data.get("adapters", {}), dict)
+        for key, value in raw.items():
+            entry = AdapterEntry.from_dict(value, f"{path}: adapters.{key}")
+            if entry.id != key:
+                raise ManifestError(f"{path}: adapters.{key}.id: expected {json.dumps(key)}, got {json.dumps(entry.id)}")
+            m.adapters[key] = entry
+        m.check_links(path)
+        return m
+
+    def check_links(self, path: str) -> None:
+        """Stacks and parents must name adapters that exist: a dangling one would fail at chat time."""
+        for entry in self.adapters.values():
+            where = f"{path}: adapters.{entry.id}"
+            if entry.parent is not None and entry.parent not in self.adapters:
+                raise ManifestError(f"{where}.parent: no adapter {json.dumps(entry.parent)}")
+            for i, item in enumerate(entry.stack):
+                if item["id"] not in self.adapters:
+                    raise ManifestError(f"{where}.stack[{i}].id: no adapter {json.dumps(item['id'])}")
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, **self.extra, "users": self.users, "personas": self.personas,
+                "adapters": {k: e.to_dict() for k, e in self.adapters.items()}}
+
+    def adapter(self, adapter_id: str) -> AdapterEntry:
+        try:
+            return self.adapters[adapter_id]
+        except KeyError:
+            known = ", ".join(sorted(self.adapters)) or "none registered"
+            raise ManifestError(f"unknown adapter '{adapter_id}' (known: {known})") from None
+
+    def add_adapter(self, entry: AdapterEntry) -> None:
+        if entry.id in self.adapters:
+            raise ManifestError(f"adapter '{entry.id}' is already registered")
+        entry.validate(f"adapters.{entry.id}")
+        self.adapters[entry.id] = entry
+
+    def remove_adapter(self, adapter_id: str) -> AdapterEntry:
+        entry = self.adapter(adapter_id)
+        users = [e.id for e in self.adapters.values()
+                 if e.parent == adapter_id or any(s["id"] == adapter_id for s in e.stack)]
+        if users:
+            raise ManifestError(f"adapter '{adapter_id}' is used by {', '.join(users)}: remove those first")
+        del self.adapters[adapter_id]
+        for user in self.users.values():
+            if user.get("voice_adapter") == adapter_id:
+                user["voice_adapter"] = None
+        return entry
+
+    def ensure_user(self, name: str) -> dict:
+        return self.users.setdefault(name, {"name": name, "created": now_iso(), "voice_adapter": None})
+
+
+class ManifestStore:
+    """Reads and writes one vault's manifest. `update()` is the only way to change it."""
+
+    def __init__(self, vault: Vault, lock_timeout: float = 30.0) -> None:
+        self.vault = vault
+        self.path = vault.manifest_path
+        self.lock_timeout = lock_timeout
+
+    def read(self) -> Manifest:
+        """The manifest as on disk (an empty one if there is none yet); `ManifestError` if broken."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return Manifest()
+        except OSError as exc:
+            raise ManifestError(f"{self.path}: cannot read ({exc.strerror})") from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ManifestError(f"{self.path}: not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            bak = self.path.with_name(self.path.name + ".bak")
+            hint = f"; the last good copy is {bak}" if bak.exists() else ""
+            raise ManifestError(
+                f"{self.path}: line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg}){hint}"
+            ) from None
+        return Manifest.from_dict(data, str(self.path))
+
+    @contextmanager
+    def update(self) -> Iterator[Manifest]:
+        """Lock, read, let the caller change the manifest, validate, keep a .bak, write atomically.
+
+        An exception inside the block writes nothing.
+        """
+        try:
+            lock = FileLock(self.vault.lock_path("manifest"), timeout=self.lock_timeout)
+            lock.acquire()
+        except LockTimeout as exc:
+            raise ManifestError(str(exc)) from None
+        try:
+            manifest = self.read()
+            yield manifest
+            data = manifest.to_dict()
+            Manifest.from_dict(json.loads(json.dumps(data)), f"{self.path} (about to be written)")
+            if self.path.exists():
+                bak = self.path.with_name(self.path.name + ".bak")
+                tmp = bak.with_name(bak.name + ".tmp")
+                shutil.copyfile(self.path, tmp)
+                tmp.chmod(0o600)
+                tmp.replace(bak)
+            atomic_write_json(self.path, data)
+        finally:
+            lock.release()
