@@ -16,7 +16,8 @@ class UsageError(Exception):
 
 def report_error(exc: BaseException) -> int:
     """Print a known error as `home: error: …` and return its exit code; re-raise anything else."""
-    if isinstance(exc, LLMError | VaultError | UsageError):
+    # Our own error families, and the trainer's (SourceError, JobError, …) that carry an exit code.
+    if isinstance(exc, LLMError | VaultError | UsageError) or isinstance(getattr(exc, "exit_code", None), int):
         print(f"home: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
     raise exc
