@@ -102,6 +102,11 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
                 f"{src}: --4bit needs an unquantized base; pass --base with the model's Hugging Face directory"
             )
         where = {"pretrained_model_name_or_path": str(src.parent), "gguf_file": src.name}
+        # Dense weights, and no GGUF quantizer left on the model: the Trainer refuses to train a model
+        # whose quantizer is not trainable, even one transformers has already dequantized.
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(**where)
         model = AutoModelForCausalLM.from_pretrained(**where, **kwargs)

@@ -1,0 +1,316 @@
+"""Train a LoRA adapter on the base with peft + trl: examples in, a peft adapter and its numbers out.
+
+Read top to bottom, `train_adapter` is the recipe: refuse a LoRA config the GGUF converter could not
+carry → tokenize (completion-only labels, trainer/data.py) → wrap the base in LoRA → measure the base
+on the validation set → SFTTrainer steps, with `Progress` (trainer/train_progress.py) reporting each
+step and validation pass as events, stopping early when validation stops improving, and turning
+SIGINT/SIGTERM into a checkpoint and a clean return → the best adapter saved to `out_dir/peft`.
+
+Device policy: CUDA trains in bf16 (fp16 where bf16 is missing), `--4bit` is QLoRA over bitsandbytes;
+the CPU trains in fp32. Padded batches are grouped by length; padding-free batches (no padding at all)
+are used when FlashAttention is installed, the one attention kernel that keeps packed sequences apart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.base import Base
+from trainer.data import LengthGroupedSampler, tokenize
+from trainer.examples import Example
+from trainer.train_progress import Progress, stop_on_signals
+
+Emit = Callable[..., Any]
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TrainError(ValueError):
+    """A run that cannot start as asked (nothing to resume, a checkpoint from other settings, a used base)."""
+
+    exit_code = 2
+
+
+@dataclass
+class TrainSettings:
+    steps: int | None = None  # optimizer steps; None: computed from `epochs`
+    epochs: float | None = 3.0  # used only when `steps` is None
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ALL_PROJECTIONS
+    lr: float = 2e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    val_fraction: float = 0.1  # recorded with the run; the split itself is trainer.data.split_examples
+    seed: int = 0
+    eval_every: int | None = None  # steps between validation passes; None: about ten per run
+    patience: int = 3  # validation passes without improvement before stopping early; 0: never
+    warmup_ratio: float = 0.05
+    save_every: int | None = None  # steps between checkpoints; None: same as eval_every
+    log_every: int = 1  # steps between `step` events
+    gradient_checkpointing: bool | None = None  # None: on for CUDA (memory), off on the CPU (speed)
+    cpu_threads: int | None = None  # torch threads on the CPU; None: torch's default (all cores)
+
+
+@dataclass
+class TrainResult:
+    peft_model: Any  # the PeftModel, in eval mode, adapter active (the best one seen on validation)
+    adapter_dir: Path | None  # out_dir/peft (save_pretrained); None when the run was stopped
+    steps_done: int
+    total_steps: int
+    stopped: bool  # SIGINT/SIGTERM: a checkpoint was saved; register nothing, resume later
+    train_losses: list[tuple[int, float]] = field(default_factory=list)
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+    best_val_loss: float | None = None
+    base_val_loss: float | None = None  # the base alone (adapter disabled) on the same validation set
+    tokens_per_s: float = 0.0  # real (non-padding) tokens per second of training steps
+    duration_s: float = 0.0
+    device: str = ""
+    peak_memory_bytes: int = 0
+    early_stopped: bool = False
+    padding: str = ""  # "padding-free" | "length-grouped"
+
+
+def total_steps_for(n_train: int, settings: TrainSettings) -> int:
+    """Optimizer steps the run will take: fixed up front so a resumed run ends where the first would have."""
+    if settings.steps is not None:
+        if settings.steps < 1:
+            raise TrainError(f"steps: expected a positive number, got {settings.steps}")
+        return settings.steps
+    epochs = settings.epochs if settings.epochs is not None else 3.0
+    if epochs <= 0:
+        raise TrainError(f"epochs: expected a positive number, got {epochs}")
+    per_epoch = math.ceil(math.ceil(n_train / settings.batch_size) / settings.grad_accum)
+    return max(1, math.ceil(per_epoch * epochs))
+
+
+def lora_config(settings: TrainSettings) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(settings.targets), bias="none", task_type="CAUSAL_LM")
+
+
+def check_convertible(peft_config: Any, model: Any) -> None:
+    """Refuse, before any training, a LoRA config the GGUF converter cannot carry (when it is installed)."""
+    try:
+        from trainer.convert import check_lora_config
+    except ModuleNotFoundError as exc:
+        if exc.name != "trainer.convert":
+            raise
+        return
+    check_lora_config(peft_config, model)
+
+
+def train_adapter(base: Base, train_examples: list[Example], val_examples: list[Example],
+                  settings: TrainSettings, out_dir: Path, emit: Emit | None = None,
+                  resume: bool = False) -> TrainResult:
+    """Train one LoRA adapter on `base`; see the module docstring for the stages.
+
+    `out_dir` gets `checkpoints/` (trainer checkpoints, `settings.json`), `best/` (the best adapter so
+    far) and, unless stopped, `peft/` (the final adapter). `resume=True` continues from the latest
+    checkpoint with the same total steps. `base.model` is wrapped in place: call
+    `result.peft_model.unload()` before training on the same base again.
+    """
+    import torch
+    from peft import get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers import set_seed
+
+    emit = emit or (lambda kind, **fields: None)
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    t0 = time.time()
+    if not val_examples:
+        raise TrainError("no validation examples: split the data with trainer.data.split_examples")
+    model = base.model
+    if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
+        raise TrainError("the base model already carries LoRA layers from an earlier run: unload them first")
+    device = _device_of(model)
+    total = total_steps_for(len(train_examples), settings)
+    eval_every = settings.eval_every or max(1, min(200, math.ceil(total / 10)))
+    save_every = settings.save_every or eval_every
+    gc = settings.gradient_checkpointing if settings.gradient_checkpointing is not None else device != "cpu"
+
+    peft_config = lora_config(settings)
+    check_convertible(peft_config, model)
+
+    emit("phase", name="tokenize", detail=f"{len(train_examples)} train / {len(val_examples)} validation examples")
+    train_recs = tokenize(train_examples, base.tokenizer, settings.max_length)
+    val_recs = sorted(tokenize(val_examples, base.tokenizer, settings.max_length), key=lambda r: len(r["input_ids"]))
+    run_key = _run_key(settings, total, train_recs, val_recs)
+    if resume:
+        resume_from = _resume_point(ckpt_dir, run_key)
+    else:  # a fresh run: an older run's checkpoints here would be mistaken for this one's on --resume
+        resume_from = None
+        for old in (ckpt_dir, out_dir / "best"):
+            shutil.rmtree(old, ignore_errors=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / "settings.json").write_text(json.dumps(run_key, indent=1))
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    padding_free = _padding_free_ok(model, device)
+    if padding_free:
+        model.set_attn_implementation("flash_attention_2")
+    set_seed(settings.seed)  # LoRA's A matrices are drawn here
+    peft_model = get_peft_model(model, peft_config)
+
+    with _cpu_threads(settings.cpu_threads if device == "cpu" else None):
+        trainer = _make_trainer(peft_model, base.tokenizer, train_recs, val_recs, settings, ckpt_dir, total,
+                                eval_every, save_every, device, gc, padding_free)
+        emit("phase", name="baseline", detail="validation loss of the base model (adapter disabled)")
+        with peft_model.disable_adapter():
+            base_val = float(trainer.evaluate()["eval_loss"])
+        emit("eval", step=0, total_steps=total, val_loss=round(base_val, 5), base=True)
+
+        progress = Progress(emit, total, settings.patience, out_dir / "best", base_val)
+        trainer.add_callback(progress)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        emit("phase", name="train", detail=f"{total} steps, batch {settings.batch_size}x{settings.grad_accum}, "
+             f"rank {settings.rank}, {'padding-free' if padding_free else 'length-grouped'} batches on {device}")
+        with stop_on_signals(progress.stop):
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    peft_model.eval()
+    stopped = progress.stop.requested
+    adapter_dir = None
+    if not stopped:
+        progress.restore_best(peft_model)
+        adapter_dir = out_dir / "peft"
+        peft_model.save_pretrained(str(adapter_dir), save_embedding_layers=False)
+        emit("phase", name="saved", detail=str(adapter_dir))
+    return TrainResult(
+        peft_model=peft_model, adapter_dir=adapter_dir, steps_done=trainer.state.global_step, total_steps=total,
+        stopped=stopped, train_losses=progress.train_losses, val_losses=progress.val_losses,
+        best_val_loss=progress.best, base_val_loss=base_val, tokens_per_s=progress.tokens_per_s(),
+        duration_s=round(time.time() - t0, 2), device=_device_label(peft_model, device),
+        peak_memory_bytes=_peak_memory(device), early_stopped=progress.early_stopped,
+        padding="padding-free" if padding_free else "length-grouped",
+    )
+
+
+def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_recs: list[dict],
+                  settings: TrainSettings, ckpt_dir: Path, total: int, eval_every: int, save_every: int,
+                  device: str, gc: bool, padding_free: bool) -> Any:
+    """An SFTTrainer over pre-tokenized records (trl's own preparation skipped: our labels stand)."""
+    import torch
+    from datasets import Dataset
+    from transformers import PrinterCallback, ProgressCallback
+    from trl import SFTConfig, SFTTrainer
+
+    cuda_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    args = SFTConfig(
+        output_dir=str(ckpt_dir), max_steps=total, per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.lr, lr_scheduler_type="cosine", warmup_steps=settings.warmup_ratio,
+        weight_decay=0.0, max_grad_norm=1.0, seed=settings.seed, data_seed=settings.seed,
+        bf16=cuda_bf16, fp16=device == "cuda" and not cuda_bf16, use_cpu=device == "cpu",
+        activation_checkpointing=gc, activation_checkpointing_kwargs={"use_reentrant": False} if gc else None,
+        logging_strategy="steps", logging_steps=settings.log_every,
+        eval_strategy="steps", eval_steps=eval_every, save_strategy="steps", save_steps=save_every,
+        save_total_limit=2, report_to="none", disable_tqdm=True, log_level="error",
+        dataloader_num_workers=0, completion_only_loss=True, padding_free=padding_free,
+        max_length=None if padding_free else settings.max_length,
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+    lengths = [len(r["input_ids"]) for r in train_recs]
+
+    class _Trainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            if padding_free:  # no padding to save: plain shuffling mixes lengths within a batch
+                return super()._get_train_sampler(train_dataset)
+            return LengthGroupedSampler(lengths, settings.batch_size * settings.grad_accum, seed=settings.seed)
+
+    trainer = _Trainer(model=peft_model, args=args, train_dataset=Dataset.from_list(train_recs),
+                       eval_dataset=Dataset.from_list(val_recs), processing_class=tokenizer)
+    for cb in (PrinterCallback, ProgressCallback):  # they print to stdout, which carries our JSON events
+        trainer.remove_callback(cb)
+    return trainer
+
+
+def _padding_free_ok(model: Any, device: str) -> bool:
+    """Padding-free batches need a varlen attention kernel: FlashAttention 2/3 on a CUDA GPU."""
+    if device != "cuda":
+        return False
+    from transformers.utils import is_flash_attn_2_available
+
+    return bool(is_flash_attn_2_available()) and hasattr(model, "set_attn_implementation")
+
+
+def _run_key(settings: TrainSettings, total: int, train_recs: list[dict], val_recs: list[dict]) -> dict:
+    """What a checkpoint must match to be resumed: the settings that shape the run and the data it saw."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([[r["input_ids"] for r in train_recs], [r["input_ids"] for r in val_recs]])
+                       .encode()).hexdigest()[:16]
+    keep = {k: v for k, v in asdict(settings).items() if k not in ("log_every", "cpu_threads")}
+    return {"settings": json.loads(json.dumps(keep)), "total_steps": total, "data": h}
+
+
+def _resume_point(ckpt_dir: Path, run_key: dict) -> Path:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last is None:
+        raise TrainError(f"{ckpt_dir}: no checkpoint to resume from")
+    saved_path = ckpt_dir / "settings.json"
+    saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
+    if saved is not None and saved != run_key:
+        diff = [k for k in run_key["settings"] if saved.get("settings", {}).get(k) != run_key["settings"][k]]
+        if saved.get("data") != run_key["data"]:
+            diff.append("the examples")
+        raise TrainError(f"{saved_path}: the checkpoint was made with different {', '.join(diff) or 'settings'}; "
+                         "resume with the same data and settings, or start a new run")
+    return Path(last)
+
+
+@contextmanager
+def _cpu_threads(n: int | None) -> Iterator[None]:
+    """Pin torch's CPU threads for the run. On a busy machine fewer threads than cores is much faster:
+    torch's OpenMP workers spin-wait, and oversubscribed spinning costs far more than it saves."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _device_of(model: Any) -> str:
+    return next(model.parameters()).device.type
+
+
+def _device_label(model: Any, device: str) -> str:
+    import torch
+
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    four_bit = getattr(model, "is_loaded_in_4bit", False)  # a PeftModel forwards it from the base
+    dtype = "nf4+bf16" if four_bit else str(next(model.parameters()).dtype).removeprefix("torch.")
+    return f"{device} ({name}, {dtype})"
+
+
+def _peak_memory(device: str) -> int:
+    """CUDA: the peak allocated during training; CPU: the process's peak resident set (KiB on Linux)."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
