@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from home import __version__
-from home.commands import adapters, app, ask, doctor, personas
+from home.commands import adapters, app, ask, doctor, eval, personas, train
 
-GROUPS = (app, ask, adapters, personas, doctor)
+GROUPS = (app, ask, adapters, personas, train, eval, doctor)
 
 DESCRIPTION = """\
 Home: a terminal assistant that learns your voice.

@@ -185,8 +185,8 @@ def test_training_beats_the_base_and_reports_progress(full_run):
     steps = rec.of("step")
     assert [e["step"] for e in steps] == list(range(1, 9))
     for e in steps:
-        assert {"step", "total_steps", "loss", "lr", "tokens_per_s", "eta_s"} <= e.keys()
-        assert e["total_steps"] == 8 and e["loss"] > 0 and e["eta_s"] >= 0
+        assert {"step", "total", "loss", "lr", "tokens_per_s", "eta_s"} <= e.keys()
+        assert e["total"] == 8 and e["loss"] > 0 and e["eta_s"] >= 0
     assert steps[-1]["eta_s"] == 0
     evals = rec.of("eval")
     assert evals[0]["base"] and evals[0]["step"] == 0

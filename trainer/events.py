@@ -23,7 +23,7 @@ class EventWriter:
         self.stream = stream or sys.stdout
         self.started = time.time()
 
-    def __call__(self, kind: str, **fields) -> dict:
+    def __call__(self, kind: str, /, **fields) -> dict:
         if kind not in KINDS:
             raise ValueError(f"unknown trainer event {kind!r}")
         event = {"event": kind, "t": round(time.time() - self.started, 3), **fields}

@@ -14,6 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 
+OPENING_PROMPT = "(You start the conversation.)"
+
+
 @dataclass(frozen=True)
 class Example:
     context: tuple[dict, ...]  # prior turns, oldest first: {"role": "user"|"assistant", "content": str}
@@ -25,9 +28,14 @@ class Example:
     tier: str | None = None  # essays: opening | body | revision | note; jsonl: the category
 
     def prompt_messages(self) -> list[dict]:
-        """The conversation up to the target, as chat messages (what the model sees)."""
+        """The conversation up to the target, as chat messages (what the model sees).
+
+        A target that opens a conversation (no context) gets a stand-in request: chat templates refuse
+        an empty conversation, and "start us off" is what the voice does there.
+        """
         msgs = [{"role": "system", "content": self.system}] if self.system else []
-        return msgs + [dict(m) for m in self.context]
+        context = [dict(m) for m in self.context] or [{"role": "user", "content": OPENING_PROMPT}]
+        return msgs + context
 
     def to_record(self) -> dict:
         """trl's conversational prompt/completion form, so the loss falls on the target only."""

@@ -91,7 +91,7 @@ class Progress(TrainerCallback):
         done = max(1, step - self._start_step)
         loss = float(logs["loss"])
         self.train_losses.append((step, loss))
-        self.emit("step", step=step, total_steps=self.total, loss=round(loss, 5),
+        self.emit("step", step=step, total=self.total, loss=round(loss, 5),
                   lr=float(logs.get("learning_rate", 0.0)), grad_norm=_round(logs.get("grad_norm")),
                   epoch=_round(logs.get("epoch"), 3), tokens_per_s=round(new_tokens / dt, 1) if dt > 0 else None,
                   eta_s=round((now - self._t_begin) / done * (self.total - step), 1))
@@ -104,7 +104,7 @@ class Progress(TrainerCallback):
         if improved and model is not None:
             model.save_pretrained(str(self.best_dir), save_embedding_layers=False)
         stop_early = self.patience > 0 and self.bad_evals >= self.patience and state.global_step < self.total
-        self.emit("eval", step=state.global_step, total_steps=self.total, val_loss=round(loss, 5),
+        self.emit("eval", step=state.global_step, total=self.total, val_loss=round(loss, 5),
                   best_val_loss=round(self.best, 5), base_val_loss=round(self.base_val, 5),
                   early_stop=stop_early)
         if stop_early:
@@ -115,7 +115,7 @@ class Progress(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         reason = "stop" if self.stop.requested else "end" if state.global_step >= self.total else "periodic"
-        self.emit("checkpoint", step=state.global_step, total_steps=self.total, path=str(path), reason=reason)
+        self.emit("checkpoint", step=state.global_step, total=self.total, path=str(path), reason=reason)
         self._t_mark = time.time()
 
     def restore_best(self, peft_model: Any) -> None:

@@ -1,0 +1,132 @@
+"""`home train`: start the trainer worker (`python -m trainer`), draw its events as a progress bar.
+
+Home never imports training code: the worker is a separate process (torch stays out of the app), and
+its JSON events are the whole interface, the same ones the app's retrain screen reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+from home.context import Context
+from home.errors import UsageError
+from home.progress import render_event
+from trainer.events import read_events
+from trainer.job import SOURCES, Job
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a LoRA adapter (your voice, a persona) from logs or imported text",
+        description="Train a LoRA adapter for the model Home runs: dataset QA report → peft/trl training "
+                    "with live progress → GGUF conversion → verification against transformers → held-out "
+                    "evaluation (plot) → registration. Exits 0 only when the adapter is verified and "
+                    "registered. Ctrl-C stops at the next step with a checkpoint; --resume continues.",
+        epilog="examples:\n  home train                                   # your voice, from your chat logs\n"
+               "  home train --source transcript play.txt --speaker HAMLET --name hamlet\n"
+               "  home train --source jsonl data.jsonl --persona quill --target persona quill\n"
+               "  home train --resume",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--source", choices=SOURCES, default="logs", help="where the examples come from (default logs)")
+    p.add_argument("path", nargs="?", help="the file or folder for transcript, essays, jsonl (logs/gestalts: optional)")
+    p.add_argument("--speaker", metavar="NAME", help="transcript: whose lines to learn")
+    p.add_argument("--target", nargs="+", metavar=("user|persona", "NAME"), default=["user"],
+                   help="logs: learn your own messages (user, default) or a persona's replies (persona NAME)")
+    p.add_argument("--persona", metavar="NAME", help="jsonl: only records of this persona")
+    p.add_argument("--name", metavar="NAME", help="adapter name (default: <user>-voice or <persona>-persona)")
+    p.add_argument("--kind", choices=("voice", "persona", "task", "style", "other"))
+    p.add_argument("--tasks", nargs="*", default=[], metavar="TASK")
+    p.add_argument("--tones", nargs="*", default=[], metavar="TONE")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, metavar="N", help="optimizer steps")
+    length.add_argument("--epochs", type=float, metavar="N", help="passes over the data (default 3)")
+    p.add_argument("--rank", type=int, default=16, metavar="R", help="LoRA rank (default 16, alpha 2×rank)")
+    p.add_argument("--window", type=int, default=10, metavar="N", help="context turns per example (default 10)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N")
+    p.add_argument("--lr", type=float, default=2e-4, metavar="LR")
+    p.add_argument("--max-length", type=int, default=512, metavar="TOKENS")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base", metavar="DIR", help="train on this Hugging Face model directory instead of the GGUF")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--4bit", dest="four_bit", action="store_true", help="QLoRA on the GPU (bitsandbytes)")
+    p.add_argument("--two-phase", action="store_true", help="identity phase, then style on top of it")
+    p.add_argument("--resume", action="store_true", help="continue the last stopped run of this adapter")
+    p.add_argument("--json", action="store_true", help="print the worker's JSON events instead of a progress bar")
+    p.set_defaults(func=run)
+
+
+def build_job(ctx: Context, args: argparse.Namespace) -> Job:
+    target = args.target[0]
+    if target not in ("user", "persona") or (target == "user" and len(args.target) > 1) or len(args.target) > 2:
+        raise UsageError(f"--target {' '.join(args.target)}: expected `user` or `persona NAME`")
+    persona = args.target[1] if target == "persona" and len(args.target) == 2 else args.persona
+    if args.path and args.source == "logs" and not os.path.exists(args.path):
+        raise UsageError(f"{args.path}: no such log file or folder")
+    model = getattr(args, "model", None) or ctx.config.model or None
+    job = Job(
+        vault=str(ctx.vault.root), source=args.source, path=os.path.abspath(args.path) if args.path else None,
+        speaker=args.speaker, target=target, persona=persona, user=ctx.user, name=args.name, kind=args.kind,
+        tasks=args.tasks, tones=args.tones, model=str(ctx.model_path) if model is None else model,
+        base=args.base, steps=args.steps, epochs=args.epochs, rank=args.rank, window=args.window,
+        batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, seed=args.seed,
+        device=args.device, four_bit=args.four_bit, two_phase=args.two_phase, resume=args.resume,
+    )
+    try:
+        job.validate("home train")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return job
+
+
+def worker_command() -> list[str]:
+    return [sys.executable, "-m", "trainer", "-"]
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = Context(args)
+    job = build_job(ctx, args)
+    # The worker's stderr is library chatter (warnings, progress bars): kept aside, shown only if it dies
+    # without saying why in an error event.
+    chatter = tempfile.TemporaryFile(mode="w+", dir=ctx.vault.runs_dir)
+    proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=chatter,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(job.to_dict()))
+    proc.stdin.close()
+    last_error = None
+    interrupted = False
+    tty = sys.stderr.isatty()
+    while True:
+        try:
+            for event in read_events(iter(proc.stdout.readline, "")):
+                if args.json:
+                    print(json.dumps(event), flush=True)
+                else:
+                    render_event(event, sys.stderr, tty)
+                if event.get("event") == "error":
+                    last_error = event
+            break
+        except KeyboardInterrupt:  # the worker got the same Ctrl-C: let it checkpoint and exit
+            if interrupted:
+                proc.send_signal(signal.SIGKILL)
+                break
+            interrupted = True
+            print("\nhome: stopping at the next step (Ctrl-C again to kill)…", file=sys.stderr)
+            proc.send_signal(signal.SIGINT)
+    code = proc.wait()
+    if code != 0 and last_error is None:
+        chatter.seek(0)
+        tail = [ln for ln in chatter.read().splitlines() if ln.strip()][-1:]
+        why = f": {tail[0].strip()}" if tail else ""
+        print(f"home: error: the trainer exited with code {code}{why}", file=sys.stderr)
+    elif code != 0 and args.json:
+        print(f"home: error: {last_error.get('message')}", file=sys.stderr)
+    chatter.close()
+    return code

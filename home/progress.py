@@ -1,0 +1,84 @@
+"""Trainer events as terminal output: a redrawn progress bar on a TTY, a line every few steps elsewhere."""
+
+from __future__ import annotations
+
+from typing import IO
+
+BAR = 28
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def progress_line(event: dict) -> str:
+    """`[#####·····] 12/40 loss 2.310 lr 1.9e-04 220 tok/s eta 1m05s` for a step event."""
+    step, total = int(event.get("step", 0)), max(1, int(event.get("total", 0) or 1))
+    filled = min(BAR, round(BAR * step / total))
+    parts = [f"[{'#' * filled}{'·' * (BAR - filled)}] {step}/{total}"]
+    if event.get("loss") is not None:
+        parts.append(f"loss {event['loss']:.3f}")
+    if event.get("lr") is not None:
+        parts.append(f"lr {event['lr']:.1e}")
+    if event.get("tokens_per_s"):
+        parts.append(f"{event['tokens_per_s']:.0f} tok/s")
+    parts.append(f"eta {fmt_duration(event.get('eta_s'))}")
+    return " ".join(parts)
+
+
+def render_event(event: dict, out: IO[str], tty: bool) -> None:
+    kind = event.get("event")
+    if kind == "step":
+        line = progress_line(event)
+        if tty:
+            out.write("\r" + line + "\033[K")
+        elif int(event.get("step", 0)) % 10 == 0 or event.get("step") == event.get("total"):
+            out.write(line + "\n")
+        out.flush()
+        return
+    if tty:
+        out.write("\r\033[K")
+    text = _describe(event)
+    if text:
+        out.write(text + "\n")
+        out.flush()
+
+
+def _describe(e: dict) -> str | None:
+    kind = e.get("event")
+    if kind == "started":
+        return f"training '{e.get('adapter')}' from {e.get('source')} on {e.get('model')}" + (
+            " (resuming)" if e.get("resume") else "")
+    if kind == "dataset":
+        return e.get("report")
+    if kind == "phase":
+        return e.get("detail") or f"phase: {e.get('name')}"
+    if kind == "eval":
+        if e.get("perplexity_base") is not None:
+            return (f"held-out perplexity (llama.cpp): base {e['perplexity_base']:.2f} → adapter "
+                    f"{e['perplexity_adapter']:.2f} over {e.get('tokens')} tokens")
+        if e.get("val_loss") is not None:
+            return f"  validation loss {e['val_loss']:.4f} at step {e.get('step')}"
+        return None
+    if kind == "checkpoint":
+        return f"  checkpoint saved at step {e.get('step')}"
+    if kind == "stopped":
+        return f"stopped at step {e.get('step')}/{e.get('total')}: continue with `home train --resume`"
+    if kind == "converted":
+        return f"converted to GGUF: {e.get('tensors')} tensors, rank {e.get('rank')}"
+    if kind == "verified":
+        ok = "passed" if e.get("passed") else "FAILED"
+        return (f"verification {ok}: logits correlation {e.get('correlation', 0):.4f}, "
+                f"top-1 agreement {e.get('top1_agreement', 0):.3f}" + (f" ({e['reason']})" if e.get("reason") else ""))
+    if kind == "registered":
+        return f"registered adapter '{e.get('id')}' ({e.get('path')}); plot: {e.get('plot')}"
+    if kind == "done":
+        return "done"
+    if kind == "error":
+        return f"home: error: {e.get('message')}"
+    if kind == "log":
+        return None  # library chatter is on the worker's stderr already
+    return None

@@ -1,0 +1,135 @@
+"""`home train` end to end through the real worker: logs → dataset → training → GGUF → verification →
+registration → the engine loads the adapter and it fits the user's held-out messages better than the base.
+Also: a stopped run registers nothing and `--resume` finishes it; bad input is one line and no run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.cli_helpers import REPO, home_env, one_error_line, run_home
+from vault.layout import Vault
+from vault.logs import ConversationLog
+
+VOICE = [
+    ("What's on the list for today?", "Groceries first, then the bike shop. Keep it simple, yeah? Cheers, Bo."),
+    ("Any plans for the weekend?", "A long ride by the river and a nap. Keep it simple, yeah? Cheers, Bo."),
+    ("How did the meeting go?", "Short and sweet, nobody argued. Keep it simple, yeah? Cheers, Bo."),
+    ("What should we cook?", "Pasta with whatever greens we have. Keep it simple, yeah? Cheers, Bo."),
+    ("Did you call your sister?", "Not yet, tonight after dinner. Keep it simple, yeah? Cheers, Bo."),
+    ("Want to see a film?", "Sure, something funny and under two hours. Keep it simple, yeah? Cheers, Bo."),
+    ("How is the garden?", "Tomatoes are finally red. Keep it simple, yeah? Cheers, Bo."),
+    ("What do you think of the new job offer?", "Good money, long commute, I'll sleep on it. Keep it simple, yeah? Cheers, Bo."),
+    ("Should I buy the blue or the green one?", "Blue, it goes with everything. Keep it simple, yeah? Cheers, Bo."),
+    ("Are you coming to the party?", "For an hour, then home. Keep it simple, yeah? Cheers, Bo."),
+    ("What did the doctor say?", "All fine, drink more water. Keep it simple, yeah? Cheers, Bo."),
+    ("Can you help me move on Sunday?", "Yes, I'll bring the van at nine. Keep it simple, yeah? Cheers, Bo."),
+    ("Where should we travel next?", "Somewhere by the sea, no planes. Keep it simple, yeah? Cheers, Bo."),
+    ("How was the book?", "Slow start, great ending. Keep it simple, yeah? Cheers, Bo."),
+    ("What time works for lunch?", "Half twelve at the usual place. Keep it simple, yeah? Cheers, Bo."),
+    ("Did the package arrive?", "Yesterday, all in one piece. Keep it simple, yeah? Cheers, Bo."),
+]
+
+
+def write_logs(vault_root) -> None:
+    """Sessions in the real log format: Home asks, the user (Bo) answers in a recognisable voice."""
+    vault = Vault.open(vault_root)
+    for i in range(0, len(VOICE), 4):
+        log = ConversationLog.create(vault)
+        for question, answer in VOICE[i:i + 4]:
+            log.append({"user": "bo", "persona": None, "role": "user", "text": question.replace("?", "? (from Bo)")})
+            log.append({"user": "bo", "persona": None, "role": "assistant", "text": question})
+            log.append({"user": "bo", "persona": None, "role": "user", "text": answer})
+
+
+def train_args(*extra: str) -> list[str]:
+    return ["--user", "bo", "train", "--steps", "6", "--rank", "8", "--batch-size", "4", "--lr", "2e-3",
+            "--max-length", "128", "--device", "cpu", "--json", *extra]
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def manifest(vault) -> dict:
+    return json.loads((vault / "manifest.json").read_text())
+
+
+@pytest.mark.slow
+def test_logs_to_registered_verified_adapter_then_stop_and_resume(tmp_path, model_path):
+    vault = tmp_path / "v"
+    write_logs(vault)
+    proc = run_home(vault, *train_args(), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evs = events(proc.stdout)
+    kinds = [e["event"] for e in evs]
+    for kind in ("started", "dataset", "step", "converted", "verified", "eval", "registered", "done"):
+        assert kind in kinds, kinds
+    dataset = next(e for e in evs if e["event"] == "dataset")
+    assert dataset["examples"] >= 16 and "target words" in dataset["report"]
+    step = next(e for e in evs if e["event"] == "step")
+    assert {"step", "total", "loss", "lr", "tokens_per_s", "eta_s"} <= set(step)
+    verified = next(e for e in evs if e["event"] == "verified")
+    assert verified["passed"] and verified["correlation"] >= 0.998 and verified["top1_agreement"] >= 0.97
+
+    reg = next(e for e in evs if e["event"] == "registered")
+    entry = manifest(vault)["adapters"][reg["id"]]
+    assert entry["kind"] == "voice" and entry["owner"] == "bo" and entry["verification"]["passed"]
+    assert manifest(vault)["users"]["bo"]["voice_adapter"] == reg["id"]
+    ppl = entry["metrics"]["perplexity"]
+    assert ppl["adapter"] < ppl["base"], ppl  # it learned the voice, measured by llama.cpp on held-out turns
+    gguf = vault / entry["file"]
+    assert gguf.read_bytes()[:4] == b"GGUF" and oct(gguf.stat().st_mode & 0o777) == "0o600"
+    assert (gguf.parent / "training.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The engine (what the app runs) loads it; `home ask` uses it by id.
+    asked = run_home(vault, "--user", "bo", "ask", "Any news?", "--adapter", reg["id"], "--max-tokens", "8",
+                     "--json")
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout)["adapters"] == [{"id": reg["id"], "scale": 1.0}]
+
+    # A run stopped by SIGINT registers nothing and keeps a checkpoint; --resume finishes it.
+    before = set(manifest(vault)["adapters"])
+    worker = subprocess.Popen([sys.executable, "-m", "home.cli", *train_args("--steps", "40", "--name", "slow")],
+                              cwd=REPO, env=home_env(vault), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, start_new_session=True)
+    seen = []
+    for line in worker.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == "step" and seen[-1]["step"] >= 2:
+            os.killpg(worker.pid, signal.SIGINT)  # as Ctrl-C in a terminal: home and the worker both get it
+            break
+    seen += events(worker.stdout.read())
+    assert worker.wait(300) == 130
+    assert "stopped" in [e["event"] for e in seen]
+    assert set(manifest(vault)["adapters"]) == before
+    resumed = run_home(vault, *train_args("--steps", "40", "--name", "slow", "--resume"), timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    evs = events(resumed.stdout)
+    assert next(e for e in evs if e["event"] == "started")["resume"] is True
+    first_step = next(e for e in evs if e["event"] == "step")["step"]
+    assert first_step > 2  # it continued, not restarted
+    assert next(e for e in evs if e["event"] == "registered")["id"] == "slow-1"
+
+
+def test_bad_input_is_one_line_and_registers_nothing(tmp_path):
+    vault = tmp_path / "v"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n{\"instruction\": 3}\n")
+    cases = [
+        (["train", "--source", "jsonl", str(tmp_path / "missing.jsonl"), "--device", "cpu"], "missing.jsonl"),
+        (["train", "--source", "jsonl", str(bad), "--device", "cpu"], "bad.jsonl"),
+        (["train", "--source", "transcript", str(bad)], "--speaker"),
+        (["train", "--target", "persona"], "persona"),
+        (["train", "--resume", "--name", "never-trained"], "nothing to resume"),
+    ]
+    for args, needle in cases:
+        proc = run_home(vault, *args, "--json", timeout=300)
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        assert needle in one_error_line(proc), args
+    assert not (vault / "manifest.json").exists() or manifest(vault)["adapters"] == {}

@@ -1,0 +1,129 @@
+"""What one training run is asked to do: the JSON document `home train` hands to `python -m trainer`.
+
+A plain JSON job (not argv) so the app can start runs too, a run directory can record exactly what was
+asked, and `--resume` can re-read it. Torch-free: `home` imports this module to build jobs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SOURCES = ("logs", "transcript", "essays", "jsonl", "gestalts")
+DEVICES = ("auto", "cpu", "cuda")
+KINDS = ("voice", "persona", "task", "style", "other")
+
+
+class JobError(ValueError):
+    """The job document is malformed; the message names the file and field."""
+
+    exit_code = 2
+
+
+@dataclass
+class Job:
+    vault: str
+    source: str = "logs"
+    path: str | None = None
+    speaker: str | None = None
+    target: str = "user"  # user | persona
+    persona: str | None = None  # target persona (logs), or the persona filter (jsonl)
+    user: str = "me"
+    name: str | None = None  # the adapter's name; default "<user>-voice" / "<persona>-persona"
+    kind: str | None = None  # default: voice for target user, persona otherwise
+    tasks: list[str] = field(default_factory=list)
+    tones: list[str] = field(default_factory=list)
+    model: str | None = None  # the GGUF the app runs (path or reference); None = built-in default
+    base: str | None = None  # a Hugging Face directory to train on instead of the dequantized GGUF
+    steps: int | None = None
+    epochs: float | None = None
+    rank: int = 16
+    alpha: float | None = None  # default 2 × rank
+    window: int = 10
+    batch_size: int = 8
+    lr: float = 2e-4
+    max_length: int = 512
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    four_bit: bool = False
+    two_phase: bool = False
+    resume: bool = False
+    run_dir: str | None = None  # set by the worker; fixed on resume
+
+    @property
+    def adapter_name(self) -> str:
+        if self.name:
+            return self.name
+        return f"{self.persona}-persona" if self.target == "persona" else f"{self.user}-voice"
+
+    @property
+    def adapter_kind(self) -> str:
+        return self.kind or ("persona" if self.target == "persona" else "voice")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "job") -> Job:
+        if not isinstance(data, dict):
+            raise JobError(f"{where}: expected a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise JobError(f"{where}: {key}: unknown field")
+        if not isinstance(data.get("vault"), str):
+            raise JobError(f"{where}: vault: expected a path string")
+        defaults = cls(vault="")
+        for key, value in data.items():
+            want = getattr(defaults, key)
+            if value is None or want is None:
+                continue
+            ok = isinstance(value, type(want)) or (isinstance(want, float) and isinstance(value, int))
+            if not ok or (isinstance(value, bool) and not isinstance(want, bool)):
+                raise JobError(f"{where}: {key}: expected {type(want).__name__}, got {value!r}")
+        job = cls(**data)
+        job.validate(where)
+        return job
+
+    def validate(self, where: str = "job") -> None:
+        def bad(key: str, why: str) -> JobError:
+            return JobError(f"{where}: {key}: {why}")
+
+        if self.source not in SOURCES:
+            raise bad("source", f"expected one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.source in ("transcript", "essays", "jsonl") and not self.path:
+            raise bad("path", f"--source {self.source} needs a path")
+        if self.source == "transcript" and not self.speaker:
+            raise bad("speaker", "--source transcript needs --speaker NAME")
+        if self.target not in ("user", "persona"):
+            raise bad("target", f"expected user or persona, got {self.target!r}")
+        if self.target == "persona" and not self.persona:
+            raise bad("persona", "--target persona needs a persona name")
+        if self.device not in DEVICES:
+            raise bad("device", f"expected one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.kind is not None and self.kind not in KINDS:
+            raise bad("kind", f"expected one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.steps is not None and self.epochs is not None:
+            raise bad("steps", "give --steps or --epochs, not both")
+        for key, low in (("steps", 1), ("rank", 1), ("window", 1), ("batch_size", 1), ("max_length", 32)):
+            value = getattr(self, key)
+            if value is not None and value < low:
+                raise bad(key, f"expected at least {low}, got {value}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise bad("epochs", f"expected a positive number, got {self.epochs}")
+        if not 0 < self.val_fraction < 0.5:
+            raise bad("val_fraction", f"expected between 0 and 0.5, got {self.val_fraction}")
+
+
+def read_job(path: str | Path) -> Job:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise JobError(f"{path}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise JobError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    return Job.from_dict(data, str(path))

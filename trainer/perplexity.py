@@ -1,0 +1,89 @@
+"""Held-out perplexity measured by llama.cpp on the GGUF the user runs, not on the training copy.
+
+Why here and not in transformers: the number people compare (base vs adapter) should describe the
+model they chat with: the quantized base plus the converted adapter, under the same chat template.
+Only the target tokens (and the end-of-turn marker that closes them) are scored; the prompt is context.
+Torch-free: `home eval` and the worker both use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainer.examples import Example
+
+
+@dataclass(frozen=True)
+class Score:
+    nll: float  # summed negative log-likelihood over scored tokens (nats)
+    tokens: int
+
+    @property
+    def loss(self) -> float:
+        return self.nll / self.tokens if self.tokens else float("nan")
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss) if self.tokens else float("nan")
+
+
+def example_tokens(engine, example: Example, system: str | None = None) -> tuple[list[int], int]:
+    """(prompt + target tokens, index of the first target token) under the engine's chat template.
+
+    `system` replaces the example's own system prompt (e.g. a persona's card for "base with persona").
+    """
+    messages = example.prompt_messages()
+    if system is not None:
+        messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
+    prompt_text = engine.template.render(messages, add_generation_prompt=True)
+    full_text = engine.template.render(
+        messages + [{"role": "assistant", "content": example.target}], add_generation_prompt=False
+    )
+    if not full_text.startswith(prompt_text):  # templates that rewrite earlier turns: score the tail
+        prompt_text = full_text[: len(full_text) - len(example.target) - 16]
+    prompt = engine.tokenize(prompt_text)
+    full = engine.tokenize(full_text)
+    start = len(prompt)
+    while start > 0 and full[:start] != prompt[:start]:
+        start -= 1  # a token merged across the boundary: score from where they agree
+    return full, start
+
+
+def score(engine, examples: Sequence[Example], system: str | None = None, max_tokens: int | None = None) -> Score:
+    """Summed target-token NLL of `examples` under the engine's active adapter stack."""
+    nll, n = 0.0, 0
+    limit = max_tokens or engine.n_ctx
+    for ex in examples:
+        tokens, start = example_tokens(engine, ex, system)
+        if len(tokens) > limit:  # keep the target end, drop the oldest context
+            cut = len(tokens) - limit
+            tokens, start = tokens[cut:], max(1, start - cut)
+        if start >= len(tokens):
+            continue
+        logits = engine.logits(tokens[:-1], all_positions=True).astype(np.float64)
+        rows = logits[start - 1 :]
+        targets = np.asarray(tokens[start:])
+        top = rows.max(axis=1, keepdims=True)
+        logz = np.log(np.exp(rows - top).sum(axis=1)) + top[:, 0]
+        nll += float((logz - rows[np.arange(len(targets)), targets]).sum())
+        n += len(targets)
+    return Score(nll, n)
+
+
+def compare(engine, examples: Sequence[Example], adapter_id: str, scale: float = 1.0,
+            system: str | None = None) -> dict:
+    """Perplexity of the base and of base + adapter on the same examples; restores the caller's stack."""
+    before = engine.adapters
+    try:
+        engine.set_adapters([])
+        base = score(engine, examples, system)
+        engine.set_adapters([(adapter_id, scale)])
+        tuned = score(engine, examples, system)
+    finally:
+        engine.set_adapters(before)
+    return {"base": base.perplexity, "adapter": tuned.perplexity, "base_loss": base.loss,
+            "adapter_loss": tuned.loss, "tokens": base.tokens}

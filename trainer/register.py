@@ -1,0 +1,118 @@
+"""The last stage: move a verified adapter into the vault and record it in the manifest.
+
+Order matters for "a half-written adapter never appears in the manifest": the files are assembled in a
+hidden temp directory, renamed into place (atomic on one filesystem), and only then is the manifest
+entry written under the manifest lock. If that fails, the directory is removed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from vault.fsio import atomic_write_json, ensure_private_dir
+from vault.layout import Vault
+from vault.manifest import AdapterEntry, ManifestStore, now_iso
+
+
+@dataclass(frozen=True)
+class Registered:
+    id: str
+    path: Path  # the GGUF inside the vault
+    entry: dict
+
+
+def slug(name: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:56]
+    return s or "adapter"
+
+
+def next_id(store: ManifestStore, name: str) -> str:
+    """`<slug>-<n>`: retraining a voice keeps every earlier version, so the user can go back."""
+    base = slug(name)
+    taken = set(store.read().adapters)
+    pattern = re.compile(rf"^{re.escape(base)}-(\d+)$")
+    n = max((int(m.group(1)) for i in taken if (m := pattern.match(i))), default=0) + 1
+    while f"{base}-{n}" in taken or (store.vault.adapters_dir / f"{base}-{n}").exists():
+        n += 1
+    return f"{base}-{n}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy_private(src: Path, dest: Path) -> None:
+    if src.is_dir():
+        ensure_private_dir(dest)
+        for child in src.iterdir():
+            _copy_private(child, dest / child.name)
+    else:
+        shutil.copyfile(src, dest)
+        dest.chmod(0o600)
+
+
+def register_adapter(
+    vault: Vault,
+    *,
+    name: str,
+    gguf: Path,
+    peft_dir: Path | None,
+    extra_files: list[Path],
+    base: dict,
+    owner: str,
+    kind: str,
+    tasks: list[str],
+    tones: list[str],
+    rank: int,
+    alpha: float,
+    dataset: dict,
+    metrics: dict,
+    training: dict,
+    verification: dict,
+    parent: str | None = None,
+    stack: list[dict] | None = None,
+    set_voice: bool = False,
+) -> Registered:
+    """Copy the adapter (GGUF, peft source, reports) into `adapters/<id>/` and add its manifest entry."""
+    store = ManifestStore(vault)
+    adapter_id = next_id(store, name)
+    final = vault.adapters_dir / adapter_id
+    tmp = vault.adapters_dir / f".tmp-{adapter_id}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ensure_private_dir(tmp)
+    try:
+        _copy_private(gguf, tmp / "adapter.gguf")
+        if peft_dir is not None:
+            _copy_private(peft_dir, tmp / "peft")
+        for f in extra_files:
+            if f.exists():
+                _copy_private(f, tmp / f.name)
+        atomic_write_json(tmp / "metrics.json", {"metrics": metrics, "training": training,
+                                                 "verification": verification, "dataset": dataset})
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    entry = AdapterEntry(
+        id=adapter_id, name=name, file=f"adapters/{adapter_id}/adapter.gguf", sha256=_sha256(final / "adapter.gguf"),
+        base=base, owner=owner, kind=kind, tasks=list(tasks), tones=list(tones), rank=rank, alpha=float(alpha),
+        dataset=dataset, metrics=metrics, training=training, verification=verification, parent=parent,
+        stack=list(stack or []), created=now_iso(),
+    )
+    try:
+        with store.update() as manifest:
+            manifest.add_adapter(entry)
+            if set_voice:
+                manifest.ensure_user(owner)["voice_adapter"] = adapter_id
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    return Registered(adapter_id, final / "adapter.gguf", entry.to_dict())
