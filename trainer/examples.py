@@ -13,7 +13,6 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
-
 OPENING_PROMPT = "(You start the conversation.)"
 
 
