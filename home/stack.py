@@ -36,9 +36,12 @@ class StackSpec:
 
 
 def resolve_stack(manifest: Manifest, specs: list[StackSpec], model_fingerprint: str, model_name: str) -> Stack:
-    """Check every requested adapter against the manifest and the loaded base; return (id, scale) pairs."""
+    """Check every requested adapter against the manifest and the loaded base; return (id, scale) pairs.
+
+    An adapter trained on top of others (its entry's `stack`, e.g. two-phase style over identity)
+    brings them along beneath it, unless the caller already named them."""
     stack: Stack = []
-    for spec in specs:
+    for spec in _with_dependencies(manifest, specs):
         entry = manifest.adapters.get(spec.id)
         if entry is None:
             known = ", ".join(sorted(manifest.adapters)) or "none registered"
@@ -52,6 +55,23 @@ def resolve_stack(manifest: Manifest, specs: list[StackSpec], model_fingerprint:
             )
         stack.append((entry.id, entry.scale if spec.scale is None else spec.scale))
     return stack
+
+
+def _with_dependencies(manifest: Manifest, specs: list[StackSpec]) -> list[StackSpec]:
+    named = {s.id for s in specs}
+    out: list[StackSpec] = []
+
+    def add(spec: StackSpec, seen: tuple[str, ...]) -> None:
+        entry = manifest.adapters.get(spec.id)
+        for dep in (entry.stack if entry else []):
+            if dep["id"] not in named and dep["id"] not in seen and all(o.id != dep["id"] for o in out):
+                add(StackSpec(dep["id"], float(dep.get("scale", 1.0))), (*seen, spec.id))
+        if all(o.id != spec.id for o in out):
+            out.append(spec)
+
+    for spec in specs:
+        add(spec, ())
+    return out
 
 
 def activate(engine, vault: Vault, manifest: Manifest, stack: Stack) -> None:

@@ -102,6 +102,8 @@ def test_personas_list_import_and_no_overwrite(tmp_path):
         "scenario": "", "first_mes": "Aye.", "mes_example": "", "extensions": {"other_app": {"x": 1}}}}))
     proc = run_home(vault, "personas", "import", str(card))
     assert proc.returncode == 0, proc.stderr
+    assert json.loads((vault / "manifest.json").read_text())["personas"]["captain-brisk"]["file"] == \
+        "personas/captain-brisk.json"
     shown = json.loads(run_home(vault, "personas", "show", "captain-brisk", "--json").stdout)
     assert shown["data"]["extensions"]["other_app"] == {"x": 1}
     saved = sorted((vault / "personas").glob("*.json"))

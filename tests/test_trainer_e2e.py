@@ -133,3 +133,23 @@ def test_bad_input_is_one_line_and_registers_nothing(tmp_path):
         assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
         assert needle in one_error_line(proc), args
     assert not (vault / "manifest.json").exists() or manifest(vault)["adapters"] == {}
+
+
+@pytest.mark.slow
+def test_two_phase_registers_identity_then_style_stacked(tmp_path):
+    vault = tmp_path / "v"
+    write_logs(vault)
+    proc = run_home(vault, *train_args("--two-phase", "--steps", "4"), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evs = events(proc.stdout)
+    assert [e["passed"] for e in evs if e["event"] == "verified"] == [True, True]
+    identity, style = [e["id"] for e in evs if e["event"] == "registered"]
+    assert (identity, style) == ("bo-voice-identity-1", "bo-voice-1")
+    m = manifest(vault)
+    assert m["adapters"][style]["parent"] == identity
+    assert m["adapters"][style]["stack"] == [{"id": identity, "scale": 1.0}]
+    assert m["users"]["bo"]["voice_adapter"] == style
+    # Asking with the style adapter applies the identity adapter beneath it.
+    asked = run_home(vault, "--user", "bo", "ask", "Hi", "--adapter", style, "--max-tokens", "4", "--json")
+    assert asked.returncode == 0, asked.stderr
+    assert [a["id"] for a in json.loads(asked.stdout)["adapters"]] == [identity, style]

@@ -75,13 +75,15 @@ def score(engine, examples: Sequence[Example], system: str | None = None, max_to
 
 
 def compare(engine, examples: Sequence[Example], adapter_id: str, scale: float = 1.0,
-            system: str | None = None) -> dict:
-    """Perplexity of the base and of base + adapter on the same examples; restores the caller's stack."""
+            system: str | None = None, under: Sequence[tuple[str, float]] = ()) -> dict:
+    """Perplexity of the base and of base + adapter on the same examples; restores the caller's stack.
+
+    `under`: adapters the candidate was trained on top of (two-phase), applied beneath it."""
     before = engine.adapters
     try:
         engine.set_adapters([])
         base = score(engine, examples, system)
-        engine.set_adapters([(adapter_id, scale)])
+        engine.set_adapters([*under, (adapter_id, scale)])
         tuned = score(engine, examples, system)
     finally:
         engine.set_adapters(before)

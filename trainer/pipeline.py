@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainer.job import Job
 from trainer.runs import find_resumable, new_run, write_state
@@ -60,11 +62,27 @@ def run(job: Job, emit: Emit) -> dict:
     return entry
 
 
+@dataclass
+class Candidate:
+    """One trained, converted and verified adapter waiting to be registered."""
+
+    name: str
+    kind: str
+    gguf: Path
+    peft_dir: Path
+    result: Any  # trainer.train.TrainResult
+    conv: Any  # trainer.convert.ConvertResult
+    ver: Any  # trainer.verify.VerifyResult
+    ppl: dict
+    png: Path
+    n_train: int
+    n_val: int
+
+
 def _stages(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit) -> dict:
     from trainer.base import load_base, pick_device
     from trainer.data import split_examples
     from trainer.sources import load_source
-    from trainer.train import TrainSettings, train_adapter
 
     t0 = time.time()
     # 1. dataset, with its QA report before anything expensive
@@ -78,69 +96,121 @@ def _stages(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit) 
                               f"({len(report.rejected)} lines rejected{first})")
     train_ex, val_ex = split_examples(report.examples, job.val_fraction, seed=job.seed)
 
-    # 2. train (peft + trl) on the dequantized GGUF or --base
     device = pick_device(job.device, job.four_bit)
     emit("phase", name="load", detail=f"loading {info.name} for training on {device.label}")
     base = load_base(model_path, device, job.base)
+
+    if not job.two_phase:
+        only = _adapter(job, base, model_path, train_ex, val_ex, run_dir, job.adapter_name, job.adapter_kind, emit)
+        return _register(job, vault, info, report, [only], t0, emit)[-1]
+
+    # --two-phase: 1. identity (who speaks: markers in most examples), 2. style on top of it, frozen.
+    # Training phase 2 on the base with phase 1 merged in is the same as training it over the frozen
+    # phase-1 adapter (LoRA deltas add up), and llama.cpp then applies the two stacked.
+    who = job.persona if job.target == "persona" else job.user
+    emit("phase", name="identity", detail=f"phase 1/2: identity adapter ({who})")
+    phase1 = _adapter(job, base, model_path, mark_identity(train_ex, who, job.seed),
+                      mark_identity(val_ex, who, job.seed), run_dir / "phase1", f"{job.adapter_name}-identity",
+                      "persona", emit)
+    base.model = phase1.result.peft_model.merge_and_unload()
+    emit("phase", name="style", detail="phase 2/2: style adapter on top of the identity adapter")
+    phase2 = _adapter(job, base, model_path, train_ex, val_ex, run_dir / "phase2", job.adapter_name,
+                      job.adapter_kind, emit, under=phase1)
+    return _register(job, vault, info, report, [phase1, phase2], t0, emit)[-1]
+
+
+def mark_identity(examples: list, who: str, seed: int, share: float = 0.8) -> list:
+    """Most examples (seeded choice) get a system line naming the speaker, so phase 1 ties the voice
+    to the name; the rest stay unmarked so the identity also shows without the cue."""
+    import random
+    from dataclasses import replace
+
+    rng = random.Random(seed)
+    marker = f"You are {who}. Speak as {who}."
+    return [replace(ex, system=f"{marker}\n{ex.system}" if ex.system else marker) if rng.random() < share else ex
+            for ex in examples]
+
+
+def _adapter(job: Job, base, model_path: Path, train_ex: list, val_ex: list, out_dir: Path, name: str,
+             kind: str, emit: Emit, under: Candidate | None = None) -> Candidate:
+    """Train → convert → verify → held-out perplexity → plot, for one adapter (nothing registered yet).
+
+    On --resume a phase continues from its checkpoint if it has one and had not finished; a phase that
+    finished is trained again from the same seed (same result), one that never started starts."""
+    from llm.engine import Engine
+    from trainer.convert import convert_peft_to_gguf
+    from trainer.perplexity import compare
+    from trainer.plot import plot_training
+    from trainer.train import TrainSettings, train_adapter
+    from trainer.verify import verify_adapter
+
     settings = TrainSettings(steps=job.steps, epochs=job.epochs if job.steps is None else None, rank=job.rank,
                              alpha=job.alpha or 2.0 * job.rank, batch_size=job.batch_size, lr=job.lr,
                              max_length=job.max_length, val_fraction=job.val_fraction, seed=job.seed)
-    result = train_adapter(base, train_ex, val_ex, settings, run_dir, emit=emit, resume=job.resume)
+    resume = job.resume and any((out_dir / "checkpoints").glob("checkpoint-*")) and not (out_dir / "peft").exists()
+    result = train_adapter(base, train_ex, val_ex, settings, out_dir, emit=emit, resume=resume)
     if result.stopped:
-        emit("stopped", step=result.steps_done, total=result.total_steps, run_dir=str(run_dir),
+        emit("stopped", step=result.steps_done, total=result.total_steps, run_dir=str(out_dir),
              hint="continue with --resume")
         raise RunStopped(f"stopped at step {result.steps_done}/{result.total_steps}; continue with --resume")
 
-    # 3. convert to a GGUF LoRA for the model the app runs
-    from trainer.convert import convert_peft_to_gguf
-
-    gguf_out = run_dir / "adapter.gguf"
-    conv = convert_peft_to_gguf(result.adapter_dir, model_path, gguf_out, name=job.adapter_name)
+    gguf_out = out_dir / "adapter.gguf"
+    conv = convert_peft_to_gguf(result.adapter_dir, model_path, gguf_out, name=name)
     emit("converted", path=str(gguf_out), tensors=conv.n_tensors, rank=conv.rank, alpha=conv.alpha)
-
-    # 4. verify llama.cpp against transformers + peft, then 5. evaluate on held-out data, with llama.cpp
-    from llm.engine import Engine
-    from trainer.perplexity import compare
-    from trainer.verify import verify_adapter
 
     probes = [_probe_text(base.tokenizer, ex) for ex in val_ex[:PROBES]]
     with Engine(model_path, n_ctx=max(1024, job.max_length + 64)) as engine:
-        ver = verify_adapter(model_path, result.peft_model, gguf_out, base.tokenizer, probes, engine=engine)
+        stack: list[tuple[str, float]] = []
+        if under is not None:
+            engine.load_adapter("under", under.gguf)
+            stack = [("under", 1.0)]
+        ver = verify_adapter(model_path, result.peft_model, gguf_out, base.tokenizer, probes, engine=engine,
+                             under=stack)
         emit("verified", **ver.to_dict())
         if not ver.passed:
             raise VerificationFailed(f"{gguf_out}: conversion check failed: {ver.reason}")
         engine.load_adapter("candidate", gguf_out)
-        ppl = compare(engine, val_ex, "candidate")
+        ppl = compare(engine, val_ex, "candidate", under=stack)
     emit("eval", stage="heldout", perplexity_base=ppl["base"], perplexity_adapter=ppl["adapter"],
          tokens=ppl["tokens"])
+    png = plot_training(out_dir / "training.png", result.train_losses, result.val_losses, result.base_val_loss,
+                        ppl, f"{name}: {len(train_ex)} train / {len(val_ex)} held-out examples")
+    return Candidate(name, kind, gguf_out, result.adapter_dir, result, conv, ver, ppl, png,
+                     len(train_ex), len(val_ex))
 
-    from trainer.plot import plot_training
 
-    png = plot_training(run_dir / "training.png", result.train_losses, result.val_losses, result.base_val_loss,
-                        ppl, f"{job.adapter_name}: {len(train_ex)} train / {len(val_ex)} held-out examples")
-
-    # 6. register: files into the vault, then the manifest entry (under its lock)
+def _register(job: Job, vault, info, report, candidates: list[Candidate], t0: float, emit: Emit) -> list[dict]:
+    """Files into the vault, then manifest entries (under its lock); a later phase stacks on the earlier."""
     from trainer.register import register_adapter
 
-    training = {"steps": result.steps_done, "device": result.device, "duration_s": round(time.time() - t0, 1),
-                "train_loss": result.train_losses[-1][1] if result.train_losses else None,
-                "val_loss": result.best_val_loss, "base_val_loss": result.base_val_loss,
-                "tokens_per_s": result.tokens_per_s, "peak_memory_bytes": result.peak_memory_bytes,
-                "rank": conv.rank, "alpha": conv.alpha, "lr": job.lr, "batch_size": job.batch_size,
-                "seed": job.seed, "source": job.source, "run_dir": str(run_dir)}
-    reg = register_adapter(
-        vault, name=job.adapter_name, gguf=gguf_out, peft_dir=result.adapter_dir,
-        extra_files=[png], base={"fingerprint": info.fingerprint, "name": info.name},
-        owner=job.user, kind=job.adapter_kind, tasks=job.tasks, tones=job.tones, rank=conv.rank,
-        alpha=conv.alpha, dataset={"hash": report.dataset_hash(), "counts": {
-            "examples": len(report.examples), "train": len(train_ex), "validation": len(val_ex),
-            "rejected": len(report.rejected), "duplicates_removed": report.duplicates_removed}},
-        metrics={"perplexity": {"base": ppl["base"], "adapter": ppl["adapter"]},
-                 "heldout_tokens": ppl["tokens"]},
-        training=training, verification=ver.to_dict(), set_voice=job.adapter_kind == "voice",
-    )
-    emit("registered", id=reg.id, path=str(reg.path), plot=str(reg.path.parent / png.name))
-    return reg.entry
+    entries: list[dict] = []
+    for i, c in enumerate(candidates):
+        r = c.result
+        parent = entries[-1]["id"] if entries else None
+        training = {"steps": r.steps_done, "device": r.device, "duration_s": round(time.time() - t0, 1),
+                    "train_loss": r.train_losses[-1][1] if r.train_losses else None,
+                    "val_loss": r.best_val_loss, "base_val_loss": r.base_val_loss,
+                    "train_losses": r.train_losses, "val_losses": r.val_losses,
+                    "tokens_per_s": r.tokens_per_s, "peak_memory_bytes": r.peak_memory_bytes,
+                    "lr": job.lr, "batch_size": job.batch_size, "seed": job.seed, "source": job.source,
+                    "phase": (i + 1) if len(candidates) > 1 else None, "run_dir": job.run_dir}
+        reg = register_adapter(
+            vault, name=c.name, gguf=c.gguf, peft_dir=c.peft_dir, extra_files=[c.png],
+            base={"fingerprint": info.fingerprint, "name": info.name}, owner=job.user, kind=c.kind,
+            tasks=job.tasks, tones=job.tones, rank=c.conv.rank, alpha=c.conv.alpha,
+            dataset={"hash": report.dataset_hash(), "source": job.source, "counts": {
+                "examples": len(report.examples), "train": c.n_train, "validation": c.n_val,
+                "rejected": len(report.rejected), "duplicates_removed": report.duplicates_removed}},
+            metrics={"perplexity": {"base": c.ppl["base"], "adapter": c.ppl["adapter"]},
+                     "heldout_tokens": c.ppl["tokens"]},
+            training=training, verification=c.ver.to_dict(), parent=parent,
+            stack=[{"id": parent, "scale": 1.0}] if parent else [],
+            set_voice=c.kind == "voice" and i == len(candidates) - 1,
+        )
+        emit("registered", id=reg.id, path=str(reg.path), plot=str(reg.path.parent / c.png.name),
+             stack=[e["id"] for e in entries] + [reg.id])
+        entries.append(reg.entry)
+    return entries
 
 
 def _probe_text(tokenizer, example) -> str:

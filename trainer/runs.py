@@ -62,7 +62,7 @@ def find_resumable(vault: Vault, job: Job) -> tuple[Path, Job]:
         state = read_state(run_dir)
         if state.get("status") not in RESUMABLE or _alive(state.get("pid")) and state.get("pid") != os.getpid():
             continue
-        if not any((run_dir / "checkpoints").glob("checkpoint-*")):
+        if not any(run_dir.glob("**/checkpoints/checkpoint-*")):  # phase dirs too (--two-phase)
             continue
         data = json.loads((run_dir / "job.json").read_text())
         old = Job.from_dict(data, str(run_dir / "job.json"))

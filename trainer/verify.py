@@ -155,6 +155,7 @@ def verify_adapter(
     probes: list[str] | None = None,
     *,
     engine: Any = None,
+    under: list[tuple[str, float]] | None = None,
 ) -> VerifyResult:
     """Compare llama.cpp (base GGUF + `adapter_gguf`) with transformers + peft on `probes`.
 
@@ -163,6 +164,8 @@ def verify_adapter(
     directory instead). `tokenizer` is accepted for the trainer's convenience but unused: token ids
     come from llama.cpp so both sides see exactly the same input. `engine`: an existing Engine on the
     same base (its adapter stack is restored afterwards); else a small one is opened and closed.
+    `under`: adapters already loaded in `engine` that the peft model's base has merged in (two-phase
+    training): llama.cpp applies them beneath the candidate on both of its sides.
     """
     import torch
 
@@ -194,9 +197,9 @@ def verify_adapter(
         sides: dict[str, list[np.ndarray]] = {"hf": [_hf_logits(peft_model, ids) for ids in tokens]}
         with peft_model.disable_adapter():
             sides["hf_base"] = [_hf_logits(peft_model, ids) for ids in tokens]
-        engine.set_adapters([(adapter_id, 1.0)])
+        engine.set_adapters([*(under or []), (adapter_id, 1.0)])
         sides["ll"] = [engine.logits(ids, all_positions=True) for ids in tokens]
-        engine.set_adapters([])
+        engine.set_adapters(list(under or []))
         sides["ll_base"] = [engine.logits(ids, all_positions=True) for ids in tokens]
     finally:
         peft_model.to(device, dtype).train(training)

@@ -24,9 +24,9 @@ _SESSION_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
 def new_session_id() -> str:
-    """Sortable by time (ms) with a random tail, so two sessions started together never collide."""
+    """Sortable by time (µs) with a random tail, so two sessions started together never collide."""
     now = datetime.now(UTC)
-    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}-" + secrets.token_hex(2)
+    return now.strftime("%Y%m%d-%H%M%S-%f-") + secrets.token_hex(2)
 
 
 def _now() -> str:

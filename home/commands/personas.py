@@ -55,7 +55,15 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    persona = import_card(Context(args).vault, args.file, overwrite=args.overwrite)
+    """The card file is the persona; the manifest lists it (with where it came from) for the router."""
+    from vault.manifest import now_iso
+
+    ctx = Context(args)
+    ctx.manifest()  # a broken manifest is reported before anything is written
+    persona = import_card(ctx.vault, args.file, overwrite=args.overwrite)
+    with ctx.manifests.update() as manifest:
+        manifest.personas[persona.id] = {"id": persona.id, "file": f"personas/{persona.id}.json",
+                                         "source": str(args.file), "imported": now_iso()}
     print(f"imported persona '{persona.id}' ({persona.name})")
     return 0
 

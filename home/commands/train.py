@@ -95,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
     # The worker's stderr is library chatter (warnings, progress bars): kept aside, shown only if it dies
     # without saying why in an error event.
     chatter = tempfile.TemporaryFile(mode="w+", dir=ctx.vault.runs_dir)
+    # Its own session: a terminal's Ctrl-C reaches only us, and we pass exactly one SIGINT on (a second
+    # one would abort the worker instead of letting it checkpoint).
     proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=chatter,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(json.dumps(job.to_dict()))
     proc.stdin.close()
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 if event.get("event") == "error":
                     last_error = event
             break
-        except KeyboardInterrupt:  # the worker got the same Ctrl-C: let it checkpoint and exit
+        except KeyboardInterrupt:  # ask the worker to stop at the next step with a checkpoint
             if interrupted:
                 proc.send_signal(signal.SIGKILL)
                 break
