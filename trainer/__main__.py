@@ -35,25 +35,31 @@ def main(argv: list[str] | None = None) -> int:
     # Spinning OpenMP threads starve each other (and the app's llama.cpp) on small machines: measured
     # 3–40 tok/s with the default policy under load vs a steady ~100 with PASSIVE on 2 cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from trainer.job import Job, read_job
+    from trainer.pipeline import RunStopped, run
+
     try:
-        from trainer.job import Job, read_job
-
         job = Job.from_dict(json.load(sys.stdin), "<stdin>") if args.job == "-" else read_job(args.job)
-        from trainer.pipeline import run
-
         entry = run(job, emit)
         emit("done", id=entry["id"], perplexity=entry["metrics"].get("perplexity"))
         return 0
+    except RunStopped:
+        return 130  # the `stopped` event already said where and how to resume
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one error event and an exit code
+        return _failed(emit, exc)
     except KeyboardInterrupt:
         emit("error", message="interrupted before training started: nothing was registered", code=130)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the worker's contract: one error event, an exit code
-        code = int(getattr(exc, "exit_code", 1))
-        message = str(exc).strip() or type(exc).__name__
-        emit("error", message=message.splitlines()[0], kind=type(exc).__name__, code=code)
-        if code == 1 and os.environ.get("HOME_TRAINER_DEBUG"):
-            raise
-        return code
+
+
+def _failed(emit, exc: Exception) -> int:
+    """The worker's contract for failures: one error event, an exit code."""
+    code = int(getattr(exc, "exit_code", 1))
+    message = str(exc).strip() or type(exc).__name__
+    emit("error", message=message.splitlines()[0], kind=type(exc).__name__, code=code)
+    if code == 1 and os.environ.get("HOME_TRAINER_DEBUG"):
+        raise exc
+    return code
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def plot_training(
     if perplexity:
         names = [k for k in ("base", "base_with_persona", "adapter") if perplexity.get(k) is not None]
         values = [perplexity[k] for k in names]
-        bars = bx.bar([n.replace("_", "\n") for n in names], values, color=["#55a868", "#8172b3", "#dd8452"][: len(names)])
+        colours = {"base": "#55a868", "base_with_persona": "#8172b3", "adapter": "#dd8452"}
+        bars = bx.bar([n.replace("_", "\n") for n in names], values, color=[colours[n] for n in names])
         bx.bar_label(bars, fmt="%.2f")
         bx.set_title("held-out perplexity (llama.cpp)")
     else:

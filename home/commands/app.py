@@ -1,5 +1,6 @@
-"""`home` with no command: chat. Until the Textual app lands, a plain streaming REPL on the same turn
-code (`home.turn.Conversation`), so `./dev start` is already a daily-usable chat that logs every turn.
+"""`home` with no command, or `home chat`: the Textual app (home/app/). `--plain`, or stdin that is not
+a terminal, gives the plain streaming REPL on the same turn code (`home.turn.Conversation`), so
+scripts can pipe into it and every turn is logged either way.
 """
 
 from __future__ import annotations
@@ -21,10 +22,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="chat in the terminal (what `home` alone starts)",
                        description="An interactive chat; every turn is logged in the vault.")
     p.add_argument("--persona", metavar="NAME", help="start with this persona")
+    p.add_argument("--plain", action="store_true",
+                   help="a plain line-by-line REPL instead of the full-screen app (also when stdin is no tty)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="cap each reply (default: config/persona)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "plain", False) or not sys.stdin.isatty() or not sys.stdout.isatty():
+        return run_plain(args)
+    from home.app import AppOptions, run_app
+
+    return run_app(AppOptions.from_args(args))
+
+
+def run_plain(args: argparse.Namespace) -> int:
     ctx = Context(args)
     name = getattr(args, "persona", None) or ctx.config.persona or None
     persona = get_persona(ctx.vault, name) if name else None
@@ -52,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"(persona: {persona.name if persona else 'none'})", file=sys.stderr)
             continue
         params = generation_params(ctx, convo.persona, argparse.Namespace(
-            temperature=None, top_p=None, top_k=None, repeat_penalty=None, max_tokens=None, seed=None))
+            temperature=None, top_p=None, top_k=None, repeat_penalty=None,
+            max_tokens=getattr(args, "max_tokens", None), seed=None))
         manifest = ctx.manifest()
         stack = resolve_stack(manifest, persona_specs(convo.persona), engine.info.fingerprint, engine.info.name)
         activate(engine, ctx.vault, manifest, stack)
