@@ -1,0 +1,40 @@
+"""trainer.base: the training copy of the app's GGUF, a `--base` Hugging Face directory, device choice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainer.base import BaseModelError, load_base, pick_device
+
+
+def test_gguf_and_hf_directory_give_the_same_model(tmp_path, model_path):
+    cpu = pick_device("cpu")
+    from_gguf = load_base(model_path, cpu)
+    hf_dir = tmp_path / "hf"
+    from_gguf.model.save_pretrained(hf_dir)
+    from_gguf.tokenizer.save_pretrained(hf_dir)
+    from_dir = load_base(model_path, cpu, hf_dir=hf_dir)  # --base: weights from the directory
+    assert from_dir.gguf_path == model_path  # still converted for, and verified against, the GGUF
+    ids = torch.tensor([from_gguf.tokenizer("The garden is green")["input_ids"]])
+    with torch.inference_mode():
+        a = from_gguf.model(input_ids=ids).logits
+        b = from_dir.model(input_ids=ids).logits
+    assert torch.equal(a, b)
+
+
+def test_bad_bases_and_devices_are_one_line_errors(tmp_path, model_path):
+    with pytest.raises(BaseModelError, match="config.json"):
+        load_base(model_path, pick_device("cpu"), hf_dir=tmp_path)
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(BaseModelError, match="broken.gguf"):
+        load_base(broken, pick_device("cpu"))
+    with pytest.raises(BaseModelError, match="--device"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BaseModelError, match="no CUDA GPU"):
+            pick_device("cuda")
+        with pytest.raises(BaseModelError, match="--4bit needs a CUDA GPU"):
+            pick_device("auto", four_bit=True)
+    assert pick_device("cpu").dtype == torch.float32
