@@ -1,0 +1,141 @@
+"""HomeApp: the Textual chat. Owns the bindings, the session, and the one Engine.
+
+The model loads in a thread worker while the chat screen is already up (typing works at once; the
+status bar says "loading model…"). If the vault, config or model cannot be used, an error screen
+shows the one-line message and what to do, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from home.app.commands import HomeCommands
+from home.app.screens.adapters import AdaptersScreen
+from home.app.screens.chat import ChatScreen
+from home.app.screens.error import ErrorScreen
+from home.app.session import AppOptions, ChatSession
+from llm.errors import LLMError
+from vault.errors import VaultError
+
+BINDING_IDS = {"quit", "new_chat", "cancel"}  # config.toml [keys] entries that remap our bindings
+
+
+class HomeApp(App[None]):
+    CSS_PATH = "home.tcss"
+    TITLE = "Home"
+    COMMANDS = App.COMMANDS | {HomeCommands}
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+        Binding("f1", "persona('')", "Base", show=False, priority=True),
+    ]
+
+    def __init__(self, options: AppOptions | None = None, **kwargs: object) -> None:
+        """`HomeApp(AppOptions(vault=…, model=…))`, or keyword options: `HomeApp(vault=…, n_ctx=1024)`."""
+        super().__init__()
+        self.options = options or AppOptions(**kwargs)  # type: ignore[arg-type]
+        self.session: ChatSession | None = None
+        """None until the vault opened; its `engine` is None until the loader finished."""
+        self.startup_error: Exception | None = None
+        """Why the error screen is up (tests and `home` read it)."""
+
+    @property
+    def chat(self) -> ChatScreen | None:
+        screen = self.screen
+        return screen if isinstance(screen, ChatScreen) else None
+
+    def on_mount(self) -> None:
+        try:
+            self.session = ChatSession(self.options)
+        except (LLMError, VaultError) as exc:
+            self.show_error(exc)
+            return
+        keys = self.session.config.keys
+        self.set_keymap({k: v for k, v in keys.items() if k in BINDING_IDS})
+        for p in self.session.personas:
+            hotkey = p.home.get("hotkey")
+            if hotkey:  # priority: a focused TextArea binds f6/f7 itself (select line / all)
+                self._bindings.bind(hotkey, f"persona({p.id!r})", p.name, show=False, priority=True)
+        self.push_screen(ChatScreen(self.session))
+        self._load_model()
+
+    def show_error(self, exc: Exception) -> None:
+        self.startup_error = exc
+        self.push_screen(ErrorScreen(exc))
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _load_model(self) -> None:
+        try:
+            self.session.load()
+        except (LLMError, VaultError) as exc:
+            self.call_from_thread(self.show_error, exc)
+            return
+        self.call_from_thread(self._model_ready)
+
+    def _model_ready(self) -> None:
+        if self.chat is not None:
+            self.chat.model_ready()
+
+    # --- actions (keys and the command palette) -------------------------------------------------
+
+    async def action_persona(self, pid: str) -> None:
+        if self.chat is not None:
+            await self.chat.switch_persona(pid or None)
+
+    async def action_new_chat(self) -> None:
+        if self.chat is not None:
+            await self.chat.new_chat()
+
+    async def action_resume(self, session_id: str) -> None:
+        if self.chat is not None:
+            try:
+                await self.chat.new_chat(session_id)
+            except VaultError as exc:
+                self.notify(str(exc), severity="error", timeout=8)
+
+    def action_export(self) -> None:
+        if self.session is None or not self.session.ready:
+            return
+        try:
+            path = self.session.export_markdown()
+        except (OSError, VaultError) as exc:
+            self.notify(f"export failed: {exc}", severity="error", timeout=8)
+            return
+        self.notify(f"Exported to {path}", title="Export", timeout=8)
+
+    def action_adapters(self) -> None:
+        if self.session is None:
+            return
+        try:
+            manifest = self.session.ctx.manifest()
+        except VaultError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self.push_screen(AdaptersScreen(manifest, self.session.stack))
+
+    async def action_quit(self) -> None:
+        """Stop a running reply first so it is logged (partial) and its worker ends before we do."""
+        if self.chat is not None:
+            self.chat.action_cancel()
+        await self.workers.wait_for_complete()
+        self.exit()
+
+    def close_engine(self) -> None:
+        """Free the model (after `run()` returns; workers are done by then)."""
+        if self.session is not None and self.session.engine is not None:
+            self.session.engine.close()
+
+
+def run_app(options: AppOptions) -> int:
+    app = HomeApp(options)
+    try:
+        app.run()
+    finally:
+        app.close_engine()
+    if app.startup_error is not None:
+        return getattr(app.startup_error, "exit_code", 3 if isinstance(app.startup_error, LLMError) else 1)
+    return 0
+
+
+__all__ = ["AppOptions", "HomeApp", "run_app"]

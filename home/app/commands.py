@@ -1,0 +1,44 @@
+"""The command palette (ctrl+p): everything that is not worth a key of its own.
+
+One Provider: its commands are built fresh each time the palette opens, so new personas and sessions
+appear without restarting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+class HomeCommands(Provider):
+    def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
+        app = self.app
+        session = app.session  # type: ignore[attr-defined]
+        out: list[tuple[str, Callable[[], object], str]] = [
+            ("New session", app.action_new_chat, "start a fresh conversation log"),
+            ("Export session as Markdown", app.action_export, "write <vault>/logs/<session>.md"),
+            ("View adapters", app.action_adapters, "the registered adapters and their metrics"),
+            ("Persona: base (no persona)", partial(app.action_persona, ""), "the model's own manner"),
+        ]
+        if session is None:
+            return out
+        for p in session.personas:
+            key = p.home.get("hotkey")
+            out.append((f"Persona: {p.name}", partial(app.action_persona, p.id),
+                        f"switch persona{f' ({key})' if key else ''}"))
+        for sid in session.recent_sessions():
+            out.append((f"Resume session {sid}", partial(app.action_resume, sid), "load its history"))
+        return out
+
+    async def discover(self) -> Hits:
+        for name, command, help_text in self._commands():
+            yield DiscoveryHit(name, command, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, command, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), command, text=name, help=help_text)

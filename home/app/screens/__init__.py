@@ -1,0 +1,1 @@
+"""One screen per file: the chat, the error screen, the adapters modal."""

@@ -1,0 +1,229 @@
+"""The chat screen: persona bar, messages, prompt, status bar; replies generated in a thread worker.
+
+The worker iterates `ChatSession.send` (which is `Conversation.send`: logs, adapters, streaming) and
+hands text to the UI every FLUSH_S seconds with `call_from_thread`, so the event loop sees ~25 small
+updates a second rather than one per token. Esc sets the worker's `threading.Event`; the engine stops
+at the next token and Conversation logs the reply with partial=true.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from home.app.session import VOICE_STEP, ChatSession
+from home.app.widgets.messages import AssistantMessage, MessageList, SystemLine, UserMessage
+from home.app.widgets.persona_bar import PersonaBar
+from home.app.widgets.prompt_input import PromptInput
+from home.app.widgets.status_bar import StatusBar
+from llm.errors import LLMError
+from vault.errors import VaultError
+
+FLUSH_S = 0.04
+TRAIN_HINT = "No voice adapter for {user} yet: train one from your chats with `home train` (then restart)."
+
+
+class ChatScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "cancel", "Stop", id="cancel"),
+        Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate"),
+        Binding("ctrl+n", "new_chat", "New chat", id="new_chat"),
+        Binding("ctrl+v", "toggle_voice", "Voice", id="voice", priority=True),
+        Binding("ctrl+up", "voice_scale(1)", "Voice +", id="voice_up", show=False),
+        Binding("ctrl+down", "voice_scale(-1)", "Voice −", id="voice_down", show=False),
+    ]
+
+    def __init__(self, session: ChatSession) -> None:
+        super().__init__()
+        self.session = session
+        self.generating = False
+        """True from Enter until the reply is finished; a second send waits for it."""
+        self.stack_applied: list[tuple[str, float]] | None = None
+        """The stack the engine last confirmed (benchmarks wait on it after a persona switch)."""
+        self._cancel: threading.Event | None = None
+
+    def compose(self) -> ComposeResult:
+        yield PersonaBar(self.session.personas, id="personas")
+        yield MessageList(id="messages")
+        yield PromptInput(id="prompt", placeholder="Message (Enter sends, ctrl+j new line) — loading model…")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(PersonaBar).active = self.session.persona.id if self.session.persona else None
+        self.refresh_status()
+        self.query_one(PromptInput).focus()
+
+    # --- status -------------------------------------------------------------------------------
+
+    def model_ready(self) -> None:
+        """Called by the app once its loader worker has the engine."""
+        self.query_one(PromptInput).placeholder = "Message (Enter sends, ctrl+j new line)"
+        self.stack_applied = list(self.session.stack)
+        self.refresh_status()
+
+    def refresh_status(self) -> None:
+        s, bar = self.session, self.query_one(StatusBar)
+        if s.engine is not None:
+            bar.model, bar.n_ctx = s.engine.info.name, s.engine.n_ctx
+        bar.user = s.user
+        bar.persona = s.persona.name if s.persona else "none"
+        bar.stack = StatusBar.format_stack(s.stack)
+        bar.tok_per_s = s.tok_per_s
+        bar.ctx_used = s.context_used
+
+    async def note(self, text: str) -> None:
+        await self.query_one(MessageList).add(SystemLine(text))
+
+    # --- turns --------------------------------------------------------------------------------
+
+    async def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
+        if not self.session.ready:
+            self.notify("The model is still loading; your text stays in the box.", severity="warning")
+            return
+        if self.generating:
+            self.notify("A reply is still coming: wait, or press Esc to stop it.")
+            return
+        self.query_one(PromptInput).clear()
+        await self.query_one(MessageList).add(UserMessage(self.session.user, message.text))
+        await self._start_reply(message.text)
+
+    async def _start_reply(self, text: str) -> None:
+        who = self.session.persona.name if self.session.persona else "home"
+        reply = AssistantMessage(who)
+        await self.query_one(MessageList).add(reply)
+        self._cancel = threading.Event()
+        self.generating = True
+        self._generate(text, reply, self._cancel)
+
+    @work(thread=True, exclusive=True, group="turn", exit_on_error=False)
+    def _generate(self, text: str, reply: AssistantMessage, cancel: threading.Event) -> None:
+        buffer: list[str] = []
+        flushed = time.monotonic()
+        error = None
+        try:
+            for piece in self.session.send(text, cancel):
+                buffer.append(piece)
+                if time.monotonic() - flushed >= FLUSH_S:
+                    self.app.call_from_thread(reply.append, "".join(buffer))
+                    buffer.clear()
+                    flushed = time.monotonic()
+        except (LLMError, VaultError) as exc:
+            error = str(exc)
+        try:
+            if buffer:
+                self.app.call_from_thread(reply.append, "".join(buffer))
+            self.app.call_from_thread(self._reply_done, reply, error)
+        except RuntimeError:  # the app closed while the reply was running
+            pass
+
+    async def _reply_done(self, reply: AssistantMessage, error: str | None) -> None:
+        last = self.session.conversation.last
+        stopped = bool(last and last.record.get("partial")) and error is None
+        await reply.finish(stopped=stopped, error=error)
+        self.generating = False
+        self._cancel = None
+        if error:
+            self.notify(error, severity="error", timeout=8)
+        self.refresh_status()
+
+    def action_cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
+    async def action_regenerate(self) -> None:
+        """Generate the last reply again for the same history. The log keeps the old exchange and
+        records the new one as a fresh user + assistant pair."""
+        if self.generating or not self.session.ready:
+            return
+        text = self.session.pop_last_exchange()
+        if text is None:
+            self.notify("Nothing to regenerate yet.")
+            return
+        old = self.query_one(MessageList).last_reply
+        if old is not None:
+            await old.remove()
+        await self._start_reply(text)
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    async def new_chat(self, session_id: str | None = None) -> None:
+        """Start a fresh session, or resume one (its history shown and given to the model)."""
+        if self.generating or not self.session.ready:
+            self.notify("Wait for the model (or the reply) first.", severity="warning")
+            return
+        records = self.session.new_conversation(session_id)
+        messages = self.query_one(MessageList)
+        await messages.clear()
+        for r in records:
+            if r["role"] == "user":
+                await messages.add(UserMessage(r.get("user") or self.session.user, r.get("text", "")))
+            else:
+                reply = AssistantMessage(r.get("persona") or "home", r.get("text", ""))
+                await messages.add(reply)
+                await reply.finish(stopped=bool(r.get("partial")))
+        log = self.session.conversation.log
+        await self.note(f"— resumed {log.session} —" if session_id else f"— new session {log.session} —")
+        self.refresh_status()
+
+    async def action_new_chat(self) -> None:
+        await self.new_chat()
+
+    # --- persona and voice --------------------------------------------------------------------
+
+    async def switch_persona(self, pid: str | None) -> None:
+        """Switch mid-session; the model stays loaded and only the adapter stack changes."""
+        persona = self.session.persona_by_id(pid)
+        try:
+            stack = self.session.set_persona(persona)
+        except (LLMError, VaultError) as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self.query_one(PersonaBar).active = pid
+        await self.note(f"— persona: {persona.name if persona else 'base'} · adapters {StatusBar.format_stack(stack)} —")
+        self._stack_changed()
+
+    def _stack_changed(self) -> None:
+        self.stack_applied = None
+        self.refresh_status()
+        if self.session.ready:
+            self._apply_stack()
+
+    @work(thread=True, exclusive=True, group="stack", exit_on_error=False)
+    def _apply_stack(self) -> None:
+        """Activation takes the engine lock, which a running reply holds: never on the UI thread."""
+        try:
+            stack = self.session.apply_stack()
+        except (LLMError, VaultError) as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            return
+        self.stack_applied = stack
+
+    def action_toggle_voice(self) -> None:
+        try:
+            on = self.session.toggle_voice()
+        except (LLMError, VaultError) as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        if on is None:
+            self.notify(TRAIN_HINT.format(user=self.session.user), title="Voice", timeout=8)
+            return
+        self.notify(f"Your voice adapter is {'on' if on else 'off'}.", title="Voice")
+        self._stack_changed()
+
+    def action_voice_scale(self, direction: int) -> None:
+        if not self.session.voice_on:
+            self.notify("Turn your voice adapter on first (ctrl+v).")
+            return
+        try:
+            self.session.nudge_voice(direction * VOICE_STEP)
+        except (LLMError, VaultError) as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self._stack_changed()

@@ -1,0 +1,194 @@
+"""The chat's state without any widgets: vault, config, persona, voice adapter, stack, conversation.
+
+Kept apart from the screens so the rules (which stack a turn gets, what regenerate pops, where an
+export goes) are plain Python that the CLI, the app and a benchmark can all drive the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from home.commands.ask import generation_params, persona_specs
+from home.context import Context
+from home.stack import Stack, StackSpec, activate, resolve_stack
+from home.turn import Conversation
+from llm.params import GenParams
+from vault.fsio import atomic_write_text
+from vault.logs import ConversationLog, list_sessions
+from vault.personas import Persona, get_persona, list_personas
+
+VOICE_STEP = 0.1
+VOICE_RANGE = (0.0, 2.0)
+
+
+@dataclass
+class AppOptions:
+    """What the CLI (or a test) decides before the app starts; None means "from config.toml"."""
+
+    vault: str | Path | None = None
+    model: str | Path | None = None
+    user: str | None = None
+    persona: str | None = None
+    max_tokens: int | None = None
+    n_ctx: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> AppOptions:
+        return cls(**{k: getattr(args, k, None) for k in cls.__dataclass_fields__})
+
+
+class ChatSession:
+    """One window's chat. Methods that touch the engine lock (`load`, `apply_stack`, `send`) are
+    called from worker threads; everything else is cheap and safe on the UI thread."""
+
+    def __init__(self, options: AppOptions) -> None:
+        self.options = options
+        self.ctx = Context(argparse.Namespace(vault=options.vault and str(options.vault),
+                                              model=options.model and str(options.model), user=options.user))
+        self.vault = self.ctx.vault
+        self.config = self.ctx.config
+        self.user: str = self.ctx.user
+        self.persona_errors: list[str] = []
+        self.personas: list[Persona] = list_personas(self.vault, self.persona_errors)
+        name = options.persona or self.config.persona
+        self.persona: Persona | None = get_persona(self.vault, name) if name else None
+        self.engine = None
+        self.conversation: Conversation | None = None
+        self.voice_on = False
+        self.voice_scale: float | None = None  # None: the adapter's own scale from the manifest
+        self.stack: Stack = []
+        self._stack_lock = threading.Lock()  # stack changes from two workers apply in order
+
+    # --- model and conversation ---------------------------------------------------------------
+
+    def load(self) -> None:
+        """Resolve and load the model (seconds; a worker thread). ModelError if it cannot."""
+        self.engine = self.ctx.engine(n_ctx=self.options.n_ctx)
+        self.new_conversation()
+        self.stack = self.compute_stack()
+        self.apply_stack()
+
+    def new_conversation(self, session_id: str | None = None) -> list[dict]:
+        """A fresh session, or an existing one resumed with its history; returns its chat records."""
+        if session_id is None:
+            log, history, records = ConversationLog.create(self.vault), [], []
+        else:
+            log = ConversationLog.open(self.vault, session_id)
+            records = [r for r in log.records() if r.get("role") in ("user", "assistant")]
+            history = [{"role": r["role"], "content": r.get("text", "")} for r in records if not r.get("partial")]
+        self.conversation = Conversation(self.engine, log, self.user, self.persona, history)
+        return records
+
+    def recent_sessions(self, limit: int = 20) -> list[str]:
+        return [s.id for s in list_sessions(self.vault)[:limit]]
+
+    @property
+    def ready(self) -> bool:
+        return self.conversation is not None
+
+    # --- persona, voice, stack ----------------------------------------------------------------
+
+    def set_persona(self, persona: Persona | None) -> Stack:
+        """Switch who speaks; the model stays loaded. Returns the stack the next reply will use."""
+        self.persona = persona
+        if self.conversation is not None:
+            self.conversation.persona = persona
+        self.stack = self.compute_stack()
+        return self.stack
+
+    def persona_by_id(self, pid: str | None) -> Persona | None:
+        return next((p for p in self.personas if p.id == pid), None) if pid else None
+
+    def voice_adapter(self) -> str | None:
+        """The user's voice adapter id from the manifest (users[user].voice_adapter), if any."""
+        user = self.ctx.manifest().users.get(self.user) or {}
+        return user.get("voice_adapter") or None
+
+    def toggle_voice(self) -> bool | None:
+        """Flip the voice adapter on top of the persona's stack; None when the user has none."""
+        if self.voice_adapter() is None:
+            return None
+        self.voice_on = not self.voice_on
+        self.stack = self.compute_stack()
+        return self.voice_on
+
+    def nudge_voice(self, delta: float) -> float | None:
+        voice = self.voice_adapter()
+        if voice is None:
+            return None
+        current = self.voice_scale if self.voice_scale is not None else self.ctx.manifest().adapter(voice).scale
+        low, high = VOICE_RANGE
+        self.voice_scale = round(min(high, max(low, current + delta)), 2)
+        self.stack = self.compute_stack()
+        return self.voice_scale
+
+    def compute_stack(self) -> Stack:
+        """The persona's adapters, plus the voice adapter when it is on, checked against the model."""
+        specs = persona_specs(self.persona)
+        voice = self.voice_adapter() if self.voice_on else None
+        if voice:
+            specs = [s for s in specs if s.id != voice] + [StackSpec(voice, self.voice_scale)]
+        if self.engine is None:
+            return [(s.id, s.scale if s.scale is not None else 1.0) for s in specs]
+        info = self.engine.info
+        return resolve_stack(self.ctx.manifest(), specs, info.fingerprint, info.name)
+
+    def apply_stack(self) -> Stack:
+        """Load (once) and activate the current stack on the engine; waits for a running reply."""
+        with self._stack_lock:
+            stack = list(self.stack)
+            activate(self.engine, self.vault, self.ctx.manifest(), stack)
+            return stack
+
+    # --- turns --------------------------------------------------------------------------------
+
+    def params(self) -> GenParams:
+        o = self.options
+        return generation_params(self.ctx, self.persona, argparse.Namespace(
+            temperature=o.temperature, top_p=None, top_k=None, repeat_penalty=None,
+            max_tokens=o.max_tokens, seed=o.seed))
+
+    def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
+        """One turn on the current persona and stack (worker thread); Conversation logs it."""
+        stack = self.apply_stack()
+        yield from self.conversation.send(text, self.params(), stack, cancel=cancel)
+
+    def pop_last_exchange(self) -> str | None:
+        """For regenerate: drop the last user/assistant pair from the model's history and return the
+        user text to send again. The log keeps both; the new turn logs a fresh user record."""
+        history = self.conversation.history if self.conversation else []
+        if len(history) < 2 or history[-2]["role"] != "user":
+            return None
+        text = history[-2]["content"]
+        del history[-2:]
+        return text
+
+    @property
+    def tok_per_s(self) -> float | None:
+        last = self.engine.last if self.engine else None
+        return last.tok_per_s if last else None
+
+    @property
+    def context_used(self) -> int:
+        last = self.engine.last if self.engine else None
+        return (last.prompt_tokens + last.completion_tokens) if last else 0
+
+    def export_markdown(self) -> Path:
+        """Write the session as Markdown beside its log (`<vault>/logs/<session>.md`, 0600)."""
+        log = self.conversation.log
+        lines = [f"# Session {log.session}", ""]
+        for r in log.records():
+            if r.get("role") not in ("user", "assistant"):
+                continue
+            who = r.get("user") if r["role"] == "user" else (r.get("persona") or "home")
+            stopped = " (stopped)" if r.get("partial") else ""
+            lines += [f"**{who}**{stopped} — {r.get('time', '')}", "", r.get("text", ""), ""]
+        path = log.path.with_suffix(".md")
+        atomic_write_text(path, "\n".join(lines))
+        return path

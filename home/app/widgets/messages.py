@@ -1,0 +1,77 @@
+"""The conversation as widgets: user messages, streamed assistant replies, small system lines.
+
+Assistant replies are Markdown fed through Textual's `MarkdownStream`, which appends parsed blocks
+instead of re-rendering the whole reply each piece: no flicker, and bursts are coalesced for us.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+
+class UserMessage(Static):
+    """What the user sent, as typed (no Markdown: their text is shown exactly)."""
+
+    def __init__(self, who: str, text: str) -> None:
+        super().__init__(text, markup=False)
+        self.border_title = who
+
+
+class SystemLine(Static):
+    """A one-line note in the flow of the chat: persona switches, new sessions, errors."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, markup=False)
+
+
+class AssistantMessage(Vertical):
+    """One reply; `append` is called with batched pieces while the worker generates."""
+
+    def __init__(self, who: str, text: str = "") -> None:
+        super().__init__()
+        self.border_title = who
+        self.text = text  # everything received so far: tests and `finish` read it
+        self._stream: MarkdownStream | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Markdown(self.text)
+
+    async def append(self, piece: str) -> None:
+        if self._stream is None:
+            self._stream = Markdown.get_stream(self.query_one(Markdown))
+        self.text += piece
+        await self._stream.write(piece)
+
+    async def finish(self, stopped: bool = False, error: str | None = None) -> None:
+        """Flush the stream and label how the reply ended."""
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        if stopped:
+            self.border_subtitle = "(stopped)"
+            self.add_class("-stopped")
+        if error:
+            self.border_subtitle = error
+            self.add_class("-error")
+
+
+class MessageList(VerticalScroll):
+    """Scrolls with the newest message while the user is at the bottom (anchor)."""
+
+    def on_mount(self) -> None:
+        self.anchor()
+
+    async def add(self, widget: Static | AssistantMessage) -> None:
+        await self.mount(widget)
+        self.scroll_end(animate=False)
+
+    async def clear(self) -> None:
+        await self.remove_children()
+
+    @property
+    def last_reply(self) -> AssistantMessage | None:
+        replies = self.query(AssistantMessage)
+        return replies.last() if replies else None

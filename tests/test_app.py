@@ -1,0 +1,226 @@
+"""The Textual app end to end: real engine, real default model, a temp vault, driven by Pilot."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from home.app import AppOptions, HomeApp
+from home.app.screens.error import ErrorScreen
+from home.app.widgets.messages import MessageList
+from home.app.widgets.prompt_input import PromptInput
+from tests.cli_helpers import REPO, home_env
+
+SIZE = (100, 30)
+
+
+def make_app(vault: Path, **overrides: object) -> HomeApp:
+    opts = dict(vault=vault, user="me", max_tokens=8, n_ctx=1024, temperature=0.0, seed=1)
+    opts.update(overrides)
+    return HomeApp(AppOptions(**opts))
+
+
+def records(vault: Path) -> list[dict]:
+    out = []
+    for log in sorted((vault / "logs").glob("*.jsonl")):
+        out += [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return out
+
+
+async def wait_for(pilot, cond: Callable[[], object], timeout: float = 90.0) -> None:
+    """Bounded polling: the model loads and replies in worker threads."""
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {cond}")
+
+
+async def wait_ready(pilot, app: HomeApp) -> None:
+    await wait_for(pilot, lambda: app.session and app.session.ready and app.chat and app.chat.stack_applied is not None)
+
+
+async def say(pilot, app: HomeApp, text: str) -> None:
+    """Send `text` and wait until its reply is logged and the screen has finished it."""
+    before = app.session.conversation.last
+    app.chat.query_one(PromptInput).insert(text)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.session.conversation.last is not before and not app.chat.generating)
+
+
+def drive(app: HomeApp, scenario: Callable[..., Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await scenario(pilot)
+    try:
+        asyncio.run(main())
+    finally:
+        app.close_engine()
+
+
+def test_typing_and_enter_streams_a_reply_and_logs_both(tmp_path):
+    vault = tmp_path / "v"
+    app = make_app(vault)
+
+    async def scenario(pilot):
+        assert app.chat is not None  # the chat screen is up before the model
+        await wait_ready(pilot, app)
+        assert app.chat.query_one(PromptInput).has_focus
+        await pilot.press(*"hello")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.generating and app.session.conversation.last)
+        reply = app.chat.query_one(MessageList).last_reply
+        assert reply is not None and reply.text.strip()
+        assert app.chat.query_one(PromptInput).text == ""
+
+    drive(app, scenario)
+    recs = records(vault)
+    assert [r["role"] for r in recs] == ["user", "assistant"]
+    assert recs[0]["text"] == "hello" and recs[1]["partial"] is False
+    assert recs[1]["tokens"]["completion"] <= 8
+
+
+def test_persona_hotkey_switches_without_reload(tmp_path):
+    vault = tmp_path / "v"
+    app = make_app(vault)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        engine = app.session.engine
+        await pilot.press("f3")
+        assert app.session.persona.id == "quill"
+        await say(pilot, app, "Fix: me and him goes.")
+        await pilot.press("f1")
+        assert app.session.persona is None
+        await say(pilot, app, "hi")
+        assert app.session.engine is engine  # the model was not reloaded
+        notes = [str(w.render()) for w in app.chat.query("SystemLine")]
+        assert any("Quill" in n for n in notes) and any("base" in n for n in notes)
+
+    drive(app, scenario)
+    replies = [r for r in records(vault) if r["role"] == "assistant"]
+    assert [r["persona"] for r in replies] == ["quill", None]
+    assert replies[0]["adapters"] == []
+
+
+def test_escape_stops_a_long_reply_and_logs_it_partial(tmp_path):
+    vault = tmp_path / "v"
+    app = make_app(vault, max_tokens=400)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        app.chat.query_one(PromptInput).insert("Write a long essay about the history of Rome, with many sections.")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: (r := app.chat.query_one(MessageList).last_reply) and r.text)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.chat.generating)
+        reply = app.chat.query_one(MessageList).last_reply
+        assert reply.border_subtitle == "(stopped)"
+
+    drive(app, scenario)
+    (reply,) = [r for r in records(vault) if r["role"] == "assistant"]
+    assert reply["partial"] is True and reply["finish_reason"] == "cancelled"
+    assert reply["tokens"]["completion"] < 400
+
+
+def test_regenerate_replaces_the_last_reply_and_keeps_the_history_clean(tmp_path):
+    vault = tmp_path / "v"
+    app = make_app(vault)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await say(pilot, app, "Name a colour.")
+        first = app.session.conversation.last
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: app.session.conversation.last is not first and not app.chat.generating)
+        assert len(app.chat.query("AssistantMessage")) == 1
+        assert [m["role"] for m in app.session.conversation.history] == ["user", "assistant"]
+
+    drive(app, scenario)
+    assert [r["role"] for r in records(vault)] == ["user", "assistant", "user", "assistant"]
+
+
+def test_voice_toggle_without_a_voice_adapter_says_how_to_train(tmp_path):
+    app = make_app(tmp_path / "v")
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await pilot.press("ctrl+v")
+        await pilot.pause()
+        assert any("home train" in str(n.message) for n in app._notifications)
+        assert app.session.voice_on is False
+
+    drive(app, scenario)
+
+
+def test_broken_model_shows_the_error_screen(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a model at all")
+    app = make_app(tmp_path / "v", model=bad)
+
+    async def scenario(pilot):
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen))
+        screen = app.screen
+        assert str(bad) in screen.message and "\n" not in screen.message
+        assert "--model" in screen.hint
+        await pilot.press("q")
+
+    drive(app, scenario)
+    assert app.startup_error is not None
+
+
+@pytest.mark.parametrize("argv", [["chat", "--plain"], []])
+def test_plain_repl_when_asked_or_when_stdin_is_not_a_tty(tmp_path, argv):
+    vault = tmp_path / "v"
+    vault.mkdir(mode=0o700)
+    (vault / "config.toml").write_text('user = "me"\n[generation]\nmax_tokens = 4\n')
+    proc = subprocess.run([sys.executable, "-m", "home.cli", *argv], input="hi\n/quit\n", cwd=REPO,
+                          env=home_env(vault), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "home>" in proc.stdout
+    assert [r["role"] for r in records(vault)] == ["user", "assistant"]
+
+
+def test_vault_persona_on_f6_and_the_voice_adapter_on_top(tmp_path, model_path):
+    """f6 is also a TextArea key (select line): persona hotkeys must win. ctrl+v stacks the user's voice
+    adapter over the persona's, ctrl+up raises its scale by 0.1, and the status bar shows both."""
+    from llm.gguf_meta import read_model_info
+    from tests.loras import make_random_lora
+    from vault.layout import Vault
+    from vault.manifest import AdapterEntry, ManifestStore
+
+    vault = Vault.open(tmp_path / "v")
+    target = vault.adapters_dir / "me-voice" / "adapter.gguf"
+    target.parent.mkdir()
+    make_random_lora(model_path, target, rank=4)
+    with ManifestStore(vault).update() as m:
+        m.add_adapter(AdapterEntry(id="me-voice", name="my voice", file="adapters/me-voice/adapter.gguf",
+                                   base={"fingerprint": read_model_info(model_path).fingerprint}, kind="voice"))
+        m.ensure_user("me")["voice_adapter"] = "me-voice"
+    card = {"spec": "chara_card_v2", "spec_version": "2.0",
+            "data": {"name": "Ada", "extensions": {"home": {"hotkey": "f6"}}}}
+    (vault.personas_dir / "ada.json").write_text(json.dumps(card))
+    app = make_app(vault.root)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await pilot.press("f6")
+        assert app.session.persona.id == "ada"
+        await pilot.press("ctrl+v")
+        await wait_for(pilot, lambda: app.chat.stack_applied == [("me-voice", 1.0)])
+        await pilot.press("ctrl+up")
+        await wait_for(pilot, lambda: app.session.engine.adapters == [("me-voice", 1.1)])
+        assert "me-voice×1.1" in str(app.chat.query_one("#status").render())
+        await say(pilot, app, "hi")
+        await pilot.press("ctrl+v")
+        await wait_for(pilot, lambda: app.chat.stack_applied == [])
+
+    drive(app, scenario)
+    (reply,) = [r for r in records(vault.root) if r["role"] == "assistant"]
+    assert reply["persona"] == "ada" and reply["adapters"] == [{"id": "me-voice", "scale": 1.1}]
