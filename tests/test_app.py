@@ -224,3 +224,26 @@ def test_vault_persona_on_f6_and_the_voice_adapter_on_top(tmp_path, model_path):
     drive(app, scenario)
     (reply,) = [r for r in records(vault.root) if r["role"] == "assistant"]
     assert reply["persona"] == "ada" and reply["adapters"] == [{"id": "me-voice", "scale": 1.1}]
+
+
+def test_adapter_registered_while_running_is_hot_loaded_and_removal_unloads(tmp_path, model_path):
+    from tests.loras import make_random_lora
+
+    vault = tmp_path / "v"
+    app = make_app(vault)
+    lora = make_random_lora(model_path, tmp_path / "a.gguf", rank=4, seed=9)
+
+    def home(*args: str) -> None:
+        proc = subprocess.run([sys.executable, "-m", "home.cli", *args], cwd=REPO, env=home_env(vault),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await wait_for(pilot, lambda: app.watcher is not None)
+        home("adapters", "add", str(lora), "--name", "fresh")  # as the trainer would, from another process
+        await wait_for(pilot, lambda: "fresh" in app.session.engine.loaded_adapters, timeout=30)
+        home("adapters", "remove", "fresh")
+        await wait_for(pilot, lambda: "fresh" not in app.session.engine.loaded_adapters, timeout=30)
+
+    drive(app, scenario)

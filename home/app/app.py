@@ -39,6 +39,9 @@ class HomeApp(App[None]):
         """None until the vault opened; its `engine` is None until the loader finished."""
         self.startup_error: Exception | None = None
         """Why the error screen is up (tests and `home` read it)."""
+        self.watcher = None
+        """Watches the manifest once the model is up, so adapters the trainer registers load at once."""
+        self.managed_adapters: set[str] = set()
 
     @property
     def chat(self) -> ChatScreen | None:
@@ -72,6 +75,36 @@ class HomeApp(App[None]):
             self.call_from_thread(self.show_error, exc)
             return
         self.call_from_thread(self._model_ready)
+        from vault.watcher import VaultWatcher
+
+        self.sync_adapters(announce=False)
+        self.watcher = VaultWatcher(self.session.vault, on_manifest=self.sync_adapters).start()
+
+    def sync_adapters(self, announce: bool = True) -> None:
+        """(A worker or the watcher's thread.) Load new adapters, unload removed ones, and if the active
+        stack lost one, fall back to what the persona can still have; say what changed."""
+        from home.hotload import sync_adapters
+
+        session = self.session
+        try:
+            report = sync_adapters(session.engine, session.vault, session.ctx.manifest(), self.managed_adapters)
+            if {i for i, _ in session.stack} & set(report.unloaded):
+                try:
+                    session.stack = session.compute_stack()
+                except LLMError:
+                    session.stack = []
+                session.apply_stack()
+        except (LLMError, VaultError) as exc:
+            self._notify_from_thread(str(exc), severity="error")
+            return
+        if announce and (report.changed or report.skipped):
+            self._notify_from_thread(report.summary())
+
+    def _notify_from_thread(self, message: str, severity: str = "information") -> None:
+        try:
+            self.call_from_thread(self.notify, message, title="Adapters", severity=severity, timeout=8)
+        except RuntimeError:  # the app already closed: nobody left to tell
+            pass
 
     def _model_ready(self) -> None:
         if self.chat is not None:
@@ -122,7 +155,10 @@ class HomeApp(App[None]):
         self.exit()
 
     def close_engine(self) -> None:
-        """Free the model (after `run()` returns; workers are done by then)."""
+        """Stop watching, then free the model (after `run()` returns; workers are done by then)."""
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
         if self.session is not None and self.session.engine is not None:
             self.session.engine.close()
 
