@@ -12,14 +12,17 @@ from textual.app import App
 from textual.binding import Binding
 
 from home.app.commands import HomeCommands
+from home.app.retrain import RetrainRun, build_job
 from home.app.screens.adapters import AdaptersScreen
 from home.app.screens.chat import ChatScreen
 from home.app.screens.error import ErrorScreen
 from home.app.session import AppOptions, ChatSession
+from home.app.widgets.train_panel import TrainPanel
 from llm.errors import LLMError
+from trainer.job import JobError
 from vault.errors import VaultError
 
-BINDING_IDS = {"quit", "new_chat", "cancel"}  # config.toml [keys] entries that remap our bindings
+BINDING_IDS = {"quit", "new_chat", "cancel", "retrain"}  # config.toml [keys] entries that remap our bindings
 
 
 class HomeApp(App[None]):
@@ -29,6 +32,7 @@ class HomeApp(App[None]):
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
         Binding("f1", "persona('')", "Base", show=False, priority=True),
+        Binding("ctrl+t", "retrain", "Retrain", id="retrain", show=False, priority=True),
     ]
 
     def __init__(self, options: AppOptions | None = None, **kwargs: object) -> None:
@@ -42,6 +46,9 @@ class HomeApp(App[None]):
         self.watcher = None
         """Watches the manifest once the model is up, so adapters the trainer registers load at once."""
         self.managed_adapters: set[str] = set()
+        self.retrain: RetrainRun | None = None
+        """The trainer worker started by "Retrain my voice" (the last one; finished ones stay for tests)."""
+        self._new_voice: str | None = None  # registered voice adapter not yet announced as loaded
 
     @property
     def chat(self) -> ChatScreen | None:
@@ -87,7 +94,7 @@ class HomeApp(App[None]):
 
         session = self.session
         try:
-            report = sync_adapters(session.engine, session.vault, session.ctx.manifest(), self.managed_adapters)
+            report = sync_adapters(session.engine, session.vault, session.manifest(), self.managed_adapters)
             if {i for i, _ in session.stack} & set(report.unloaded):
                 try:
                     session.stack = session.compute_stack()
@@ -99,6 +106,11 @@ class HomeApp(App[None]):
             return
         if announce and (report.changed or report.skipped):
             self._notify_from_thread(report.summary())
+        if self._new_voice is not None:
+            try:
+                self.call_from_thread(self._announce_voice)
+            except RuntimeError:
+                pass
 
     def _notify_from_thread(self, message: str, severity: str = "information") -> None:
         try:
@@ -141,16 +153,87 @@ class HomeApp(App[None]):
         if self.session is None:
             return
         try:
-            manifest = self.session.ctx.manifest()
+            manifest = self.session.manifest()
         except VaultError as exc:
             self.notify(str(exc), severity="error", timeout=8)
             return
         self.push_screen(AdaptersScreen(manifest, self.session.stack))
 
+    # --- retrain my voice ----------------------------------------------------------------------
+
+    @property
+    def training_running(self) -> bool:
+        """From start until the reader has passed on the worker's last event and its exit code."""
+        return self.retrain is not None and self.retrain.code is None
+
+    def action_retrain(self) -> None:
+        """Start the trainer worker on the user's chat logs; the panel follows its events."""
+        if self.session is None or self.chat is None:
+            return
+        if self.training_running:
+            self.notify("A training run is already going (cancel it from its panel).", title="Retrain")
+            return
+        try:
+            self.retrain = RetrainRun(build_job(self.session), self.session.vault.runs_dir)
+        except (JobError, LLMError, VaultError, OSError) as exc:
+            self.notify(f"retrain: {exc}", severity="error", timeout=8)
+            return
+        panel = self.chat.query_one(TrainPanel)
+        panel.start()
+        self._read_training(self.retrain, panel)
+
+    def action_cancel_training(self) -> None:
+        if self.retrain is not None and self.retrain.cancel():
+            if self.chat is not None:
+                self.chat.query_one(TrainPanel).stopping()
+
+    @work(thread=True, group="retrain", exit_on_error=False)
+    def _read_training(self, run: RetrainRun, panel: TrainPanel) -> None:
+        """Blocks on the worker's stdout (a thread, so the chat stays live); hands events to the UI."""
+        try:
+            for event in run.events():
+                self.call_from_thread(self._training_event, panel, event)
+        except RuntimeError:  # the app closed under us; close_engine stops the worker
+            pass
+        finally:
+            code, why = run.wait()
+        try:
+            self.call_from_thread(panel.ended, code, why)
+        except RuntimeError:
+            pass
+
+    async def _training_event(self, panel: TrainPanel, event: dict) -> None:
+        panel.show_event(event)
+        if event.get("event") == "registered" and self.session is not None:
+            try:
+                user = self.session.manifest().users.get(self.session.user) or {}
+            except VaultError:
+                return
+            if user.get("voice_adapter") == event.get("id"):
+                self._new_voice = event["id"]
+                await self._announce_voice()  # the watcher may have loaded it already; else it calls back
+
+    async def _announce_voice(self) -> None:
+        """Once the new voice adapter is on the engine, say so in the chat (and use it if voice is on)."""
+        voice, session = self._new_voice, self.session
+        if voice is None or session is None or session.engine is None or self.chat is None:
+            return
+        if voice not in session.engine.loaded_adapters:
+            return
+        self._new_voice = None
+        await self.chat.note(f"your new voice adapter {voice} is loaded: ctrl+v to use it")
+        if session.voice_on:
+            session.stack = session.compute_stack()
+            self.chat._stack_changed()
+
     async def action_quit(self) -> None:
-        """Stop a running reply first so it is logged (partial) and its worker ends before we do."""
+        """Stop a running reply first so it is logged (partial) and its worker ends before we do; a
+        training run is asked to stop with a checkpoint (`home train --resume` continues it)."""
         if self.chat is not None:
             self.chat.action_cancel()
+        if self.training_running:
+            self.notify("Stopping the training run at its next step (a checkpoint is kept)…", title="Retrain")
+        self.action_cancel_training()
         await self.workers.wait_for_complete()
         self.exit()
 
@@ -159,6 +242,8 @@ class HomeApp(App[None]):
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
+        if self.retrain is not None:
+            self.retrain.close()
         if self.session is not None and self.session.engine is not None:
             self.session.engine.close()
 

@@ -21,7 +21,10 @@ class HomeCommands(Provider):
             ("Export session as Markdown", app.action_export, "write <vault>/logs/<session>.md"),
             ("View adapters", app.action_adapters, "the registered adapters and their metrics"),
             ("Persona: base (no persona)", partial(app.action_persona, ""), "the model's own manner"),
+            ("Retrain my voice", app.action_retrain, "train your voice adapter on your chat logs (ctrl+t)"),
         ]
+        if app.training_running:
+            out.append(("Cancel training", app.action_cancel_training, "stop at the next step, keep a checkpoint"))
         if session is None:
             return out
         for p in session.personas:

@@ -19,6 +19,7 @@ from home.turn import Conversation
 from llm.params import GenParams
 from vault.fsio import atomic_write_text
 from vault.logs import ConversationLog, list_sessions
+from vault.manifest import Manifest
 from vault.personas import Persona, get_persona, list_personas
 
 VOICE_STEP = 0.1
@@ -37,6 +38,9 @@ class AppOptions:
     n_ctx: int | None = None
     temperature: float | None = None
     seed: int | None = None
+    train_steps: int | None = None
+    """Retrain overrides (tests): optimizer steps, and any other trainer.job.Job fields."""
+    train_args: dict | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AppOptions:
@@ -45,7 +49,8 @@ class AppOptions:
 
 class ChatSession:
     """One window's chat. Methods that touch the engine lock (`load`, `apply_stack`, `send`) are
-    called from worker threads; everything else is cheap and safe on the UI thread."""
+    called from worker threads, except `apply_stack` of an already loaded stack while no reply runs
+    (then it is only a sub-millisecond `set_adapters`); everything else is cheap on the UI thread."""
 
     def __init__(self, options: AppOptions) -> None:
         self.options = options
@@ -64,6 +69,7 @@ class ChatSession:
         self.voice_scale: float | None = None  # None: the adapter's own scale from the manifest
         self.stack: Stack = []
         self._stack_lock = threading.Lock()  # stack changes from two workers apply in order
+        self._manifest: tuple[tuple | None, Manifest] | None = None  # (file identity, parsed)
 
     # --- model and conversation ---------------------------------------------------------------
 
@@ -105,9 +111,25 @@ class ChatSession:
     def persona_by_id(self, pid: str | None) -> Persona | None:
         return next((p for p in self.personas if p.id == pid), None) if pid else None
 
+    def manifest(self) -> Manifest:
+        """The manifest, parsed again only when the file changed. A persona switch reads it up to three
+        times (stack, voice, activation); a stat is microseconds, a parse and validation is not. Writers
+        replace the file atomically (a new inode), so (inode, mtime, size) names one version."""
+        try:
+            st = self.vault.manifest_path.stat()
+            key: tuple | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            key = None
+        cached = self._manifest
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        manifest = self.ctx.manifest()
+        self._manifest = (key, manifest)
+        return manifest
+
     def voice_adapter(self) -> str | None:
         """The user's voice adapter id from the manifest (users[user].voice_adapter), if any."""
-        user = self.ctx.manifest().users.get(self.user) or {}
+        user = self.manifest().users.get(self.user) or {}
         return user.get("voice_adapter") or None
 
     def toggle_voice(self) -> bool | None:
@@ -122,7 +144,7 @@ class ChatSession:
         voice = self.voice_adapter()
         if voice is None:
             return None
-        current = self.voice_scale if self.voice_scale is not None else self.ctx.manifest().adapter(voice).scale
+        current = self.voice_scale if self.voice_scale is not None else self.manifest().adapter(voice).scale
         low, high = VOICE_RANGE
         self.voice_scale = round(min(high, max(low, current + delta)), 2)
         self.stack = self.compute_stack()
@@ -137,14 +159,20 @@ class ChatSession:
         if self.engine is None:
             return [(s.id, s.scale if s.scale is not None else 1.0) for s in specs]
         info = self.engine.info
-        return resolve_stack(self.ctx.manifest(), specs, info.fingerprint, info.name)
+        return resolve_stack(self.manifest(), specs, info.fingerprint, info.name)
 
     def apply_stack(self) -> Stack:
         """Load (once) and activate the current stack on the engine; waits for a running reply."""
         with self._stack_lock:
             stack = list(self.stack)
-            activate(self.engine, self.vault, self.ctx.manifest(), stack)
+            activate(self.engine, self.vault, self.manifest(), stack)
             return stack
+
+    def stack_loaded(self) -> bool:
+        """Every adapter of the current stack is already on the engine: activating it is only a
+        `set_adapters` (sub-millisecond), cheap enough for the UI thread."""
+        loaded = self.engine.loaded_adapters if self.engine is not None else {}
+        return all(i in loaded for i, _ in self.stack)
 
     # --- turns --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from typing import IO
 
 from home.context import Context
 from home.errors import UsageError
@@ -89,19 +90,27 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "trainer", "-"]
 
 
+def start_worker(job: Job, stderr: IO[str] | int | None = subprocess.DEVNULL) -> subprocess.Popen:
+    """Start `python -m trainer -` with the job on stdin; its stdout (text) carries the events.
+
+    Its own session: a terminal's Ctrl-C reaches only the caller, which passes exactly one SIGINT on (a
+    second one would abort the worker instead of letting it checkpoint). `home train` and the app use it.
+    """
+    proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(job.to_dict()))
+    proc.stdin.close()
+    return proc
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = Context(args)
     job = build_job(ctx, args)
     # The worker's stderr is library chatter (warnings, progress bars): kept aside, shown only if it dies
     # without saying why in an error event.
     chatter = tempfile.TemporaryFile(mode="w+", dir=ctx.vault.runs_dir)
-    # Its own session: a terminal's Ctrl-C reaches only us, and we pass exactly one SIGINT on (a second
-    # one would abort the worker instead of letting it checkpoint).
-    proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=chatter,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(json.dumps(job.to_dict()))
-    proc.stdin.close()
+    proc = start_worker(job, stderr=chatter)
     last_error = None
     interrupted = False
     tty = sys.stderr.isatty()

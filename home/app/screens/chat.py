@@ -22,11 +22,12 @@ from home.app.widgets.messages import AssistantMessage, MessageList, SystemLine,
 from home.app.widgets.persona_bar import PersonaBar
 from home.app.widgets.prompt_input import PromptInput
 from home.app.widgets.status_bar import StatusBar
+from home.app.widgets.train_panel import TrainPanel
 from llm.errors import LLMError
 from vault.errors import VaultError
 
 FLUSH_S = 0.04
-TRAIN_HINT = "No voice adapter for {user} yet: train one from your chats with `home train` (then restart)."
+TRAIN_HINT = "No voice adapter for {user} yet: press ctrl+t (Retrain my voice) or run `home train`."
 
 
 class ChatScreen(Screen[None]):
@@ -50,6 +51,7 @@ class ChatScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield PersonaBar(self.session.personas, id="personas")
+        yield TrainPanel(id="train")
         yield MessageList(id="messages")
         yield PromptInput(id="prompt", placeholder="Message (Enter sends, ctrl+j new line) — loading model…")
         yield StatusBar(id="status")
@@ -186,14 +188,21 @@ class ChatScreen(Screen[None]):
             self.notify(str(exc), severity="error", timeout=8)
             return
         self.query_one(PersonaBar).active = pid
+        self._stack_changed()  # the switch first, the note after it: mounting a line takes a frame
         await self.note(f"— persona: {persona.name if persona else 'base'} · adapters {StatusBar.format_stack(stack)} —")
-        self._stack_changed()
 
     def _stack_changed(self) -> None:
+        """Activate the new stack: right here when no reply holds the engine and every adapter is
+        loaded (a sub-millisecond `set_adapters`), else in a worker (it waits for the reply, or loads)."""
         self.stack_applied = None
-        self.refresh_status()
-        if self.session.ready:
+        if self.session.ready and not self.generating and self.session.stack_loaded():
+            try:
+                self.stack_applied = self.session.apply_stack()
+            except (LLMError, VaultError) as exc:
+                self.notify(str(exc), severity="error", timeout=8)
+        elif self.session.ready:
             self._apply_stack()
+        self.refresh_status()
 
     @work(thread=True, exclusive=True, group="stack", exit_on_error=False)
     def _apply_stack(self) -> None:

@@ -1,0 +1,80 @@
+"""One "Retrain my voice" run from the app: the job, the trainer worker process, its events, cancel.
+
+The same contract as `home train`: the worker is `python -m trainer -` (home.commands.train.start_worker)
+in its own session, its stdout is JSON events (trainer.events.read_events), and cancelling sends exactly
+one SIGINT so it stops at the next step and keeps a checkpoint (`home train --resume` continues it). The
+app reads the events in a thread worker; nothing here touches widgets.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+
+from home.commands.train import start_worker
+from trainer.events import read_events
+from trainer.job import Job
+
+
+def build_job(session) -> Job:
+    """The user's voice from their chat logs, for the model the app runs, with the Job's own defaults
+    (those of `home train` with no flags: rank 16, batch 8, lr 2e-4, 512 tokens, auto device).
+    AppOptions.train_steps / train_args override them (tests train 6 tiny steps on the CPU)."""
+    o = session.options
+    fields = dict(o.train_args or {})
+    if o.train_steps:
+        fields["steps"] = o.train_steps
+    model = session.engine.path if session.engine is not None else session.ctx.model_path
+    job = Job(vault=str(session.vault.root), source="logs", target="user", user=session.user,
+              model=str(model), **fields)
+    job.validate("retrain")
+    return job
+
+
+class RetrainRun:
+    """A started worker. `events()` blocks (call it from a thread); `cancel()` is safe from any thread."""
+
+    def __init__(self, job: Job, runs_dir) -> None:
+        self.job = job
+        # Library chatter (warnings, progress bars) goes aside; its last line explains a silent death.
+        self._chatter = tempfile.TemporaryFile(mode="w+", dir=runs_dir)
+        self.proc = start_worker(job, stderr=self._chatter)
+        self.interrupted = False
+        self.code: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def events(self) -> Iterator[dict]:
+        assert self.proc.stdout is not None
+        yield from read_events(iter(self.proc.stdout.readline, ""))
+
+    def cancel(self) -> bool:
+        """One SIGINT, never two (a second would abort the checkpoint). False if nothing was sent."""
+        if self.interrupted or not self.running:
+            return False
+        self.interrupted = True
+        self.proc.send_signal(signal.SIGINT)
+        return True
+
+    def wait(self) -> tuple[int, str | None]:
+        """The exit code and the worker's last stderr line (for a failure no event explained)."""
+        self.code = self.proc.wait()
+        self._chatter.seek(0)
+        tail = [ln.strip() for ln in self._chatter.read().splitlines() if ln.strip()][-1:]
+        self._chatter.close()
+        return self.code, (tail[0] if tail else None)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """The app is closing: ask the worker to stop with a checkpoint, kill it if it will not."""
+        if not self.running:
+            return
+        self.cancel()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
