@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from home import __version__
-from home.commands import adapters, app, ask, doctor, eval, personas, train
+from home.commands import adapters, app, ask, doctor, eval, memory, personas, train
 
-GROUPS = (app, ask, adapters, personas, train, eval, doctor)
+GROUPS = (app, ask, adapters, personas, memory, train, eval, doctor)
 
 DESCRIPTION = """\
 Home: a terminal assistant that learns your voice.

@@ -117,6 +117,15 @@ def test_excluded_and_empty_turns_are_forgotten(tmp_path):
     assert ex.target == "what should I cook tonight?" and ex.context == ()
 
 
+def test_turns_forgotten_by_exclude_events_are_never_trained_on(tmp_path):
+    write_log(tmp_path, [record(1, "user", "my address is 12 Elm Street"), record(2, "user", "hello there")])
+    write_log(tmp_path, [record(1, "user", "unrelated", session="s2"),
+                         {"v": 1, "id": "s2:2", "session": "s2", "turn": 2, "role": "event", "event": "exclude",
+                          "target": f"{SESSION}:1", "text": ""}], session="s2")
+    targets = [ex.target for ex in load_logs(path=tmp_path).examples]
+    assert "my address is 12 Elm Street" not in targets and "hello there" in targets
+
+
 def test_window_bounds_the_context(tmp_path):
     recs = []
     for i in range(10):

@@ -58,6 +58,28 @@ def _vault_logs_dir(root: Path) -> Path:
     return Vault.open(root).logs_dir
 
 
+def forgotten_ids(files: list[Path]) -> set[str]:
+    """Record ids named by `exclude` events (`home memory forget` appends them, in any session): the user
+    asked Home to forget those turns, so they are never trained on."""
+    out: set[str] = set()
+    for f in files:
+        try:
+            raw = f.read_bytes()
+        except OSError:
+            continue  # read_turns reports it
+        for line in raw.split(b"\n"):
+            if b'"exclude"' not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("role") == "event" and rec.get("event") == "exclude" \
+                    and isinstance(rec.get("target"), str):
+                out.add(rec["target"])
+    return out
+
+
 def read_turns(path: Path, report: DatasetReport) -> list[Turn]:
     """One session's user and assistant turns in order; bad lines become rejections with file:line."""
     try:
@@ -118,8 +140,10 @@ def load_logs(vault=None, path: str | Path | None = None, *, target: str = "user
     if target == "persona" and not persona:
         raise SourceError("target 'persona' needs a persona name")
     report = DatasetReport()
-    for path_ in log_files(vault, path):
-        turns = [t for t in read_turns(path_, report) if t.text and not t.excluded]
+    files = log_files(vault, path)
+    forgotten = forgotten_ids(files)
+    for path_ in files:
+        turns = [t for t in read_turns(path_, report) if t.text and not t.excluded and t.origin not in forgotten]
         if target == "user":
             report.examples.extend(_voice_examples(turns, window, user))
         else:

@@ -1,0 +1,147 @@
+"""`home memory`: search, forget, rebuild and inspect the long-term memory built from the conversation logs.
+
+The store is derived data (vault/memory.py): `search` first catches up with turns logged since the last
+run, `reindex --rebuild` re-embeds everything from the logs. `forget` is the user's right to have a turn
+dropped: it leaves the store and is marked excluded in the log, so neither memory nor training uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from home.context import Context
+from home.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("memory", help="search, forget or rebuild long-term memory",
+                       description="Long-term memory: every logged turn, searchable by meaning and by words. "
+                                   "The logs are the source of truth; the index is rebuilt from them.")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+    search = verbs.add_parser("search", help="what memory recalls for a query (as the chat would)")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5, metavar="N", help="how many hits (default 5)")
+    search.add_argument("--json", action="store_true")
+    search.add_argument("--no-index", action="store_true", help="do not index new turns first")
+    search.set_defaults(func=run_search)
+    forget = verbs.add_parser("forget", help="drop turns from memory and exclude them from training",
+                              description="Delete turns from memory and log an exclude event in their "
+                                          "session, so they are never indexed or trained on again.")
+    which = forget.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", help="a memory id, <session>:<turn> (as `search` prints)")
+    which.add_argument("--query", metavar="Q", help="forget the best hits for Q instead")
+    forget.add_argument("-k", type=int, default=1, metavar="N", help="with --query: how many hits (default 1)")
+    forget.add_argument("--json", action="store_true")
+    forget.set_defaults(func=run_forget)
+    re = verbs.add_parser("reindex", help="index turns logged since the last run, or rebuild from the logs")
+    re.add_argument("--rebuild", action="store_true", help="empty the index and re-embed every turn")
+    re.add_argument("--embedder", metavar="DIR",
+                    help="with --rebuild: a sentence-transformers model folder (default: bundled all-MiniLM-L6-v2)")
+    re.set_defaults(func=run_reindex)
+    stats = verbs.add_parser("stats", help="how much is remembered, and where")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=run_stats)
+
+
+def _open(ctx: Context, embedder=None):
+    from vault.memory import MemoryStore
+
+    return MemoryStore.open(ctx.vault, embedder)
+
+
+def _catch_up(ctx: Context, store) -> None:
+    from vault.memory import index_logs
+
+    index_logs(ctx.vault, store)
+
+
+def _line(hit) -> str:
+    text = " ".join(hit.text.split())
+    text = text if len(text) <= 100 else text[:99] + "…"
+    return f"{hit.id:<32} {hit.score:5.2f}  {hit.time[:10]}  {hit.role:<9}  {text}"
+
+
+def run_search(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise UsageError("-k: expected a positive number")
+    ctx = Context(args)
+    with _open(ctx) as store:
+        if not args.no_index:
+            _catch_up(ctx, store)
+        hits = store.search(args.query, k=args.k, user=getattr(args, "user", None))
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+    elif not hits:
+        print("nothing in memory is close enough to that")
+    else:
+        for h in hits:
+            print(_line(h))
+    return 0
+
+
+def run_forget(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise UsageError("-k: expected a positive number")
+    ctx = Context(args)
+    with _open(ctx) as store:
+        if args.query is not None:
+            _catch_up(ctx, store)
+            hits = store.search(args.query, k=args.k, user=getattr(args, "user", None))
+            if not hits:
+                from vault.memory import MemoryStoreError
+
+                raise MemoryStoreError(f"nothing in memory matches {args.query!r}: nothing forgotten")
+        else:
+            hits = [store.get(args.id)]
+        ids = [h.id if h else args.id for h in hits]
+        forgotten = store.forget(ids)
+    if args.json:
+        print(json.dumps({"forgotten": forgotten}))
+        return 0
+    for ident, h in zip(forgotten, hits, strict=True):
+        print(f"forgot {ident}" + (f": {' '.join(h.text.split())[:80]}" if h else " (it was not indexed)"))
+    return 0
+
+
+def run_reindex(args: argparse.Namespace) -> int:
+    from vault.memory import reindex
+
+    if args.embedder and not args.rebuild:
+        raise UsageError("--embedder needs --rebuild (every turn must be re-embedded with the new model)")
+    embedder = None
+    if args.embedder:
+        from vault.embedder import load_embedder
+
+        embedder = load_embedder(args.embedder)
+    ctx = Context(args)
+    with _open(ctx, embedder) as store:
+        if args.rebuild:
+            store.reset()
+        store.embedder  # noqa: B018 - load it now, so the rate below is indexing alone
+        report = reindex(ctx.vault, store)
+        total = store.count()
+    for problem in report.problems:
+        print(f"skipped {problem}")
+    rate = f" ({report.indexed / report.seconds:.0f} turns/s)" if report.indexed and report.seconds else ""
+    print(f"indexed {report.indexed} turns from {report.sessions} sessions in {report.seconds:.1f} s{rate}; "
+          f"removed {report.removed}; {total} in memory")
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    ctx = Context(args)
+    with _open(ctx) as store:
+        stats = store.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    labels = {"items": "turns", "keyword_items": "keyword index", "sessions": "sessions", "excluded": "forgotten",
+              "embedder": "embedder", "dim": "dimensions", "bytes": "size on disk", "updated": "last indexed",
+              "path": "path"}
+    for key, label in labels.items():
+        value = stats.get(key)
+        if key == "bytes":
+            value = f"{value / 1e6:.1f} MB"
+        print(f"{label:>14}: {value if value is not None else '-'}")
+    return 0

@@ -1,0 +1,63 @@
+"""`home memory` through the real CLI: search, forget (by id and by query), stats, refusals, private files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tests.cli_helpers import one_error_line, run_home
+from tests.test_vault_memory import FACTS, FILLERS, conversation
+from vault.layout import Vault
+from vault.logs import read_log
+from vault.memory import MemoryStore
+
+
+def test_search_forget_stats(tmp_path):
+    root = tmp_path / "v"
+    expected = conversation(Vault.open(root))
+    sister, car = expected["where does my sister live?"], expected["what car do I have?"]
+
+    found = run_home(root, "memory", "search", "where does my sister live?", "-k", "3", "--json")
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    assert hits[0]["id"] == sister and "Porto" in hits[0]["text"]
+    assert set(hits[0]) == {"id", "text", "score", "time", "role", "session"}
+
+    gone = run_home(root, "memory", "forget", sister)
+    assert gone.returncode == 0 and gone.stdout.startswith(f"forgot {sister}: My sister Ana"), gone.stderr
+    by_query = run_home(root, "memory", "forget", "--query", "what car do I have?", "-k", "2", "--json")
+    assert by_query.returncode == 0, by_query.stderr
+    forgotten = json.loads(by_query.stdout)["forgotten"]
+    assert car in forgotten and len(forgotten) == 2
+
+    stats = run_home(root, "memory", "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    data = json.loads(stats.stdout)
+    total = 2 * (len(FACTS) + len(FILLERS))
+    assert (data["items"], data["keyword_items"], data["excluded"]) == (total - 3, total - 3, 3)
+    assert data["embedder"] == "all-MiniLM-L6-v2" and data["dim"] == 384
+    events = [r for r in read_log(root / "logs" / "s1-facts.jsonl").records if r["role"] == "event"]
+    assert {e["target"] for e in events} == {sister, *forgotten}
+
+    for dirpath, dirs, files in os.walk(root / "memory"):
+        for name in dirs:
+            assert os.stat(os.path.join(dirpath, name)).st_mode & 0o777 == 0o700, name
+        for name in files:
+            assert os.stat(os.path.join(dirpath, name)).st_mode & 0o777 == 0o600, name
+
+
+def test_refusals_are_one_line(tmp_path):
+    root = tmp_path / "v"
+    vault = Vault.open(root)
+    conversation(vault)
+    unknown = run_home(root, "memory", "forget", "s1-facts:999")
+    assert unknown.returncode == 2 and "unknown memory id 's1-facts:999'" in one_error_line(unknown)
+    garbage = run_home(root, "memory", "forget", "../etc/passwd")
+    assert garbage.returncode == 2 and "unknown memory id" in one_error_line(garbage)
+    usage = run_home(root, "memory", "reindex", "--embedder", str(tmp_path))
+    assert usage.returncode == 2 and "--embedder needs --rebuild" in one_error_line(usage)
+    with MemoryStore.open(vault):  # the chat app holds it
+        busy = run_home(root, "memory", "stats")
+    assert busy.returncode == 1 and "in use by another Home process" in one_error_line(busy)
+    empty = run_home(root, "memory", "stats")
+    assert empty.returncode == 0 and "turns: 0" in empty.stdout

@@ -1,0 +1,246 @@
+"""Retrieval policy, free of storage: when to search, how to rank candidates, how to show them to the model.
+
+Kept apart from vault/memory.py so the rules can be read (and tested) without ChromaDB or an embedder.
+
+Ranking, in order:
+1. candidates = the vector list (cosine) and the keyword list (FTS5 bm25), each `pool` deep;
+2. reciprocal rank fusion (k=60): a turn found by both lists beats one found by one;
+3. a similarity floor on the cosine (every candidate has one, keyword-only ones too), so a shared word
+   alone never brings in an unrelated turn; questions count for less (a question is not a fact), and so
+   do the assistant's replies (the user's own words are the ground truth; a reply may be invented);
+4. recency: among near-equal turns (fused score within 8 %, cosine within 20 %) the newer goes first —
+   a fact restated later ("I moved to Lisbon") supersedes the old one ("I live in Berlin");
+5. near-identical texts (cosine ≥ 0.95, or the same words) are shown once: the first one kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+RRF_K = 60
+MIN_SIMILARITY = 0.30
+QUESTION_WEIGHT = 0.8
+ASSISTANT_WEIGHT = 0.9
+NEAR_FUSED = 0.08
+NEAR_COSINE = 0.20
+DUPLICATE_COSINE = 0.95
+MAX_LINE_CHARS = 400
+
+_WORD = re.compile(r"[\w']+", re.UNICODE)
+_CHITCHAT = {
+    "hi", "hello", "hey", "hiya", "yo", "howdy", "morning", "evening", "afternoon", "night", "good",
+    "thanks", "thank", "thx", "ty", "cheers", "you", "ok", "okay", "k", "kk", "cool", "nice", "great",
+    "awesome", "sure", "yes", "yeah", "yep", "no", "nope", "nah", "lol", "haha", "hehe", "bye",
+    "goodbye", "later", "see", "ya", "cya", "gn", "hmm", "hm", "oh", "ah", "wow", "alright", "fine",
+    "how", "are", "r", "u", "doing", "what's", "whats", "up", "sup", "going", "it", "is", "so", "much",
+    "a", "lot", "very", "too", "and", "again", "there", "all", "well", "i'm", "im", "am", "perfect",
+}
+_MEMORY_CUES = {
+    "my", "mine", "me", "i", "i'm", "i've", "i'd", "we", "our", "us", "remember", "remind", "told",
+    "said", "mentioned", "last", "before", "earlier", "again", "favorite", "favourite", "usual",
+}
+STOPWORDS = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being am do does "
+    "did doing have has had i me my mine we us our you your he him his she her it its they them their "
+    "this that these those what which who whom whose where when why how can could would should will "
+    "shall may might must not no yes so than then there here just about into over also very too up out "
+    "i'm i've i'd it's what's don't didn't tell know please".split()
+)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def should_retrieve(text: str) -> bool:
+    """Cheap rules, no model: greetings, thanks and very short chit-chat never search memory."""
+    ws = words(text)
+    if not ws:
+        return False
+    if all(w in _CHITCHAT for w in ws):
+        return False  # "hi!", "thanks a lot", "how are you?", "ok cool"
+    if any(w in _MEMORY_CUES for w in ws):
+        return True  # "what's my sister's name?", "remember the plan?"
+    return len(ws) >= 3 or text.rstrip().endswith("?")
+
+
+def is_question(text: str) -> bool:
+    return text.rstrip().endswith("?")
+
+
+def normalise(text: str) -> str:
+    return " ".join(words(text))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One remembered turn. `id` is the log record id (`<session>:<turn>`); `time` is ISO-8601 UTC."""
+
+    id: str
+    text: str
+    score: float
+    time: str
+    role: str
+    session: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    """A turn found by either list, before ranking."""
+
+    id: str
+    text: str
+    time: str
+    epoch: float
+    role: str
+    session: str
+    embedding: np.ndarray
+    cosine: float = 0.0
+    vec_rank: int | None = None
+    kw_rank: int | None = None
+    fused: float = field(default=0.0)
+
+
+class VectorMatrix:
+    """Exact cosine search over every indexed turn's embedding, held in memory (float32, ~1.5 kB a turn).
+
+    Why not ChromaDB's HNSW query: among 100k templated turns it missed 5 of the 8 planted facts even at
+    M=64, ef=400 (a one-off fact amid near-duplicate chit-chat is poorly linked into the graph). A
+    matrix-vector product costs ~1 ms at 10k turns and ~9 ms at 100k on 2 cores, and never misses.
+    ChromaDB stays the durable store the matrix is loaded from.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._m = np.zeros((0, dim), dtype=np.float32)
+        self._alive = np.zeros(0, dtype=bool)
+        self._user = np.zeros(0, dtype=np.int32)
+        self._ids: list[str] = []
+        self._row: dict[str, int] = {}
+        self._codes: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def upsert(self, ids: Sequence[str], users: Sequence[str], vectors: np.ndarray) -> None:
+        new = [i for i in dict.fromkeys(ids) if i not in self._row]
+        need = len(self._ids) + len(new)
+        if need > len(self._m):  # grow by doubling: one background turn must not copy the whole matrix
+            cap = max(need, 2 * len(self._m), 1024)
+            self._m = np.resize(self._m, (cap, self.dim))
+            self._alive = np.concatenate([self._alive[:len(self._ids)], np.zeros(cap - len(self._ids), bool)])
+            self._user = np.resize(self._user, cap)
+        for i in new:
+            self._row[i] = len(self._ids)
+            self._ids.append(i)
+        rows = [self._row[i] for i in ids]
+        self._m[rows] = vectors
+        self._alive[rows] = True
+        self._user[rows] = [self._codes.setdefault(u, len(self._codes)) for u in users]
+
+    def delete(self, ids: Iterable[str]) -> None:
+        for i in ids:
+            row = self._row.pop(i, None)
+            if row is not None:
+                self._alive[row] = False
+
+    def vector(self, ident: str) -> np.ndarray | None:
+        row = self._row.get(ident)
+        return None if row is None else self._m[row]
+
+    def top(self, q: np.ndarray, n: int, user: str | None = None) -> list[str]:
+        """Ids of the `n` rows most similar to `q` (unit length), best first; only `user`'s when given."""
+        size = len(self._ids)
+        mask = self._alive[:size]
+        if user is not None:
+            mask = mask & (self._user[:size] == self._codes.get(user, -1))
+        valid = int(mask.sum())
+        if not valid:
+            return []
+        sims = np.where(mask, self._m[:size] @ q, -np.inf)  # a view of the matrix: no copy
+        n = min(n, valid)
+        best = np.argpartition(-sims, n - 1)[:n]
+        return [self._ids[b] for b in best[np.argsort(-sims[best])]]
+
+
+def rank(candidates: Iterable[Candidate], query: str, k: int, min_similarity: float = MIN_SIMILARITY) -> list[Hit]:
+    """Candidates (with `cosine` and the list ranks filled in) → the best `k` hits, as described above."""
+    qnorm = normalise(query)
+    cands = list(candidates)
+    for c in cands:
+        if is_question(c.text):
+            c.cosine *= QUESTION_WEIGHT
+        if c.role == "assistant":
+            c.cosine *= ASSISTANT_WEIGHT
+    vector = sorted((c for c in cands if c.vec_rank is not None), key=lambda c: -c.cosine)
+    for i, c in enumerate(vector, 1):
+        c.vec_rank = i  # re-ranked after the question weight
+    pool: list[Candidate] = []
+    for c in cands:
+        if c.cosine < min_similarity or normalise(c.text) == qnorm:
+            continue  # below the floor, or the user's own question asked again
+        c.fused = sum(1.0 / (RRF_K + r) for r in (c.vec_rank, c.kw_rank) if r is not None)
+        pool.append(c)
+    pool.sort(key=lambda c: (-c.fused, -c.cosine, -c.epoch))
+    ordered = _newer_first_among_equals(pool)
+    kept: list[Candidate] = []
+    for c in ordered:
+        if len(kept) >= k:
+            break
+        if any(_duplicates(c, o) for o in kept):
+            continue
+        kept.append(c)
+    top = 2.0 / (RRF_K + 1)  # the best possible fused score: first in both lists
+    return [Hit(c.id, c.text, round(c.fused / top, 4), c.time, c.role, c.session) for c in kept]
+
+
+def _near_equal(a: Candidate, b: Candidate) -> bool:
+    hi_f, lo_f = max(a.fused, b.fused), min(a.fused, b.fused)
+    hi_c, lo_c = max(a.cosine, b.cosine), min(a.cosine, b.cosine)
+    return lo_f >= hi_f * (1 - NEAR_FUSED) and lo_c >= hi_c * (1 - NEAR_COSINE)
+
+
+def _newer_first_among_equals(pool: list[Candidate]) -> list[Candidate]:
+    """Insertion pass: a turn moves up past older turns it is near-equal to (never past a clearly better one)."""
+    out: list[Candidate] = []
+    for c in pool:
+        i = len(out)
+        while i > 0 and out[i - 1].epoch < c.epoch and _near_equal(out[i - 1], c):
+            i -= 1
+        out.insert(i, c)
+    return out
+
+
+def _duplicates(a: Candidate, b: Candidate) -> bool:
+    if normalise(a.text) == normalise(b.text):
+        return True
+    return float(np.dot(a.embedding, b.embedding)) >= DUPLICATE_COSINE
+
+
+def memory_block(hits: Sequence[Hit], token_budget: int, count_tokens: Callable[[str], int]) -> str:
+    """The facts for the system prompt, dated, within `token_budget` (as measured by `count_tokens`).
+
+    Returns "" when there is nothing to say or not even one fact fits: an empty block costs nothing.
+    """
+    if not hits or token_budget <= 0:
+        return ""
+    header = ("Memory — things said in earlier conversations with this user, with their dates. Prefer "
+              "them over older or general knowledge; when two disagree, the newer one is right.")
+    block, added = header, 0
+    for h in hits:
+        text = " ".join(h.text.split())
+        if len(text) > MAX_LINE_CHARS:
+            text = text[: MAX_LINE_CHARS - 1].rstrip() + "…"
+        who = "the user said" if h.role == "user" else "you said"
+        line = f"\n- [{h.time[:10]}] {who}: {text}"
+        if count_tokens(block + line) <= token_budget:
+            block += line
+            added += 1
+    return block if added else ""
