@@ -107,16 +107,18 @@ class HomeApp(App[None]):
         if announce and (report.changed or report.skipped):
             self._notify_from_thread(report.summary())
         if self._new_voice is not None:
-            try:
-                self.call_from_thread(self._announce_voice)
-            except RuntimeError:
-                pass
+            self.from_thread(self._announce_voice)
+
+    def from_thread(self, callback, *args, **kwargs) -> None:  # noqa: ANN001
+        """`call_from_thread` for worker threads that may outlive the app: once it has closed there is
+        nobody left to tell, so the call is dropped instead of raising."""
+        try:
+            self.call_from_thread(callback, *args, **kwargs)
+        except RuntimeError:
+            pass
 
     def _notify_from_thread(self, message: str, severity: str = "information") -> None:
-        try:
-            self.call_from_thread(self.notify, message, title="Adapters", severity=severity, timeout=8)
-        except RuntimeError:  # the app already closed: nobody left to tell
-            pass
+        self.from_thread(self.notify, message, title="Adapters", severity=severity, timeout=8)
 
     def _model_ready(self) -> None:
         if self.chat is not None:
@@ -197,10 +199,7 @@ class HomeApp(App[None]):
             pass
         finally:
             code, why = run.wait()
-        try:
-            self.call_from_thread(panel.ended, code, why)
-        except RuntimeError:
-            pass
+        self.from_thread(panel.ended, code, why)
 
     async def _training_event(self, panel: TrainPanel, event: dict) -> None:
         panel.show_event(event)

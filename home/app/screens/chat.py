@@ -118,12 +118,9 @@ class ChatScreen(Screen[None]):
                     flushed = time.monotonic()
         except (LLMError, VaultError) as exc:
             error = str(exc)
-        try:
-            if buffer:
-                self.app.call_from_thread(reply.append, "".join(buffer))
-            self.app.call_from_thread(self._reply_done, reply, error)
-        except RuntimeError:  # the app closed while the reply was running
-            pass
+        if buffer:
+            self.app.from_thread(reply.append, "".join(buffer))
+        self.app.from_thread(self._reply_done, reply, error)
 
     async def _reply_done(self, reply: AssistantMessage, error: str | None) -> None:
         last = self.session.conversation.last
