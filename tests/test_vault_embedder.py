@@ -1,0 +1,58 @@
+"""The numpy MiniLM must give sentence-transformers' vectors: a store indexed by one is searched by the other."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from vault.bert_numpy import NumpyBert, UnsupportedModel
+from vault.embedder import DEFAULT_NAME, SentenceTransformerEmbedder, default_embedder_path, load_embedder
+
+TEXTS = [
+    "hi",
+    "My sister Ana moved to Lisbon last spring and works nights as a nurse.",
+    "What's the name of my dog again? " * 4,
+    "ünïcödé, emoji 🙂 and punctuation?!",
+    "A long paragraph about tomatoes, soil acidity and watering in a dry summer. " * 30,  # past 256 tokens
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return SentenceTransformerEmbedder(default_embedder_path()).embed(TEXTS)
+
+
+def test_numpy_bert_matches_sentence_transformers(reference):
+    ours = load_embedder()
+    assert isinstance(ours, NumpyBert) and ours.name == DEFAULT_NAME and ours.dim == 384
+    got = ours.embed(TEXTS)
+    assert got.dtype == np.float32 and got.shape == reference.shape
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cos = (got * reference).sum(1)
+    assert cos.min() > 0.99999, cos
+    # batching (length-sorted, padded) changes nothing: one at a time gives the same rows
+    one_by_one = np.vstack([ours.embed([t]) for t in TEXTS])
+    np.testing.assert_allclose(one_by_one, got, atol=2e-6)
+    assert ours.embed([]).shape == (0, 384)
+
+
+def test_other_architectures_fall_back_to_sentence_transformers(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(default_embedder_path(), folder)
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(UnsupportedModel, match="not a plain BERT"):
+        NumpyBert(folder)
+    (folder / "modules.json").write_text(json.dumps([m for m in modules if m["path"] != "2_Dense"]))
+    assert isinstance(load_embedder(folder), NumpyBert)
+    pooling = folder / "1_Pooling" / "config.json"
+    cfg = json.loads(pooling.read_text())
+    pooling.write_text(json.dumps(cfg | {"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}))
+    cls_pooled = load_embedder(folder)  # CLS pooling: sentence-transformers runs it
+    assert isinstance(cls_pooled, SentenceTransformerEmbedder)
+    assert cls_pooled.embed(["hi"]).shape == (1, 384)
