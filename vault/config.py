@@ -43,6 +43,14 @@ class ContextSettings:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    enabled: bool = True
+    k: int = 5  # memory items offered to the model per turn, at most
+    budget_tokens: int = 300  # the memory block's share of the prompt
+    embedder: str = ""  # "" = the bundled all-MiniLM-L6-v2; or a sentence-transformers model folder
+
+
+@dataclass(frozen=True)
 class Config:
     user: str = "me"
     model: str = ""  # "" = the built-in SmolLM2-135M-Instruct
@@ -50,6 +58,7 @@ class Config:
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
     context: ContextSettings = field(default_factory=ContextSettings)
     keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_KEYS))
+    memory: MemorySettings = field(default_factory=MemorySettings)
 
 
 def _default_user() -> str:
@@ -61,7 +70,7 @@ def _default_user() -> str:
 
 
 def default_text(user: str) -> str:
-    g, c = GenerationDefaults(), ContextSettings()
+    g, c, m = GenerationDefaults(), ContextSettings(), MemorySettings()
     keys = "\n".join(f'{k} = "{v}"' for k, v in DEFAULT_KEYS.items())
     return f"""\
 # Home settings. Edit freely: Home reads this file and never rewrites it.
@@ -88,12 +97,22 @@ seed = {g.seed}           # -1: a fresh random seed per reply
 n_ctx = {c.n_ctx}         # tokens of context; older turns are dropped whole when a chat outgrows it
 n_threads = {c.n_threads}       # 0: let llama.cpp choose
 
+[memory]
+enabled = {str(m.enabled).lower()}      # recall earlier conversations in replies (`home memory …`)
+k = {m.k}                 # memory items offered per turn, at most
+budget_tokens = {m.budget_tokens}   # prompt tokens the memory block may use
+embedder = ""         # "" = bundled all-MiniLM-L6-v2, or a sentence-transformers folder (then reindex --rebuild)
+
 [keys]
 {keys}
 """
 
 
 def _typed(where: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
     ok = isinstance(value, kind) and not isinstance(value, bool)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -122,7 +141,7 @@ def parse_config(text: str, path: str = "config.toml") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    allowed = {"user", "model", "persona", "generation", "context", "keys"}
+    allowed = {"user", "model", "persona", "generation", "context", "keys", "memory"}
     for key in data:
         if key not in allowed:
             raise ConfigError(f"{path}: {key}: unknown setting (known: {', '.join(sorted(allowed))})")
@@ -136,13 +155,16 @@ def parse_config(text: str, path: str = "config.toml") -> Config:
     keymap.update({k: _typed(f"{path}: keys.{k}", v, str) for k, v in keys.items()})
     gen = _section(path, data, "generation", GenerationDefaults)
     ctx = _section(path, data, "context", ContextSettings)
+    mem = _section(path, data, "memory", MemorySettings)
+    if mem.k < 0 or mem.budget_tokens < 0:
+        raise ConfigError(f"{path}: memory: k and budget_tokens must be >= 0")
     if gen.max_tokens < 1:
         raise ConfigError(f"{path}: generation.max_tokens: expected at least 1, got {gen.max_tokens}")
     if gen.temperature < 0:
         raise ConfigError(f"{path}: generation.temperature: expected >= 0, got {gen.temperature}")
     if ctx.n_ctx < 256:
         raise ConfigError(f"{path}: context.n_ctx: expected at least 256, got {ctx.n_ctx}")
-    return Config(generation=gen, context=ctx, keys=keymap, **top)
+    return Config(generation=gen, context=ctx, keys=keymap, memory=mem, **top)
 
 
 def load_config(vault: Vault) -> Config:
