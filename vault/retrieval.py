@@ -229,11 +229,17 @@ def memory_block(hits: Sequence[Hit], token_budget: int, count_tokens: Callable[
 
     Returns "" when there is nothing to say or not even one fact fits: an empty block costs nothing.
     """
+    return fit_memory(hits, token_budget, count_tokens)[0]
+
+
+def fit_memory(hits: Sequence[Hit], token_budget: int,
+               count_tokens: Callable[[str], int]) -> tuple[str, list[Hit]]:
+    """`memory_block` and the hits that made it in (the turn's log lists exactly those)."""
     if not hits or token_budget <= 0:
-        return ""
+        return "", []
     header = ("Memory — things said in earlier conversations with this user, with their dates. Prefer "
               "them over older or general knowledge; when two disagree, the newer one is right.")
-    block, added = header, 0
+    block, used = header, []
     for h in hits:
         text = " ".join(h.text.split())
         if len(text) > MAX_LINE_CHARS:
@@ -242,5 +248,5 @@ def memory_block(hits: Sequence[Hit], token_budget: int, count_tokens: Callable[
         line = f"\n- [{h.time[:10]}] {who}: {text}"
         if count_tokens(block + line) <= token_budget:
             block += line
-            added += 1
-    return block if added else ""
+            used.append(h)
+    return (block, used) if used else ("", [])
