@@ -51,6 +51,22 @@ class MemorySettings:
 
 
 @dataclass(frozen=True)
+class RouterSettings:
+    """[router]: the per-turn adapter choice (home/router). Labels need example sentences: the built-in
+    ones cover the defaults; `task_examples` / `tone_examples` add labels or extend them."""
+
+    enabled: bool = True
+    tasks: tuple[str, ...] = ("chat", "writing", "coding", "planning", "advice")
+    tones: tuple[str, ...] = ("neutral", "upbeat", "stressed", "sad", "angry")
+    min_confidence: float = 0.25  # an adapter serving a label fits when the classifier gives it this much
+    max_adapters: int = 3
+    voice_tasks: tuple[str, ...] = ("writing",)  # what a voice adapter that declares no tasks serves
+    drift_threshold: float = 0.2  # `home drift`: loss rise (nats) over the training-time loss that flags drift
+    task_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    tone_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     user: str = "me"
     model: str = ""  # "" = the built-in SmolLM2-135M-Instruct
@@ -59,6 +75,7 @@ class Config:
     context: ContextSettings = field(default_factory=ContextSettings)
     keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_KEYS))
     memory: MemorySettings = field(default_factory=MemorySettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
 
 
 def _default_user() -> str:
@@ -70,7 +87,7 @@ def _default_user() -> str:
 
 
 def default_text(user: str) -> str:
-    g, c, m = GenerationDefaults(), ContextSettings(), MemorySettings()
+    g, c, m, r = GenerationDefaults(), ContextSettings(), MemorySettings(), RouterSettings()
     keys = "\n".join(f'{k} = "{v}"' for k, v in DEFAULT_KEYS.items())
     return f"""\
 # Home settings. Edit freely: Home reads this file and never rewrites it.
@@ -103,9 +120,25 @@ k = {m.k}                 # memory items offered per turn, at most
 budget_tokens = {m.budget_tokens}   # prompt tokens the memory block may use
 embedder = ""         # "" = bundled all-MiniLM-L6-v2, or a sentence-transformers folder (then reindex --rebuild)
 
+[router]
+enabled = {str(r.enabled).lower()}      # pick adapters per turn by user, persona, task and tone (`home route TEXT` says why)
+tasks = {_toml_list(r.tasks)}
+tones = {_toml_list(r.tones)}
+min_confidence = {r.min_confidence}  # an adapter serving a task/tone fits when the message is that label this likely
+max_adapters = {r.max_adapters}
+voice_tasks = {_toml_list(r.voice_tasks)}   # what your voice adapter serves when it declares no tasks
+drift_threshold = {r.drift_threshold}  # `home drift`: flag a loss this much (nats) above the training-time loss
+# New labels need example sentences, e.g. after adding "cooking" to tasks:
+# [router.task_examples]
+# cooking = ["what can I make with leeks and potatoes?", "how long do I roast a chicken?"]
+
 [keys]
 {keys}
 """
+
+
+def _toml_list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f'"{x}"' for x in items) + "]"
 
 
 def _typed(where: str, value: Any, kind: type) -> Any:
@@ -135,13 +168,57 @@ def _section(path: str, data: dict, name: str, cls: type) -> Any:
     return cls(**{k: _typed(f"{path}: {name}.{k}", v, type(getattr(defaults, k))) for k, v in raw.items()})
 
 
+def _strings(where: str, value: Any) -> tuple[str, ...]:
+    """A list of distinct non-empty strings (labels, example sentences)."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError(f"{where}[{i}]: expected a non-empty string, got {item!r}")
+        if item in value[:i]:
+            raise ConfigError(f"{where}[{i}]: {item!r} is listed twice")
+    return tuple(item.strip() for item in value)
+
+
+def _router_section(path: str, data: dict) -> RouterSettings:
+    raw = data.get("router", {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: router: expected a table [router], got {raw!r}")
+    defaults, values = RouterSettings(), {}
+    known = [f.name for f in fields(RouterSettings)]
+    for key, value in raw.items():
+        where = f"{path}: router.{key}"
+        if key not in known:
+            raise ConfigError(f"{where}: unknown setting (known: {', '.join(known)})")
+        default = getattr(defaults, key)
+        if isinstance(default, tuple):
+            values[key] = _strings(where, value)
+        elif isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a table [router.{key}], got {value!r}")
+            values[key] = {label: _strings(f"{where}.{label}", v) for label, v in value.items()}
+        else:
+            values[key] = _typed(where, value, type(default))
+    r = RouterSettings(**values)
+    for key in ("tasks", "tones"):
+        if not getattr(r, key):
+            raise ConfigError(f"{path}: router.{key}: needs at least one label")
+    if not 0 <= r.min_confidence <= 1:
+        raise ConfigError(f"{path}: router.min_confidence: expected 0 to 1, got {r.min_confidence}")
+    if r.max_adapters < 0:
+        raise ConfigError(f"{path}: router.max_adapters: expected >= 0, got {r.max_adapters}")
+    if r.drift_threshold <= 0:
+        raise ConfigError(f"{path}: router.drift_threshold: expected > 0, got {r.drift_threshold}")
+    return r
+
+
 def parse_config(text: str, path: str = "config.toml") -> Config:
     """A Config from TOML text; `ConfigError` naming the file, line and field on anything wrong."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    allowed = {"user", "model", "persona", "generation", "context", "keys", "memory"}
+    allowed = {"user", "model", "persona", "generation", "context", "keys", "memory", "router"}
     for key in data:
         if key not in allowed:
             raise ConfigError(f"{path}: {key}: unknown setting (known: {', '.join(sorted(allowed))})")
@@ -156,6 +233,7 @@ def parse_config(text: str, path: str = "config.toml") -> Config:
     gen = _section(path, data, "generation", GenerationDefaults)
     ctx = _section(path, data, "context", ContextSettings)
     mem = _section(path, data, "memory", MemorySettings)
+    router = _router_section(path, data)
     if mem.k < 0 or mem.budget_tokens < 0:
         raise ConfigError(f"{path}: memory: k and budget_tokens must be >= 0")
     if gen.max_tokens < 1:
@@ -164,7 +242,7 @@ def parse_config(text: str, path: str = "config.toml") -> Config:
         raise ConfigError(f"{path}: generation.temperature: expected >= 0, got {gen.temperature}")
     if ctx.n_ctx < 256:
         raise ConfigError(f"{path}: context.n_ctx: expected at least 256, got {ctx.n_ctx}")
-    return Config(generation=gen, context=ctx, keys=keymap, memory=mem, **top)
+    return Config(generation=gen, context=ctx, keys=keymap, memory=mem, router=router, **top)
 
 
 def load_config(vault: Vault) -> Config:
