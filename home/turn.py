@@ -10,12 +10,16 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from home.prompt import build_messages
 from home.stack import Stack
 from llm.params import GenParams
 from vault.logs import ConversationLog
 from vault.personas import Persona
+
+if TYPE_CHECKING:
+    from home.recall import Recall
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Conversation:
     persona: Persona | None = None
     history: list[dict] = field(default_factory=list)
     last: TurnResult | None = None
+    recall: Recall | None = None  # memory: searched before each reply, fed each logged turn
 
     @property
     def model_meta(self) -> dict:
@@ -58,10 +63,16 @@ class Conversation:
         user_record = self.log.append(
             {"user": self.user, "persona": persona_id, "role": "user", "text": text, "adapters": adapters}
         )
+        started = time.perf_counter()
+        memory_ms = None
+        if memory_block is None and self.recall is not None:
+            recalled = self.recall.recall(text, self.user, self.log.session,
+                                          lambda s: len(self.engine.tokenize(s)))
+            memory_block, memory_ids = recalled.block, recalled.ids
+            memory_ms = round(recalled.ms, 1) if recalled.searched else None
         self.engine.set_adapters(stack)
         messages = build_messages(self.persona, self.history, text, self.user, memory_block)
         previous = self.engine.last
-        started = time.perf_counter()
         pieces: list[str] = []
         try:
             for piece in self.engine.stream(messages, params, cancel=cancel):
@@ -92,6 +103,7 @@ class Conversation:
                         "ttft_ms": _ms(getattr(done, "ttft_s", None)),
                         "total_ms": round((time.perf_counter() - started) * 1000, 1),
                         "tok_per_s": getattr(done, "tok_per_s", None),
+                        "memory_ms": memory_ms,
                     },
                     "router": router,
                     "memory_ids": memory_ids or [],
@@ -103,6 +115,8 @@ class Conversation:
             self.history.append({"role": "user", "content": text})
             self.history.append({"role": "assistant", "content": reply})
             self.last = TurnResult(reply, record, user_record)
+            if self.recall is not None:
+                self.recall.index_soon()
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, metavar="K")
     p.add_argument("--repeat-penalty", type=float, metavar="R")
     p.add_argument("--seed", type=int, metavar="N", help="sampling seed (default: random)")
+    p.add_argument("--no-memory", action="store_true", help="do not recall earlier conversations for this turn")
     p.add_argument("--json", action="store_true", help="print one JSON object with the reply and its record")
     p.set_defaults(func=run)
 
@@ -84,19 +85,46 @@ def run(args: argparse.Namespace) -> int:
     else:
         log = ConversationLog.create(ctx.vault)
         history = []
-    convo = Conversation(engine, log, ctx.user, persona, history)
+    recall = _open_recall(ctx, args)
+    convo = Conversation(engine, log, ctx.user, persona, history, recall=recall)
     out = sys.stdout
-    for piece in convo.send(args.text, params, stack):
-        if not args.json:
-            out.write(piece)
-            out.flush()
+    try:
+        for piece in convo.send(args.text, params, stack):
+            if not args.json:
+                out.write(piece)
+                out.flush()
+        if recall is not None:
+            recall.wait_idle()  # this turn is searchable by the next one
+    finally:
+        if recall is not None:
+            recall.close()
     if args.json:
         rec = convo.last.record
         json.dump({"text": convo.last.text, "session": rec["session"], "id": rec["id"],
                    "persona": rec["persona"], "adapters": rec["adapters"], "tokens": rec["tokens"],
-                   "timings": rec["timings"], "finish_reason": rec["finish_reason"]}, out)
+                   "timings": rec["timings"], "memory_ids": rec["memory_ids"],
+                   "finish_reason": rec["finish_reason"]}, out)
     out.write("\n")
     return 0
+
+
+def _open_recall(ctx: Context, args: argparse.Namespace):
+    """Memory for this one turn, only when the message could use it: chit-chat pays nothing (no
+    ChromaDB import, no embedder). The store catches up with the logs first, so turns said in the
+    app or in earlier `home ask` calls are all searchable. Busy (the app owns it): one note, go on."""
+    from vault.retrieval import should_retrieve
+
+    settings = ctx.config.memory
+    if args.no_memory or not settings.enabled or not should_retrieve(args.text):
+        return None
+    from home.recall import Recall
+
+    recall = Recall.open(ctx.vault, settings)
+    if recall.store is None:
+        print(f"home: answering without memory: {recall.unavailable}", file=sys.stderr)
+        return None
+    recall.catch_up()
+    return recall
 
 
 def _session_id(ctx: Context, wanted: str) -> str:

@@ -1,0 +1,135 @@
+"""Memory on the turn path: whether to search, what to put in the prompt, and indexing what was said.
+
+One object per process that owns the vault's memory store (the app, or one `home ask`). Searching is
+skipped for chit-chat (`should_retrieve`) and for turns of the conversation in progress (the model
+already sees them); indexing runs off the turn path, in one background thread that coalesces requests,
+so a reply never waits for an embedding batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vault.config import MemorySettings
+from vault.layout import Vault
+from vault.memory import MemoryBusyError, MemoryStore, index_logs
+from vault.retrieval import Hit, fit_memory, should_retrieve
+
+
+@dataclass
+class Recalled:
+    """What memory contributed to one turn (all empty when it was skipped)."""
+
+    block: str = ""
+    ids: list[str] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
+    searched: bool = False
+    ms: float = 0.0
+
+
+class Recall:
+    """Search before a turn, index after it. `store` None: memory is off or owned by another process
+    (`unavailable` says which), and every turn goes on without it."""
+
+    def __init__(self, vault: Vault, store: MemoryStore | None, settings: MemorySettings,
+                 unavailable: str | None = None) -> None:
+        self.vault = vault
+        self.store = store
+        self.settings = settings
+        self.unavailable = unavailable
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.on_indexed: Callable[[int], None] | None = None  # called with the store's new count
+        self.last_error: str | None = None
+
+    @classmethod
+    def open(cls, vault: Vault, settings: MemorySettings) -> Recall:
+        """Own the vault's memory store, or explain in `unavailable` why this process cannot."""
+        if not settings.enabled:
+            return cls(vault, None, settings, "memory is off in config.toml ([memory] enabled = false)")
+        embedder = None
+        if settings.embedder.strip():
+            from vault.embedder import load_embedder
+
+            embedder = load_embedder(settings.embedder)
+        try:
+            store = MemoryStore.open(vault, embedder)
+        except MemoryBusyError as exc:
+            return cls(vault, None, settings, str(exc))
+        return cls(vault, store, settings)
+
+    @property
+    def active(self) -> bool:
+        return self.store is not None
+
+    def count(self) -> int | None:
+        return self.store.count() if self.store is not None else None
+
+    # --- before a turn -----------------------------------------------------------------------
+
+    def recall(self, text: str, user: str, session: str | None, count_tokens: Callable[[str], int]) -> Recalled:
+        """The memory block for `text`, within the token budget; turns of `session` are left out."""
+        if self.store is None or self.settings.k <= 0 or not should_retrieve(text):
+            return Recalled()
+        t0 = time.perf_counter()
+        hits = self.store.search(text, k=self.settings.k + 4, user=user)
+        if session:
+            hits = [h for h in hits if h.session != session]
+        hits = hits[: self.settings.k]
+        block, used = fit_memory(hits, self.settings.budget_tokens, count_tokens)
+        return Recalled(block, [h.id for h in used], used, True, (time.perf_counter() - t0) * 1000)
+
+    # --- after a turn ------------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Index whatever the logs hold that the store has not seen (foreground; `home ask`)."""
+        if self.store is None:
+            return 0
+        return index_logs(self.vault, self.store).indexed
+
+    def index_soon(self) -> None:
+        """Ask the background indexer for a pass (returns at once; several asks make one pass)."""
+        if self.store is None:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="home-memory-indexer", daemon=True)
+            self._thread.start()
+        self._idle.clear()
+        self._wake.set()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no indexing pass is pending (tests, shutdown)."""
+        return self._idle.wait(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._stop:
+                return
+            self._wake.clear()
+            try:
+                index_logs(self.vault, self.store)
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - a bad log must not kill the indexer; shown in the app
+                self.last_error = f"memory indexing failed: {type(exc).__name__}: {exc}"
+            if self.on_indexed is not None and self.last_error is None:
+                self.on_indexed(self.store.count())
+            if not self._wake.is_set():
+                self._idle.set()
+
+    def close(self) -> None:
+        """Finish the pass in flight (its checkpoint keeps it resumable anyway) and release the store."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
