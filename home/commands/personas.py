@@ -6,7 +6,7 @@ import argparse
 import json
 
 from home.context import Context
-from vault.personas import get_persona, import_card, list_personas
+from vault.personas import Persona, get_persona, import_card, list_personas
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("file")
     imp.add_argument("--overwrite", action="store_true", help="replace a persona with the same id")
     imp.set_defaults(func=run_import)
+    sheets = verbs.add_parser(
+        "from-sheets", help="make (or update) a persona from each markdown character sheet in a folder",
+        description="Each sheet (markdown: '# Name', then sections such as Traits, Speech habits, Background, "
+                    "Relationships, Goals, Conflicts, Scenario, Greeting, Example dialogue; unknown sections "
+                    "are kept) becomes personas/<id>.json. Re-running updates the same personas and keeps "
+                    "their adapters and hotkeys. The sheet is indexed in memory as the persona's lore.")
+    sheets.add_argument("folder", metavar="DIR")
+    sheets.add_argument("--no-lore", action="store_true", help="do not index the sheets in memory")
+    sheets.set_defaults(func=run_from_sheets)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -66,6 +75,61 @@ def run_import(args: argparse.Namespace) -> int:
                                          "source": str(args.file), "imported": now_iso()}
     print(f"imported persona '{persona.id}' ({persona.name})")
     return 0
+
+
+def run_from_sheets(args: argparse.Namespace) -> int:
+    """All sheets are read and checked before anything is written: one bad sheet changes nothing."""
+    from vault.manifest import now_iso
+    from vault.personas import read_card, save_persona
+    from vault.sheets import SheetError, card_data, find_sheets, read_sheet
+
+    ctx = Context(args)
+    ctx.manifest()  # a broken manifest is reported before anything is written
+    sheets = [read_sheet(path) for path in find_sheets(args.folder)]
+    seen: dict[str, str] = {}
+    for sheet in sheets:
+        if sheet.id in seen:
+            raise SheetError(f"{sheet.path}: name '{sheet.name}' gives id '{sheet.id}', as {seen[sheet.id]} does")
+        seen[sheet.id] = str(sheet.path)
+    store = None if args.no_lore else _open_memory(ctx)
+    try:
+        for sheet in sheets:
+            path = ctx.vault.personas_dir / f"{sheet.id}.json"
+            existing = Persona(sheet.id, read_card(path)) if path.exists() else None
+            persona = Persona(sheet.id, card_data(sheet, existing))
+            lore = ""
+            if store is not None:
+                from vault.lore import index_lore
+
+                info = persona.home["sheet"]
+                info["lore_ids"] = index_lore(store, sheet.id, sheet, info["lore_ids"])
+                lore = f", lore: {len(info['lore_ids'])} memory items"
+            save_persona(ctx.vault, persona)
+            with ctx.manifests.update() as manifest:
+                manifest.personas[sheet.id] = {"id": sheet.id, "file": f"personas/{sheet.id}.json",
+                                               "source": str(sheet.path), "imported": now_iso()}
+            known = sum(1 for s in sheet.sections if s.key)
+            print(f"{'updated' if existing else 'created'} persona '{sheet.id}' ({sheet.name}) from "
+                  f"{sheet.path.name}: {known} sections, {len(sheet.sections) - known} kept as written, "
+                  f"{len(sheet.relationships())} relationships{lore}")
+    finally:
+        if store is not None:
+            store.close()
+    return 0
+
+
+def _open_memory(ctx: Context):
+    """The memory store, or None (one line on stderr) when another process owns it: personas still get made."""
+    import sys
+
+    from vault.memory import MemoryBusyError, MemoryStore
+
+    try:
+        return MemoryStore.open(ctx.vault)
+    except MemoryBusyError as exc:
+        print(f"home: note: {exc}; lore not indexed (run `home personas from-sheets` again when it is free)",
+              file=sys.stderr)
+        return None
 
 
 def _first_line(text: str, width: int = 60) -> str:
