@@ -43,7 +43,12 @@ async def wait_for(pilot, cond: Callable[[], object], timeout: float = 90.0) -> 
 
 
 async def wait_ready(pilot, app: HomeApp) -> None:
-    await wait_for(pilot, lambda: app.session and app.session.ready and app.chat and app.chat.stack_applied is not None)
+    """Model loaded, stack applied, and memory opened (or noted off): the status bar is final."""
+    await wait_for(pilot, lambda: app.session and app.session.ready and app.chat and app.chat.stack_applied is not None
+                   and (app.session.recall is not None or app.session.memory_note))
+    if app.session.recall is not None:
+        await asyncio.to_thread(app.session.recall.wait_idle, 60)  # the start-up catch-up pass
+        app.chat.refresh_status()
 
 
 async def say(pilot, app: HomeApp, text: str) -> None:

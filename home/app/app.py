@@ -86,6 +86,14 @@ class HomeApp(App[None]):
 
         self.sync_adapters(announce=False)
         self.watcher = VaultWatcher(self.session.vault, on_manifest=self.sync_adapters).start()
+        self.session.open_memory(on_indexed=lambda _count: self.from_thread(self._refresh_status))
+        if self.session.memory_note:
+            self.from_thread(self.notify, self.session.memory_note, title="Memory", severity="warning", timeout=8)
+        self.from_thread(self._refresh_status)
+
+    def _refresh_status(self) -> None:
+        if self.chat is not None:
+            self.chat.refresh_status()
 
     def sync_adapters(self, announce: bool = True) -> None:
         """(A worker or the watcher's thread.) Load new adapters, unload removed ones, and if the active
@@ -243,6 +251,8 @@ class HomeApp(App[None]):
             self.watcher = None
         if self.retrain is not None:
             self.retrain.close()
+        if self.session is not None:
+            self.session.close_memory()
         if self.session is not None and self.session.engine is not None:
             self.session.engine.close()
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from home.commands.ask import generation_params, persona_specs
 from home.context import Context
@@ -21,6 +22,9 @@ from vault.fsio import atomic_write_text
 from vault.logs import ConversationLog, list_sessions
 from vault.manifest import Manifest
 from vault.personas import Persona, get_persona, list_personas
+
+if TYPE_CHECKING:
+    from home.recall import Recall
 
 VOICE_STEP = 0.1
 VOICE_RANGE = (0.0, 2.0)
@@ -70,6 +74,9 @@ class ChatSession:
         self.stack: Stack = []
         self._stack_lock = threading.Lock()  # stack changes from two workers apply in order
         self._manifest: tuple[tuple | None, Manifest] | None = None  # (file identity, parsed)
+        self.recall: Recall | None = None  # memory, once `open_memory` ran (after the model loaded)
+        self.memory_items: int | None = None
+        self.memory_note: str | None = None  # why memory is off, when it is
 
     # --- model and conversation ---------------------------------------------------------------
 
@@ -88,8 +95,53 @@ class ChatSession:
             log = ConversationLog.open(self.vault, session_id)
             records = [r for r in log.records() if r.get("role") in ("user", "assistant")]
             history = [{"role": r["role"], "content": r.get("text", "")} for r in records if not r.get("partial")]
-        self.conversation = Conversation(self.engine, log, self.user, self.persona, history)
+        self.conversation = Conversation(self.engine, log, self.user, self.persona, history, recall=self.recall)
         return records
+
+    # --- memory -------------------------------------------------------------------------------
+
+    def open_memory(self, on_indexed: Callable[[int], None] | None = None) -> None:
+        """Own the vault's memory store (a worker thread: ChromaDB and the embedder take ~1 s), catch up
+        with the logs in the background, and let every later turn search it. A busy or broken store is
+        noted in `memory_note` and the chat goes on without memory."""
+        from home.recall import Recall
+        from vault.errors import VaultError
+
+        try:
+            recall = Recall.open(self.vault, self.config.memory)
+        except VaultError as exc:  # e.g. built with another embedder, or damaged: the note says what to run
+            self.memory_note = str(exc)
+            return
+        if recall.store is None:
+            self.memory_note = recall.unavailable
+            return
+
+        def indexed(count: int) -> None:
+            self.memory_items = count
+            if on_indexed is not None:
+                on_indexed(count)
+
+        recall.on_indexed = indexed
+        self.memory_items = recall.count()
+        recall.store.warm()
+        self.recall = recall
+        if self.conversation is not None:
+            self.conversation.recall = recall
+        recall.index_soon()
+
+    def close_memory(self) -> None:
+        if self.recall is not None:
+            self.recall.close()
+            self.recall = None
+
+    def memory_status(self) -> str:
+        """For the status bar: items used by the last reply and items in memory, or why it is off."""
+        if self.recall is None:
+            return "off" if self.memory_note else "–"
+        last = self.conversation.last if self.conversation else None
+        used = len(last.record.get("memory_ids") or []) if last else 0
+        items = self.memory_items if self.memory_items is not None else 0
+        return f"{used} used · {items:,} items"
 
     def recent_sessions(self, limit: int = 20) -> list[str]:
         return [s.id for s in list_sessions(self.vault)[:limit]]

@@ -79,6 +79,7 @@ class ChatScreen(Screen[None]):
         bar.stack = StatusBar.format_stack(s.stack)
         bar.tok_per_s = s.tok_per_s
         bar.ctx_used = s.context_used
+        bar.memory = s.memory_status()
 
     async def note(self, text: str) -> None:
         await self.query_one(MessageList).add(SystemLine(text))

@@ -18,7 +18,7 @@ class StatusBar(Static):
     tok_per_s: reactive[float | None] = reactive(None)
     ctx_used: reactive[int] = reactive(0)
     n_ctx: reactive[int] = reactive(0)
-    memory: reactive[str] = reactive("–")  # memory items: not wired yet
+    memory: reactive[str] = reactive("–")  # "N used · M items", "off", or "–" while it opens
 
     def render(self) -> str:
         speed = f"{self.tok_per_s:.0f} tok/s" if self.tok_per_s else "– tok/s"
