@@ -108,7 +108,7 @@ def test_from_sheets_makes_personas_then_updates_them_with_lore_in_memory(tmp_pa
 
     vault, sheets = tmp_path / "v", tmp_path / "sheets"
     shutil.copytree(SHEETS, sheets)
-    proc = run_home(vault, "personas", "from-sheets", str(sheets))
+    proc = run_home(vault, "--user", "bo", "personas", "from-sheets", str(sheets))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("created persona") == 3 and "lore: 10 memory items" in proc.stdout
     assert _personas(vault) == ["barnaby-fitch.json", "juniper-okafor.json", "wren-alder.json"]
@@ -121,6 +121,7 @@ def test_from_sheets_makes_personas_then_updates_them_with_lore_in_memory(tmp_pa
         assert store.count() == 26
         hits = store.search("who wants to automate the lamp?", k=3)
         assert hits and hits[0].id.startswith("lore-") and "lamp" in hits[0].text
+        assert store.search("who wants to automate the lamp?", k=3, user="bo")  # the turn path searches per user
         hits = store.search("the landlord's nephew and the rent", k=3)
         assert hits and hits[0].id.startswith("lore-barnaby-fitch:") and "nephew" in hits[0].text
 

@@ -102,7 +102,7 @@ def run_from_sheets(args: argparse.Namespace) -> int:
                 from vault.lore import index_lore
 
                 info = persona.home["sheet"]
-                info["lore_ids"] = index_lore(store, sheet.id, sheet, info["lore_ids"])
+                info["lore_ids"] = index_lore(store, sheet.id, sheet, info["lore_ids"], ctx.user)
                 lore = f", lore: {len(info['lore_ids'])} memory items"
             save_persona(ctx.vault, persona)
             with ctx.manifests.update() as manifest:
