@@ -42,6 +42,8 @@ class VaultWatcher:
         return None
 
     def _event(self, event) -> None:
+        if getattr(event, "is_directory", False) and event.event_type == "modified":
+            return  # "a file in here changed": that file's own event follows (or is a dotfile we skip)
         for path in (getattr(event, "src_path", ""), getattr(event, "dest_path", "")):
             kind = self._kind(str(path)) if path else None
             if kind and self._callbacks.get(kind):

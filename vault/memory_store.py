@@ -1,0 +1,408 @@
+"""The memory store: one vault's vector index (ChromaDB) and keyword index (SQLite FTS5), searched together.
+
+Why two stores: vectors find "where does my sister live?" → "Ana lives in Porto"; keywords find names,
+numbers and rare words that a small embedder blurs. Both live in `<vault>/memory/` and both are derived
+data, rebuilt from the vault's files by vault/memory_sync.py. Items are upserted under stable ids (a log
+record's `<session>:<turn>`, a gestalt's `gestalt:<id>`), so writing one twice changes nothing.
+
+One process owns the store at a time (ChromaDB's local mode is single-process): `MemoryStore.open` takes
+`locks/memory.lock` without waiting and refuses with `MemoryBusyError` while another process holds it.
+Other processes read the logs, not the store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .embedder import DEFAULT_NAME, Embedder, load_embedder
+from .errors import VaultError
+from .fsio import DIR_MODE, FILE_MODE, FileLock, LockTimeout, atomic_write_json, ensure_private_dir
+from .layout import Vault
+from .logs import ConversationLog, read_log
+from .retrieval import STOPWORDS, Candidate, Hit, VectorMatrix, rank, words
+
+STATE_FILE = "index.json"
+KEYWORD_DB = "keyword.sqlite3"
+CHROMA_DIR = "chroma"
+COLLECTION = "turns"
+GESTALT_PREFIX = "gestalt:"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, text TEXT NOT NULL,
+  session TEXT, turn INTEGER, role TEXT, user TEXT, persona TEXT, time TEXT, epoch REAL);
+CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(text, content='docs', content_rowid='rowid',
+  tokenize='porter unicode61');
+CREATE TRIGGER IF NOT EXISTS docs_ai AFTER INSERT ON docs BEGIN
+  INSERT INTO docs_fts(rowid, text) VALUES (new.rowid, new.text); END;
+CREATE TRIGGER IF NOT EXISTS docs_ad AFTER DELETE ON docs BEGIN
+  INSERT INTO docs_fts(docs_fts, rowid, text) VALUES ('delete', old.rowid, old.text); END;
+CREATE TRIGGER IF NOT EXISTS docs_au AFTER UPDATE ON docs BEGIN
+  INSERT INTO docs_fts(docs_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+  INSERT INTO docs_fts(rowid, text) VALUES (new.rowid, new.text); END;
+"""
+_SESSION = re.compile(r"[a-z0-9][a-z0-9.-]*")
+_COLUMNS = ("id", "text", "session", "turn", "role", "user", "persona", "time", "epoch")
+
+
+class MemoryStoreError(VaultError):
+    """Bad input to the memory store (unknown id, wrong embedder); one line, exit 2."""
+
+
+class MemoryBusyError(MemoryStoreError):
+    """Another process owns the memory store (the running app); try again when it has closed."""
+
+    exit_code = 1
+
+
+def _epoch(iso: str) -> float:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return 0.0
+
+
+class MemoryItem(NamedTuple):
+    """One searchable text. Log turns: role user/assistant, their session and turn. Gestalts: role
+    "gestalt", session "" (no log session can be empty, so deleting a session never takes them)."""
+
+    id: str
+    text: str
+    session: str
+    turn: int
+    role: str
+    user: str
+    persona: str
+    time: str
+
+
+def item_from_record(rec: dict) -> MemoryItem:
+    return MemoryItem(rec["id"], rec["text"], rec.get("session") or rec["id"].rsplit(":", 1)[0], rec["turn"],
+                      rec["role"], str(rec.get("user") or ""), str(rec.get("persona") or ""),
+                      str(rec.get("time") or ""))
+
+
+def indexable(rec: dict) -> bool:
+    """User turns and complete assistant replies with text; never events, partial or excluded turns."""
+    return (rec.get("role") in ("user", "assistant") and not rec.get("partial") and not rec.get("excluded")
+            and isinstance(rec.get("text"), str) and bool(rec["text"].strip())
+            and isinstance(rec.get("turn"), int) and isinstance(rec.get("id"), str))
+
+
+class MemoryStore:
+    """The vector + keyword index of one vault. Thread-safe: the app indexes in the background while
+    the turn code searches."""
+
+    def __init__(self, vault: Vault, embedder: Embedder | None, lock: FileLock) -> None:
+        import chromadb
+        from chromadb.config import Settings
+
+        self.vault = vault
+        self.dir = ensure_private_dir(vault.memory_dir)
+        self._lock = lock
+        self._mutex = threading.RLock()
+        self._embedder = embedder
+        self._checked = False
+        self._matrix: VectorMatrix | None = None
+        self.state = self._read_state()
+        try:
+            self._db = sqlite3.connect(self.dir / KEYWORD_DB, check_same_thread=False)
+            self._db.executescript(_SCHEMA)
+            self._client = chromadb.PersistentClient(path=str(self.dir / CHROMA_DIR),
+                                                     settings=Settings(anonymized_telemetry=False))
+            self._col = self._collection()
+        except Exception as exc:  # a damaged index: it is derived data, say how to rebuild it
+            err = MemoryStoreError(f"{self.dir}: cannot open the memory index ({type(exc).__name__}: {exc}); "
+                                   f"it is rebuilt from the logs: move {self.dir} away, then `home memory reindex`")
+            err.exit_code = 1
+            raise err from None
+        self.private()
+
+    @classmethod
+    def open(cls, vault: Vault, embedder: Embedder | None = None) -> MemoryStore:
+        """Own the vault's memory store. `embedder` None → the one the store was built with (lazily)."""
+        lock = FileLock(vault.lock_path("memory"), timeout=0)
+        try:
+            lock.acquire()
+        except LockTimeout:
+            raise MemoryBusyError(f"{vault.memory_dir}: the memory store is in use by another Home process "
+                                  "(the chat app owns it while it runs)") from None
+        try:
+            return cls(vault, embedder, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _collection(self):
+        return self._client.get_or_create_collection(COLLECTION, embedding_function=None,
+                                                      configuration={"hnsw": {"space": "cosine"}})
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._lock is None:
+                return
+            self.private()
+            self._db.close()
+            self._client.close()
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- state, modes, embedder ---
+
+    def _read_state(self) -> dict:
+        import json
+
+        path = self.dir / STATE_FILE
+        try:
+            data = json.loads(path.read_text("utf-8")) if path.exists() else {}
+        except (OSError, ValueError):
+            data = {}  # a damaged checkpoint only costs a re-upsert of what is already there
+        data.setdefault("sessions", {})
+        data["excluded"] = set(data.get("excluded", []))
+        data.setdefault("embedder", None)
+        return data
+
+    def save_state(self) -> None:
+        data = dict(self.state, excluded=sorted(self.state["excluded"]))
+        atomic_write_json(self.dir / STATE_FILE, data)
+
+    def private(self) -> None:
+        """ChromaDB and SQLite create their files with the umask; the vault keeps everything 0700/0600."""
+        for root, dirs, files in os.walk(self.dir):
+            for d in dirs:
+                _chmod(Path(root, d), DIR_MODE)
+            for f in files:
+                _chmod(Path(root, f), FILE_MODE)
+
+    @property
+    def embedder(self) -> Embedder:
+        """Loaded on first use (seconds: touch it early to warm up); checked once against the store's."""
+        with self._mutex:
+            if self._embedder is None:
+                self._embedder = load_embedder((self.state.get("embedder") or {}).get("ref"))
+            emb, rec = self._embedder, self.state.get("embedder")
+            if not self._checked:
+                if rec and (rec.get("name"), rec.get("dim")) != (emb.name, emb.dim) and self.count():
+                    raise MemoryStoreError(
+                        f"{self.dir}: indexed with embedder '{rec.get('name')}' ({rec.get('dim')}-d), not "
+                        f"'{emb.name}' ({emb.dim}-d): run `home memory reindex --rebuild` to re-embed")
+                ref = None if emb.name == DEFAULT_NAME else str(getattr(emb, "path", emb.name))
+                self.state["embedder"] = {"name": emb.name, "dim": emb.dim, "ref": ref}
+                self._checked = True
+            return emb
+
+    # --- writing ---
+
+    def upsert(self, records: Sequence[dict]) -> None:
+        """Index log records (ids are their log ids); anything `indexable` refuses is left out."""
+        self.upsert_items([item_from_record(r) for r in records if indexable(r)])
+
+    def upsert_items(self, items: Sequence[MemoryItem]) -> None:
+        """Embeddings into ChromaDB, text into FTS5, both under the item's id (a second write replaces)."""
+        if not items:
+            return
+        texts = [it.text for it in items]
+        rows = [(*it, _epoch(it.time)) for it in items]
+        vectors = self.embedder.embed(texts)  # outside the mutex: a search need not wait for a batch
+        with self._mutex:
+            metas = [dict(zip(_COLUMNS[2:], row[2:], strict=True)) for row in rows]
+            self._col.upsert(ids=[row[0] for row in rows], embeddings=vectors, documents=texts, metadatas=metas)
+            if self._matrix is not None:
+                self._matrix.upsert([row[0] for row in rows], [row[5] for row in rows], vectors)
+            with self._db:
+                self._db.executemany(
+                    f"INSERT INTO docs({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+                    "ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS[1:]),
+                    rows)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove turns from both stores; unknown ids are ignored. Returns how many were indexed."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self._mutex:
+            present = []
+            for i in range(0, len(ids), 5000):  # under ChromaDB's batch limit (5461)
+                chunk = self._col.get(ids=ids[i:i + 5000], include=[])["ids"]
+                if chunk:
+                    self._col.delete(ids=chunk)
+                present += chunk
+            if self._matrix is not None:
+                self._matrix.delete(ids)
+            with self._db:
+                self._db.executemany("DELETE FROM docs WHERE id = ?", [(i,) for i in ids])
+            return len(present)
+
+    def delete_session(self, session: str) -> None:
+        """Drop every turn of a session whose log file is gone (the logs are the source of truth)."""
+        with self._mutex:
+            ids = self._col.get(where={"session": session}, include=[])["ids"]
+            ids += [i for (i,) in self._db.execute("SELECT id FROM docs WHERE session = ?", (session,))]
+            self.delete(sorted(set(ids)))
+
+    def reset(self) -> None:
+        """Empty both stores and the checkpoint (before a rebuild from the logs). The embedder record
+        stays, unless the store was opened with another embedder: an empty store adopts it."""
+        with self._mutex:
+            self._client.delete_collection(COLLECTION)
+            self._col = self._collection()
+            self._matrix = None
+            with self._db:
+                self._db.execute("DELETE FROM docs")
+            self.state = {"sessions": {}, "excluded": set(), "embedder": self.state.get("embedder")}
+            self._checked = False
+            self.save_state()
+
+    def forget(self, ids: Sequence[str], open_logs: Mapping[str, ConversationLog] | None = None) -> list[str]:
+        """Delete turns from memory and log an exclude event for each in its session, so neither the
+        indexer nor the trainer uses them again; a `gestalt:<id>` deletes that gestalt's file (and it is
+        never distilled again). Unknown ids are refused before anything changes.
+
+        `open_logs` (session id → the ConversationLog the caller is writing, e.g. the app's current
+        session): the event goes through it, so its turn counter stays right."""
+        from . import gestalts
+
+        with self._mutex:
+            owners = {i: self._gestalt_owner(i) for i in ids if i.startswith(GESTALT_PREFIX)}
+            found = [self._log_record(i) for i in ids if i not in owners]
+            for ident, user in owners.items():
+                gestalts.forget_gestalt(self.vault, user, ident.removeprefix(GESTALT_PREFIX))
+                self.state.setdefault("gestalts", {}).pop(ident.removeprefix(GESTALT_PREFIX), None)
+            self.delete(list(owners))
+            for rec in found:
+                if rec["id"] not in self.state["excluded"]:
+                    sid = rec["id"].rpartition(":")[0]
+                    log = (open_logs or {}).get(sid) or ConversationLog.open(self.vault, sid)
+                    log.append({"role": "event", "event": "exclude", "target": rec["id"], "text": ""})
+            self.delete([r["id"] for r in found])
+            self.state["excluded"].update(r["id"] for r in found)
+            self.save_state()
+            done = {r["id"] for r in found} | set(owners)
+            return [i for i in ids if i in done]
+
+    def _gestalt_owner(self, ident: str) -> str:
+        from .gestalts import find_user
+
+        user = find_user(self.vault, ident.removeprefix(GESTALT_PREFIX))
+        if user is None:
+            raise MemoryStoreError(f"unknown memory id {ident!r}: no such gestalt file (see `home gestalts list`)")
+        return user
+
+    def _log_record(self, ident: str) -> dict:
+        session, _, turn = ident.rpartition(":")
+        path = self.vault.logs_dir / f"{session}.jsonl"
+        if not _SESSION.fullmatch(session) or not turn.isdigit() or not path.is_file():
+            raise MemoryStoreError(f"unknown memory id {ident!r} (expected <session>:<turn>, as `home "
+                                   "memory search` prints)")
+        for rec in read_log(path).records:
+            if rec.get("id") == ident and rec.get("role") in ("user", "assistant"):
+                return rec
+        raise MemoryStoreError(f"unknown memory id {ident!r}: {path.name} has no such turn")
+
+    # --- reading ---
+
+    def count(self) -> int:
+        with self._mutex:
+            return int(self._col.count())
+
+    def keyword_count(self) -> int:
+        with self._mutex:
+            return int(self._db.execute("SELECT count(*) FROM docs").fetchone()[0])
+
+    def get(self, ident: str) -> Hit | None:
+        with self._mutex:
+            row = self._db.execute("SELECT id, text, time, role, session FROM docs WHERE id = ?",
+                                   (ident,)).fetchone()
+        return Hit(row[0], row[1], 1.0, row[2], row[3], row[4]) if row else None
+
+    def search(self, query: str, k: int = 5, user: str | None = None, pool: int | None = None) -> list[Hit]:
+        """Hybrid search (exact vector + FTS5 keyword, fused, recency-ranked, deduplicated); `user` keeps
+        only that user's turns. Empty list when nothing passes the similarity floor."""
+        if not query.strip() or k <= 0:
+            return []
+        pool = pool or max(4 * k, 20)
+        q = self.embedder.embed([query])[0]
+        with self._mutex:
+            vectors = self._vectors()
+            vec_ids = vectors.top(q, pool, user)
+            kw_ids = self._keyword(query, pool, user)
+            ids = list(dict.fromkeys(vec_ids + kw_ids))
+            marks = ",".join("?" * len(ids))
+            rows = self._db.execute(f"SELECT id, text, time, epoch, role, session FROM docs WHERE id IN ({marks})",
+                                    ids).fetchall() if ids else []
+            cands: dict[str, Candidate] = {}
+            for ident, text, when, epoch, role, session in rows:
+                v = vectors.vector(ident)
+                if v is not None:  # both stores have it (a killed batch is re-upserted by the indexer)
+                    cands[ident] = Candidate(ident, text, when or "", epoch or 0.0, role or "", session or "",
+                                             v, float(v @ q))
+            for ranked, attr in ((vec_ids, "vec_rank"), (kw_ids, "kw_rank")):
+                for r, ident in enumerate(ranked, 1):
+                    if ident in cands:
+                        setattr(cands[ident], attr, r)
+        return rank(cands.values(), query, k)
+
+    def warm(self) -> None:
+        """Load the embedder and the vector matrix now (seconds), e.g. in a background thread at app start,
+        so the first turn that needs memory does not pay for it."""
+        self.embedder  # noqa: B018
+        with self._mutex:
+            self._vectors()
+
+    def _vectors(self) -> VectorMatrix:
+        """The in-memory matrix, loaded from ChromaDB on first search (~0.3 s per 10k turns)."""
+        if self._matrix is None:
+            users = dict(self._db.execute("SELECT id, user FROM docs"))
+            matrix = VectorMatrix(self.embedder.dim)
+            offset = 0
+            while True:
+                page = self._col.get(include=["embeddings"], limit=5000, offset=offset)
+                if not page["ids"]:
+                    break
+                matrix.upsert(page["ids"], [users.get(i, "") for i in page["ids"]],
+                              np.asarray(page["embeddings"], dtype=np.float32))
+                offset += len(page["ids"])
+            self._matrix = matrix
+        return self._matrix
+
+    def _keyword(self, query: str, limit: int, user: str | None) -> list[str]:
+        terms = [w.replace("'", "") for w in words(query) if w not in STOPWORDS]
+        terms = list(dict.fromkeys(t for t in terms if t))
+        if not terms:
+            return []
+        match = " OR ".join(f'"{t}"' for t in terms)
+        sql = ("SELECT docs.id FROM docs_fts JOIN docs ON docs.rowid = docs_fts.rowid WHERE docs_fts MATCH ?"
+               + (" AND docs.user = ?" if user else "") + " ORDER BY bm25(docs_fts) LIMIT ?")
+        args = (match, user, limit) if user else (match, limit)
+        return [row[0] for row in self._db.execute(sql, args)]
+
+    def stats(self) -> dict:
+        with self._mutex:
+            size = sum(p.stat().st_size for p in self.dir.rglob("*") if p.is_file())
+            emb = self.state.get("embedder") or {"name": DEFAULT_NAME, "dim": None, "ref": None}
+            return {"items": self.count(), "keyword_items": self.keyword_count(),
+                    "sessions": len(self.state["sessions"]), "excluded": len(self.state["excluded"]),
+                    "gestalts": len(self.state.get("gestalts", {})),
+                    "embedder": emb.get("name"), "dim": emb.get("dim"), "bytes": size,
+                    "updated": self.state.get("updated"), "path": str(self.dir)}
+
+
+def _chmod(path: Path, mode: int) -> None:
+    try:
+        if not path.is_symlink() and path.stat().st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+    except OSError:
+        pass  # a file chroma removed meanwhile
