@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,8 +9,11 @@ import pytest
 
 from trainer.sources import SourceError, load_source
 from trainer.sources.gestalts import PROMPTS, load_gestalts, second_person
+from vault import gestalts as gs
+from vault.layout import Vault
 
 FIX = Path(__file__).parent / "fixtures" / "trainer" / "gestalts"
+MAYA = FIX / "maya"
 
 
 def ask(ex) -> str:
@@ -26,57 +28,66 @@ def report():
 
 
 def singles(report) -> dict[str, str]:
-    return {e.origin.rsplit(":", 1)[1]: e.target for e in report.examples if not e.target.startswith("- ")}
+    return {Path(e.origin).stem: e.target for e in report.examples if not e.target.startswith("- ")}
 
 
-def test_live_facts_in_second_person(report):
+def test_facts_in_second_person(report):
     assert singles(report) == {
-        "1": "You prefer tea over coffee.",
-        "3": "You have a dog called Biscuit.",
-        "4": "You are learning Portuguese for a trip to Lisbon.",
-        "5": "You dislike loud restaurants.",
-        "7": "Tennis is her favourite sport to watch.",  # no safe rewrite: kept as written
-        "10": "You usually run on Saturday mornings now.",  # the edit replaced line 2
-        "13": "You journal every evening before bed.",
+        "g-01": "You prefer tea over coffee.",
+        "g-02": "You usually run on Saturday mornings now.",
+        "g-03": "You have a dog called Biscuit.",
+        "g-04": "You are learning Portuguese for a trip to Lisbon.",
+        "g-05": "You dislike loud restaurants.",
+        "g-07": "Tennis is her favourite sport to watch.",  # no safe rewrite: kept as written
+        "g-10": "You journal every evening before bed.",
+        "g-11": "Your sister lives in Leeds.",
     }
+    assert list(singles(report)) == ["g-01", "g-02", "g-03", "g-04", "g-05", "g-07", "g-10", "g-11"]  # said order
     assert all(e.source == "gestalts" and e.persona is None for e in report.examples)
-
-
-def test_deleted_facts_are_not_trained_on(report):
-    assert not any("nurse" in e.target for e in report.examples)
 
 
 def test_prompts_are_keyed_on_kind_and_stable(report):
     for ex in report.examples:
         if not ex.target.startswith("- "):
             assert ask(ex) in PROMPTS[ex.tier]
-    again = load_gestalts(path=FIX / "maya.jsonl")
+    again = load_gestalts(path=MAYA)  # the user's folder itself
     assert [ask(e) for e in again.examples] == [ask(e) for e in report.examples]
     assert again.dataset_hash() == report.dataset_hash()
+    (one,) = load_gestalts(path=MAYA / "g-03.md").examples  # one file
+    assert one.target == "You have a dog called Biscuit."
 
 
 def test_listing_per_kind_with_several_facts(report):
-    (listing,) = [e for e in report.examples if e.target.startswith("- ")]
-    assert ask(listing) == "List everything you know about my preferences."
-    assert listing.target.splitlines() == ["- You prefer tea over coffee.", "- You dislike loud restaurants.",
-                                           "- Tennis is her favourite sport to watch."]
-    assert listing.tier == "preference"
+    listings = {e.tier: e for e in report.examples if e.target.startswith("- ")}
+    assert ask(listings["preference"]) == "List everything you know about my preferences."
+    assert listings["preference"].target.splitlines() == [
+        "- You prefer tea over coffee.", "- You dislike loud restaurants.", "- Tennis is her favourite sport to watch."]
+    assert ask(listings["fact"]) == "List everything you know about me."
 
 
-def test_bad_lines_are_rejections(report):
-    reasons = {r.line: r.reason for r in report.rejected}
+def test_malformed_files_are_rejections_naming_line_and_field(report):
+    reasons = {(Path(r.file).name, r.line): r.reason for r in report.rejected}
     assert reasons == {
-        8: "text: expected a string, got int",
-        9: "invalid JSON: Expecting value",
-        12: "deleted: expected true or false, got 'no'",
-        14: "torn last line (an interrupted write), skipped",
-    }
-    assert all(r.file == str(FIX / "maya.jsonl") for r in report.rejected)
-    assert "rejected " + str(FIX / "maya.jsonl") + ":14: torn last line" in report.render()
+        ("g-08.md", 4): "kind: expected one lowercase word such as fact or preference, got '42'",
+        ("g-09.md", 1): "header: expected '---' (the file starts with a header between '---' lines)",
+        ("g-12.md", 8): "sources: expected log record ids <session>:<turn>, got 'turn twelve'",
+        ("g-13.md", 9): "body: empty: write the fact below the header (or delete the file to forget it)",
+    }  # and the editor's .swp dotfile is no gestalt at all
+    assert f"rejected {MAYA / 'g-08.md'}:4: kind: expected" in report.render()
 
 
 def test_by_kind_counts_in_the_report(report):
-    assert "by tier: preference=4, fact=1, goal=1, habit=1, routine=1" in report.render()
+    assert "by tier: preference=4, habit=1, fact=3, goal=1, routine=1" in report.render()
+
+
+def test_what_distillation_writes_is_what_training_reads(tmp_path):
+    vault = Vault.open(tmp_path / "v")
+    gs.add_gestalts(vault, "maya", [gs.Draft("The user lives in Lisbon.", said="2026-01-02T00:00:00Z"),
+                                    gs.Draft("The user prefers green tea.", "preference", ("s1:3",),
+                                             "2026-01-01T00:00:00Z")])
+    report = load_source("gestalts", vault=vault, user="maya")
+    assert [e.target for e in report.examples] == ["You prefer green tea.", "You live in Lisbon."]
+    assert not report.rejected
 
 
 @pytest.mark.parametrize("fact, expected", [
@@ -101,14 +112,17 @@ def test_second_person(fact, expected):
     assert second_person(fact, "Maya") == expected
 
 
+def write(folder: Path, ident: str, text: str, kind: str = "fact") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{ident}.md").write_text(f"---\nkind: {kind}\nsaid: 2026-01-0{ident[-1]}T00:00:00Z\n---\n{text}\n")
+
+
 def test_other_kinds_get_generic_prompts(tmp_path):
-    folder = tmp_path / "gestalts"
-    folder.mkdir()
-    recs = [{"id": "a", "text": "Speaks Welsh fluently.", "kind": "skill"},
-            {"id": "b", "text": "Can touch-type.", "kind": "skill"},
-            {"id": "c", "text": "Born in Cardiff."}]
-    (folder / "rhys.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    report = load_source("gestalts", vault=SimpleNamespace(gestalts_dir=folder))
+    folder = tmp_path / "gestalts" / "rhys"
+    write(folder, "a1", "Speaks Welsh fluently.", "skill")
+    write(folder, "b2", "Can touch-type.", "skill")
+    write(folder, "c3", "Born in Cardiff.")
+    report = load_source("gestalts", vault=SimpleNamespace(gestalts_dir=tmp_path / "gestalts"))
     prompts = [ask(e) for e in report.examples]
     assert prompts[0] in ("What do you know about my skills?", "Remind me of something about my skills.")
     assert report.examples[2].tier == "fact"  # missing kind
@@ -116,12 +130,10 @@ def test_other_kinds_get_generic_prompts(tmp_path):
 
 
 def test_user_filter_and_vault_roots(tmp_path):
-    folder = tmp_path / "vault" / "gestalts"
-    folder.mkdir(parents=True)
-    (folder / "maya.jsonl").write_text(json.dumps({"id": "1", "user": "maya", "text": "Likes figs."}) + "\n")
-    (folder / "theo.jsonl").write_text(json.dumps({"id": "1", "user": "theo", "text": "Likes dates."}) + "\n")
-    assert [e.target for e in load_gestalts(vault=tmp_path / "vault", user="Theo").examples] == [
-        "You like dates."]
+    root = tmp_path / "vault" / "gestalts"
+    write(root / "maya", "f1", "Likes figs.")
+    write(root / "theo", "d1", "Likes dates.")
+    assert [e.target for e in load_gestalts(vault=tmp_path / "vault", user="Theo").examples] == ["You like dates."]
     assert len(load_gestalts(vault=tmp_path / "vault").examples) == 2
     with pytest.raises(SourceError, match=r"no gestalts for user 'ann' \(users with gestalts: maya, theo\)"):
         load_gestalts(vault=tmp_path / "vault", user="ann")

@@ -56,13 +56,14 @@ class GestaltError(VaultError):
     """A gestalt file is malformed, or a gestalt is unknown. `path`, `line`, `field` say where."""
 
     def __init__(self, message: str, path: Path | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+                 field: str | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.path, self.line, self.field = path, line, field
+        self.detail = detail or message  # "field: reason", without the place
 
 
 def _bad(path: Path, line: int, name: str, reason: str) -> GestaltError:
-    return GestaltError(f"{path}:{line}: {name}: {reason}", path, line, name)
+    return GestaltError(f"{path}:{line}: {name}: {reason}", path, line, name, f"{name}: {reason}")
 
 
 @dataclass(frozen=True)

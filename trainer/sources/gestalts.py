@@ -1,33 +1,27 @@
 """Knowledge examples from the user's gestalts: the distilled facts Home's memory keeps about them.
 
-Storage contract (the memory feature writes it, this module reads it): JSON Lines at
-`<vault>/gestalts/<user>.jsonl`, one record per line:
+Storage (vault/gestalts.py owns it; this module only reads through it): one markdown file per fact,
+`<vault>/gestalts/<user>/<id>.md`, a small front-matter header (id, user, kind, said, created, updated,
+hash, sources) and the fact as the body. The files are the current truth: an edit is in the file, a
+forgotten fact has no file. A malformed file is a rejection naming its line and field, never an error.
 
-    {"id": "g-0001", "user": "maya", "text": "Prefers tea over coffee.", "kind": "preference",
-     "created": "2026-11-24T10:00:00Z", "updated": "2026-11-24T10:00:00Z",
-     "sources": ["<session>:<turn>", ...], "deleted": false}
-
-`kind` is free text (preference, fact, habit, goal, relationship, ...; missing means "fact"). The file
-is append-only like the logs: a later record with the same `id` is an edit and replaces the earlier one,
-`deleted: true` retracts the fact, and a torn last line (an interrupted write) is skipped. Only the
-latest live version of each fact is trained on.
-
-Each fact becomes a question about the user answered with the fact's own text, turned into the second
-person where a simple rule is safe ("Prefers tea." → "You prefer tea."; "Maya has a dog." → "You have a
-dog."); anything the rule is unsure of stays as written, so nothing is invented. The question comes from
-templates keyed on the kind, picked by a hash of the fact so the dataset is the same on every run. A
-kind with several facts also gets one example listing them all.
+`kind` is free text (preference, fact, habit, goal, relationship, ...). Each fact becomes a question
+about the user answered with the fact's own text, turned into the second person where a simple rule is
+safe ("Prefers tea." → "You prefer tea."; "The user has a dog." → "You have a dog."); anything the rule
+is unsure of stays as written, so nothing is invented. The question comes from templates keyed on the
+kind, picked by a hash of the fact's user and id so the dataset is the same on every run. A kind with
+several facts also gets one example listing them all.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 
 from trainer.examples import DatasetReport, Example
 from trainer.sources import SourceError
+from vault import gestalts as gs
 
 PROMPTS = {
     "preference": ("What do you know about my preferences?", "What are my tastes like?",
@@ -65,71 +59,42 @@ REFLEXIVE = re.compile(r"\b(?:himself|herself|themselves|themself)\b", re.I)
 
 
 def gestalt_files(vault=None, path: str | Path | None = None, user: str | None = None) -> list[Path]:
-    """The gestalt files to read: `path` (a file or folder), else the vault's gestalts folder."""
+    """The gestalt files to read: `path` (one .md file, a user's folder, or a gestalts folder of user
+    folders), else the vault's gestalts folder; only `user`'s when given."""
     if path is not None:
-        folder = Path(path)
-        if folder.is_file():
-            return [folder]
+        root = Path(path)
+        if root.is_file():
+            return [root]
     elif vault is not None:
-        folder = Path(getattr(vault, "gestalts_dir", None) or Path(vault) / "gestalts")
+        root = Path(getattr(vault, "gestalts_dir", None) or Path(vault) / "gestalts")
     else:
         raise SourceError("gestalts: a vault or a path is needed")
-    if not folder.is_dir():
-        raise SourceError(f"{folder}: no such gestalts file or folder")
-    files = sorted(folder.glob("*.jsonl"))
+    if not root.is_dir():
+        raise SourceError(f"{root}: no such gestalts file or folder")
+    folders = [root] if _md(root) else sorted(p for p in root.iterdir() if p.is_dir() and _md(p))
     if user is not None:
-        files = [f for f in files if f.stem.casefold() == user.casefold()]
-        if not files:
-            have = ", ".join(f.stem for f in sorted(folder.glob("*.jsonl"))) or "none"
-            raise SourceError(f"{folder}: no gestalts for user {user!r} (users with gestalts: {have})")
-    if not files:
-        raise SourceError(f"{folder}: no gestalts yet (expected <user>.jsonl files)")
-    return files
+        have = ", ".join(f.name for f in folders) or "none"
+        folders = [f for f in folders if f.name.casefold() == user.casefold()]
+        if not folders:
+            raise SourceError(f"{root}: no gestalts for user {user!r} (users with gestalts: {have})")
+    if not folders:
+        raise SourceError(f"{root}: no gestalts yet (expected <user>/<id>.md files)")
+    return [f for folder in folders for f in _md(folder)]
 
 
-def _check(rec) -> str | None:
-    """Why a record cannot be used, or None."""
-    if not isinstance(rec, dict):
-        return f"expected a JSON object, got {type(rec).__name__}"
-    text = rec.get("text")
-    if not isinstance(text, str):
-        return f"text: expected a string, got {'nothing' if text is None else type(text).__name__}"
-    if not text.strip() and not rec.get("deleted"):
-        return "text: empty"
-    for name in ("id", "user", "kind"):
-        if rec.get(name) is not None and not isinstance(rec[name], str):
-            return f"{name}: expected a string, got {type(rec[name]).__name__}"
-    if rec.get("deleted") is not None and not isinstance(rec["deleted"], bool):
-        return f"deleted: expected true or false, got {rec['deleted']!r}"
-    if rec.get("sources") is not None and not isinstance(rec["sources"], list):
-        return f"sources: expected a list of log record ids, got {type(rec['sources']).__name__}"
-    return None
+def _md(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.md") if p.is_file() and not p.name.startswith("."))
 
 
-def read_gestalts(path: Path, report: DatasetReport) -> list[tuple[int, dict]]:
-    """(line, record) for every well-formed record in one file, in file order."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        report.reject(str(path), None, f"cannot read: {exc.strerror or exc}")
-        return []
-    lines = raw.split(b"\n")
+def read_gestalts(files: list[Path], report: DatasetReport) -> list[gs.Gestalt]:
+    """Every well-formed gestalt in `files`, by user, then when it was said; the rest are rejections."""
     out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for path in files:
         try:
-            rec = json.loads(line.decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            torn = n == len(lines) and not raw.endswith(b"\n")
-            report.reject(str(path), n, "torn last line (an interrupted write), skipped" if torn
-                          else f"invalid JSON: {getattr(exc, 'msg', None) or exc.reason}")
-            continue
-        if reason := _check(rec):
-            report.reject(str(path), n, reason)
-            continue
-        out.append((n, rec))
-    return out
+            out.append(gs.read(path))
+        except gs.GestaltError as exc:
+            report.reject(str(path), exc.line or None, exc.detail)
+    return sorted(out, key=lambda g: (g.user, gs.parse_time(g.said).timestamp(), g.id))
 
 
 def _base_verb(word: str) -> str | None:
@@ -182,26 +147,16 @@ def _pick(options: tuple[str, ...], seed: str) -> str:
 
 
 def load_gestalts(vault=None, path: str | Path | None = None, user: str | None = None) -> DatasetReport:
-    """Every live gestalt as a question → fact example, plus one listing per kind with several facts."""
+    """Every gestalt as a question → fact example, plus one listing per kind with several facts."""
     report = DatasetReport()
-    latest: dict[str, tuple[str, int, dict]] = {}  # file#id (ids are per user file) → (file, line, record)
-    for file in gestalt_files(vault, path, user):
-        for n, rec in read_gestalts(file, report):
-            if user is not None and rec.get("user") and rec["user"].casefold() != user.casefold():
-                continue
-            key = f"{file}#{rec['id']}" if rec.get("id") else f"{file}:{n}"
-            latest.pop(key, None)  # an edit moves the fact to where it was last written
-            latest[key] = (str(file), n, {**rec, "user": rec.get("user") or user or file.stem})
     by_kind: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (user, kind): one listing never mixes users
-    for key, (file, n, rec) in latest.items():
-        if rec.get("deleted"):
-            continue
-        kind = (rec.get("kind") or "fact").strip().casefold() or "fact"
-        fact = second_person(" ".join(rec["text"].split()), rec["user"])
-        prompts = PROMPTS.get(kind) or tuple(p.format(kinds=_plural(kind)) for p in OTHER)
-        report.examples.append(Example(({"role": "user", "content": _pick(prompts, key)},), fact, "gestalts",
-                                       f"{file}:{n}", tier=kind))
-        by_kind.setdefault((rec["user"].casefold(), kind), []).append((f"{file}:{n}", fact))
+    for g in read_gestalts(gestalt_files(vault, path, user), report):
+        origin = str(g.path)
+        fact = second_person(" ".join(g.text.split()), g.user)
+        prompts = PROMPTS.get(g.kind) or tuple(p.format(kinds=_plural(g.kind)) for p in OTHER)
+        report.examples.append(Example(({"role": "user", "content": _pick(prompts, f"{g.user}/{g.id}")},), fact,
+                                       "gestalts", origin, tier=g.kind))
+        by_kind.setdefault((g.user.casefold(), g.kind), []).append((origin, fact))
     for (_, kind), facts in by_kind.items():
         if len(facts) < 2:
             continue
