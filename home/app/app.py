@@ -12,6 +12,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from home.app.commands import HomeCommands
+from home.app.features import FeaturesMixin
 from home.app.retrain import RetrainRun, build_job
 from home.app.screens.adapters import AdaptersScreen
 from home.app.screens.chat import ChatScreen
@@ -22,10 +23,10 @@ from llm.errors import LLMError
 from trainer.job import JobError
 from vault.errors import VaultError
 
-BINDING_IDS = {"quit", "new_chat", "cancel", "retrain"}  # config.toml [keys] entries that remap our bindings
+BINDING_IDS = {"quit", "new_chat", "cancel", "retrain", "pick_best", "search"}  # config.toml [keys] entries that remap our bindings
 
 
-class HomeApp(App[None]):
+class HomeApp(FeaturesMixin, App[None]):
     CSS_PATH = "home.tcss"
     TITLE = "Home"
     COMMANDS = App.COMMANDS | {HomeCommands}
@@ -33,6 +34,8 @@ class HomeApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
         Binding("f1", "persona('')", "Base", show=False, priority=True),
         Binding("ctrl+t", "retrain", "Retrain", id="retrain", show=False, priority=True),
+        Binding("ctrl+b", "pick_best", "Pick best", id="pick_best", show=False),
+        Binding("ctrl+f", "search", "Search", id="search", show=False),
     ]
 
     def __init__(self, options: AppOptions | None = None, **kwargs: object) -> None:
@@ -238,6 +241,7 @@ class HomeApp(App[None]):
         training run is asked to stop with a checkpoint (`home train --resume` continues it)."""
         if self.chat is not None:
             self.chat.action_cancel()
+        self.stop_generation()
         if self.training_running:
             self.notify("Stopping the training run at its next step (a checkpoint is kept)…", title="Retrain")
         self.action_cancel_training()

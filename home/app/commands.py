@@ -11,6 +11,8 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from home.app.features import known_users
+
 
 class HomeCommands(Provider):
     def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
@@ -22,6 +24,11 @@ class HomeCommands(Provider):
             ("View adapters", app.action_adapters, "the registered adapters and their metrics"),
             ("Persona: base (no persona)", partial(app.action_persona, ""), "the model's own manner"),
             ("Retrain my voice", app.action_retrain, "train your voice adapter on your chat logs (ctrl+t)"),
+            ("Roundtable…", app.action_roundtable, "two or more personas take turns on a topic; you can interject"),
+            ("Pick best of two replies", app.action_pick_best,
+             "two candidates for your last message side by side; your pick is kept as a preference (ctrl+b)"),
+            ("Search past sessions", app.action_search, "full text over every session's log; open one to resume (ctrl+f)"),
+            ("Switch user…", app.action_switch_user, "pick a user or type a new name; logs and voice follow"),
         ]
         if app.training_running:
             out.append(("Cancel training", app.action_cancel_training, "stop at the next step, keep a checkpoint"))
@@ -31,6 +38,9 @@ class HomeCommands(Provider):
             key = p.home.get("hotkey")
             out.append((f"Persona: {p.name}", partial(app.action_persona, p.id),
                         f"switch persona{f' ({key})' if key else ''}"))
+        for name in known_users(session):
+            if name != session.user:
+                out.append((f"Switch user: {name}", partial(app.action_switch_user, name), "a new session as them"))
         for sid in session.recent_sessions():
             out.append((f"Resume session {sid}", partial(app.action_resume, sid), "load its history"))
         return out
