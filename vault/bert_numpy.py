@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .blas import one_blas_thread
 from .errors import VaultError
 
 
@@ -41,6 +42,7 @@ class NumpyBert:
     """Mean-pooled, L2-normalised BERT sentence vectors (float32)."""
 
     def __init__(self, path: str | Path, name: str | None = None, batch_size: int = 32) -> None:
+        one_blas_thread()
         path = Path(path)
         self.path = path
         self.name = name or str(path)

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .blas import one_blas_thread
+
 RRF_K = 60
 MIN_SIMILARITY = 0.30
 QUESTION_WEIGHT = 0.8
@@ -118,6 +120,7 @@ class VectorMatrix:
     """
 
     def __init__(self, dim: int) -> None:
+        one_blas_thread()
         self.dim = dim
         self._m = np.zeros((0, dim), dtype=np.float32)
         self._alive = np.zeros(0, dtype=bool)
