@@ -27,8 +27,10 @@ import numpy as np
 
 from .adapters import AdapterPool
 from .errors import ContextError, LLMError, ModelError
+from .fit import fit_messages
 from .gguf_meta import AdapterInfo, ModelInfo, read_model_info
 from .params import GenParams
+from .stops import split_stop
 from .template import ChatTemplate
 
 Message = Mapping[str, Any]
@@ -223,39 +225,9 @@ class Engine:
         return len(self.tokenize(self.render(messages)))
 
     def fit(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[Message], int]:
-        """Keep the system message and the newest turns so prompt + max_tokens fits n_ctx; drop the
-        oldest whole user/assistant pairs first. Returns (messages, number of messages dropped)."""
-        msgs = list(messages)
-        head = msgs[:1] if msgs and msgs[0].get("role") == "system" else []
-        rest = msgs[len(head) :]
-        budget = self.n_ctx - max_tokens
-        if not rest:
-            n = self.count_tokens(head)
-            if n > budget:
-                raise ContextError(
-                    f"the prompt needs {n} tokens + {max_tokens} for the reply, but the context holds {self.n_ctx}"
-                )
-            return msgs, 0
-        cuts, i = [0], 0  # start indices of the kept history, oldest first
-        while i < len(rest) - 1:
-            pair = rest[i].get("role") == "user" and rest[i + 1].get("role") == "assistant"
-            i += 2 if pair and i + 1 < len(rest) - 1 else 1
-            cuts.append(i)
-        fits = lambda k: self.count_tokens(head + rest[cuts[k] :]) <= budget  # noqa: E731
-        if not fits(len(cuts) - 1):
-            n = self.count_tokens(head + rest[-1:])
-            raise ContextError(
-                f"the system prompt and last message need {n} tokens + {max_tokens} for the reply, "
-                f"but the context holds {self.n_ctx}"
-            )
-        lo, hi = 0, len(cuts) - 1  # smallest k that fits (token count shrinks as k grows)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if fits(mid):
-                hi = mid
-            else:
-                lo = mid + 1
-        return head + rest[cuts[lo] :], cuts[lo]
+        """Keep the system message and the newest turns so prompt + max_tokens fits n_ctx (see
+        `llm.fit.fit_messages`). Returns (messages, number of messages dropped)."""
+        return fit_messages(messages, max_tokens, self.n_ctx, self.count_tokens)
 
     # --- generation ---------------------------------------------------------------------------
 
@@ -326,7 +298,7 @@ class Engine:
                     pending += decoder.decode(self._piece(token))
                     if not pending:
                         continue  # inside a multi-byte character
-                    emit, pending, hit = _split_stop(pending, stops, longest_stop)
+                    emit, pending, hit = split_stop(pending, stops, longest_stop)
                     if emit:
                         parts.append(emit)
                         yield emit
@@ -401,17 +373,3 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _split_stop(text: str, stops: tuple[str, ...], longest: int) -> tuple[str, str, bool]:
-    """(text safe to emit, text held back, whether a stop string was hit). Held back: the longest
-    tail that could still grow into a stop string, so no part of a stop marker is ever emitted."""
-    if not stops:
-        return text, "", False
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    if cut >= 0:
-        return text[:cut], "", True
-    for k in range(min(longest - 1, len(text)), 0, -1):
-        tail = text[-k:]
-        if any(s.startswith(tail) for s in stops):
-            return text[:-k], tail, False
-    return text, "", False

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from llm.engine import _split_stop
 from llm.errors import ContextError
 from llm.params import GenParams
+from llm.stops import split_stop
 
 CHAT = [{"role": "user", "content": "List some colors of the rainbow."}]
 GREEDY = GenParams(temperature=0.0, seed=3, max_tokens=16)
@@ -166,4 +166,4 @@ def test_stop_strings_never_leak(engine):
 )
 def test_split_stop(text, stops, expected):
     longest = max((len(s) for s in stops), default=0)
-    assert _split_stop(text, stops, longest) == expected
+    assert split_stop(text, stops, longest) == expected
