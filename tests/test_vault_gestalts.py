@@ -107,13 +107,13 @@ def test_forgetting_and_editing_keep_old_facts_from_coming_back(vault):
     assert gs.forget_gestalt(vault, "maya", tea.id) == tea and not tea.path.exists()
     assert gs.add_gestalts(vault, "maya", [gs.Draft("The user prefers GREEN tea")]) == []
     edited = gs.render(berlin).replace("Berlin", "Lisbon")
-    new = gs.replace_text(vault, berlin, edited, berlin.path)
+    new = gs.save_edit(vault, "maya", berlin.id, edited, berlin.path)
     assert new.text == "The user lives in Lisbon." and new.hash == berlin.hash and new.updated >= berlin.updated
-    assert gs.replace_text(vault, new, gs.render(new), new.path) is None  # nothing changed
+    assert gs.save_edit(vault, "maya", new.id, gs.render(new), new.path) is None  # nothing changed
     assert gs.add_gestalts(vault, "maya", [gs.Draft("The user lives in Berlin."),
                                            gs.Draft("The user lives in Lisbon.")]) == []
     with pytest.raises(gs.GestaltError, match=r":\d+: kind: "):
-        gs.replace_text(vault, new, gs.render(new).replace("kind: fact", "kind: 42"), new.path)
+        gs.save_edit(vault, "maya", new.id, gs.render(new).replace("kind: fact", "kind: 42"), new.path)
     assert gs.read(new.path) == new  # a bad edit changed nothing
     with pytest.raises(gs.GestaltError, match="no gestalt 'g-nope' for user 'maya'"):
         gs.forget_gestalt(vault, "maya", "g-nope")

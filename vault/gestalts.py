@@ -340,11 +340,20 @@ def add_gestalts(vault: Vault, user: str, drafts: Iterable[Draft]) -> list[Gesta
         return out
 
 
-def replace_text(vault: Vault, old: Gestalt, edited: str, edited_path: Path) -> Gestalt | None:
-    """Validate an edited copy of `old` (the text of `edited_path`) and write it over the gestalt with
-    `updated` set to now; None when nothing changed. Home's own fields (id, user, created and the original
-    hash, which keeps the old wording from being distilled again) stay as they were."""
-    new = parse(edited, edited_path, old.id, old.user)
+def save_edit(vault: Vault, user: str, ident: str, edited: str, edited_path: Path) -> Gestalt | None:
+    """Validate an edited copy of gestalt `ident` (the text of `edited_path`, whose name the errors
+    give) and write it over the gestalt with `updated` set to now; None when nothing changed. Home's own
+    fields (id, user, created and the original hash, which keeps the old wording from being distilled
+    again) stay as they were. A broken gestalt file is replaced by a good edit: that is how it is fixed."""
+    path = user_dir(vault, user) / f"{ident}.md"
+    try:
+        old = read(path)
+    except GestaltError:
+        old = None
+    mtime = path.stat().st_mtime if path.exists() else None
+    new = parse(edited, edited_path, ident, user, mtime)
+    if old is None:
+        return write(vault, replace(new, updated=now_iso()))
     if (new.text, new.kind, new.said, new.sources) == (old.text, old.kind, old.said, old.sources):
         return None
     return write(vault, replace(new, hash=old.hash, created=old.created, updated=now_iso()))
