@@ -188,3 +188,14 @@ def test_the_watcher_fires_for_files_in_a_users_gestalt_folder(vault):
         gs.record_forgotten(vault, "maya", ["0123456789abcdef"])  # only a dotfile changes: no call
         assert not fired.wait(0.5)
     assert len(calls) == 3
+
+
+def test_config_gestalts_section():
+    from vault.config import ConfigError, default_text, parse_config
+
+    assert parse_config(default_text("maya")).gestalts.every_n_turns == 10
+    assert parse_config("[gestalts]\nenabled = false\nevery_n_turns = 0\n").gestalts.enabled is False
+    for text, words in [("[gestalts]\nevery_n_turns = -1\n", "gestalts.every_n_turns: expected >= 0"),
+                        ('[gestalts]\nenabled = "no"\n', "gestalts.enabled: expected true or false")]:
+        with pytest.raises(ConfigError, match=words):
+            parse_config(text)

@@ -51,6 +51,14 @@ class MemorySettings:
 
 
 @dataclass(frozen=True)
+class GestaltSettings:
+    """[gestalts]: when the app distils durable facts about the user from the conversation (home/distil.py)."""
+
+    enabled: bool = True
+    every_n_turns: int = 10  # also distil every N user turns during a session; 0: only when a session ends
+
+
+@dataclass(frozen=True)
 class RouterSettings:
     """[router]: the per-turn adapter choice (home/router). Labels need example sentences: the built-in
     ones cover the defaults; `task_examples` / `tone_examples` add labels or extend them."""
@@ -76,6 +84,7 @@ class Config:
     keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_KEYS))
     memory: MemorySettings = field(default_factory=MemorySettings)
     router: RouterSettings = field(default_factory=RouterSettings)
+    gestalts: GestaltSettings = field(default_factory=GestaltSettings)
 
 
 def _default_user() -> str:
@@ -87,7 +96,7 @@ def _default_user() -> str:
 
 
 def default_text(user: str) -> str:
-    g, c, m, r = GenerationDefaults(), ContextSettings(), MemorySettings(), RouterSettings()
+    g, c, m, r, gst = GenerationDefaults(), ContextSettings(), MemorySettings(), RouterSettings(), GestaltSettings()
     keys = "\n".join(f'{k} = "{v}"' for k, v in DEFAULT_KEYS.items())
     return f"""\
 # Home settings. Edit freely: Home reads this file and never rewrites it.
@@ -119,6 +128,10 @@ enabled = {str(m.enabled).lower()}      # recall earlier conversations in replie
 k = {m.k}                 # memory items offered per turn, at most
 budget_tokens = {m.budget_tokens}   # prompt tokens the memory block may use
 embedder = ""         # "" = bundled all-MiniLM-L6-v2, or a sentence-transformers folder (then reindex --rebuild)
+
+[gestalts]
+enabled = {str(gst.enabled).lower()}      # distil lasting facts about you into <vault>/gestalts/<user>/ (`home gestalts …`)
+every_n_turns = {gst.every_n_turns}   # also every N of your turns, not only when a session ends (0: only then)
 
 [router]
 enabled = {str(r.enabled).lower()}      # pick adapters per turn by user, persona, task and tone (`home route TEXT` says why)
@@ -218,7 +231,7 @@ def parse_config(text: str, path: str = "config.toml") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    allowed = {"user", "model", "persona", "generation", "context", "keys", "memory", "router"}
+    allowed = {"user", "model", "persona", "generation", "context", "keys", "memory", "router", "gestalts"}
     for key in data:
         if key not in allowed:
             raise ConfigError(f"{path}: {key}: unknown setting (known: {', '.join(sorted(allowed))})")
@@ -234,6 +247,9 @@ def parse_config(text: str, path: str = "config.toml") -> Config:
     ctx = _section(path, data, "context", ContextSettings)
     mem = _section(path, data, "memory", MemorySettings)
     router = _router_section(path, data)
+    gestalts = _section(path, data, "gestalts", GestaltSettings)
+    if gestalts.every_n_turns < 0:
+        raise ConfigError(f"{path}: gestalts.every_n_turns: expected >= 0, got {gestalts.every_n_turns}")
     if mem.k < 0 or mem.budget_tokens < 0:
         raise ConfigError(f"{path}: memory: k and budget_tokens must be >= 0")
     if gen.max_tokens < 1:
@@ -242,7 +258,7 @@ def parse_config(text: str, path: str = "config.toml") -> Config:
         raise ConfigError(f"{path}: generation.temperature: expected >= 0, got {gen.temperature}")
     if ctx.n_ctx < 256:
         raise ConfigError(f"{path}: context.n_ctx: expected at least 256, got {ctx.n_ctx}")
-    return Config(generation=gen, context=ctx, keys=keymap, memory=mem, router=router, **top)
+    return Config(generation=gen, context=ctx, keys=keymap, memory=mem, router=router, gestalts=gestalts, **top)
 
 
 def load_config(vault: Vault) -> Config:

@@ -51,9 +51,10 @@ def _open(ctx: Context, embedder=None):
 
 
 def _catch_up(ctx: Context, store) -> None:
-    from vault.memory import index_logs
+    from vault.memory import index_logs, sync_gestalts
 
     index_logs(ctx.vault, store)
+    sync_gestalts(ctx.vault, store)  # gestalt files edited or deleted while no app was watching
 
 
 def _line(hit) -> str:
