@@ -2,18 +2,21 @@
 
 Why a scan: the logs are the source of truth and are appended by the app, the CLI and other
 processes; an index would need its own upkeep and could go stale. Each file is read once and rejected
-on its raw (lower-cased) text unless every term occurs in it, so only files that can match are parsed
-(`bench/session_search.py`: ~1k sessions of 20 turns in tens of milliseconds). Matching is
+on its raw (lower-cased) text unless every term occurs in it, then line by line, so only lines that can
+match are parsed; once `limit` hits are in hand, a session last written before all of them is skipped
+(its records are older). `bench/session_search.py` measures it on 1k and 10k sessions. Matching is
 case-insensitive, every term must occur in the record's text, "quoted words" stay one term (across
 line breaks). Turns the user asked Home to forget (`exclude` events, `excluded` records) never show.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from .layout import Vault
 from .logs import list_sessions
@@ -51,14 +54,15 @@ def search_logs(vault: Vault, query: str, limit: int = 100) -> SearchResult:
     started = time.perf_counter()
     result = SearchResult(query)
     terms = terms_of(query)
-    sessions = list_sessions(vault)
+    sessions = list_sessions(vault)  # newest first (last write)
     result.sessions = len(sessions)
     if not terms:
         return result
     # The raw line holds the text JSON-escaped ("a \"b\"" / "\n"): look for each word escaped the same way
     # (a phrase's words one by one: in the file they may be split by an escaped newline).
-    raw_terms = [json.dumps(w, ensure_ascii=False)[1:-1] for t in terms for w in t.split()]
-    texts: list[tuple[str, str]] = []
+    raw_words = [_escaped(w) for t in terms for w in t.split()]
+    raw_terms = [_escaped(t) for t in terms]
+    texts: list[tuple[str, str, str]] = []
     excluded: set[str] = set()
     for s in sessions:
         try:
@@ -67,21 +71,50 @@ def search_logs(vault: Vault, query: str, limit: int = 100) -> SearchResult:
             continue
         if '"exclude"' in text:
             excluded |= _excluded_ids(text)
-        texts.append((s.id, text))
+        texts.append((s.id, _iso(s.modified), text))
     hits: list[SearchHit] = []
-    for session, text in texts:
+    newest: list[str] = []  # min-heap of the `limit` newest hit times so far
+    for session, last_write, text in texts:
         low = text.lower()
-        if "\\u" not in low and not all(t in low for t in raw_terms):
+        escaped = "\\u" in low  # \uXXXX escapes (another writer): no raw prefilter for this file
+        if not escaped and not all(w in low for w in raw_words):
             continue
-        for line in text.splitlines():
+        if len(newest) >= limit and last_write < newest[0]:
+            result.truncated = True  # every record here is older than the hits we keep
+            continue
+        for line, low_line in zip(text.splitlines(), low.splitlines(), strict=False):
+            if not escaped and not _could_match(low_line, raw_terms, raw_words):
+                continue
             hit = _match(line, terms, session, excluded)
-            if hit is not None:
-                hits.append(hit)
+            if hit is None:
+                continue
+            hits.append(hit)
+            if len(newest) < limit:
+                heapq.heappush(newest, hit.time)
+            elif hit.time > newest[0]:
+                heapq.heapreplace(newest, hit.time)
     hits.sort(key=lambda h: (h.time, h.session, h.record_id), reverse=True)
-    result.truncated = len(hits) > limit
+    result.truncated = result.truncated or len(hits) > limit
     result.hits = hits[:limit]
     result.elapsed_ms = (time.perf_counter() - started) * 1000
     return result
+
+
+def _escaped(term: str) -> str:
+    return json.dumps(term, ensure_ascii=False)[1:-1]
+
+
+def _could_match(low_line: str, raw_terms: list[str], raw_words: list[str]) -> bool:
+    """Cheap test on the raw line before parsing it. A phrase is looked for whole unless the line has
+    whitespace that folding would change (an escaped newline or tab, a double space)."""
+    if "\\n" in low_line or "\\t" in low_line or "\\r" in low_line or "  " in low_line:
+        return all(w in low_line for w in raw_words)
+    return all(t in low_line for t in raw_terms)
+
+
+def _iso(mtime: float) -> str:
+    """A file's last write in the records' own time format, so the two compare as strings."""
+    return datetime.fromtimestamp(mtime, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _excluded_ids(text: str) -> set[str]:

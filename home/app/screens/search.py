@@ -4,6 +4,8 @@ never waits for it; a result that arrives for an older query is dropped."""
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -12,11 +14,13 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
 
 from vault.layout import Vault
 from vault.search import SearchHit, SearchResult, search_logs
 
 LIMIT = 100
+DEBOUNCE_S = 0.12
 
 
 def hit_prompt(hit: SearchHit) -> Text:
@@ -60,6 +64,9 @@ class SearchScreen(ModalScreen[str | None]):
 
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
     def _search(self, query: str) -> None:
+        time.sleep(DEBOUNCE_S)  # a word typed quickly scans once, not once per letter
+        if get_current_worker().is_cancelled:
+            return
         result = search_logs(self.vault, query, limit=LIMIT)
         self.app.call_from_thread(self._show, result)
 
