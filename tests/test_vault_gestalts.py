@@ -96,7 +96,7 @@ def test_a_malformed_file_is_named_by_line_and_field_skipped_and_never_rewritten
 def test_a_hand_written_file_needs_only_a_header_and_the_fact(vault):
     folder = vault.gestalts_dir / "maya"
     folder.mkdir(mode=0o700)
-    (folder / "cello.md").write_text("---\nkind: habit\n---\nPlays the cello on Sundays.\n")
+    (folder / "cello.md").write_text("---\n# mine\nkind: habit   # a comment\n---\nPlays the cello on Sundays.\n")
     (g,) = gs.list_gestalts(vault, "maya").gestalts
     assert (g.id, g.user, g.kind, g.sources, g.hash) == ("cello", "maya", "habit", (), gs.gestalt_hash(g.text))
     assert gs.parse_time(g.created) and g.said == g.created == g.updated

@@ -156,7 +156,7 @@ def parse(text: str, path: Path, ident: str, user: str, mtime: float | None = No
             raise _bad(path, n, key, f"unknown field (known: {', '.join(FIELDS)})")
         if key in values:
             raise _bad(path, n, key, f"given twice (first on line {values[key][0]})")
-        value = value.strip()
+        value = value.split(" #", 1)[0].strip()  # a YAML comment after the value
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[key] = (n, value)
