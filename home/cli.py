@@ -10,9 +10,22 @@ import argparse
 import sys
 
 from home import __version__
-from home.commands import adapters, app, ask, data, doctor, eval, gestalts, memory, personas, train
+from home.commands import (
+    adapters,
+    app,
+    ask,
+    data,
+    doctor,
+    drift,
+    eval,
+    gestalts,
+    memory,
+    personas,
+    route,
+    train,
+)
 
-GROUPS = (app, ask, adapters, personas, memory, gestalts, data, train, eval, doctor)
+GROUPS = (app, ask, adapters, personas, memory, gestalts, route, drift, data, train, eval, doctor)
 
 DESCRIPTION = """\
 Home: a terminal assistant that learns your voice.
