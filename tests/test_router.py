@@ -115,6 +115,14 @@ def info_name(setup):
     return setup[3].name
 
 
+def test_a_precomputed_embedding_gives_the_same_decision(setup):
+    router = setup[2]
+    vector = router.embedder.embed([CODING_STRESSED])[0]
+    with_vector, without = decide(setup, CODING_STRESSED, vector=vector), decide(setup, CODING_STRESSED)
+    assert with_vector.to_dict() | {"ms": 0} == without.to_dict() | {"ms": 0}
+    assert decide(setup, "anything at all", vector=vector).stack == without.stack  # the vector is what counts
+
+
 def test_voice_dependency_is_explained(setup):
     d = decide(setup, WRITING)
     assert d.stack == [("me-voice-1", 1.0), ("me-voice-2", 1.0)]

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from home.router.classify import Classifier, Prediction, label_examples, load_classifiers
 from home.router.score import Candidate, choose, score_candidates, stack_order
 from home.stack import Stack, StackSpec, resolve_stack
@@ -89,19 +91,22 @@ class Router:
         router.classify("warm up")  # the first embedding pays a one-off ~0.3 s; not the first turn's
         return router
 
-    def classify(self, text: str) -> tuple[Prediction, Prediction]:
-        vec = self.embedder.embed([text])[0]
+    def classify(self, text: str, vector: np.ndarray | None = None) -> tuple[Prediction, Prediction]:
+        vec = self.embedder.embed([text])[0] if vector is None else vector
         return self.task_classifier.classify(vec), self.tone_classifier.classify(vec)
 
     def decide(self, manifest: Manifest, *, user: str, persona=None, text: str,
-               explicit: list[StackSpec] | None = None, model_fingerprint: str, model_name: str) -> Decision:
+               explicit: list[StackSpec] | None = None, model_fingerprint: str, model_name: str,
+               vector: np.ndarray | None = None) -> Decision:
         """The adapter stack for this turn and why. `persona`: a vault.personas.Persona, its id, or None.
+        `vector`: the message's embedding by this router's embedder, when the caller already has it (memory
+        search embeds the same text): then deciding costs well under a millisecond.
 
         An explicit choice that names an unknown adapter or one made for another base raises
         `AdapterError` (exit 3), as `home ask --adapter` does; the router's own picks never do."""
         started = time.perf_counter()
         persona_id = getattr(persona, "id", persona) or None
-        task, tone = self.classify(text)
+        task, tone = self.classify(text, vector)
         scored = score_candidates(manifest, user=user, persona=persona_id, task=task, tone=tone,
                                   model_fingerprint=model_fingerprint, model_name=model_name,
                                   settings=self.settings, vault_root=self.vault_root)
