@@ -37,6 +37,7 @@ SED = ("import re, sys; a, b = sys.argv[1].split('=>'); p = sys.argv[2]; t = ope
        "open(p, 'w').write(re.sub(a, b, t, flags=re.M))")
 
 
+@pytest.mark.slow  # a dozen CLI subprocesses (2-12 s on 2 shared cores)
 def test_list_show_edit_forget_and_memory_search(tmp_path):
     root = tmp_path / "v"
     vault = Vault.open(root)
