@@ -23,6 +23,8 @@ DEFAULT_KEYS = {
     "retrain": "ctrl+t",
     "palette": "ctrl+p",
     "cancel": "escape",
+    "pick_best": "ctrl+b",
+    "search": "ctrl+f",
 }
 
 
