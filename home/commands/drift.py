@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"usage": use, "drift": reports}, ensure_ascii=False))
     else:
-        print(render(use, reports, args.adapter))
+        text = render(use, reports, args.adapter)
+        if not entries and not args.usage_only:
+            text += "\n\ndrift: no adapters registered (see `home adapters add`, `home train`)"
+        print(text)
     return 0
 
 
