@@ -5,7 +5,7 @@ Why one short call per user turn, with a few examples: a 135M model asked for "a
 conversation" invents and mixes people up, but it rewrites one first-person sentence ("I live in
 Berlin") into a third-person fact ("The user lives in Berlin.") quite reliably, and the turn it came
 from is then known exactly. Only turns that can hold such a fact are asked about: the user's own,
-in the first person, not questions, not chit-chat, not about today.
+in the first person, not requests or questions, not chit-chat, not about today.
 
 Why a grounding filter after it: the small model still writes things the user never said (it copies an
 example answer, flips a "hate" into "love"). A candidate survives only when nearly all its content
@@ -40,7 +40,10 @@ PARAMS = GenParams(temperature=0.0, top_k=1, repeat_penalty=1.0, seed=0, max_tok
 MAX_TURNS = 40  # newest candidate turns per call; the rest were offered at earlier distillations
 MIN_SUPPORT = 0.75  # share of a candidate's content words that must appear in its source turn
 
-FIRST_PERSON = {"i", "i'm", "i've", "i'd", "i'll", "my", "mine", "me", "myself", "im", "ive"}
+FIRST_PERSON = {"i", "i'm", "i've", "i'd", "i'll", "my", "mine", "myself", "im", "ive"}  # not "me": "give me …"
+REQUEST = {"tell", "give", "help", "plan", "write", "suggest", "make", "show", "explain", "can", "could", "would",
+           "please", "let's", "remind", "find", "list", "draft", "translate", "summarise", "summarize",
+           "recommend", "what", "how", "why", "where", "when", "who", "which"}
 TRANSIENT = re.compile(r"\b(today|tonight|yesterday|tomorrow|this (morning|afternoon|evening)|right now|"
                        r"just now)\b", re.I)
 NEGATION = re.compile(r"\b(not|no|never|nothing|neither|nor|cannot)\b|\w+n't\b", re.I)
@@ -95,8 +98,9 @@ def fact_turns(records: Sequence[dict], user: str | None = None) -> list[dict]:
         if (r.get("role") != "user" or r.get("partial") or not isinstance(text, str) or r.get("id") in gone
                 or (user is not None and r.get("user") not in (None, user))):
             continue
-        ws = set(words(text))
-        if ws & FIRST_PERSON and should_retrieve(text) and not is_question(text) and not TRANSIENT.search(text):
+        ws = words(text)
+        if (set(ws) & FIRST_PERSON and ws[0] not in REQUEST and should_retrieve(text) and not is_question(text)
+                and not TRANSIENT.search(text)):
             out.append(r)
     return out
 

@@ -166,5 +166,7 @@ def test_parsing_kinds_and_which_turns_are_read():
             {"id": "s:3", "role": "user", "text": "My PIN is 4921."},
             {"id": "s:4", "role": "event", "event": "exclude", "target": "s:3", "text": ""},
             {"id": "s:5", "role": "user", "text": "I like figs.", "user": "theo"},
-            {"id": "s:6", "role": "assistant", "text": "I live in the cloud."}]
-    assert [r["id"] for r in fact_turns(recs, "maya")] == ["s:1"]  # partial, forgotten, another user's: no
+            {"id": "s:6", "role": "assistant", "text": "I live in the cloud."},
+            {"id": "s:7", "role": "user", "text": "Give me a stretching plan for my bad knee."},
+            {"id": "s:8", "role": "user", "text": "Plan a weekend trip for me."}]
+    assert [r["id"] for r in fact_turns(recs, "maya")] == ["s:1"]  # partial, forgotten, others', requests: no
