@@ -152,8 +152,10 @@ def test_sync_gestalts_adds_changes_deletes_and_is_idempotent(vault, embedder):
         assert (rebuilt.added, len(rebuilt.problems), store.count()) == (2, 1, 2)
         assert store.forget([f"gestalt:{berlin.id}"]) == [f"gestalt:{berlin.id}"]
         assert not berlin.path.exists() and store.get(f"gestalt:{berlin.id}") is None
-        with pytest.raises(MemoryStoreError, match="unknown memory id 'gestalt:g-nope'"):
-            store.forget(["gestalt:g-nope"])
+        for bad in ("gestalt:g-nope", "gestalt:../../logs/s1"):
+            with pytest.raises(MemoryStoreError, match=f"unknown memory id '{bad}'"):
+                store.forget([f"gestalt:{tea.id}", bad])
+        assert tea.path.exists()  # the unknown id was refused before anything was forgotten
 
 
 def test_a_newer_gestalt_ranks_above_the_one_it_replaced(vault, embedder):

@@ -260,6 +260,8 @@ def get_gestalt(vault: Vault, user: str, ident: str) -> Gestalt:
 
 def find_user(vault: Vault, ident: str) -> str | None:
     """Whose folder holds gestalt `ident` (ids are unique in a vault; the memory store keys on them)."""
+    if not _ID.fullmatch(ident or ""):
+        return None
     for name in _users(vault, None):
         if (vault.gestalts_dir / name / f"{ident}.md").is_file():
             return name

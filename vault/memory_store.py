@@ -276,7 +276,10 @@ class MemoryStore:
         from . import gestalts
 
         with self._mutex:
-            owners = {i: self._gestalt_owner(i) for i in ids if i.startswith(GESTALT_PREFIX)}
+            owners = {i: gestalts.find_user(self.vault, i.removeprefix(GESTALT_PREFIX))
+                      for i in ids if i.startswith(GESTALT_PREFIX)}
+            for ident in (i for i, user in owners.items() if user is None):
+                raise MemoryStoreError(f"unknown memory id {ident!r}: no such gestalt file (see `home gestalts list`)")
             found = [self._log_record(i) for i in ids if i not in owners]
             for ident, user in owners.items():
                 gestalts.forget_gestalt(self.vault, user, ident.removeprefix(GESTALT_PREFIX))
@@ -292,14 +295,6 @@ class MemoryStore:
             self.save_state()
             done = {r["id"] for r in found} | set(owners)
             return [i for i in ids if i in done]
-
-    def _gestalt_owner(self, ident: str) -> str:
-        from .gestalts import find_user
-
-        user = find_user(self.vault, ident.removeprefix(GESTALT_PREFIX))
-        if user is None:
-            raise MemoryStoreError(f"unknown memory id {ident!r}: no such gestalt file (see `home gestalts list`)")
-        return user
 
     def _log_record(self, ident: str) -> dict:
         session, _, turn = ident.rpartition(":")
