@@ -146,10 +146,9 @@ def test_roundtable_from_the_palette_interject_stop_and_back_to_chat(tmp_path, m
         await pilot.press("enter")  # interjection: the next speaker answers it
         await wait_for(pilot, lambda: not screen.running)
         assert screen.table.turns == 4 and "done" in screen.header()
-        await pilot.press("ctrl+r", "escape")  # another round, stopped at once (its turn logged partial)
-        await wait_for(pilot, lambda: not screen.running)
-        assert "stopped" in screen.header()
-        await pilot.press("escape")
+        await pilot.press("ctrl+r")  # another round
+        await wait_for(pilot, lambda: screen.table.turns == 6 and not screen.running)
+        await pilot.press("escape")  # not running: Esc closes
         await wait_for(pilot, lambda: app.chat is not None)
         assert app.session.conversation.log.session == chat_session
         await wait_for(pilot, lambda: app.chat.stack_applied == app.session.stack)
@@ -163,8 +162,37 @@ def test_roundtable_from_the_palette_interject_stop_and_back_to_chat(tmp_path, m
     assert {r["persona"]: r["adapters"] for r in turns} == {"ada": [{"id": "a-ada", "scale": 0.5}],
                                                              "bo": [{"id": "a-bo", "scale": 1.0}]}
     assert [r["text"] for r in table if r["role"] == "user"][:2] == ["tea", "Agree on one."]
-    assert all(not r["partial"] for r in turns[:4])
-    assert len(turns) < 6  # the stopped round never finished (its turn in flight, if any, is partial)
+    assert len(turns) == 6 and not any(r["partial"] for r in turns)
     chat = [r for r in recs if r not in table]
     assert [r["text"] for r in chat if r["role"] == "user"] == ["hello", "back"]
     assert all(r["adapters"] == [] for r in chat)
+
+
+def test_esc_stops_a_turn_midway_ctrl_r_goes_on_and_ctrl_q_quits_mid_turn(tmp_path):
+    app = make_app(tmp_path / "v", max_tokens=200)
+
+    def speaking(app) -> bool:
+        msgs = app.screen.query("AssistantMessage")
+        return app.screen.running and bool(msgs) and bool(msgs.last().text)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        app.action_roundtable()
+        await wait_for(pilot, lambda: isinstance(app.screen, RoundtableSetup) and app.screen.query("#rt-rounds")
+                       and app.screen.query_one("#rt-topic").has_focus)
+        app.screen.query_one("#rt-rounds").value = "20"
+        await pilot.press(*"Write a long story about the sea.", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RoundtableScreen) and speaking(app))
+        screen = app.screen
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not screen.running)
+        assert "stopped" in screen.header() and screen.table.lines[-1].partial
+        assert screen.query("AssistantMessage").last().border_subtitle == "(stopped)"
+        await pilot.press("ctrl+r")  # a stopped table goes on where it was
+        await wait_for(pilot, lambda: screen.table.turns == 1 and speaking(app))
+        await pilot.press("ctrl+q")  # mid-turn: stopped, logged, and the app exits
+
+    drive(app, scenario)
+    turns = [r for r in records(tmp_path / "v") if r["role"] == "assistant"]
+    assert [r["persona"] for r in turns] == ["quill", "sage"]
+    assert all(r["partial"] and r["tokens"]["completion"] < 200 for r in turns)

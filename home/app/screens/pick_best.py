@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import closing
 
 from textual import work
 from textual.app import ComposeResult
@@ -89,14 +90,18 @@ class PickBestScreen(ModalScreen[int | None]):
             flushed = time.monotonic()
             try:
                 activate(session.engine, session.vault, session.manifest(), reply.stack)
-                for piece in reply.stream(cancel):
-                    buffer.append(piece)
-                    if time.monotonic() - flushed >= FLUSH_S:
-                        app.call_from_thread(pane.message.append, "".join(buffer))
-                        buffer.clear()
-                        flushed = time.monotonic()
+                with closing(reply.stream(cancel)) as pieces:
+                    for piece in pieces:
+                        buffer.append(piece)
+                        if time.monotonic() - flushed >= FLUSH_S:
+                            app.call_from_thread(pane.message.append, "".join(buffer))
+                            buffer.clear()
+                            flushed = time.monotonic()
             except (LLMError, VaultError) as exc:
                 error = str(exc)
+            except RuntimeError:  # the app closed under us
+                cancel.set()
+                return
             if buffer:
                 app.from_thread(pane.message.append, "".join(buffer))
             app.from_thread(pane.message.finish, stopped=reply.partial and error is None, error=error)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from contextlib import closing
 
 from textual import work
 from textual.app import ComposeResult
@@ -104,24 +105,28 @@ class RoundtableScreen(Screen[None]):
     def _run(self, cancel: threading.Event) -> None:
         app, t = self.app, self.table
         error = None
-        while t.remaining and not cancel.is_set():
-            reply: AssistantMessage = app.call_from_thread(self._begin_turn, t.next_seat.name)
-            buffer: list[str] = []
-            flushed = time.monotonic()
-            try:
-                for piece in t.speak(cancel):
-                    buffer.append(piece)
-                    if time.monotonic() - flushed >= FLUSH_S:
-                        app.call_from_thread(reply.append, "".join(buffer))
-                        buffer.clear()
-                        flushed = time.monotonic()
-            except (LLMError, VaultError) as exc:
-                error = str(exc)
-            if buffer:
-                app.from_thread(reply.append, "".join(buffer))
-            app.from_thread(self._end_turn, reply, cancel.is_set(), error)
-            if error:
-                break
+        try:
+            while t.remaining and not cancel.is_set():
+                reply: AssistantMessage = app.call_from_thread(self._begin_turn, t.next_seat.name)
+                buffer: list[str] = []
+                flushed = time.monotonic()
+                try:
+                    with closing(t.speak(cancel)) as pieces:  # closed early: the turn is logged partial
+                        for piece in pieces:
+                            buffer.append(piece)
+                            if time.monotonic() - flushed >= FLUSH_S:
+                                app.call_from_thread(reply.append, "".join(buffer))
+                                buffer.clear()
+                                flushed = time.monotonic()
+                except (LLMError, VaultError) as exc:
+                    error = str(exc)
+                if buffer:
+                    app.call_from_thread(reply.append, "".join(buffer))
+                app.call_from_thread(self._end_turn, reply, cancel.is_set(), error)
+                if error:
+                    break
+        except RuntimeError:  # the app closed under us: stop here, nobody is left to show it to
+            cancel.set()
         t.drain()  # an interjection typed during the last turn is logged even if no turn follows
         app.from_thread(self._finished, error)
 
