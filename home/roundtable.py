@@ -6,7 +6,7 @@ multi-party script badly): the speaker's own earlier lines are `assistant` messa
 speaker's name ("Spark: …"), consecutive ones merged so roles alternate as every chat template
 expects. The system prompt is the speaker's persona prompt plus who is at the table and the topic.
 Stop strings on "\\nName:" keep a model from writing the others' lines, and a reply that starts with
-its own "Name:" has it cut.
+"Name:" (its own or, as a 135M model often does, the last speaker's) has it cut.
 
 Logged like any conversation, in its own session: an `event` record (topic, personas, rounds), the
 topic and every interjection as the user's records, each turn as an assistant record with its
@@ -85,9 +85,11 @@ def turn_params(seat: Seat, seats: list[Seat], user: str) -> GenParams:
                               stop=tuple(dict.fromkeys(seat.params.stop + stops)))
 
 
-def strip_own_name(pieces: Iterator[str], name: str) -> Iterator[str]:
-    """Drop a leading "Name:" the model may echo from the transcript's format."""
-    prefix = f"{name}:".lower()
+def strip_name_prefix(pieces: Iterator[str], names: list[str]) -> Iterator[str]:
+    """Drop a leading "Name:" (any name at the table): small models echo the transcript's format,
+    even another speaker's name, before their own words."""
+    prefixes = [f"{n}:".lower() for n in names]
+    longest = max(len(p) for p in prefixes)
     head, deciding = "", True
     for piece in pieces:
         if not deciding:
@@ -95,18 +97,21 @@ def strip_own_name(pieces: Iterator[str], name: str) -> Iterator[str]:
             continue
         head += piece
         probe = head.lstrip()
-        if probe.lower().startswith(prefix):
-            rest = probe[len(prefix):].lstrip()
+        low = probe.lower()
+        hit = next((p for p in prefixes if low.startswith(p)), None)
+        if hit is not None:
+            rest = probe[len(hit):].lstrip()
             if rest:
                 deciding = False
                 yield rest
             continue
-        if len(probe) >= len(prefix) or not prefix.startswith(probe.lower()):
+        if len(probe) >= longest or not any(p.startswith(low) for p in prefixes):
             deciding = False
             yield head
     if deciding and head:
         probe = head.lstrip()
-        yield probe[len(prefix):].lstrip() if probe.lower().startswith(prefix) else head
+        hit = next((p for p in prefixes if probe.lower().startswith(p)), None)
+        yield probe[len(hit):].lstrip() if hit else head
 
 
 class Roundtable:
@@ -187,7 +192,8 @@ class Roundtable:
         reply = Reply(self.engine, messages, turn_params(seat, self.seats, self.user), seat.stack)
         shown: list[str] = []
         try:
-            for piece in strip_own_name(reply.stream(cancel), seat.name):
+            names = [seat.name, *(s.name for s in self.seats if s is not seat), self.user]
+            for piece in strip_name_prefix(reply.stream(cancel), names):
                 shown.append(piece)
                 yield piece
         finally:

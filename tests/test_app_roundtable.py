@@ -9,7 +9,7 @@ from pathlib import Path
 
 from home.app.screens.roundtable import RoundtableScreen
 from home.app.screens.roundtable_setup import RoundtableSetup
-from home.roundtable import Line, Roundtable, Seat, messages_for, strip_own_name, turn_params
+from home.roundtable import Line, Roundtable, Seat, messages_for, strip_name_prefix, turn_params
 from llm.params import GenParams
 from tests.test_app import drive, make_app, records, say, wait_for, wait_ready
 from tests.test_app_palette import run_command
@@ -65,11 +65,14 @@ def test_each_speaker_sees_its_own_lines_as_assistant_and_the_others_named(tmp_p
     assert set(params.stop) >= {"\nSpark:", "\nQuill:", "\nme:"} and "\nSage:" not in params.stop
 
 
-def test_a_reply_that_starts_with_its_own_name_has_it_cut():
-    assert "".join(strip_own_name(iter(["Sa", "ge", ":", " Hello", " there"]), "Sage")) == "Hello there"
-    assert "".join(strip_own_name(iter(["Sam is", " here"]), "Sage")) == "Sam is here"
-    assert "".join(strip_own_name(iter([" sage: ok"]), "Sage")) == "ok"
-    assert "".join(strip_own_name(iter(["Sag"]), "Sage")) == "Sag"
+def test_a_reply_that_starts_with_a_name_at_the_table_has_it_cut():
+    names = ["Sage", "Spark", "me"]
+    assert "".join(strip_name_prefix(iter(["Sa", "ge", ":", " Hello", " there"]), names)) == "Hello there"
+    assert "".join(strip_name_prefix(iter(["Spark: yes"]), names)) == "yes"  # another speaker's name echoed
+    assert "".join(strip_name_prefix(iter(["Sam is", " here"]), names)) == "Sam is here"
+    assert "".join(strip_name_prefix(iter([" sage: ok"]), names)) == "ok"
+    assert "".join(strip_name_prefix(iter(["Sag"]), names)) == "Sag"
+    assert "".join(strip_name_prefix(iter(["I said Sage: no"]), names)) == "I said Sage: no"
 
 
 def test_turns_use_each_personas_stack_and_are_logged_with_it(tmp_path, model_path, engine):
