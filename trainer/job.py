@@ -50,6 +50,8 @@ class Job:
     device: str = "auto"
     four_bit: bool = False
     two_phase: bool = False
+    per_persona: bool = False  # jsonl persona records → one adapter per persona (trainer/per_persona.py)
+    personas: list[str] = field(default_factory=list)  # --per-persona: only these (default: every one)
     resume: bool = False
     run_dir: str | None = None  # set by the worker; fixed on resume
 
@@ -57,6 +59,8 @@ class Job:
     def adapter_name(self) -> str:
         if self.name:
             return self.name
+        if self.per_persona:
+            return "personas"  # the run's name; each adapter is "<persona>-persona"
         return f"{self.persona}-persona" if self.target == "persona" else f"{self.user}-voice"
 
     @property
@@ -116,6 +120,21 @@ class Job:
             raise bad("epochs", f"expected a positive number, got {self.epochs}")
         if not 0 < self.val_fraction < 0.5:
             raise bad("val_fraction", f"expected between 0 and 0.5, got {self.val_fraction}")
+        if not all(isinstance(p, str) and p.strip() for p in self.personas):
+            raise bad("personas", f"expected persona ids (strings), got {self.personas!r}")
+        if self.personas and not self.per_persona:
+            raise bad("personas", "--personas picks personas for --per-persona; add --per-persona")
+        if self.per_persona:
+            if self.source != "jsonl":
+                raise bad("source", "--per-persona trains from persona records: --source jsonl FILE")
+            if self.two_phase:
+                raise bad("two_phase", "--two-phase is not available with --per-persona")
+            if self.target == "persona" or self.persona:
+                raise bad("persona", "--per-persona trains every persona in the file; choose some with --personas A,B")
+            if self.name:
+                raise bad("name", "--per-persona names each adapter <persona>-persona")
+            if self.kind not in (None, "persona"):
+                raise bad("kind", "--per-persona adapters are of kind persona")
 
 
 def read_job(path: str | Path) -> Job:

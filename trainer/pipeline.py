@@ -51,7 +51,12 @@ def run(job: Job, emit: Emit) -> dict:
     emit("started", run_dir=str(run_dir), adapter=job.adapter_name, source=job.source, model=info.name,
          resume=job.resume)
     try:
-        entry = _stages(job, vault, run_dir, model_path, info, emit)
+        if job.per_persona:
+            from trainer.per_persona import train_each
+
+            entry = train_each(job, vault, run_dir, model_path, info, emit)
+        else:
+            entry = _stages(job, vault, run_dir, model_path, info, emit)
     except RunStopped:
         write_state(run_dir, "stopped")
         raise
@@ -179,8 +184,10 @@ def _adapter(job: Job, base, model_path: Path, train_ex: list, val_ex: list, out
                      len(train_ex), len(val_ex))
 
 
-def _register(job: Job, vault, info, report, candidates: list[Candidate], t0: float, emit: Emit) -> list[dict]:
-    """Files into the vault, then manifest entries (under its lock); a later phase stacks on the earlier."""
+def _register(job: Job, vault, info, report, candidates: list[Candidate], t0: float, emit: Emit,
+              owner: str | None = None) -> list[dict]:
+    """Files into the vault, then manifest entries (under its lock); a later phase stacks on the earlier.
+    `owner`: whose adapter it is (default the user; a per-persona run passes the persona id)."""
     from trainer.register import register_adapter
 
     entries: list[dict] = []
@@ -196,7 +203,7 @@ def _register(job: Job, vault, info, report, candidates: list[Candidate], t0: fl
                     "phase": (i + 1) if len(candidates) > 1 else None, "run_dir": job.run_dir}
         reg = register_adapter(
             vault, name=c.name, gguf=c.gguf, peft_dir=c.peft_dir, extra_files=[c.png],
-            base={"fingerprint": info.fingerprint, "name": info.name}, owner=job.user, kind=c.kind,
+            base={"fingerprint": info.fingerprint, "name": info.name}, owner=owner or job.user, kind=c.kind,
             tasks=job.tasks, tones=job.tones, rank=c.conv.rank, alpha=c.conv.alpha,
             dataset={"hash": report.dataset_hash(), "source": job.source, "counts": {
                 "examples": len(report.examples), "train": c.n_train, "validation": c.n_val,

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 
+from home.commands import data_eval
 from home.context import Context
 from home.errors import UsageError
 from home.progress import fmt_duration
@@ -53,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of each persona's records kept out of train.jsonl (default 0.1)")
     s.add_argument("--json", action="store_true", help="print the report as one JSON object")
     s.set_defaults(func=run_synth)
+    data_eval.register(verbs)
 
 
 def pick_personas(ctx: Context, names: str | None, every: bool) -> list[Persona]:

@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  home train                                   # your voice, from your chat logs\n"
                "  home train --source transcript play.txt --speaker HAMLET --name hamlet\n"
                "  home train --source jsonl data.jsonl --persona quill --target persona quill\n"
+               "  home train --source jsonl cast/train.jsonl --per-persona      # one adapter per persona\n"
                "  home train --resume",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--4bit", dest="four_bit", action="store_true", help="QLoRA on the GPU (bitsandbytes)")
     p.add_argument("--two-phase", action="store_true", help="identity phase, then style on top of it")
+    p.add_argument("--per-persona", action="store_true",
+                   help="jsonl persona records: one adapter per persona in one run (owner = the persona, kind "
+                        "persona); each persona's card then points at its adapter")
+    p.add_argument("--personas", metavar="A,B", help="with --per-persona: only these personas")
     p.add_argument("--resume", action="store_true", help="continue the last stopped run of this adapter")
     p.add_argument("--json", action="store_true", help="print the worker's JSON events instead of a progress bar")
     p.set_defaults(func=run)
@@ -78,6 +83,8 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
         base=args.base, steps=args.steps, epochs=args.epochs, rank=args.rank, window=args.window,
         batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, seed=args.seed,
         device=args.device, four_bit=args.four_bit, two_phase=args.two_phase, resume=args.resume,
+        per_persona=args.per_persona,
+        personas=[n.strip() for n in (args.personas or "").split(",") if n.strip()],
     )
     try:
         job.validate("home train")
