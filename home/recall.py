@@ -49,12 +49,12 @@ class Recall:
         self.last_error: str | None = None
 
     @classmethod
-    def open(cls, vault: Vault, settings: MemorySettings) -> Recall:
-        """Own the vault's memory store, or explain in `unavailable` why this process cannot."""
+    def open(cls, vault: Vault, settings: MemorySettings, embedder=None) -> Recall:
+        """Own the vault's memory store, or explain in `unavailable` why this process cannot.
+        `embedder`: one already loaded (the router's) for `settings.embedder`; None loads it."""
         if not settings.enabled:
             return cls(vault, None, settings, "memory is off in config.toml ([memory] enabled = false)")
-        embedder = None
-        if settings.embedder.strip():
+        if embedder is None and settings.embedder.strip():
             from vault.embedder import load_embedder
 
             embedder = load_embedder(settings.embedder)

@@ -31,6 +31,7 @@ NEAR_FUSED = 0.08
 NEAR_COSINE = 0.20
 DUPLICATE_COSINE = 0.95
 MAX_LINE_CHARS = 400
+WHO = {"user": "the user said", "gestalt": "known about the user"}  # anything else: "you said"
 
 _WORD = re.compile(r"[\w']+", re.UNICODE)
 _CHITCHAT = {
@@ -247,8 +248,7 @@ def fit_memory(hits: Sequence[Hit], token_budget: int,
         text = " ".join(h.text.split())
         if len(text) > MAX_LINE_CHARS:
             text = text[: MAX_LINE_CHARS - 1].rstrip() + "…"
-        who = "the user said" if h.role == "user" else "you said"
-        line = f"\n- [{h.time[:10]}] {who}: {text}"
+        line = f"\n- [{h.time[:10]}] {WHO.get(h.role, 'you said')}: {text}"
         if count_tokens(block + line) <= token_budget:
             block += line
             used.append(h)

@@ -90,8 +90,9 @@ class HomeApp(FeaturesMixin, App[None]):
         self.sync_adapters(announce=False)
         self.watcher = VaultWatcher(self.session.vault, on_manifest=self.sync_adapters).start()
         self.session.open_memory(on_indexed=lambda _count: self.from_thread(self._refresh_status))
-        if self.session.memory_note:
-            self.from_thread(self.notify, self.session.memory_note, title="Memory", severity="warning", timeout=8)
+        for note, title in ((self.session.memory_note, "Memory"), (self.session.router_note, "Router")):
+            if note:
+                self.from_thread(self.notify, note, title=title, severity="warning", timeout=8)
         self.from_thread(self._refresh_status)
 
     def _refresh_status(self) -> None:

@@ -25,6 +25,7 @@ from vault.personas import Persona, get_persona, list_personas
 
 if TYPE_CHECKING:
     from home.recall import Recall
+    from home.router import Router
 
 VOICE_STEP = 0.1
 VOICE_RANGE = (0.0, 2.0)
@@ -75,8 +76,10 @@ class ChatSession:
         self._stack_lock = threading.Lock()  # stack changes from two workers apply in order
         self._manifest: tuple[tuple | None, Manifest] | None = None  # (file identity, parsed)
         self.recall: Recall | None = None  # memory, once `open_memory` ran (after the model loaded)
+        self.router: Router | None = None  # per-turn adapter choice, loaded with memory
         self.memory_items: int | None = None
         self.memory_note: str | None = None  # why memory is off, when it is
+        self.router_note: str | None = None  # why the router is off, when it could not load
 
     # --- model and conversation ---------------------------------------------------------------
 
@@ -101,14 +104,24 @@ class ChatSession:
     # --- memory -------------------------------------------------------------------------------
 
     def open_memory(self, on_indexed: Callable[[int], None] | None = None) -> None:
-        """Own the vault's memory store (a worker thread: ChromaDB and the embedder take ~1 s), catch up
-        with the logs in the background, and let every later turn search it. A busy or broken store is
-        noted in `memory_note` and the chat goes on without memory."""
+        """Load the router and own the vault's memory store (a worker thread: the embedder and ChromaDB
+        take ~1 s), catch up with the logs in the background, and let every later turn search it. A
+        busy or broken store is noted in `memory_note` and the chat goes on without memory; a router
+        that cannot load (bad [router] settings) in `router_note`, and only explicit stacks are used."""
         from home.recall import Recall
+        from home.router import Router
+        from vault.embedder import load_embedder
         from vault.errors import VaultError
 
+        embedder = None
         try:
-            recall = Recall.open(self.vault, self.config.memory)
+            embedder = load_embedder(self.config.memory.embedder or None)
+            if self.config.router.enabled:
+                self.router = Router.load(self.vault, self.config, embedder)
+        except VaultError as exc:
+            self.router_note = f"router off: {exc}"
+        try:
+            recall = Recall.open(self.vault, self.config.memory, embedder)
         except VaultError as exc:  # e.g. built with another embedder, or damaged: the note says what to run
             self.memory_note = str(exc)
             return
@@ -202,12 +215,18 @@ class ChatSession:
         self.stack = self.compute_stack()
         return self.voice_scale
 
-    def compute_stack(self) -> Stack:
-        """The persona's adapters, plus the voice adapter when it is on, checked against the model."""
+    def explicit_specs(self) -> list[StackSpec] | None:
+        """What the user chose by hand: the persona's adapters, plus the voice adapter when it is on.
+        None: nothing chosen, so the router picks per message (the voice toggle off means "router's call")."""
         specs = persona_specs(self.persona)
         voice = self.voice_adapter() if self.voice_on else None
         if voice:
             specs = [s for s in specs if s.id != voice] + [StackSpec(voice, self.voice_scale)]
+        return specs or None
+
+    def compute_stack(self) -> Stack:
+        """The explicit stack checked against the model; [] when the router will choose at the next turn."""
+        specs = self.explicit_specs() or []
         if self.engine is None:
             return [(s.id, s.scale if s.scale is not None else 1.0) for s in specs]
         info = self.engine.info
@@ -236,8 +255,19 @@ class ChatSession:
 
     def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
         """One turn on the current persona and stack (worker thread); Conversation logs it."""
+        decision = None
+        if self.router is not None:
+            explicit = self.explicit_specs()
+            info = self.engine.info
+            decision = self.router.decide(self.manifest(), user=self.user, persona=self.persona, text=text,
+                                          explicit=explicit, model_fingerprint=info.fingerprint,
+                                          model_name=info.name)
+            if explicit is None:
+                with self._stack_lock:
+                    self.stack = list(decision.stack)
         stack = self.apply_stack()
-        yield from self.conversation.send(text, self.params(), stack, cancel=cancel)
+        yield from self.conversation.send(text, self.params(), stack, cancel=cancel,
+                                          router=decision.to_dict() if decision else None)
 
     def pop_last_exchange(self) -> str | None:
         """For regenerate: drop the last user/assistant pair from the model's history and return the

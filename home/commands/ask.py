@@ -7,6 +7,7 @@ import json
 import sys
 
 from home.context import Context
+from home.router import Router, explicit_choice
 from home.stack import StackSpec, activate, resolve_stack
 from home.turn import Conversation
 from llm.params import GenParams
@@ -67,15 +68,22 @@ def run(args: argparse.Namespace) -> int:
     ctx = Context(args)
     name = args.persona or ctx.config.persona or None
     persona = get_persona(ctx.vault, name) if name else None
-    specs = [StackSpec.parse(s) for s in args.adapter]
-    if args.no_adapters:
-        specs = []
-    elif not specs:
-        specs = persona_specs(persona)
+    explicit = explicit_choice(persona, args.adapter, args.no_adapters)
     params = generation_params(ctx, persona, args)
     manifest = ctx.manifest()
     engine = ctx.engine()
-    stack = resolve_stack(manifest, specs, engine.info.fingerprint, engine.info.name)
+    info = engine.info
+    decision = router = None
+    if ctx.config.router.enabled:
+        # Deciding costs one MiniLM embedding (numpy, ~10 ms); an explicit choice still logs what the
+        # router would have picked. The embedder is shared with memory below.
+        router = Router.load(ctx.vault, ctx.config)
+        decision = router.decide(
+            manifest, user=ctx.user, persona=persona, text=args.text, explicit=explicit,
+            model_fingerprint=info.fingerprint, model_name=info.name)
+        stack = decision.stack
+    else:
+        stack = resolve_stack(manifest, explicit or [], info.fingerprint, info.name)
     activate(engine, ctx.vault, manifest, stack)
 
     if args.resume:
@@ -85,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         log = ConversationLog.create(ctx.vault)
         history = []
-    recall = _open_recall(ctx, args)
+    recall = _open_recall(ctx, args, router.embedder if router else None)
     convo = Conversation(engine, log, ctx.user, persona, history, recall=recall)
     out = sys.stdout
     try:
-        for piece in convo.send(args.text, params, stack):
+        for piece in convo.send(args.text, params, stack, router=decision.to_dict() if decision else None):
             if not args.json:
                 out.write(piece)
                 out.flush()
@@ -102,13 +110,13 @@ def run(args: argparse.Namespace) -> int:
         rec = convo.last.record
         json.dump({"text": convo.last.text, "session": rec["session"], "id": rec["id"],
                    "persona": rec["persona"], "adapters": rec["adapters"], "tokens": rec["tokens"],
-                   "timings": rec["timings"], "memory_ids": rec["memory_ids"],
+                   "timings": rec["timings"], "memory_ids": rec["memory_ids"], "router": rec["router"],
                    "finish_reason": rec["finish_reason"]}, out)
     out.write("\n")
     return 0
 
 
-def _open_recall(ctx: Context, args: argparse.Namespace):
+def _open_recall(ctx: Context, args: argparse.Namespace, embedder=None):
     """Memory for this one turn, only when the message could use it: chit-chat pays nothing (no
     ChromaDB import, no embedder). The store catches up with the logs first, so turns said in the
     app or in earlier `home ask` calls are all searchable. Busy (the app owns it): one note, go on."""
@@ -119,7 +127,7 @@ def _open_recall(ctx: Context, args: argparse.Namespace):
         return None
     from home.recall import Recall
 
-    recall = Recall.open(ctx.vault, settings)
+    recall = Recall.open(ctx.vault, settings, embedder)
     if recall.store is None:
         print(f"home: answering without memory: {recall.unavailable}", file=sys.stderr)
         return None
