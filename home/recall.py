@@ -73,12 +73,14 @@ class Recall:
 
     # --- before a turn -----------------------------------------------------------------------
 
-    def recall(self, text: str, user: str, session: str | None, count_tokens: Callable[[str], int]) -> Recalled:
-        """The memory block for `text`, within the token budget; turns of `session` are left out."""
+    def recall(self, text: str, user: str, session: str | None, count_tokens: Callable[[str], int],
+               vector=None) -> Recalled:  # noqa: ANN001
+        """The memory block for `text`, within the token budget; turns of `session` are left out.
+        `vector`: the text's embedding, when the router already made it with the same embedder."""
         if self.store is None or self.settings.k <= 0 or not should_retrieve(text):
             return Recalled()
         t0 = time.perf_counter()
-        hits = self.store.search(text, k=self.settings.k + 4, user=user)
+        hits = self.store.search(text, k=self.settings.k + 4, user=user, vector=vector)
         if session:
             hits = [h for h in hits if h.session != session]
         hits = hits[: self.settings.k]

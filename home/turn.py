@@ -56,8 +56,10 @@ class Conversation:
         router: dict | None = None,
         memory_block: str | None = None,
         memory_ids: list[str] | None = None,
+        query_vector=None,  # noqa: ANN001
     ) -> Iterator[str]:
-        """Stream the reply to `text`; afterwards `self.last` holds the logged result."""
+        """Stream the reply to `text`; afterwards `self.last` holds the logged result. `query_vector`:
+        the text's embedding if the router made one, so memory does not embed it again."""
         persona_id = self.persona.id if self.persona else None
         adapters = [{"id": i, "scale": s} for i, s in stack]
         user_record = self.log.append(
@@ -67,7 +69,7 @@ class Conversation:
         memory_ms = None
         if memory_block is None and self.recall is not None:
             recalled = self.recall.recall(text, self.user, self.log.session,
-                                          lambda s: len(self.engine.tokenize(s)))
+                                          lambda s: len(self.engine.tokenize(s)), query_vector)
             memory_block, memory_ids = recalled.block, recalled.ids
             memory_ms = round(recalled.ms, 1) if recalled.searched else None
         self.engine.set_adapters(stack)

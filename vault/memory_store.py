@@ -323,13 +323,15 @@ class MemoryStore:
                                    (ident,)).fetchone()
         return Hit(row[0], row[1], 1.0, row[2], row[3], row[4]) if row else None
 
-    def search(self, query: str, k: int = 5, user: str | None = None, pool: int | None = None) -> list[Hit]:
+    def search(self, query: str, k: int = 5, user: str | None = None, pool: int | None = None,
+               vector=None) -> list[Hit]:  # noqa: ANN001
         """Hybrid search (exact vector + FTS5 keyword, fused, recency-ranked, deduplicated); `user` keeps
-        only that user's turns. Empty list when nothing passes the similarity floor."""
+        only that user's turns. Empty list when nothing passes the similarity floor. `vector`: the
+        query's embedding by this store's embedder, when the caller has it (the router made it)."""
         if not query.strip() or k <= 0:
             return []
         pool = pool or max(4 * k, 20)
-        q = self.embedder.embed([query])[0]
+        q = self.embedder.embed([query])[0] if vector is None else vector
         with self._mutex:
             vectors = self._vectors()
             vec_ids = vectors.top(q, pool, user)

@@ -255,19 +255,20 @@ class ChatSession:
 
     def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
         """One turn on the current persona and stack (worker thread); Conversation logs it."""
-        decision = None
+        decision = vector = None
         if self.router is not None:
             explicit = self.explicit_specs()
             info = self.engine.info
+            vector = self.router.embedder.embed([text])[0]  # one embedding for the router and memory
             decision = self.router.decide(self.manifest(), user=self.user, persona=self.persona, text=text,
                                           explicit=explicit, model_fingerprint=info.fingerprint,
-                                          model_name=info.name)
+                                          model_name=info.name, vector=vector)
             if explicit is None:
                 with self._stack_lock:
                     self.stack = list(decision.stack)
         stack = self.apply_stack()
         yield from self.conversation.send(text, self.params(), stack, cancel=cancel,
-                                          router=decision.to_dict() if decision else None)
+                                          router=decision.to_dict() if decision else None, query_vector=vector)
 
     def pop_last_exchange(self) -> str | None:
         """For regenerate: drop the last user/assistant pair from the model's history and return the

@@ -73,14 +73,15 @@ def run(args: argparse.Namespace) -> int:
     manifest = ctx.manifest()
     engine = ctx.engine()
     info = engine.info
-    decision = router = None
+    decision = router = vector = None
     if ctx.config.router.enabled:
         # Deciding costs one MiniLM embedding (numpy, ~10 ms); an explicit choice still logs what the
         # router would have picked. The embedder is shared with memory below.
         router = Router.load(ctx.vault, ctx.config)
+        vector = router.embedder.embed([args.text])[0]
         decision = router.decide(
             manifest, user=ctx.user, persona=persona, text=args.text, explicit=explicit,
-            model_fingerprint=info.fingerprint, model_name=info.name)
+            model_fingerprint=info.fingerprint, model_name=info.name, vector=vector)
         stack = decision.stack
     else:
         stack = resolve_stack(manifest, explicit or [], info.fingerprint, info.name)
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     convo = Conversation(engine, log, ctx.user, persona, history, recall=recall)
     out = sys.stdout
     try:
-        for piece in convo.send(args.text, params, stack, router=decision.to_dict() if decision else None):
+        for piece in convo.send(args.text, params, stack, router=decision.to_dict() if decision else None,
+                                query_vector=vector):
             if not args.json:
                 out.write(piece)
                 out.flush()
