@@ -52,6 +52,8 @@ class HomeApp(FeaturesMixin, App[None]):
         self.retrain: RetrainRun | None = None
         """The trainer worker started by "Retrain my voice" (the last one; finished ones stay for tests)."""
         self._new_voice: str | None = None  # registered voice adapter not yet announced as loaded
+        self.gestalts = None
+        """Background distillation and gestalt re-indexing (home/app/gestalt_jobs.py), once the model is up."""
 
     @property
     def chat(self) -> ChatScreen | None:
@@ -85,15 +87,29 @@ class HomeApp(FeaturesMixin, App[None]):
             self.call_from_thread(self.show_error, exc)
             return
         self.call_from_thread(self._model_ready)
+        from home.app.gestalt_jobs import GestaltJobs
         from vault.watcher import VaultWatcher
 
         self.sync_adapters(announce=False)
-        self.watcher = VaultWatcher(self.session.vault, on_manifest=self.sync_adapters).start()
+        self.gestalts = GestaltJobs(self.session, notify=self._notify_gestalts)
+        self.session.on_session_end = self.gestalts.session_ended
+        self.watcher = VaultWatcher(self.session.vault, on_manifest=self.sync_adapters,
+                                    on_gestalts=self.gestalts.files_changed).start()
         self.session.open_memory(on_indexed=lambda _count: self.from_thread(self._refresh_status))
+        self.gestalts.files_changed()  # edits made while the app was closed
+        self.gestalts.start_backlog()
         for note, title in ((self.session.memory_note, "Memory"), (self.session.router_note, "Router")):
             if note:
                 self.from_thread(self.notify, note, title=title, severity="warning", timeout=8)
         self.from_thread(self._refresh_status)
+
+    def _notify_gestalts(self, message: str) -> None:
+        self.from_thread(self.notify, message, title="Gestalts", timeout=6)
+
+    def after_turn(self) -> None:
+        """(The chat screen, after each reply.) Distil every N turns, in the background."""
+        if self.gestalts is not None:
+            self.gestalts.after_turn()
 
     def _refresh_status(self) -> None:
         if self.chat is not None:
@@ -256,6 +272,8 @@ class HomeApp(FeaturesMixin, App[None]):
             self.watcher = None
         if self.retrain is not None:
             self.retrain.close()
+        if self.gestalts is not None:
+            self.gestalts.stop()
         if self.session is not None:
             self.session.close_memory()
         if self.session is not None and self.session.engine is not None:

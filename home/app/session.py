@@ -74,6 +74,11 @@ class ChatSession:
         self.voice_scale: float | None = None  # None: the adapter's own scale from the manifest
         self.stack: Stack = []
         self._stack_lock = threading.Lock()  # stack changes from two workers apply in order
+        # Held for a whole reply and for each background model call (gestalt distillation), so the
+        # engine's adapter stack is never changed under one of them; the UI thread only try-locks it.
+        self.turn_lock = threading.RLock()
+        self.distil_cancel = threading.Event()  # set by a reply that wants the engine now
+        self.on_session_end: Callable[[str, list[dict]], None] | None = None  # (session id, its records)
         self._manifest: tuple[tuple | None, Manifest] | None = None  # (file identity, parsed)
         self.recall: Recall | None = None  # memory, once `open_memory` ran (after the model loaded)
         self.router: Router | None = None  # per-turn adapter choice, loaded with memory
@@ -92,6 +97,9 @@ class ChatSession:
 
     def new_conversation(self, session_id: str | None = None) -> list[dict]:
         """A fresh session, or an existing one resumed with its history; returns its chat records."""
+        ending = self.conversation
+        if ending is not None and ending.last is not None and self.on_session_end is not None:
+            self.on_session_end(ending.log.session, ending.log.records())
         if session_id is None:
             log, history, records = ConversationLog.create(self.vault), [], []
         else:
@@ -232,12 +240,18 @@ class ChatSession:
         info = self.engine.info
         return resolve_stack(self.manifest(), specs, info.fingerprint, info.name)
 
-    def apply_stack(self) -> Stack:
-        """Load (once) and activate the current stack on the engine; waits for a running reply."""
-        with self._stack_lock:
-            stack = list(self.stack)
-            activate(self.engine, self.vault, self.manifest(), stack)
-            return stack
+    def apply_stack(self, blocking: bool = True) -> Stack | None:
+        """Load (once) and activate the current stack on the engine; waits for a running reply or
+        background call, or with `blocking=False` returns None at once when one holds the engine."""
+        if not self.turn_lock.acquire(blocking=blocking):
+            return None
+        try:
+            with self._stack_lock:
+                stack = list(self.stack)
+                activate(self.engine, self.vault, self.manifest(), stack)
+                return stack
+        finally:
+            self.turn_lock.release()
 
     def stack_loaded(self) -> bool:
         """Every adapter of the current stack is already on the engine: activating it is only a
@@ -254,21 +268,25 @@ class ChatSession:
             max_tokens=o.max_tokens, seed=o.seed))
 
     def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
-        """One turn on the current persona and stack (worker thread); Conversation logs it."""
-        decision = vector = None
-        if self.router is not None:
-            explicit = self.explicit_specs()
-            info = self.engine.info
-            vector = self.router.embedder.embed([text])[0]  # one embedding for the router and memory
-            decision = self.router.decide(self.manifest(), user=self.user, persona=self.persona, text=text,
-                                          explicit=explicit, model_fingerprint=info.fingerprint,
-                                          model_name=info.name, vector=vector)
-            if explicit is None:
-                with self._stack_lock:
-                    self.stack = list(decision.stack)
-        stack = self.apply_stack()
-        yield from self.conversation.send(text, self.params(), stack, cancel=cancel,
-                                          router=decision.to_dict() if decision else None, query_vector=vector)
+        """One turn on the current persona and stack (worker thread); Conversation logs it. A background
+        distillation gives way: it stops after its current model call (≤ ~1 s) and resumes later."""
+        self.distil_cancel.set()
+        with self.turn_lock:
+            self.distil_cancel.clear()
+            decision = vector = None
+            if self.router is not None:
+                explicit = self.explicit_specs()
+                info = self.engine.info
+                vector = self.router.embedder.embed([text])[0]  # one embedding for the router and memory
+                decision = self.router.decide(self.manifest(), user=self.user, persona=self.persona, text=text,
+                                              explicit=explicit, model_fingerprint=info.fingerprint,
+                                              model_name=info.name, vector=vector)
+                if explicit is None:
+                    with self._stack_lock:
+                        self.stack = list(decision.stack)
+            stack = self.apply_stack()
+            yield from self.conversation.send(text, self.params(), stack, cancel=cancel,
+                                              router=decision.to_dict() if decision else None, query_vector=vector)
 
     def pop_last_exchange(self) -> str | None:
         """For regenerate: drop the last user/assistant pair from the model's history and return the

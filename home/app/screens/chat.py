@@ -132,6 +132,7 @@ class ChatScreen(Screen[None]):
         if error:
             self.notify(error, severity="error", timeout=8)
         self.refresh_status()
+        self.app.after_turn()
 
     def action_cancel(self) -> None:
         if self._cancel is not None:
@@ -193,12 +194,14 @@ class ChatScreen(Screen[None]):
         """Activate the new stack: right here when no reply holds the engine and every adapter is
         loaded (a sub-millisecond `set_adapters`), else in a worker (it waits for the reply, or loads)."""
         self.stack_applied = None
+        applied = None
         if self.session.ready and not self.generating and self.session.stack_loaded():
             try:
-                self.stack_applied = self.session.apply_stack()
+                applied = self.stack_applied = self.session.apply_stack(blocking=False)
             except (LLMError, VaultError) as exc:
                 self.notify(str(exc), severity="error", timeout=8)
-        elif self.session.ready:
+                applied = []
+        if applied is None and self.session.ready:  # a reply or a background call holds the engine
             self._apply_stack()
         self.refresh_status()
 
