@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def wait_screen(tmux: Tmux, step: str, cond, timeout: float) -> str:
     while time.monotonic() < deadline:
         if tmux.pane("#{pane_dead}") == "1":
             show(f"{step}: the app exited early", screen or tmux.screen())
-            raise Failed(f"{step}: the app exited (status {tmux.pane('#{pane_dead_status}')})")
+            raise Failed(f"{step}: the app exited early")
         screen = tmux.screen()
         if cond(screen):
             show(step, screen)
@@ -95,9 +96,13 @@ def log_records(vault: Path) -> list[dict]:
 def drive(vault: Path, tmux: Tmux, timeout: float) -> None:
     env = {"HOME_VAULT": str(vault), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "ANONYMIZED_TELEMETRY": "False", "TERM": "xterm-256color"}
+    status_file = vault.parent / "status"
+    # The shell records the exit status itself: tmux's pane_dead_status is sometimes left empty.
+    # (stderr stays on the terminal: Textual draws there.)
+    command = (f"sleep 0.3; {shlex.quote(sys.executable)} -m home.cli chat --max-tokens 12; "
+               f"echo $? > {shlex.quote(str(status_file))}")
     tmux("new-session", "-d", "-s", "home", "-x", str(WIDTH), "-y", str(HEIGHT), "-c", str(ROOT),
-         *[a for k, v in env.items() for a in ("-e", f"{k}={v}")], "sleep 0.3; exec " +
-         f"{sys.executable} -m home.cli chat --max-tokens 12")
+         *[a for k, v in env.items() for a in ("-e", f"{k}={v}")], command)
     tmux("set-option", "-t", "home", "remain-on-exit", "on")
     wait_screen(tmux, "started, model loaded", lambda s: READY in s and "loading model" not in s, timeout)
 
@@ -121,12 +126,12 @@ def drive(vault: Path, tmux: Tmux, timeout: float) -> None:
 
     tmux("send-keys", "-t", "home", "C-q")
     deadline = time.monotonic() + timeout
-    while tmux.pane("#{pane_dead}") != "1":
+    while not status_file.exists() or not status_file.read_text().strip():
         if time.monotonic() > deadline:
             show("ctrl+q: still running", tmux.screen())
             raise Failed("ctrl+q: the app did not exit")
         time.sleep(0.2)
-    status = tmux.pane("#{pane_dead_status}")
+    status = status_file.read_text().strip()
     show(f"ctrl+q: exited with status {status}", tmux.screen())
     if status != "0":
         raise Failed(f"the app exited with status {status}")

@@ -39,10 +39,9 @@ async def fix_replies(pilot, screen) -> None:
         await msg.query_one(Markdown).update(msg.text)
     for line in screen.query(SystemLine):
         line.update(re.sub(r"session \S+", "session 20260101-000000", str(line.render())))
-    for w in screen.query(PromptInput):
-        w.cursor_blink = False
-    for w in screen.query(Input):
-        w.cursor_blink = False
+    for s in pilot.app.screen_stack:  # the chat's prompt under a modal too: its blink phase shows through
+        for w in [*s.query(PromptInput), *s.query(Input)]:
+            w.cursor_blink = False
     await pilot.pause()
 
 
