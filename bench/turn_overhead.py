@@ -1,0 +1,139 @@
+"""Time to first token of a full Home turn (log fsync + router + memory search + engine) over the bare
+engine, with 10k turns in memory.
+
+Why three columns: "bare" is what a plain llama-cpp-python chat pays for the same message; "bare + same
+prompt" feeds the bare engine the very messages Home built (memory block included), so Home − that is
+Home's own work (logging, routing, searching) and Home − bare also counts the longer prompt the memory
+block makes the model read. The goal (issue 5) is on Home's own work: <= 30 ms at 10k items.
+Every measurement starts from an empty KV cache (engine.reset()), with the stack Home chose, and the
+three are interleaved per query so load on the machine hits them alike. The turn runs through
+`ChatSession.send`, the app's own path; the vault is built like bench/memory_search.py's (`--keep DIR`
+reuses one: building 10k turns embeds for minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import _common as c
+import memory_search as ms
+
+
+def build(root: Path, n: int, model: Path) -> None:
+    """A memory-search vault of n turns, plus two task adapters the router can pick."""
+    from llm.gguf_meta import read_model_info
+    from vault.manifest import AdapterEntry, ManifestStore
+    from vault.memory import MemoryStore, index_logs
+
+    vault, _ = ms.build_vault(root, n)
+    t = time.perf_counter()
+    with MemoryStore.open(vault) as store:
+        index_logs(vault, store, batch_size=256)
+    print(f"built {n} turns in memory in {time.perf_counter() - t:.0f} s")
+    fp = read_model_info(model).fingerprint
+    with ManifestStore(vault).update() as m:
+        for i, (ident, tasks) in enumerate((("planner", ["planning", "advice"]), ("coder", ["coding"]))):
+            target = vault.adapters_dir / ident / "adapter.gguf"
+            target.parent.mkdir(parents=True)
+            c.random_adapter(model, target, rank=8, seed=i)
+            m.add_adapter(AdapterEntry(id=ident, name=ident, file=f"adapters/{ident}/adapter.gguf", kind="task",
+                                       base={"fingerprint": fp, "name": "bench"}, tasks=tasks, users=["*"]))
+
+
+def first_piece(stream) -> float:
+    t = time.perf_counter()
+    for _ in stream:
+        break
+    dt = time.perf_counter() - t
+    for _ in stream:  # finish it, so the turn is logged as Home logs it
+        pass
+    return dt
+
+
+def main() -> int:
+    p = c.parser(__doc__.splitlines()[0], iters=40)
+    p.add_argument("--items", type=int, default=10000, help="turns in memory (default 10000)")
+    p.add_argument("--keep", type=Path, default=None, help="build the vault here once and reuse it")
+    args = p.parse_args()
+    from home.app.session import AppOptions, ChatSession
+    from home.prompt import build_messages
+    from llm.params import GenParams
+    from vault.retrieval import memory_block
+
+    model = c.model_path(args.model)
+    tmp = None
+    root = args.keep
+    if root is None:
+        tmp = Path(tempfile.mkdtemp(prefix="home-ttft-"))
+        root = tmp / "v"
+    if not (root / "manifest.json").exists():
+        build(root, args.items, model)
+    try:
+        session = ChatSession(AppOptions(vault=root, model=model, user="me", max_tokens=4, temperature=0.0,
+                                         seed=1, n_ctx=args.n_ctx))
+        session.load()
+        session.open_memory()
+        session.recall.wait_idle(600)
+        engine, params = session.engine, GenParams(max_tokens=4, temperature=0.0, seed=1)
+        from tests.test_vault_memory import FACTS
+
+        rng = random.Random(3)
+        queries = [q for _, _, q in FACTS] + [
+            f"What did {rng.choice(ms.SUBJECTS)} say about {rng.choice(ms.OBJECTS)} last time?"
+            for _ in range(args.iters)]
+        queries = queries[: args.iters]
+        bare, same, home, router_ms, memory_ms, extra_tokens, routed = [], [], [], [], [], [], 0
+        first_piece(session.send("warm up: what did my boss say about the report?", threading.Event()))
+        for q in queries:
+            session.new_conversation()
+            engine.reset()
+            home_t = first_piece(session.send(q, threading.Event()))
+            rec = session.conversation.last.record
+            block = None
+            if rec["memory_ids"]:
+                hits = [session.recall.store.get(i) for i in rec["memory_ids"]]
+                block = memory_block([h for h in hits if h], session.config.memory.budget_tokens,
+                                     lambda s: len(engine.tokenize(s)))
+            engine.reset()
+            same_t = first_piece(engine.stream(build_messages(None, [], q, "me", block), params))
+            engine.reset()
+            bare_t = first_piece(engine.stream(build_messages(None, [], q, "me"), params))
+            home.append(home_t)
+            same.append(same_t)
+            bare.append(bare_t)
+            router_ms.append(rec["router"]["ms"] if rec["router"] else 0.0)
+            memory_ms.append(rec["timings"]["memory_ms"] or 0.0)
+            extra_tokens.append(rec["tokens"]["prompt"] - len(engine.tokenize(engine.render(
+                build_messages(None, [], q, "me")))))
+            routed += bool(rec["adapters"])
+        session.close_memory()
+        engine.close()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def row(name: str, xs: list[float]) -> str:
+        return f"{name:<34} {c.pct(xs, 50) * 1e3:>8.1f} {c.pct(xs, 95) * 1e3:>8.1f}"
+
+    own = [h - s for h, s in zip(home, same, strict=True)]
+    total = [h - b for h, b in zip(home, bare, strict=True)]
+    print(f"\n{len(home)} turns, {args.items} items in memory, {routed} routed to an adapter; "
+          f"memory block adds {c.pct(extra_tokens, 50):.0f} prompt tokens (median)")
+    print(f"{'time to first token':<34} {'p50 ms':>8} {'p95 ms':>8}")
+    for name, xs in (("bare engine", bare), ("bare engine, Home's prompt", same), ("Home turn", home),
+                     ("Home's own work (Home − same)", own), ("everything (Home − bare)", total)):
+        print(row(name, xs))
+    print(f"{'  of which router decide':<34} {c.pct(router_ms, 50):>8.1f} {c.pct(router_ms, 95):>8.1f}")
+    print(f"{'  of which memory search':<34} {c.pct(memory_ms, 50):>8.1f} {c.pct(memory_ms, 95):>8.1f}")
+    ok = c.pct(own, 95) * 1e3 <= 30
+    print(f"\nHome's own work p95 <= 30 ms at {args.items} items: {c.verdict(ok)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
