@@ -7,8 +7,9 @@ adapter is registered with owner = the persona id and kind persona, and the pers
 it (`extensions.home.adapters`), so choosing the persona (hotkey, --persona) brings its adapter along.
 
 Every event of a persona's stage carries `persona`, and a `phase` event (name "persona") opens each one,
-so a progress bar restarts per persona. The run directory keeps one folder per persona; `--resume` skips
-the personas already registered and continues the interrupted one from its checkpoint.
+so a progress bar restarts per persona. A persona whose adapter fails verification is skipped (the rest of
+the cast still trains) and the run then fails naming it. The run directory keeps one folder per persona;
+`--resume` skips the personas already registered and continues the interrupted one from its checkpoint.
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ from pathlib import Path
 
 from trainer.examples import DatasetReport, Example
 from trainer.job import Job, JobError
-from trainer.pipeline import DatasetTooSmall, Emit, _adapter, _register
+from trainer.pipeline import DatasetTooSmall, Emit, VerificationFailed, _adapter, _register
 from trainer.runs import read_state, write_state
 
 MIN_EXAMPLES = 4
+
+
+class PersonasFailed(Exception):
+    """Some personas' adapters failed verification; the others were registered (exit 1)."""
+
+    exit_code = 1
 
 
 def group_by_persona(examples: list[Example]) -> dict[str, list[Example]]:
@@ -81,6 +88,7 @@ def train_each(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emi
     emit("phase", name="load", detail=f"loading {info.name} once for {len(todo)} personas on {device.label}")
     base = load_base(model_path, device, job.base)
     entries: dict[str, dict] = {}
+    failed: dict[str, str] = {}
     for i, (pid, examples) in enumerate(todo.items(), 1):
         if pid in done:
             emit("phase", name="persona", persona=pid, detail=f"persona {i}/{len(todo)}: {pid} already "
@@ -95,7 +103,14 @@ def train_each(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emi
              detail=f"persona {i}/{len(todo)}: {pid} ({len(train_ex)} train / {len(val_ex)} validation examples)")
         sub = replace(job, target="persona", persona=pid, name=f"{pid}-persona", kind="persona",
                       per_persona=False, personas=[])
-        cand = _adapter(sub, base, model_path, train_ex, val_ex, run_dir / pid, sub.adapter_name, "persona", pemit)
+        try:
+            cand = _adapter(sub, base, model_path, train_ex, val_ex, run_dir / pid, sub.adapter_name, "persona",
+                            pemit)
+        except VerificationFailed as exc:  # one persona's bad adapter must not cost the rest of the cast
+            failed[pid] = str(exc).splitlines()[0]
+            emit("phase", name="failed", persona=pid, detail=f"{pid}: not registered: {failed[pid]}")
+            base = load_base(model_path, device, job.base)  # its LoRA layers are still in the weights
+            continue
         base.model = cand.result.peft_model.unload()  # clean base weights for the next persona
         own = DatasetReport(examples=list(examples))
         [entry] = _register(sub, vault, info, own, [cand], t0, pemit, owner=pid)
@@ -107,6 +122,11 @@ def train_each(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emi
             f"persona '{pid}' now uses '{entry['id']}' ({where})" if where else
             f"no persona card '{pid}': '{entry['id']}' is registered; add it to a card's extensions.home.adapters"))
     ids = [done[p] for p in todo if p in done]
+    if failed:
+        write_state(run_dir, "running", registered=done, failed=failed)
+        raise PersonasFailed(f"{len(failed)} of {len(todo)} personas not registered ("
+                             + "; ".join(f"{p}: {why}" for p, why in failed.items())
+                             + f"); registered: {', '.join(ids) or 'none'}; `--resume` retries the failed ones")
     return {"id": ", ".join(ids), "ids": done,
             "metrics": {"perplexity": {p: e["metrics"].get("perplexity") for p, e in entries.items()}}}
 
