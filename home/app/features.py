@@ -65,10 +65,8 @@ class FeaturesMixin:
     def stop_generation(self) -> None:
         """(Quit.) Stop a roundtable turn or a pick-best candidate, wherever it runs."""
         for screen in self.screen_stack:
-            if isinstance(screen, RoundtableScreen):
+            if isinstance(screen, RoundtableScreen | PickBestScreen):
                 screen.stop()
-            elif isinstance(screen, PickBestScreen):
-                screen._cancel.set()
 
     # --- roundtable ---------------------------------------------------------------------------
 

@@ -136,6 +136,10 @@ class PickBestScreen(ModalScreen[int | None]):
     def action_choose(self, k: int) -> None:
         self.choose(k)
 
+    def stop(self) -> None:
+        """Stop generating (the app quits); nothing is logged."""
+        self._cancel.set()
+
     def action_cancel(self) -> None:
         """Stop generating (the worker dismisses when it has stopped), or close."""
         if self.done or self.error is not None:
