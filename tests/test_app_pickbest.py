@@ -143,3 +143,22 @@ def test_with_a_voice_adapter_the_pair_is_without_and_with_it(tmp_path, model_pa
     assert pair["rejected"]["adapters"] == [] and pair["chosen"]["adapters"] == [{"id": "me-voice", "scale": 0.8}]
     assert pair["chosen"]["params"] == pair["rejected"]["params"]
     assert records(vault.root)[-1]["adapters"] == [{"id": "me-voice", "scale": 0.8}]
+
+
+def test_ctrl_q_while_candidates_generate_quits_and_logs_no_pick(tmp_path):
+    vault = tmp_path / "v"
+    app = make_app(vault, max_tokens=8)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await say(pilot, app, "Write a long story about the sea.")
+        app.options.max_tokens = 300  # the candidates run long: ctrl+q lands mid-generation
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickBestScreen) and app.screen.panes
+                       and app.screen.panes[0].message.text)
+        assert not app.screen.done
+        await pilot.press("ctrl+q")
+
+    drive(app, scenario)
+    assert [r["role"] for r in records(vault)] == ["user", "assistant"]
+    assert not (Path(vault) / "preferences" / "me.jsonl").exists()
