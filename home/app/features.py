@@ -82,7 +82,7 @@ class FeaturesMixin:
         except (LLMError, VaultError) as exc:
             self.notify(f"roundtable: {exc}", severity="error", timeout=8)
             return
-        self.push_screen(RoundtableScreen(table), callback=self._back_to_chat)
+        self.push_screen(RoundtableScreen(self.session, table), callback=self._back_to_chat)
 
     # --- pick-best ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from home.app.engine_turn import engine_turn
 from home.app.session import ChatSession
 from home.app.widgets.messages import AssistantMessage, MessageList, SystemLine, UserMessage
 from home.app.widgets.prompt_input import PromptInput
@@ -61,8 +62,9 @@ class RoundtableScreen(Screen[None]):
         Binding("ctrl+r", "more", "Another round"),
     ]
 
-    def __init__(self, table: Roundtable) -> None:
+    def __init__(self, session: ChatSession, table: Roundtable) -> None:
         super().__init__()
+        self.session = session
         self.table = table
         self.running = False
         self.error: str | None = None
@@ -111,7 +113,7 @@ class RoundtableScreen(Screen[None]):
                 buffer: list[str] = []
                 flushed = time.monotonic()
                 try:
-                    with closing(t.speak(cancel)) as pieces:  # closed early: the turn is logged partial
+                    with engine_turn(self.session), closing(t.speak(cancel)) as pieces:  # closed early: partial
                         for piece in pieces:
                             buffer.append(piece)
                             if time.monotonic() - flushed >= FLUSH_S:
