@@ -61,6 +61,7 @@ def _examples(persona: str, lines: list[tuple[str, str]]) -> list[Example]:
             for i, (q, a) in enumerate(lines)]
 
 
+@pytest.mark.slow
 def test_matrix_and_report_with_real_adapters_on_the_real_model(tmp_path, engine, model_path):
     vault = Vault.open(tmp_path / "v")
     adapters = {}
