@@ -94,7 +94,8 @@ class Pick:
         if self.memory_ids is not None or getattr(convo, "recall", None) is None:
             return
         recalled = convo.recall.recall(self.text, convo.user, convo.log.session,
-                                       lambda s: len(convo.engine.tokenize(s)))
+                                       lambda s: len(convo.engine.tokenize(s)),
+                                       persona=convo.persona.id if convo.persona else None)
         self.memory_ids = list(recalled.ids or [])
         if recalled.block:
             self.messages = build_messages(convo.persona, convo.history[:-2], self.text, convo.user, recalled.block)

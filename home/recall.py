@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 
 from vault.config import MemorySettings
 from vault.layout import Vault
+from vault.lore import lore_session
 from vault.memory import MemoryBusyError, MemoryStore, index_logs
 from vault.retrieval import Hit, fit_memory, should_retrieve
+
+LORE_PREFIX = lore_session("")
 
 
 @dataclass
@@ -74,15 +77,18 @@ class Recall:
     # --- before a turn -----------------------------------------------------------------------
 
     def recall(self, text: str, user: str, session: str | None, count_tokens: Callable[[str], int],
-               vector=None) -> Recalled:  # noqa: ANN001
-        """The memory block for `text`, within the token budget; turns of `session` are left out.
+               vector=None, persona: str | None = None) -> Recalled:  # noqa: ANN001
+        """The memory block for `text`, within the token budget; turns of `session` are left out, and so
+        is persona lore (vault/lore.py) of any persona but `persona`: a character's sheet is what that
+        character knows, not what every chat should be told.
         `vector`: the text's embedding, when the router already made it with the same embedder."""
         if self.store is None or self.settings.k <= 0 or not should_retrieve(text):
             return Recalled()
         t0 = time.perf_counter()
         hits = self.store.search(text, k=self.settings.k + 4, user=user, vector=vector)
-        if session:
-            hits = [h for h in hits if h.session != session]
+        own_lore = lore_session(persona) if persona else None
+        hits = [h for h in hits if h.session != session
+                and (not h.session.startswith(LORE_PREFIX) or h.session == own_lore)]
         hits = hits[: self.settings.k]
         block, used = fit_memory(hits, self.settings.budget_tokens, count_tokens)
         return Recalled(block, [h.id for h in used], used, True, (time.perf_counter() - t0) * 1000)

@@ -69,7 +69,7 @@ class Conversation:
         memory_ms = None
         if memory_block is None and self.recall is not None:
             recalled = self.recall.recall(text, self.user, self.log.session,
-                                          lambda s: len(self.engine.tokenize(s)), query_vector)
+                                          lambda s: len(self.engine.tokenize(s)), query_vector, persona_id)
             memory_block, memory_ids = recalled.block, recalled.ids
             memory_ms = round(recalled.ms, 1) if recalled.searched else None
         self.engine.set_adapters(stack)

@@ -92,3 +92,18 @@ def test_home_ask_recalls_across_calls_and_says_when_memory_is_busy(tmp_path):
         owner.close()
     assert busy.returncode == 0 and json.loads(busy.stdout)["memory_ids"] == []
     assert "answering without memory" in busy.stderr and "in use by another Home process" in busy.stderr
+
+
+def test_persona_lore_is_recalled_only_while_that_persona_speaks(recall):
+    from vault.lore import lore_session
+
+    now = "2026-11-25T10:00:00Z"
+    session = lore_session("wren")
+    recall.store.upsert([{"id": f"{session}:1", "session": session, "turn": 1, "role": "assistant",
+                          "user": "me", "persona": "wren", "time": now,
+                          "text": "Wren Alder (background): grew up keeping the lighthouse on Gull Island."}])
+    count = lambda s: len(s.split())  # noqa: E731
+    question = "Tell me about the lighthouse on Gull Island."
+    assert recall.recall(question, "me", None, count).ids == []
+    assert recall.recall(question, "me", None, count, persona="sage").ids == []
+    assert recall.recall(question, "me", None, count, persona="wren").ids == [f"{session}:1"]
