@@ -17,7 +17,7 @@ def fill(text: str, char: str, user: str) -> str:
     return _MACRO.sub(lambda m: char if m.group(1).lower() == "char" else user, text or "").strip()
 
 
-def system_prompt(persona: Persona | None, user: str, memory_block: str | None = None) -> str | None:
+def system_prompt(persona: Persona | None, user: str) -> str | None:
     parts: list[str] = []
     if persona is not None:
         data = persona.data
@@ -29,8 +29,6 @@ def system_prompt(persona: Persona | None, user: str, memory_block: str | None =
         post = fill(data.get("post_history_instructions") or "", name, user)
         if post:
             parts.append(post)
-    if memory_block:
-        parts.append(memory_block)
     return "\n\n".join(parts) or None
 
 
@@ -41,11 +39,18 @@ def build_messages(
     user: str,
     memory_block: str | None = None,
 ) -> list[dict]:
-    """System (persona + memory) → prior turns → the new user message."""
+    """System (persona) → prior turns → the new user message, with this turn's memory block in front of it.
+
+    Why memory goes with the last message and not in the system prompt: it changes every turn, and the
+    engine reuses the KV cache only up to the first token that differs. In the system prompt it would
+    make the model re-read the whole conversation each turn (bench/turn_overhead.py measures it); here
+    the persona and history stay a cached prefix, and small models heed facts placed next to the question.
+    """
     messages: list[dict] = []
-    system = system_prompt(persona, user, memory_block)
+    system = system_prompt(persona, user)
     if system:
         messages.append({"role": "system", "content": system})
     messages.extend({"role": m["role"], "content": m["content"]} for m in history)
-    messages.append({"role": "user", "content": user_text})
+    content = f"{memory_block}\n\nThe user's message:\n{user_text}" if memory_block else user_text
+    messages.append({"role": "user", "content": content})
     return messages

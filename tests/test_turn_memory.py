@@ -50,15 +50,17 @@ def test_a_fact_from_an_earlier_session_reaches_the_prompt_and_the_log(engine, r
 
     later = Conversation(spy, ConversationLog.create(vault), "me", recall=recall)
     list(later.send("Where does my sister live now?", PARAMS, []))
-    system = spy.seen[-1][0]
-    assert system["role"] == "system" and "Memory" in system["content"] and "Lisbon" in system["content"]
+    asked = spy.seen[-1][-1]  # memory travels with the message, after the cached persona + history
+    assert asked["role"] == "user" and asked["content"].startswith("Memory") and "Lisbon" in asked["content"]
+    assert asked["content"].endswith("Where does my sister live now?")
+    assert later.last.user_record["text"] == "Where does my sister live now?"  # the log keeps the words
     rec = later.last.record
     sister_turn = f"{first.log.session}:1"
     assert sister_turn in rec["memory_ids"] and rec["timings"]["memory_ms"] is not None
     # chit-chat never searches; turns of the session in progress are not offered back to it
     list(later.send("thanks!", PARAMS, []))
     assert later.last.record["memory_ids"] == [] and later.last.record["timings"]["memory_ms"] is None
-    assert len(spy.seen[-1]) == 3 and spy.seen[-1][0]["role"] == "user"  # no system prompt at all
+    assert len(spy.seen[-1]) == 3 and spy.seen[-1][-1]["content"] == "thanks!"  # no memory block
     list(later.send("Tell me about where my sister lives.", PARAMS, []))
     assert all(not i.startswith(later.log.session) for i in later.last.record["memory_ids"])
 
