@@ -139,7 +139,12 @@ class HomeApp(FeaturesMixin, App[None]):
 
     def from_thread(self, callback, *args, **kwargs) -> None:  # noqa: ANN001
         """`call_from_thread` for worker threads that may outlive the app: once it has closed there is
-        nobody left to tell, so the call is dropped instead of raising."""
+        nobody left to tell, so the call is dropped instead of raising. The loop is checked first:
+        Textual builds its wrapper coroutine before it finds the loop closed, and that unawaited
+        coroutine would be reported as a warning."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
         try:
             self.call_from_thread(callback, *args, **kwargs)
         except RuntimeError:
