@@ -61,3 +61,20 @@ def read_lora(path: str | os.PathLike) -> tuple[str, float, dict[str, tuple[np.n
             tuple(reversed(t.shape.tolist()))
         )
     return arch, alpha, {k: (v["lora_a"], v["lora_b"]) for k, v in halves.items()}
+
+
+def register_voice(vault, model_path: str | os.PathLike, user: str = "me", ident: str | None = None,
+                   scale: float = 1.0, rank: int = 4) -> str:
+    """A random voice adapter written into `vault`, registered, and set as `user`'s voice; returns its id."""
+    from vault.manifest import AdapterEntry, ManifestStore
+
+    ident = ident or f"{user}-voice"
+    target = vault.adapters_dir / ident / "adapter.gguf"
+    target.parent.mkdir(parents=True)
+    make_random_lora(model_path, target, rank=rank)
+    with ManifestStore(vault).update() as m:
+        m.add_adapter(AdapterEntry(id=ident, name=f"{user}'s voice", file=f"adapters/{ident}/adapter.gguf",
+                                   base={"fingerprint": read_model_info(model_path).fingerprint}, kind="voice",
+                                   scale=scale))
+        m.ensure_user(user)["voice_adapter"] = ident
+    return ident

@@ -195,19 +195,11 @@ def test_plain_repl_when_asked_or_when_stdin_is_not_a_tty(tmp_path, argv):
 def test_vault_persona_on_f6_and_the_voice_adapter_on_top(tmp_path, model_path):
     """f6 is also a TextArea key (select line): persona hotkeys must win. ctrl+v stacks the user's voice
     adapter over the persona's, ctrl+up raises its scale by 0.1, and the status bar shows both."""
-    from llm.gguf_meta import read_model_info
-    from tests.loras import make_random_lora
+    from tests.loras import register_voice
     from vault.layout import Vault
-    from vault.manifest import AdapterEntry, ManifestStore
 
     vault = Vault.open(tmp_path / "v")
-    target = vault.adapters_dir / "me-voice" / "adapter.gguf"
-    target.parent.mkdir()
-    make_random_lora(model_path, target, rank=4)
-    with ManifestStore(vault).update() as m:
-        m.add_adapter(AdapterEntry(id="me-voice", name="my voice", file="adapters/me-voice/adapter.gguf",
-                                   base={"fingerprint": read_model_info(model_path).fingerprint}, kind="voice"))
-        m.ensure_user("me")["voice_adapter"] = "me-voice"
+    register_voice(vault, model_path, "me")
     card = {"spec": "chara_card_v2", "spec_version": "2.0",
             "data": {"name": "Ada", "extensions": {"home": {"hotkey": "f6"}}}}
     (vault.personas_dir / "ada.json").write_text(json.dumps(card))

@@ -113,19 +113,10 @@ def test_ctrl_b_shows_two_candidates_and_the_pick_becomes_the_reply(tmp_path):
 
 
 def test_with_a_voice_adapter_the_pair_is_without_and_with_it(tmp_path, model_path):
-    from llm.gguf_meta import read_model_info
-    from tests.loras import make_random_lora
-    from vault.manifest import AdapterEntry, ManifestStore
+    from tests.loras import register_voice
 
     vault = Vault.open(tmp_path / "v")
-    target = vault.adapters_dir / "me-voice" / "adapter.gguf"
-    target.parent.mkdir()
-    make_random_lora(model_path, target, rank=4)
-    with ManifestStore(vault).update() as m:
-        m.add_adapter(AdapterEntry(id="me-voice", name="my voice", file="adapters/me-voice/adapter.gguf",
-                                   base={"fingerprint": read_model_info(model_path).fingerprint}, kind="voice",
-                                   scale=0.8))
-        m.ensure_user("me")["voice_adapter"] = "me-voice"
+    register_voice(vault, model_path, "me", scale=0.8)
     app = make_app(vault.root)
 
     async def scenario(pilot):

@@ -12,18 +12,10 @@ from vault.manifest import ManifestStore
 
 
 def test_switch_to_a_new_user_then_to_one_with_a_voice_adapter(tmp_path, model_path):
-    from llm.gguf_meta import read_model_info
-    from tests.loras import make_random_lora
-    from vault.manifest import AdapterEntry
+    from tests.loras import register_voice
 
     vault = Vault.open(tmp_path / "v")
-    target = vault.adapters_dir / "bo-voice" / "adapter.gguf"
-    target.parent.mkdir()
-    make_random_lora(model_path, target, rank=4)
-    with ManifestStore(vault).update() as m:
-        m.add_adapter(AdapterEntry(id="bo-voice", name="bo's voice", file="adapters/bo-voice/adapter.gguf",
-                                   base={"fingerprint": read_model_info(model_path).fingerprint}, kind="voice"))
-        m.ensure_user("bo")["voice_adapter"] = "bo-voice"
+    register_voice(vault, model_path, "bo")
     app = make_app(vault.root)
 
     async def scenario(pilot):
