@@ -56,3 +56,26 @@ def test_other_architectures_fall_back_to_sentence_transformers(tmp_path):
     cls_pooled = load_embedder(folder)  # CLS pooling: sentence-transformers runs it
     assert isinstance(cls_pooled, SentenceTransformerEmbedder)
     assert cls_pooled.embed(["hi"]).shape == (1, 384)
+
+
+def test_a_gguf_embedder_through_llama_cpp_feeds_memory_search(tmp_path, model_path):
+    """`[memory] embedder = "x.gguf"`: llama.cpp embeddings (the default chat GGUF stands in for an
+    embedding model here); the store records it and search finds a planted fact with it."""
+    from vault.embedder import LlamaCppEmbedder
+    from vault.layout import Vault
+    from vault.memory import MemoryStore
+
+    emb = load_embedder(model_path)
+    assert isinstance(emb, LlamaCppEmbedder) and emb.name == f"gguf:{model_path.name}"
+    vecs = emb.embed(["My sister lives in Lisbon.", "My sister lives in Lisbon.", "Quarterly tax forms.", ""])
+    assert vecs.shape == (4, emb.dim) and np.allclose(np.linalg.norm(vecs[:3], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(vecs[0], vecs[1], atol=1e-6)  # deterministic
+    vault = Vault.open(tmp_path / "v")
+    with MemoryStore.open(vault, emb) as store:
+        store.upsert([{"id": f"s:{i}", "session": "s", "turn": i, "role": "user", "user": "me",
+                       "time": "2026-11-20T10:00:00Z", "text": t}
+                      for i, t in enumerate(["My sister Ana lives in Lisbon.", "The tax forms are due in May."], 1)])
+        assert store.search("Lisbon sister", k=1, user="me")[0].id == "s:1"
+        assert store.state["embedder"]["ref"] == str(model_path)
+    with pytest.raises(Exception, match="no such GGUF"):
+        load_embedder(tmp_path / "missing.gguf")

@@ -49,7 +49,7 @@ class MemorySettings:
     enabled: bool = True
     k: int = 5  # memory items offered to the model per turn, at most
     budget_tokens: int = 300  # the memory block's share of the prompt
-    embedder: str = ""  # "" = the bundled all-MiniLM-L6-v2; or a sentence-transformers model folder
+    embedder: str = ""  # "" = the bundled all-MiniLM-L6-v2; a sentence-transformers folder; or a .gguf (llama.cpp)
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,8 @@ n_threads = {c.n_threads}       # 0: let llama.cpp choose
 enabled = {str(m.enabled).lower()}      # recall earlier conversations in replies (`home memory …`)
 k = {m.k}                 # memory items offered per turn, at most
 budget_tokens = {m.budget_tokens}   # prompt tokens the memory block may use
-embedder = ""         # "" = bundled all-MiniLM-L6-v2, or a sentence-transformers folder (then reindex --rebuild)
+embedder = ""         # "" = bundled all-MiniLM-L6-v2, a sentence-transformers folder, or an embedding .gguf
+                      # (llama.cpp); after a change: home memory reindex --rebuild
 
 [gestalts]
 enabled = {str(gst.enabled).lower()}      # distil lasting facts about you into <vault>/gestalts/<user>/ (`home gestalts …`)

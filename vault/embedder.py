@@ -88,8 +88,42 @@ class SentenceTransformerEmbedder:
         return np.asarray(out, dtype=np.float32)
 
 
+class LlamaCppEmbedder:
+    """Mean-pooled embeddings from a GGUF model through llama.cpp (`[memory] embedder = "model.gguf"`):
+    for an embedding GGUF the user already has (nomic-embed, bge, …), with no torch at all. Its own
+    small context, separate from the chat engine's; normalised so a dot product is the cosine."""
+
+    def __init__(self, path: str | os.PathLike, n_ctx: int = 512, n_threads: int | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise EmbedderError(f"{path}: no such GGUF file for the memory embedder")
+        try:
+            import llama_cpp
+
+            self._llm = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=n_ctx, n_batch=n_ctx,
+                                        n_ubatch=n_ctx, n_threads=n_threads,
+                                        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise EmbedderError(f"{path}: llama.cpp could not load it as an embedder ({exc})") from None
+        self.path = path
+        self.name = f"gguf:{path.name}"
+        self.dim = int(self._llm.n_embd())
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):  # one sequence per call: llama.cpp pools per sequence
+            vec = np.asarray(self._llm.embed(text or " ", truncate=True), dtype=np.float32).reshape(-1)
+            norm = float(np.linalg.norm(vec))
+            out[i] = vec / norm if norm > 0 else vec
+        return out
+
+    def close(self) -> None:
+        self._llm.close()
+
+
 def load_embedder(ref: str | os.PathLike | None = None) -> Embedder:
-    """None → the bundled MiniLM; otherwise a sentence-transformers model folder.
+    """None → the bundled MiniLM; a `.gguf` file → llama.cpp embeddings; otherwise a sentence-transformers
+    model folder.
 
     A plain BERT + mean-pooling folder (MiniLM among them) runs on the numpy encoder: no torch import
     (~7 s saved before the first search) and ~2× faster single queries; anything else (other
@@ -98,6 +132,8 @@ def load_embedder(ref: str | os.PathLike | None = None) -> Embedder:
 
     default = ref is None or str(ref).strip() == ""
     path = default_embedder_path() if default else Path(ref).expanduser()
+    if path.suffix.lower() == ".gguf":
+        return LlamaCppEmbedder(path)
     name = DEFAULT_NAME if default else None
     try:
         return NumpyBert(path, name=name)
