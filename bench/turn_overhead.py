@@ -35,7 +35,9 @@ def build(root: Path, n: int, model: Path) -> None:
 
     vault, _ = ms.build_vault(root, n)
     t = time.perf_counter()
-    with MemoryStore.open(vault) as store:
+    from vault.blas import all_blas_threads
+
+    with MemoryStore.open(vault) as store, all_blas_threads():
         index_logs(vault, store, batch_size=256)
     print(f"built {n} turns in memory in {time.perf_counter() - t:.0f} s")
     fp = read_model_info(model).fingerprint

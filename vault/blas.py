@@ -7,6 +7,10 @@ went from 15 ms to 180 ms (p95 500 ms) on 2 shared cores. One thread is never sl
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 _done = False
 
 
@@ -21,3 +25,17 @@ def one_blas_thread() -> None:
     except ImportError:  # without threadpoolctl numpy keeps its default pool: slower, still correct
         return
     threadpool_limits(limits=1, user_api="blas")
+
+
+@contextmanager
+def all_blas_threads() -> Iterator[None]:
+    """Every core for numpy's BLAS inside the block: for foreground bulk embedding with no model
+    running beside it (`home memory reindex`, building a bench vault). Back to one thread after."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    one_blas_thread()
+    with threadpool_limits(limits=os.cpu_count() or 1, user_api="blas"):
+        yield

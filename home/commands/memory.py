@@ -106,6 +106,7 @@ def run_forget(args: argparse.Namespace) -> int:
 
 
 def run_reindex(args: argparse.Namespace) -> int:
+    from vault.blas import all_blas_threads
     from vault.memory import reindex
 
     if args.embedder and not args.rebuild:
@@ -120,7 +121,8 @@ def run_reindex(args: argparse.Namespace) -> int:
         if args.rebuild:
             store.reset()
         store.embedder  # noqa: B018 - load it now, so the rate below is indexing alone
-        report = reindex(ctx.vault, store)
+        with all_blas_threads():  # foreground, no model beside it: every core embeds
+            report = reindex(ctx.vault, store)
         total = store.count()
     for problem in report.problems:
         print(f"skipped {problem}")
