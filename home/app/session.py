@@ -72,6 +72,9 @@ class ChatSession:
         self.conversation: Conversation | None = None
         self.voice_on = False
         self.voice_scale: float | None = None  # None: the adapter's own scale from the manifest
+        self.manual: list[StackSpec] | None = None
+        """A stack picked by hand in the palette ([] = the base model); None: persona, voice and router
+        decide. It replaces the persona's adapters until "automatic" is picked or the persona changes."""
         self.stack: Stack = []
         self._stack_lock = threading.Lock()  # stack changes from two workers apply in order
         # Held for a whole reply and for each background model call (gestalt distillation), so the
@@ -174,8 +177,10 @@ class ChatSession:
     # --- persona, voice, stack ----------------------------------------------------------------
 
     def set_persona(self, persona: Persona | None) -> Stack:
-        """Switch who speaks; the model stays loaded. Returns the stack the next reply will use."""
+        """Switch who speaks; the model stays loaded. Returns the stack the next reply will use. A stack
+        picked by hand ends here: the new persona's own adapters apply."""
         self.persona = persona
+        self.manual = None
         if self.conversation is not None:
             self.conversation.persona = persona
         self.stack = self.compute_stack()
@@ -223,14 +228,38 @@ class ChatSession:
         self.stack = self.compute_stack()
         return self.voice_scale
 
+    def set_manual(self, specs: list[StackSpec] | None) -> Stack:
+        """Pick the stack by hand (`[]`: the base model) or give the choice back (None). A manual pick
+        replaces the persona's adapters and turns the voice adapter off (ctrl+v then adds it on top);
+        it lasts until `set_manual(None)` or a persona switch. AdapterError (nothing changed) if a picked
+        adapter does not fit the loaded model."""
+        before = self.manual, self.voice_on
+        self.manual = None if specs is None else list(specs)
+        if specs is not None:
+            self.voice_on = False
+        try:
+            self.stack = self.compute_stack()
+        except BaseException:
+            self.manual, self.voice_on = before
+            raise
+        return self.stack
+
+    def drop_manual(self, removed: set[str] | list[str]) -> bool:
+        """(Hot-unload.) A manual stack that names a removed adapter ends; True if it did."""
+        if self.manual is None or not {s.id for s in self.manual} & set(removed):
+            return False
+        self.manual = None
+        return True
+
     def explicit_specs(self) -> list[StackSpec] | None:
-        """What the user chose by hand: the persona's adapters, plus the voice adapter when it is on.
-        None: nothing chosen, so the router picks per message (the voice toggle off means "router's call")."""
-        specs = persona_specs(self.persona)
+        """What the user chose by hand: the manual stack, else the persona's adapters, plus the voice
+        adapter when it is on. None: nothing chosen, so the router picks per message (the voice toggle
+        off means "router's call"); a manual stack is a choice even when empty (the base model)."""
+        specs = list(self.manual) if self.manual is not None else persona_specs(self.persona)
         voice = self.voice_adapter() if self.voice_on else None
         if voice:
             specs = [s for s in specs if s.id != voice] + [StackSpec(voice, self.voice_scale)]
-        return specs or None
+        return specs if self.manual is not None else (specs or None)
 
     def compute_stack(self) -> Stack:
         """The explicit stack checked against the model; [] when the router will choose at the next turn."""
