@@ -25,6 +25,8 @@ DEFAULT_KEYS = {
     "cancel": "escape",
     "pick_best": "ctrl+b",
     "search": "ctrl+f",
+    "copy": "ctrl+y",
+    "memory": "ctrl+o",
 }
 
 

@@ -18,15 +18,16 @@ from home.app.screens.adapters import AdaptersScreen
 from home.app.screens.chat import ChatScreen
 from home.app.screens.error import ErrorScreen
 from home.app.session import AppOptions, ChatSession
+from home.app.tools import ToolsMixin
 from home.app.widgets.train_panel import TrainPanel
 from llm.errors import LLMError
 from trainer.job import JobError
 from vault.errors import VaultError
 
-BINDING_IDS = {"quit", "new_chat", "cancel", "retrain", "pick_best", "search"}  # config.toml [keys] entries that remap our bindings
+BINDING_IDS = {"quit", "new_chat", "cancel", "retrain", "pick_best", "search", "copy", "memory"}  # config.toml [keys] entries that remap our bindings
 
 
-class HomeApp(FeaturesMixin, App[None]):
+class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
     CSS_PATH = "home.tcss"
     TITLE = "Home"
     COMMANDS = App.COMMANDS | {HomeCommands}
@@ -123,6 +124,8 @@ class HomeApp(FeaturesMixin, App[None]):
         session = self.session
         try:
             report = sync_adapters(session.engine, session.vault, session.manifest(), self.managed_adapters)
+            if session.drop_manual(report.unloaded):
+                self._notify_from_thread("Your manual adapter stack lost an adapter: back to automatic.")
             if {i for i, _ in session.stack} & set(report.unloaded):
                 try:
                     session.stack = session.compute_stack()

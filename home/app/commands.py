@@ -12,12 +12,14 @@ from functools import partial
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from home.app.features import known_users
+from home.app.tools import fitting_adapters
 
 
 class HomeCommands(Provider):
     def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
         app = self.app
         session = app.session  # type: ignore[attr-defined]
+        keys = session.config.keys if session is not None else {}
         out: list[tuple[str, Callable[[], object], str]] = [
             ("New session", app.action_new_chat, "start a fresh conversation log"),
             ("Export session as Markdown", app.action_export, "write <vault>/logs/<session>.md"),
@@ -29,6 +31,10 @@ class HomeCommands(Provider):
              "two candidates for your last message side by side; your pick is kept as a preference (ctrl+b)"),
             ("Search past sessions", app.action_search, "full text over every session's log; open one to resume (ctrl+f)"),
             ("Switch user…", app.action_switch_user, "pick a user or type a new name; logs and voice follow"),
+            ("Copy last reply", app.action_copy_last,
+             f"to the clipboard; click a message, then {keys.get('copy', 'ctrl+y')}, to copy that one"),
+            ("Memory…", app.action_memory,
+             f"what the last reply used, search, your gestalts; forget items ({keys.get('memory', 'ctrl+o')})"),
         ]
         if app.training_running:
             out.append(("Cancel training", app.action_cancel_training, "stop at the next step, keep a checkpoint"))
@@ -38,6 +44,15 @@ class HomeCommands(Provider):
             key = p.home.get("hotkey")
             out.append((f"Persona: {p.name}", partial(app.action_persona, p.id),
                         f"switch persona{f' ({key})' if key else ''}"))
+        active = {i for i, _ in session.stack}
+        for e in fitting_adapters(session):
+            out.append((f"Adapters: {e.id} ({e.kind})", partial(app.use_stack, [e.id]),
+                        f"{'active · ' if e.id in active else ''}only this one (and what it was trained over) until "
+                        "automatic or a persona switch; ctrl+v adds your voice"))
+        if session.ready:
+            out.append(("Adapters: none (base model)", partial(app.use_stack, []), "no adapters, whatever the message"))
+            out.append(("Adapters: automatic (router)", partial(app.use_stack, None),
+                        "back to the persona's adapters and the voice toggle, else the router's pick per message"))
         for name in known_users(session):
             if name != session.user:
                 out.append((f"Switch user: {name}", partial(app.action_switch_user, name), "a new session as them"))

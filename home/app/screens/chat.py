@@ -38,6 +38,9 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+v", "toggle_voice", "Voice", id="voice", priority=True),
         Binding("ctrl+up", "voice_scale(1)", "Voice +", id="voice_up", show=False),
         Binding("ctrl+down", "voice_scale(-1)", "Voice −", id="voice_down", show=False),
+        # priority: the focused prompt (a TextArea) binds ctrl+y to redo
+        Binding("ctrl+y", "copy", "Copy", id="copy", show=False, priority=True),
+        Binding("ctrl+o", "app.memory", "Memory", id="memory", show=False),
     ]
 
     def __init__(self, session: ChatSession) -> None:
@@ -76,7 +79,7 @@ class ChatScreen(Screen[None]):
             bar.model, bar.n_ctx = s.engine.info.name, s.engine.n_ctx
         bar.user = s.user
         bar.persona = s.persona.name if s.persona else "none"
-        bar.stack = StatusBar.format_stack(s.stack)
+        bar.stack = StatusBar.format_stack(s.stack) + (" (manual)" if s.manual is not None else "")
         bar.tok_per_s = s.tok_per_s
         bar.ctx_used = s.context_used
         bar.memory = s.memory_status()
@@ -151,6 +154,26 @@ class ChatScreen(Screen[None]):
         if old is not None:
             await old.remove()
         await self._start_reply(text)
+
+    def on_message_list_selected(self, event: MessageList.Selected) -> None:
+        if event.message is not None:
+            key = self.session.config.keys.get("copy", "ctrl+y")
+            self.notify(f"Message selected: {key} copies it (click it again to unselect).", title="Copy", timeout=4)
+
+    def action_copy(self) -> None:
+        """The selected message (a click selects one), else the last reply, to the clipboard."""
+        messages = self.query_one(MessageList)
+        self.copy_message(messages.selected or messages.last_reply)
+
+    def copy_message(self, message: UserMessage | AssistantMessage | None) -> None:
+        """OSC 52 through Textual (most terminals and tmux); the selection is done with."""
+        if message is None or not message.text.strip():
+            self.notify("Nothing to copy yet.", title="Copy")
+            return
+        self.app.copy_to_clipboard(message.text)
+        self.query_one(MessageList).select(None)
+        what = "your message" if isinstance(message, UserMessage) else "the reply"
+        self.notify(f"Copied {what} to the clipboard ({len(message.text):,} characters).", title="Copy")
 
     # --- sessions -----------------------------------------------------------------------------
 

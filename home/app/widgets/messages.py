@@ -6,8 +6,12 @@ instead of re-rendering the whole reply each piece: no flicker, and bursts are c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
@@ -18,6 +22,7 @@ class UserMessage(Static):
     def __init__(self, who: str, text: str) -> None:
         super().__init__(text, markup=False)
         self.border_title = who
+        self.text = text  # what ctrl+y copies
 
 
 class SystemLine(Static):
@@ -59,10 +64,38 @@ class AssistantMessage(Vertical):
 
 
 class MessageList(VerticalScroll):
-    """Scrolls with the newest message while the user is at the bottom (anchor)."""
+    """Scrolls with the newest message while the user is at the bottom (anchor). A click on a message
+    selects it (a click on it again unselects) so that the copy key takes that one, not the last reply."""
+
+    @dataclass
+    class Selected(Message):
+        """A click selected `message` (None: the selection was cleared by a click)."""
+
+        message: UserMessage | AssistantMessage | None
+
+    _selected: UserMessage | AssistantMessage | None = None
 
     def on_mount(self) -> None:
         self.anchor()
+
+    @property
+    def selected(self) -> UserMessage | AssistantMessage | None:
+        """The selected message, if it is still on screen (regenerate or a new chat remove messages)."""
+        return self._selected if self._selected is not None and self._selected.is_attached else None
+
+    def on_click(self, event: events.Click) -> None:
+        hit = next((w for w in event.widget.ancestors_with_self if isinstance(w, UserMessage | AssistantMessage)),
+                   None) if event.widget is not None else None
+        if hit is not None:
+            self.select(None if hit is self.selected else hit)
+            self.post_message(self.Selected(self.selected))
+
+    def select(self, message: UserMessage | AssistantMessage | None) -> None:
+        if self._selected is not None:
+            self._selected.remove_class("-selected")
+        self._selected = message
+        if message is not None:
+            message.add_class("-selected")
 
     async def add(self, widget: Static | AssistantMessage) -> None:
         await self.mount(widget)
