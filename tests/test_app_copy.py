@@ -5,6 +5,7 @@ copy in `app.clipboard` (and writes OSC 52 to the terminal)."""
 from __future__ import annotations
 
 from home.app.widgets.messages import AssistantMessage, MessageList, UserMessage
+from home.app.widgets.prompt_input import PromptInput
 from tests.test_app import drive, make_app, records, say, wait_for, wait_ready
 from tests.test_app_palette import run_command
 
@@ -33,7 +34,7 @@ def test_copy_last_reply_or_the_clicked_message(tmp_path):
         mine = app.chat.query_one(UserMessage)
         await pilot.click(mine, offset=(3, 1))
         await wait_for(pilot, lambda: messages.selected is mine)
-        assert mine.has_class("-selected")
+        assert mine.has_class("-selected") and app.chat.query_one(PromptInput).has_focus  # typing goes on
         await pilot.press("ctrl+y")
         assert app.clipboard == "Name a colour."
         assert messages.selected is None and not mine.has_class("-selected")  # done with

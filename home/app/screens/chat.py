@@ -156,6 +156,7 @@ class ChatScreen(Screen[None]):
         await self._start_reply(text)
 
     def on_message_list_selected(self, event: MessageList.Selected) -> None:
+        self.query_one(PromptInput).focus()  # the click focused the list: typing goes on in the prompt
         if event.message is not None:
             key = self.session.config.keys.get("copy", "ctrl+y")
             self.notify(f"Message selected: {key} copies it (click it again to unselect).", title="Copy", timeout=4)
