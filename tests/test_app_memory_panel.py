@@ -11,7 +11,6 @@ import asyncio
 import json
 import re
 
-import pytest
 from textual.widgets import Input, OptionList
 
 from home.app.screens.confirm import ConfirmScreen
@@ -87,7 +86,6 @@ def log_of(vault: Vault, sid: str) -> list[dict]:
     return [json.loads(line) for line in (vault.logs_dir / f"{sid}.jsonl").read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.slow  # two real turns, four forgets, six searches (~13 s on 2 busy cores)
 def test_panel_shows_used_search_gestalts_and_forgets(tmp_path):
     vault, (tea, sister) = seeded(tmp_path)
     app = make_app(vault.root, max_tokens=4)
