@@ -76,6 +76,13 @@ def test_manual_stack_from_the_palette_wins_until_automatic_or_a_persona_switch(
         await pilot.press("f3")  # a persona switch ends the manual choice: quill has no adapters, the router picks
         assert app.session.manual is None and app.session.persona.id == "quill"
         assert app.session.explicit_specs() is None and bar().stack == "base"
+
+        await run_command(pilot, app, "Adapters: calm (style)")
+        with ManifestStore(vault).update() as m:  # removed while picked: the watcher unloads it
+            m.remove_adapter("calm")
+        await wait_for(pilot, lambda: "calm" not in app.session.engine.loaded_adapters and app.session.manual is None
+                       and app.session.stack == [], timeout=30)
+        await wait_for(pilot, lambda: any("back to automatic" in n.message for n in app._notifications))
         notes = [str(w.render()) for w in app.chat.query("SystemLine")]
         assert any("calm×1 (manual" in n for n in notes) and any("automatic" in n for n in notes)
         assert not CommandPalette.is_open(app)
