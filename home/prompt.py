@@ -39,18 +39,20 @@ def build_messages(
     user: str,
     memory_block: str | None = None,
 ) -> list[dict]:
-    """System (persona) → prior turns → the new user message, with this turn's memory block in front of it.
+    """System (persona) → prior turns → this turn's memory block (a system message) → the new user message.
 
-    Why memory goes with the last message and not in the system prompt: it changes every turn, and the
-    engine reuses the KV cache only up to the first token that differs. In the system prompt it would
-    make the model re-read the whole conversation each turn (bench/turn_overhead.py measures it); here
-    the persona and history stay a cached prefix, and small models heed facts placed next to the question.
+    Why memory goes last and not in the first system prompt: it changes every turn, and the engine
+    reuses the KV cache only up to the first token that differs. In the first system prompt it would make
+    the model re-read the whole conversation each turn (bench/turn_overhead.py measures it); here the
+    persona and history stay a cached prefix, and small models heed facts placed next to the question.
+    A template that refuses a late system message gets it merged into the user message (llm/template.py).
     """
     messages: list[dict] = []
     system = system_prompt(persona, user)
     if system:
         messages.append({"role": "system", "content": system})
     messages.extend({"role": m["role"], "content": m["content"]} for m in history)
-    content = f"{memory_block}\n\nThe user's message:\n{user_text}" if memory_block else user_text
-    messages.append({"role": "user", "content": content})
+    if memory_block:
+        messages.append({"role": "system", "content": memory_block})
+    messages.append({"role": "user", "content": user_text})
     return messages

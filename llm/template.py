@@ -60,6 +60,24 @@ def _compile(source: str) -> Any:
     return env.from_string(source)
 
 
+def merge_late_system(messages: list[dict]) -> list[dict]:
+    """Every system message but a leading one folded into the next user message (or dropped into the
+    previous one when none follows)."""
+    out: list[dict] = []
+    carry: list[str] = []
+    for i, m in enumerate(messages):
+        if m.get("role") == "system" and i > 0:
+            carry.append(str(m.get("content") or ""))
+            continue
+        if carry and m.get("role") == "user":
+            m = {**m, "content": "\n\n".join([*carry, str(m.get("content") or "")])}
+            carry = []
+        out.append(m)
+    if carry and out:
+        out[-1] = {**out[-1], "content": "\n\n".join([str(out[-1].get("content") or ""), *carry])}
+    return out
+
+
 class ChatTemplate:
     """A compiled chat template plus the text markers that end an assistant turn."""
 
@@ -71,9 +89,24 @@ class ChatTemplate:
         self._template = _compile(self.source)  # compile errors surface here, once
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-        """Prompt text for `messages` ([{role, content}, …]), ending with the assistant header."""
+        """Prompt text for `messages` ([{role, content}, …]), ending with the assistant header.
+
+        A system message after the first position (Home puts the turn's memory there, so the history
+        before it stays a cached prefix) is kept where it is when the template accepts it; a template
+        that refuses one ("roles must alternate", "system role not supported") gets it merged into the
+        user message that follows it."""
+        msgs = [dict(m) for m in messages]
+        try:
+            return self._render(msgs, add_generation_prompt)
+        except TemplateError:
+            merged = merge_late_system(msgs)
+            if merged == msgs:
+                raise
+            return self._render(merged, add_generation_prompt)
+
+    def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         return self._template.render(
-            messages=[dict(m) for m in messages],
+            messages=messages,
             add_generation_prompt=add_generation_prompt,
             bos_token=self.bos_token,
             eos_token=self.eos_token,

@@ -40,8 +40,9 @@ def test_ask_streams_logs_and_reports_json(tmp_path):
 
 def test_ask_greedy_is_reproducible_and_continue_keeps_history(tmp_path):
     vault = tmp_path / "v"
-    a = run_home(vault, "ask", "Name a fruit.", "--max-tokens", "6", "--temperature", "0")
-    b = run_home(vault, "ask", "Name a fruit.", "--max-tokens", "6", "--temperature", "0")
+    # --no-memory: else the second call would recall the first and see another prompt
+    a = run_home(vault, "ask", "Name a fruit.", "--max-tokens", "6", "--temperature", "0", "--no-memory")
+    b = run_home(vault, "ask", "Name a fruit.", "--max-tokens", "6", "--temperature", "0", "--no-memory")
     assert a.returncode == b.returncode == 0, a.stderr + b.stderr
     assert a.stdout == b.stdout and a.stdout.strip()
     c = run_home(vault, "ask", "Another one?", "--max-tokens", "6", "--temperature", "0", "--continue")

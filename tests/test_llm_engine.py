@@ -167,3 +167,25 @@ def test_stop_strings_never_leak(engine):
 def test_split_stop(text, stops, expected):
     longest = max((len(s) for s in stops), default=0)
     assert split_stop(text, stops, longest) == expected
+
+
+STRICT = (  # like Mistral/Gemma templates: one leading system message at most, then strict alternation
+    "{% for m in messages %}{% if m['role'] == 'system' and not loop.first %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant') }}{% endif %}"
+    "[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+)
+
+
+def test_a_late_system_message_is_kept_or_merged_into_the_next_user_message():
+    from llm.template import ChatTemplate, TemplateError, merge_late_system
+
+    msgs = [{"role": "system", "content": "persona"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"}, {"role": "system", "content": "memory"},
+            {"role": "user", "content": "question"}]
+    chatml = ChatTemplate(None).render(msgs)
+    assert "<|im_start|>system\nmemory<|im_end|>\n<|im_start|>user\nquestion" in chatml  # kept in place
+    strict = ChatTemplate(STRICT).render(msgs, add_generation_prompt=False)
+    assert strict == "[system] persona\n[user] hi\n[assistant] hello\n[user] memory\n\nquestion\n"
+    assert merge_late_system(msgs[:4])[-1] == {"role": "assistant", "content": "hello\n\nmemory"}
+    with pytest.raises(TemplateError, match="alternate"):  # a refusal merging cannot fix still says why
+        ChatTemplate("{{ raise_exception('roles must alternate') }}").render(msgs[:1])

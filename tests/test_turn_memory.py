@@ -50,17 +50,16 @@ def test_a_fact_from_an_earlier_session_reaches_the_prompt_and_the_log(engine, r
 
     later = Conversation(spy, ConversationLog.create(vault), "me", recall=recall)
     list(later.send("Where does my sister live now?", PARAMS, []))
-    asked = spy.seen[-1][-1]  # memory travels with the message, after the cached persona + history
-    assert asked["role"] == "user" and asked["content"].startswith("Memory") and "Lisbon" in asked["content"]
-    assert asked["content"].endswith("Where does my sister live now?")
-    assert later.last.user_record["text"] == "Where does my sister live now?"  # the log keeps the words
+    memory, asked = spy.seen[-1][-2:]  # memory comes right before the message, after persona + history
+    assert memory["role"] == "system" and memory["content"].startswith("Memory") and "Lisbon" in memory["content"]
+    assert asked == {"role": "user", "content": "Where does my sister live now?"}
     rec = later.last.record
     sister_turn = f"{first.log.session}:1"
     assert sister_turn in rec["memory_ids"] and rec["timings"]["memory_ms"] is not None
     # chit-chat never searches; turns of the session in progress are not offered back to it
     list(later.send("thanks!", PARAMS, []))
     assert later.last.record["memory_ids"] == [] and later.last.record["timings"]["memory_ms"] is None
-    assert len(spy.seen[-1]) == 3 and spy.seen[-1][-1]["content"] == "thanks!"  # no memory block
+    assert [m["role"] for m in spy.seen[-1]] == ["user", "assistant", "user"]  # no memory block
     list(later.send("Tell me about where my sister lives.", PARAMS, []))
     assert all(not i.startswith(later.log.session) for i in later.last.record["memory_ids"])
 
