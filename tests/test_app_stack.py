@@ -5,6 +5,7 @@ follow. Real engine, default model, tiny random adapters registered in the manif
 
 from __future__ import annotations
 
+import pytest
 from textual.command import CommandPalette
 
 from home.app.widgets.status_bar import StatusBar
@@ -34,6 +35,7 @@ def palette_names(app) -> list[str]:
     return [name for name, _, _ in HomeCommands(app.screen)._commands()]
 
 
+@pytest.mark.slow  # four real turns and a hot unload: 5-12 s idle, up to ~25 s on 2 busy cores
 def test_manual_stack_from_the_palette_wins_until_automatic_or_a_persona_switch(tmp_path):
     vault = Vault.open(tmp_path / "v")
     fingerprint = read_model_info(default_model_path()).fingerprint
