@@ -264,3 +264,20 @@ def test_kill_9_mid_indexing_loses_nothing_and_duplicates_nothing(vault, embedde
         assert store.count() == store.keyword_count() == expected
         index_logs(vault, store)
         assert store.count() == expected
+
+
+def test_keyword_search_uses_only_rare_terms_in_a_large_store():
+    import sqlite3
+
+    from vault.keyword_index import SCHEMA, item_count, keyword_ids
+
+    db = sqlite3.connect(":memory:")
+    db.executescript(SCHEMA)
+    rows = [(f"s:{i}", f"weekly report number {i}", "me") for i in range(1, 12001)]
+    rows.append(("s:12001", "the weekly report mentions Zanzibar", "me"))
+    db.executemany("INSERT INTO docs(id, text, user) VALUES (?, ?, ?)", rows)
+    total = item_count(db)
+    assert keyword_ids(db, "weekly report", 10, "me", total) == []  # in every item: left to the vectors
+    assert keyword_ids(db, "weekly report about Zanzibar", 10, "me", total) == ["s:12001"]
+    small = keyword_ids(db, "weekly report", 5, None, 40)  # a small store searches every term
+    assert len(small) == 5

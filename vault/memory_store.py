@@ -26,28 +26,16 @@ import numpy as np
 from .embedder import DEFAULT_NAME, Embedder, load_embedder
 from .errors import VaultError
 from .fsio import DIR_MODE, FILE_MODE, FileLock, LockTimeout, atomic_write_json, ensure_private_dir
+from .keyword_index import SCHEMA, item_count, keyword_ids
 from .layout import Vault
 from .logs import ConversationLog, read_log
-from .retrieval import STOPWORDS, Candidate, Hit, VectorMatrix, rank, words
+from .retrieval import Candidate, Hit, VectorMatrix, rank
 
 STATE_FILE = "index.json"
 KEYWORD_DB = "keyword.sqlite3"
 CHROMA_DIR = "chroma"
 COLLECTION = "turns"
 GESTALT_PREFIX = "gestalt:"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS docs (rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, text TEXT NOT NULL,
-  session TEXT, turn INTEGER, role TEXT, user TEXT, persona TEXT, time TEXT, epoch REAL);
-CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(text, content='docs', content_rowid='rowid',
-  tokenize='porter unicode61');
-CREATE TRIGGER IF NOT EXISTS docs_ai AFTER INSERT ON docs BEGIN
-  INSERT INTO docs_fts(rowid, text) VALUES (new.rowid, new.text); END;
-CREATE TRIGGER IF NOT EXISTS docs_ad AFTER DELETE ON docs BEGIN
-  INSERT INTO docs_fts(docs_fts, rowid, text) VALUES ('delete', old.rowid, old.text); END;
-CREATE TRIGGER IF NOT EXISTS docs_au AFTER UPDATE ON docs BEGIN
-  INSERT INTO docs_fts(docs_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
-  INSERT INTO docs_fts(rowid, text) VALUES (new.rowid, new.text); END;
-"""
 _SESSION = re.compile(r"[a-z0-9][a-z0-9.-]*")
 _COLUMNS = ("id", "text", "session", "turn", "role", "user", "persona", "time", "epoch")
 
@@ -114,7 +102,8 @@ class MemoryStore:
         self.state = self._read_state()
         try:
             self._db = sqlite3.connect(self.dir / KEYWORD_DB, check_same_thread=False)
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(SCHEMA)
+            self._items = item_count(self._db)  # for the keyword search's rare-term cap
             self._client = chromadb.PersistentClient(path=str(self.dir / CHROMA_DIR),
                                                      settings=Settings(anonymized_telemetry=False))
             self._col = self._collection()
@@ -227,6 +216,7 @@ class MemoryStore:
                     f"INSERT INTO docs({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
                     "ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS[1:]),
                     rows)
+            self._items = item_count(self._db)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove turns from both stores; unknown ids are ignored. Returns how many were indexed."""
@@ -244,6 +234,7 @@ class MemoryStore:
                 self._matrix.delete(ids)
             with self._db:
                 self._db.executemany("DELETE FROM docs WHERE id = ?", [(i,) for i in ids])
+            self._items = item_count(self._db)
             return len(present)
 
     def delete_session(self, session: str) -> None:
@@ -262,6 +253,7 @@ class MemoryStore:
             self._matrix = None
             with self._db:
                 self._db.execute("DELETE FROM docs")
+            self._items = 0
             self.state = {"sessions": {}, "excluded": set(), "embedder": self.state.get("embedder")}
             self._checked = False
             self.save_state()
@@ -376,15 +368,7 @@ class MemoryStore:
         return self._matrix
 
     def _keyword(self, query: str, limit: int, user: str | None) -> list[str]:
-        terms = [w.replace("'", "") for w in words(query) if w not in STOPWORDS]
-        terms = list(dict.fromkeys(t for t in terms if t))
-        if not terms:
-            return []
-        match = " OR ".join(f'"{t}"' for t in terms)
-        sql = ("SELECT docs.id FROM docs_fts JOIN docs ON docs.rowid = docs_fts.rowid WHERE docs_fts MATCH ?"
-               + (" AND docs.user = ?" if user else "") + " ORDER BY bm25(docs_fts) LIMIT ?")
-        args = (match, user, limit) if user else (match, limit)
-        return [row[0] for row in self._db.execute(sql, args)]
+        return keyword_ids(self._db, query, limit, user, self._items)
 
     def stats(self) -> dict:
         with self._mutex:
