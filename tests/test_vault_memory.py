@@ -281,3 +281,22 @@ def test_keyword_search_uses_only_rare_terms_in_a_large_store():
     assert keyword_ids(db, "weekly report about Zanzibar", 10, "me", total) == ["s:12001"]
     small = keyword_ids(db, "weekly report", 5, None, 40)  # a small store searches every term
     assert len(small) == 5
+
+
+def test_vector_matrix_split_over_two_threads_is_still_exact():
+    from vault.retrieval import PARALLEL_ROWS
+
+    rng = np.random.default_rng(0)
+    n = PARALLEL_ROWS + 5001
+    m = rng.standard_normal((n, 16)).astype(np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    vm = VectorMatrix(16)
+    users = ["me" if i % 3 else "ana" for i in range(n)]
+    vm.upsert([f"r{i}" for i in range(n)], users, m)
+    vm.delete([f"r{i}" for i in range(0, n, 7)])
+    q = m[11]
+    for user in (None, "me", "ana"):
+        ok = np.array([i % 7 != 0 and (user is None or users[i] == user) for i in range(n)])
+        sims = np.where(ok, m @ q, -np.inf)
+        want = [f"r{i}" for i in np.argsort(-sims, kind="stable")[:25]]
+        assert vm.top(q, 25, user) == want

@@ -170,28 +170,42 @@ class VectorMatrix:
         valid = int(mask.sum())
         if not valid:
             return []
-        sims = np.where(mask, _matvec(self._m[:size], q), -np.inf)  # a view of the matrix: no copy
         n = min(n, valid)
-        best = np.argpartition(-sims, n - 1)[:n]
-        return [self._ids[b] for b in best[np.argsort(-sims[best])]]
+        rows = _top_rows(self._m[:size], q, n, None if valid == size else mask)
+        return [self._ids[b] for b in rows]
 
 
 PARALLEL_ROWS = 32768  # below this a product takes ~3 ms: not worth a second thread
 _pool: ThreadPoolExecutor | None = None
 
 
-def _matvec(m: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """`m @ q`, the rows split over two threads for a large matrix. Why threads and not BLAS's own: the
-    product is memory-bound (100k rows = 150 MB read per query) and one BLAS thread stays the rule
-    (vault/blas.py); numpy releases the GIL, so the second half runs on the other core meanwhile."""
+def _top_rows(m: np.ndarray, q: np.ndarray, n: int, mask: np.ndarray | None) -> np.ndarray:
+    """Row indices of the `n` best `m @ q` (masked-out rows never), best first. A large matrix is split in
+    two halves, each scored and cut to its own best `n` on another thread, then merged. Why threads and
+    not BLAS's own: the product is memory-bound (100k rows = 150 MB read per query) and one BLAS thread
+    stays the rule (vault/blas.py); numpy releases the GIL, so the halves run on both cores."""
     global _pool
     if len(m) < PARALLEL_ROWS or (os.cpu_count() or 1) < 2:
-        return m @ q
+        return _best(m @ q, n, mask, 0)
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="home-matvec")
     half = len(m) // 2
-    second = _pool.submit(np.dot, m[half:], q)
-    return np.concatenate([m[:half] @ q, second.result()])
+    second = _pool.submit(lambda: _best(m[half:] @ q, n, None if mask is None else mask[half:], half))
+    first = _best(m[:half] @ q, n, None if mask is None else mask[:half], 0)
+    rows = np.concatenate([first, second.result()])
+    scores = m[rows] @ q
+    return rows[np.argsort(-scores, kind="stable")][:n]
+
+
+def _best(sims: np.ndarray, n: int, mask: np.ndarray | None, offset: int) -> np.ndarray:
+    if mask is not None:
+        sims[~mask] = -np.inf
+        n = min(n, int(mask.sum()))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    n = min(n, len(sims))
+    best = np.argpartition(sims, len(sims) - n)[len(sims) - n:]
+    return best[np.argsort(-sims[best], kind="stable")] + offset
 
 
 def rank(candidates: Iterable[Candidate], query: str, k: int, min_similarity: float = MIN_SIMILARITY) -> list[Hit]:
