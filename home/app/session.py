@@ -160,8 +160,8 @@ class ChatSession:
 
     def memory_status(self) -> str:
         """For the status bar: items used by the last reply and items in memory, or why it is off."""
-        if self.recall is None:
-            return "off" if self.memory_note else "–"
+        if self.recall is None:  # off (why: memory_note), opening after the model loaded, or not started
+            return "off" if self.memory_note else ("opening…" if self.engine is not None else "–")
         last = self.conversation.last if self.conversation else None
         used = len(last.record.get("memory_ids") or []) if last else 0
         items = self.memory_items if self.memory_items is not None else 0
