@@ -17,7 +17,7 @@ from vault.config import MemorySettings
 from vault.layout import Vault
 from vault.lore import lore_session
 from vault.memory import MemoryBusyError, MemoryStore, index_logs
-from vault.retrieval import fit_memory, should_retrieve
+from vault.retrieval import Hit, fit_memory, should_retrieve
 
 LORE_PREFIX = lore_session("")
 
@@ -28,6 +28,7 @@ class Recalled:
 
     block: str = ""
     ids: list[str] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
     searched: bool = False
     ms: float = 0.0
 
@@ -48,7 +49,7 @@ class Recall:
         self._stop = False
         self._thread: threading.Thread | None = None
         self.on_indexed: Callable[[int], None] | None = None  # called with the store's new count
-        self.on_error: Callable[[str], None] | None = None  # a pass failed (one line); the next retries
+        self.last_error: str | None = None
 
     @classmethod
     def open(cls, vault: Vault, settings: MemorySettings, embedder=None) -> Recall:
@@ -90,7 +91,7 @@ class Recall:
                 and (not h.session.startswith(LORE_PREFIX) or h.session == own_lore)]
         hits = hits[: self.settings.k]
         block, used = fit_memory(hits, self.settings.budget_tokens, count_tokens)
-        return Recalled(block, [h.id for h in used], True, (time.perf_counter() - t0) * 1000)
+        return Recalled(block, [h.id for h in used], used, True, (time.perf_counter() - t0) * 1000)
 
     # --- after a turn ------------------------------------------------------------------------
 
@@ -122,12 +123,11 @@ class Recall:
             self._wake.clear()
             try:
                 index_logs(self.vault, self.store)
-            except Exception as exc:  # noqa: BLE001 - a bad log must not kill the indexer; the app shows it
-                if self.on_error is not None:
-                    self.on_error(f"memory indexing failed: {type(exc).__name__}: {exc}")
-            else:
-                if self.on_indexed is not None:
-                    self.on_indexed(self.store.count())
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - a bad log must not kill the indexer; shown in the app
+                self.last_error = f"memory indexing failed: {type(exc).__name__}: {exc}"
+            if self.on_indexed is not None and self.last_error is None:
+                self.on_indexed(self.store.count())
             if not self._wake.is_set():
                 self._idle.set()
 

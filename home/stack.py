@@ -35,11 +35,6 @@ class StackSpec:
             raise AdapterError(f"--adapter {text!r}: scale {scale!r} is not a number") from None
 
 
-def persona_specs(persona) -> list[StackSpec]:
-    """The adapters a persona card asks for (`extensions.home.adapters`), scale None = the adapter's own."""
-    return [StackSpec(a["id"], a.get("scale")) for a in persona.home.get("adapters", [])] if persona else []
-
-
 def resolve_stack(manifest: Manifest, specs: list[StackSpec], model_fingerprint: str, model_name: str) -> Stack:
     """Check every requested adapter against the manifest and the loaded base; return (id, scale) pairs.
 

@@ -96,9 +96,7 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         self.session.on_session_end = self.gestalts.session_ended
         self.watcher = VaultWatcher(self.session.vault, on_manifest=self.sync_adapters,
                                     on_gestalts=self.gestalts.files_changed).start()
-        self.session.open_memory(
-            on_indexed=lambda _count: self.from_thread(self._refresh_status),
-            on_error=lambda line: self.from_thread(self.notify, line, title="Memory", severity="error", timeout=8))
+        self.session.open_memory(on_indexed=lambda _count: self.from_thread(self._refresh_status))
         self.gestalts.files_changed()  # edits made while the app was closed
         self.gestalts.start_backlog()
         for note, title in ((self.session.memory_note, "Memory"), (self.session.router_note, "Router")):

@@ -21,6 +21,8 @@ class GestaltJobs:
         self.session = session
         self.schedule = DistilSchedule(session.vault, session.config.gestalts)
         self.notify = notify
+        self.added = 0  # gestalts distilled by this app run
+        self.last_error: str | None = None
         self._jobs: queue.Queue = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
@@ -35,10 +37,13 @@ class GestaltJobs:
         self._put(("backlog", current))
 
     def after_turn(self) -> None:
-        """Every `[gestalts] every_n_turns` user turns of the chat in progress (checked on the worker:
-        it reads the session's log, which the UI thread should not wait for)."""
-        if self.schedule.settings.enabled and self.schedule.settings.every_n_turns > 0:
-            self._put(("turn",))
+        """Every `[gestalts] every_n_turns` user turns of the chat in progress."""
+        convo = self.session.conversation
+        if convo is None:
+            return
+        records = convo.log.records()
+        if self.schedule.due(convo.log.session, records, self.session.user):
+            self._put(("session", convo.log.session, records))
 
     def session_ended(self, session: str, records: list[dict]) -> None:
         """A new chat or a resumed one replaced `session`: read what is left of it."""
@@ -75,9 +80,11 @@ class GestaltJobs:
                 return
             try:
                 self._run(job)
+                self.last_error = None
             except Exception as exc:  # noqa: BLE001 - a bad log or file must not end the worker; shown
+                self.last_error = f"gestalts: {type(exc).__name__}: {exc}"
                 if self.notify is not None:
-                    self.notify(f"gestalts: {type(exc).__name__}: {exc}")
+                    self.notify(self.last_error)
             if self._jobs.empty():
                 self._idle.set()
 
@@ -90,12 +97,6 @@ class GestaltJobs:
             return
         if job[0] == "backlog":
             work = self.schedule.backlog(s.user, skip=job[1])
-        elif job[0] == "turn":
-            convo = s.conversation
-            if convo is None:
-                return
-            records = convo.log.records()
-            work = [(convo.log.session, records)] if self.schedule.due(convo.log.session, records, s.user) else []
         else:
             work = [(job[1], job[2])]
         added = 0
@@ -103,6 +104,7 @@ class GestaltJobs:
             added += self.schedule.run(s.engine, s.user, session, records, s.distil_cancel, s.turn_lock,
                                        self._stop)
         if added:
+            self.added += added
             self._sync()
             if self.notify is not None:
                 self.notify(f"learned {added} new thing{'s' if added != 1 else ''} about you "

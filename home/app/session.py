@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from home.commands.ask import generation_params
+from home.commands.ask import generation_params, persona_specs
 from home.context import Context
-from home.stack import Stack, StackSpec, activate, persona_specs, resolve_stack
+from home.stack import Stack, StackSpec, activate, resolve_stack
 from home.turn import Conversation
 from llm.params import GenParams
 from vault.fsio import atomic_write_text
@@ -115,8 +114,7 @@ class ChatSession:
 
     # --- memory -------------------------------------------------------------------------------
 
-    def open_memory(self, on_indexed: Callable[[int], None] | None = None,
-                    on_error: Callable[[str], None] | None = None) -> None:
+    def open_memory(self, on_indexed: Callable[[int], None] | None = None) -> None:
         """Load the router and own the vault's memory store (a worker thread: the embedder and ChromaDB
         take ~1 s), catch up with the logs in the background, and let every later turn search it. A
         busy or broken store is noted in `memory_note` and the chat goes on without memory; a router
@@ -148,7 +146,6 @@ class ChatSession:
                 on_indexed(count)
 
         recall.on_indexed = indexed
-        recall.on_error = on_error
         self.memory_items = recall.count()
         recall.store.warm()
         self.recall = recall
@@ -299,19 +296,12 @@ class ChatSession:
             temperature=o.temperature, top_p=None, top_k=None, repeat_penalty=None,
             max_tokens=o.max_tokens, seed=o.seed))
 
-    @contextmanager
-    def engine_turn(self) -> Iterator[None]:
-        """Hold the engine for one reply (a chat turn, a roundtable turn, a pick-best candidate): a
-        background distillation gives way (it stops after its current model call, ≤ ~1 s, and resumes
-        later), and nothing changes the adapter stack until the reply is over."""
+    def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
+        """One turn on the current persona and stack (worker thread); Conversation logs it. A background
+        distillation gives way: it stops after its current model call (≤ ~1 s) and resumes later."""
         self.distil_cancel.set()
         with self.turn_lock:
             self.distil_cancel.clear()
-            yield
-
-    def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
-        """One turn on the current persona and stack (worker thread); Conversation logs it."""
-        with self.engine_turn():
             decision = vector = None
             if self.router is not None:
                 explicit = self.explicit_specs()

@@ -8,7 +8,7 @@ import sys
 
 from home.context import Context
 from home.router import Router, explicit_choice
-from home.stack import activate, resolve_stack
+from home.stack import StackSpec, activate, resolve_stack
 from home.turn import Conversation
 from llm.params import GenParams
 from vault.logs import ConversationLog
@@ -58,6 +58,10 @@ def generation_params(ctx: Context, persona, args: argparse.Namespace) -> GenPar
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         repeat_penalty=args.repeat_penalty, max_tokens=args.max_tokens, seed=args.seed,
     )
+
+
+def persona_specs(persona) -> list[StackSpec]:
+    return [StackSpec(a["id"], a.get("scale")) for a in persona.home.get("adapters", [])] if persona else []
 
 
 def run(args: argparse.Namespace) -> int:
