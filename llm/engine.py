@@ -29,6 +29,7 @@ from .adapters import AdapterPool
 from .errors import ContextError, LLMError, ModelError
 from .fit import fit_messages
 from .gguf_meta import AdapterInfo, ModelInfo, read_model_info
+from .offload import Offload, check_gpu_layers, default_gpu_layers, offload_of
 from .params import GenParams
 from .stops import split_stop
 from .template import ChatTemplate
@@ -61,7 +62,10 @@ class Engine:
         n_threads: int | None = None,
         n_batch: int = 512,
         verbose: bool = False,
+        gpu_layers: int | None = None,
     ) -> None:
+        """`gpu_layers`: layers llama.cpp puts on the GPU (-1 all, 0 none); None: all when this
+        llama.cpp can offload, else 0 (`llm.offload`). `.offload` says what it did."""
         import llama_cpp
 
         if model_path is None:
@@ -70,6 +74,7 @@ class Engine:
             model_path = default_model_path()
         path = Path(model_path)
         self.info: ModelInfo = read_model_info(path)  # ModelError naming the file if it is no model
+        gpu_layers = default_gpu_layers() if gpu_layers is None else check_gpu_layers(gpu_layers)
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(path),
@@ -78,11 +83,14 @@ class Engine:
                 n_ubatch=n_batch,
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
+                n_gpu_layers=gpu_layers,
                 logits_all=False,  # logits for the last position only: sampling needs no more
                 verbose=verbose,
             )
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path}: llama.cpp could not load it ({exc})") from None
+            hint = " (too big for the GPU? fewer layers: --gpu-layers N, [context] gpu_layers)" if gpu_layers else ""
+            raise ModelError(f"{path}: llama.cpp could not load it ({exc}){hint}") from None
+        self.offload: Offload = offload_of(self._llm.model, gpu_layers)
         self.path = path
         self.verbose = verbose
         self.n_batch = self._llm.n_batch

@@ -189,3 +189,21 @@ def test_a_late_system_message_is_kept_or_merged_into_the_next_user_message():
     assert merge_late_system(msgs[:4])[-1] == {"role": "assistant", "content": "hello\n\nmemory"}
     with pytest.raises(TemplateError, match="alternate"):  # a refusal merging cannot fix still says why
         ChatTemplate("{{ raise_exception('roles must alternate') }}").render(msgs[:1])
+
+
+def test_gpu_layers_zero_runs_on_the_cpu_and_says_so(model_path, engine):
+    """gpu_layers=0 keeps every layer on the CPU whatever llama.cpp was built with; the default puts
+    them all on the GPU exactly when offload is built in (SmolLM2: 30 blocks + the output layer)."""
+    from llm.engine import Engine
+    from llm.offload import check_gpu_layers, offload_built_in
+
+    with Engine(model_path, n_ctx=512, gpu_layers=0) as cpu:
+        assert (cpu.offload.requested, cpu.offload.layers, cpu.offload.total) == (0, 0, 31)
+        assert cpu.offload.built_in == offload_built_in()
+        assert "0/31 layers on the GPU" in str(cpu.offload)
+        assert cpu.generate_text(CHAT, GREEDY).strip()
+    default = engine.offload
+    assert default.layers == (default.total if offload_built_in() else 0)
+    assert default.requested == (-1 if offload_built_in() else 0)
+    with pytest.raises(ValueError, match="expected -1"):
+        check_gpu_layers(-2)
