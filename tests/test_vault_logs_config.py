@@ -69,6 +69,9 @@ def test_config_default_is_written_once_and_parses(tmp_path):
     ("[context]\nn_ctx = 10\n", "config.toml: context.n_ctx: expected at least 256"),
     ("user = 3\n", "config.toml: user: expected a string, got 3"),
     ("colour = 1\n", "config.toml: colour: unknown setting"),
+    ("[context]\ngpu_layers = -2\n", "config.toml: context.gpu_layers: expected -1 (all) or a number of layers >= 0, got -2 (line 2)"),
+    ("[context]\n\ngpu_layers = \"all\"  # on the GPU\n", "config.toml: context.gpu_layers: expected a whole number, got 'all' (line 3)"),
+    ("[generation]\ntemperature = 1\n[context]\nn_ctx = 10\n", "context.n_ctx: expected at least 256, got 10 (line 4)"),
 ])
 def test_bad_config_names_file_and_field(text, message):
     with pytest.raises(ConfigError) as err:
@@ -80,3 +83,12 @@ def test_invalid_toml_names_the_line():
     with pytest.raises(ConfigError, match=r"line 2"):
         parse_config('user = "me"\nmodel = \n', "config.toml")
     assert parse_config("[generation]\ntemperature = 1\n").generation.temperature == 1.0
+
+
+def test_gpu_layers_setting_defaults_to_all_and_old_configs_keep_working(tmp_path):
+    v = Vault.open(tmp_path / "v")
+    assert load_config(v).context.gpu_layers == -1
+    assert "gpu_layers = -1" in v.config_path.read_text()  # the commented default mentions it
+    assert parse_config("[context]\nn_ctx = 2048\n").context.gpu_layers == -1  # written before the field
+    assert parse_config("[context]\ngpu_layers = 0\n").context.gpu_layers == 0
+    assert parse_config("[context]\ngpu_layers = 20\n").context.gpu_layers == 20

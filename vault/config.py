@@ -44,6 +44,7 @@ class GenerationDefaults:
 class ContextSettings:
     n_ctx: int = 4096
     n_threads: int = 0  # 0: llama.cpp picks
+    gpu_layers: int = -1  # -1: all when llama.cpp was built with GPU offload (else none); 0: CPU only
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ seed = {g.seed}           # -1: a fresh random seed per reply
 [context]
 n_ctx = {c.n_ctx}         # tokens of context; older turns are dropped whole when a chat outgrows it
 n_threads = {c.n_threads}       # 0: let llama.cpp choose
+gpu_layers = {c.gpu_layers}     # model layers on the GPU: -1 all (when llama.cpp has GPU offload), 0 none (CPU),
+                      # N fewer when the model does not fit in VRAM; `home --gpu-layers N` overrides, `home doctor` shows
 
 [memory]
 enabled = {str(m.enabled).lower()}      # recall earlier conversations in replies (`home memory …`)
@@ -233,6 +236,31 @@ def _router_section(path: str, data: dict) -> RouterSettings:
 def parse_config(text: str, path: str = "config.toml") -> Config:
     """A Config from TOML text; `ConfigError` naming the file, line and field on anything wrong."""
     try:
+        return _parse(text, path)
+    except ConfigError as exc:
+        raise _with_line(exc, text, path) from None
+
+
+def _with_line(exc: ConfigError, text: str, path: str) -> ConfigError:
+    """tomllib gives no positions for values, so find the field's line ourselves (best effort)."""
+    message = str(exc)
+    field_name = message.removeprefix(f"{path}: ").split(": ", 1)[0]
+    if not message.startswith(f"{path}: ") or " " in field_name or "(line " in message:
+        return exc
+    section, _, key = re.sub(r"\[\d+\]$", "", field_name).rpartition(".")
+    current = ""
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        header = re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]", line)
+        if header:
+            current = header.group(1)
+        elif current == section and line.partition("=")[0].strip().strip('"') == key and "=" in line:
+            return ConfigError(f"{message} (line {n})")
+    return exc
+
+
+def _parse(text: str, path: str) -> Config:
+    try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
@@ -263,6 +291,8 @@ def parse_config(text: str, path: str = "config.toml") -> Config:
         raise ConfigError(f"{path}: generation.temperature: expected >= 0, got {gen.temperature}")
     if ctx.n_ctx < 256:
         raise ConfigError(f"{path}: context.n_ctx: expected at least 256, got {ctx.n_ctx}")
+    if ctx.gpu_layers < -1:
+        raise ConfigError(f"{path}: context.gpu_layers: expected -1 (all) or a number of layers >= 0, got {ctx.gpu_layers}")
     return Config(generation=gen, context=ctx, keys=keymap, memory=mem, router=router, gestalts=gestalts, **top)
 
 
