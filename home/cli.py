@@ -42,6 +42,7 @@ examples:
   home adapters add ./my-style.gguf --name my-style --kind style --tones upbeat
   home personas import ./card.png
   home doctor
+  home --gpu-layers 20 ask "hi"     (only 20 layers on the GPU: a model bigger than its memory)
 
 environment:
   HOME_VAULT   the vault directory (default: the platform's user data dir; --vault wins)"""
@@ -62,11 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="a .gguf file or a Hugging Face reference owner/repo/file.gguf (default: built-in SmolLM2-135M)",
     )
     parser.add_argument("--user", metavar="NAME", help="who is talking (default: from config.toml)")
+    parser.add_argument(
+        "--gpu-layers",
+        type=_gpu_layers,
+        metavar="N",
+        help="model layers on the GPU: -1 all, 0 none (default: config [context] gpu_layers, else all "
+        "when llama.cpp was built with GPU offload)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
     parser.set_defaults(func=app.run)
     return parser
+
+
+def _gpu_layers(text: str) -> int:
+    """-1 or a count, refused at parse time (exit 2) rather than read by llama.cpp as "all"."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"expected -1 (all) or a number of layers >= 0, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

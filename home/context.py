@@ -60,5 +60,15 @@ class Context:
                 self.model_path,
                 n_ctx=n_ctx or ctx.n_ctx,
                 n_threads=ctx.n_threads or None,
+                gpu_layers=self.gpu_layers,
             )
         return self._engine
+
+    @property
+    def gpu_layers(self) -> int | None:
+        """`--gpu-layers` > config `[context] gpu_layers`; -1 there means "all when llama.cpp can
+        offload", so it becomes None: the engine's own default, 0 on a CPU build."""
+        wanted = getattr(self.args, "gpu_layers", None)
+        if wanted is None:
+            wanted = self.config.context.gpu_layers
+        return None if wanted == -1 else wanted

@@ -105,3 +105,18 @@ def test_usage_errors_exit_2(tmp_path, args):
     proc = run_home(tmp_path / "v", *args)
     assert proc.returncode == 2
     assert "usage:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpu_layers_flag_and_config_setting(tmp_path):
+    """`--gpu-layers 0` (all on the CPU) answers like any run; a bad count is a usage error, and a bad
+    `[context] gpu_layers` is refused in one line naming the file, the field and its line."""
+    vault = tmp_path / "v"
+    proc = run_home(vault, "--gpu-layers", "0", "ask", "Say hello.", "--max-tokens", "6", "--temperature", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    bad = run_home(vault, "--gpu-layers", "-3", "ask", "hi")
+    assert bad.returncode == 2 and "--gpu-layers: expected -1 (all)" in bad.stderr
+    config = vault / "config.toml"
+    config.write_text(config.read_text().replace("gpu_layers = -1", "gpu_layers = -7"))
+    line = one_error_line(run_home(vault, "ask", "hi"))
+    assert f"{config}: context.gpu_layers: expected -1 (all)" in line and "(line " in line

@@ -41,6 +41,7 @@ class AppOptions:
     persona: str | None = None
     max_tokens: int | None = None
     n_ctx: int | None = None
+    gpu_layers: int | None = None
     temperature: float | None = None
     seed: int | None = None
     train_steps: int | None = None
@@ -60,7 +61,8 @@ class ChatSession:
     def __init__(self, options: AppOptions) -> None:
         self.options = options
         self.ctx = Context(argparse.Namespace(vault=options.vault and str(options.vault),
-                                              model=options.model and str(options.model), user=options.user))
+                                              model=options.model and str(options.model), user=options.user,
+                                              gpu_layers=options.gpu_layers))
         self.vault = self.ctx.vault
         self.config = self.ctx.config
         self.user: str = self.ctx.user
