@@ -120,3 +120,12 @@ def test_doctor_passes_on_a_fresh_vault(tmp_path):
     proc = run_home(tmp_path / "v", "doctor")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[ok  ] model" in proc.stdout and "[ok  ] vault" in proc.stdout
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        assert "GPU offload: built in" in proc.stdout and "31/31 layers on the GPU" in proc.stdout
+    else:  # this machine's CPU build: said plainly, and every layer on the CPU
+        assert "GPU offload: not built in (CPU build of llama.cpp)" in proc.stdout
+        assert "0/31 layers on the GPU (the model runs on the CPU)" in proc.stdout
+    assert "[info] gpu" in proc.stdout
+    assert any(s in proc.stdout for s in ("MiB VRAM used", "no GPU visible", "Apple GPU"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import stat
 import time
 
@@ -30,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     import llama_cpp
 
-    line(None, "llama.cpp", f"llama-cpp-python {llama_cpp.__version__}, GPU offload "
-                            f"{'supported' if llama_cpp.llama_supports_gpu_offload() else 'not built in'}")
-    line(None, "gpu", _gpu())
+    from llm.offload import describe_offload, vram
+
+    line(None, "llama.cpp", f"llama-cpp-python {llama_cpp.__version__}; {describe_offload()}")
     try:
         path = ctx.model_path
         info = ctx.model_info
@@ -41,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
         n = len(engine.tokenize("hello"))
         line(True, "model", f"{info.name} ({info.arch}, {path.stat().st_size / 2**20:.0f} MiB) loads in "
                             f"{time.perf_counter() - t0:.2f} s, tokenizes ({n} tokens), {path}")
+        line(None, "offload", _layers(engine.offload))
     except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
         line(False, "model", str(exc))
+    line(None, "gpu", vram())  # after the model loaded: the VRAM it takes is in "used"
     line(*_vault_privacy(ctx))
     try:
         m = ctx.manifest()
@@ -52,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _gpu() -> str:
-    if shutil.which("nvidia-smi"):
-        return "NVIDIA GPU visible (nvidia-smi found): training uses CUDA when torch has it"
-    return "no GPU visible: chat runs on the CPU and training uses the CPU"
+def _layers(offload) -> str:
+    """How many layers run on the GPU, and why none do when some were asked for."""
+    if offload.requested and not offload.built_in:
+        asked = "all" if offload.requested < 0 else offload.requested
+        return f"0/{offload.total} layers on the GPU: asked for {asked}, but this llama.cpp cannot offload"
+    return str(offload)
 
 
 def _vault_privacy(ctx: Context) -> tuple[bool, str, str]:
