@@ -9,6 +9,8 @@ the first over the time after the first (prompt evaluation excluded). Runs are i
 on a shared machine hits both sides of a pair alike.
 
 Goal (printed as PASS/FAIL): Engine / bare >= 0.95. The adapter ratio is llama.cpp's own LoRA cost.
+`--gpu-layers N` (default: all when llama.cpp can offload, as Home does) is given to both sides alike,
+so on a GPU this is the same comparison with the model on the GPU.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def engine_decode(eng, params) -> tuple[float, int, str]:
 def main(argv: list[str] | None = None) -> int:
     p = c.parser(__doc__.splitlines()[0], iters=5)
     p.add_argument("--tokens", type=int, default=128, help="tokens per reply (default 128)")
+    p.add_argument("--gpu-layers", type=int, default=None, metavar="N",
+                   help="layers on the GPU for both sides: -1 all, 0 none (default: Home's, all when offload is built in)")
     args = p.parse_args(argv)
     model = c.model_path(args.model)
 
@@ -64,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     params = GenParams(temperature=0.0, top_k=40, top_p=0.9, repeat_penalty=1.0, seed=1, max_tokens=args.tokens)
     res: dict[str, list[float]] = {"engine": [], "bare": [], "adapter": [], "none": []}
     with tempfile.TemporaryDirectory(prefix="home-bench-") as tmp, Engine(
-        model, n_ctx=args.n_ctx, n_threads=args.threads
+        model, n_ctx=args.n_ctx, n_threads=args.threads, gpu_layers=args.gpu_layers
     ) as eng:
         eng.load_adapter("r16", c.random_adapter(model, Path(tmp) / "r16.gguf", rank=16, seed=1))
         bare = llama_cpp.Llama(
             model_path=str(model), n_ctx=args.n_ctx, n_batch=eng.n_batch, n_ubatch=eng.n_batch,
             n_threads=args.threads, n_threads_batch=args.threads, logits_all=False, verbose=False,
+            n_gpu_layers=eng.offload.requested,  # the engine's resolved setting, not the default of 0
         )
+        offload = eng.offload
         prompt = eng.tokenize(eng.render(CHAT))
         _, n, text = engine_decode(eng, params)  # warm-up; fixes the token count both sides decode
         _, toks = bare_decode(bare, prompt, n, params, MIN_P)
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     lora_ratio = statistics.median(a / b for a, b in zip(res["adapter"], res["none"], strict=True))
     print(f"model: {model.name}  n_ctx={args.n_ctx}  threads={args.threads or 'default'}"
           f"  prompt {len(prompt)} tokens, {n} decoded, greedy, {args.iters} interleaved pairs")
+    print(f"offload (both sides): {offload}")
     print(f"same greedy text on both sides: {'yes' if same else 'no'}")
     print(f"bare llama-cpp-python Llama.generate: {med['bare']:.1f} tok/s  (all: {_fmt(res['bare'])})")
     print(f"Home Engine.stream:                   {med['engine']:.1f} tok/s  (all: {_fmt(res['engine'])})")
