@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm.errors import AdapterError
+from llm.fingerprint import same_base
 from vault.layout import Vault
 from vault.manifest import Manifest
 
@@ -52,8 +53,7 @@ def sync_adapters(engine, vault: Vault, manifest: Manifest, managed: set[str] | 
             report.unloaded.append(adapter_id)
         managed.discard(adapter_id)
     for adapter_id, entry in manifest.adapters.items():
-        want = entry.base.get("fingerprint")
-        if want and want != fingerprint:
+        if not same_base(entry.base.get("fingerprint"), fingerprint):
             report.skipped.append((adapter_id, f"made for {entry.base.get('name') or 'another base'}"))
             continue
         path = (vault.root / entry.file).resolve()

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm.errors import AdapterError
+from llm.fingerprint import base_refusal
+from vault.errors import VaultError
 from vault.layout import Vault
-from vault.manifest import Manifest
+from vault.manifest import Manifest, ManifestStore
 
 Stack = list[tuple[str, float]]
 
@@ -46,13 +48,10 @@ def resolve_stack(manifest: Manifest, specs: list[StackSpec], model_fingerprint:
         if entry is None:
             known = ", ".join(sorted(manifest.adapters)) or "none registered"
             raise AdapterError(f"unknown adapter '{spec.id}' (known: {known})")
-        base = entry.base or {}
-        if base.get("fingerprint") and base["fingerprint"] != model_fingerprint:
-            raise AdapterError(
-                f"adapter '{entry.id}' was made for base '{base.get('name') or '?'}' "
-                f"(fingerprint {base['fingerprint'][:12]}); the loaded model is '{model_name}' "
-                f"(fingerprint {model_fingerprint[:12]}): start Home with --model pointing at that base"
-            )
+        why = base_refusal(entry.base, model_fingerprint, model_name)
+        if why:
+            raise AdapterError(f"adapter '{entry.id}' was {why}: start Home with --model "
+                               "pointing at its base")
         stack.append((entry.id, entry.scale if spec.scale is None else spec.scale))
     return stack
 
@@ -83,3 +82,39 @@ def activate(engine, vault: Vault, manifest: Manifest, stack: Stack) -> None:
             raise AdapterError(f"adapter '{adapter_id}': file {path} is missing from the vault")
         engine.load_adapter(adapter_id, path)
     engine.set_adapters(stack)
+
+
+class _NothingDue(Exception):
+    """Leaves `ManifestStore.update` without writing (another process upgraded first)."""
+
+
+def upgrade_fingerprints(vault: Vault, info, manifest: Manifest | None = None) -> list[str]:
+    """Move adapters registered under the loaded model's v1 fingerprint to its v2 one; the ids moved.
+
+    Run where a model is loaded for chat (`home ask`, the app): the one moment both values of the
+    model in use are known. Only entries whose recorded base name is this model's move: v1 cannot tell
+    a base from its tune, the name usually can; the rest keep v1, which `same_base` still accepts, as
+    before. The old value stays in `base.legacy_fingerprint`. Best effort under a short lock: a
+    manifest busy or unwritable now is upgraded on a later load, and nothing is refused meanwhile.
+    `manifest`: a copy the caller just read (spares a read when nothing is due, the usual case)."""
+    legacy, new = info.legacy_fingerprint, info.fingerprint
+
+    def due(m: Manifest) -> list[str]:
+        return [e.id for e in m.adapters.values()
+                if e.base.get("fingerprint") == legacy and e.base.get("name") in (None, "", info.name)]
+
+    store = ManifestStore(vault, lock_timeout=1.0)
+    if not legacy or legacy == new:
+        return []
+    try:
+        if not due(manifest if manifest is not None else store.read()):
+            return []
+        with store.update() as m:
+            ids = due(m)
+            if not ids:
+                raise _NothingDue
+            for i in ids:
+                m.adapters[i].base = {**m.adapters[i].base, "fingerprint": new, "legacy_fingerprint": legacy}
+        return ids
+    except (_NothingDue, VaultError, OSError):
+        return []

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AdapterError, ModelError
+from .fingerprint import legacy_fingerprint, remember, weights_fingerprint
 
 GGUF_MAGIC = b"GGUF"
 LORA_TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0")  # what llama.cpp's convert_lora_to_gguf.py writes
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: fingerprint v2 + legacy_fingerprint
 _lock = threading.Lock()
 _model_cache: dict[tuple, ModelInfo] = {}
 _adapter_cache: dict[tuple, AdapterInfo] = {}
@@ -29,7 +30,11 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Facts about a base model GGUF. `tensors` maps name → logical (numpy-order) shape, e.g. (out, in)."""
+    """Facts about a base model GGUF. `tensors` maps name → logical (numpy-order) shape, e.g. (out, in).
+
+    `fingerprint` names the base adapters are made for (v2: shapes, vocabulary and sampled weights);
+    `legacy_fingerprint` is the v1 value (no weights) adapters registered before v2 carry. See
+    llm/fingerprint.py."""
 
     path: str
     arch: str
@@ -45,6 +50,7 @@ class ModelInfo:
     tensors: dict[str, Shape] = field(repr=False)
     fingerprint: str = ""
     file_size: int = 0
+    legacy_fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,17 +124,6 @@ def _vocab_bytes(reader: Any) -> bytes:
     return bytes(reader.data[start:end])
 
 
-def fingerprint(arch: str, tensors: dict[str, Shape], vocab: bytes) -> str:
-    """sha256 over arch, sorted (name, logical shape) and the vocabulary: quantisation-independent."""
-    h = hashlib.sha256()
-    h.update(b"home-gguf-fingerprint-v1\0" + arch.encode() + b"\0")
-    for name in sorted(tensors):
-        h.update(f"{name}:{','.join(map(str, tensors[name]))}\n".encode())
-    h.update(b"\0vocab\0")
-    h.update(vocab)
-    return h.hexdigest()
-
-
 def _cache_dir() -> Path | None:
     env = os.environ.get("HOME_LLM_CACHE")
     if env == "":
@@ -193,6 +188,7 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
         _save_disk(key, hit)
     with _lock:
         _model_cache[key] = hit
+    remember(hit.fingerprint, hit.legacy_fingerprint)
     return hit
 
 
@@ -214,6 +210,7 @@ def _read_model_info_uncached(path: Path, key: tuple) -> ModelInfo:
             return ""
         return f.contents(int(tid))
 
+    legacy = legacy_fingerprint(arch, tensors, _vocab_bytes(reader))
     bos = _scalar(reader, "tokenizer.ggml.bos_token_id")
     eos = _scalar(reader, "tokenizer.ggml.eos_token_id")
     return ModelInfo(
@@ -229,8 +226,9 @@ def _read_model_info_uncached(path: Path, key: tuple) -> ModelInfo:
         bos_token=tok_text(bos),
         eos_token=tok_text(eos),
         tensors=tensors,
-        fingerprint=fingerprint(arch, tensors, _vocab_bytes(reader)),
+        fingerprint=weights_fingerprint(legacy, reader),
         file_size=key[1],
+        legacy_fingerprint=legacy,
     )
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llm.errors import AdapterError
+from llm.fingerprint import base_refusal
 from llm.params import GenParams
 from trainer import textstats
 from trainer.examples import Example
@@ -147,10 +148,9 @@ def evaluate_adapter(
     "base with persona" perplexity is null. The first `samples` examples are generated greedily.
     """
     entry = ManifestStore(vault).read().adapter(adapter_id)
-    fingerprint = (entry.base or {}).get("fingerprint")
-    if fingerprint and fingerprint != engine.info.fingerprint:
-        raise AdapterError(f"adapter '{adapter_id}' was made for base '{entry.base.get('name') or '?'}', "
-                           f"not the loaded '{engine.info.name}'")
+    why = base_refusal(entry.base, engine.info.fingerprint, engine.info.name)
+    if why:
+        raise AdapterError(f"adapter '{adapter_id}' was {why}")
     engine.load_adapter(adapter_id, vault.root / entry.file)
     examples = list(examples)
     before = engine.adapters

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llm.errors import AdapterError
+from llm.fingerprint import base_refusal
 from llm.params import GenParams
 from trainer import attribution
 from trainer.examples import Example
@@ -94,10 +95,9 @@ def evaluate_personas(engine, vault: Vault, adapters: dict[str, str], heldout: d
     store = ManifestStore(vault).read()
     for persona, adapter_id in adapters.items():
         entry = store.adapter(adapter_id)
-        fingerprint = (entry.base or {}).get("fingerprint")
-        if fingerprint and fingerprint != engine.info.fingerprint:
-            raise AdapterError(f"adapter '{adapter_id}' ({persona}) was made for base "
-                               f"'{entry.base.get('name') or '?'}', not the loaded '{engine.info.name}'")
+        why = base_refusal(entry.base, engine.info.fingerprint, engine.info.name)
+        if why:
+            raise AdapterError(f"adapter '{adapter_id}' ({persona}) was {why}")
         engine.load_adapter(adapter_id, vault.root / entry.file)
     ppl = perplexity_matrix(engine, adapters, heldout)
     replies = generate_replies(engine, adapters, heldout, samples, params)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from home.commands.ask import generation_params, persona_specs
 from home.context import Context
-from home.stack import Stack, StackSpec, activate, resolve_stack
+from home.stack import Stack, StackSpec, activate, resolve_stack, upgrade_fingerprints
 from home.turn import Conversation
 from llm.params import GenParams
 from vault.fsio import atomic_write_text
@@ -96,6 +96,7 @@ class ChatSession:
     def load(self) -> None:
         """Resolve and load the model (seconds; a worker thread). ModelError if it cannot."""
         self.engine = self.ctx.engine(n_ctx=self.options.n_ctx)
+        upgrade_fingerprints(self.vault, self.engine.info)  # adapters registered under the v1 fingerprint
         self.new_conversation()
         self.stack = self.compute_stack()
         self.apply_stack()

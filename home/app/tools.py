@@ -12,13 +12,14 @@ from home.app.widgets.messages import MessageList
 from home.app.widgets.status_bar import StatusBar
 from home.stack import StackSpec
 from llm.errors import LLMError
+from llm.fingerprint import same_base
 from vault.errors import VaultError
 from vault.manifest import AdapterEntry
 
 
 def fitting_adapters(session) -> list[AdapterEntry]:
-    """Registered adapters the loaded model can take: made for its base (same fingerprint, or none
-    recorded, as `resolve_stack` accepts) and their file present. What the palette offers."""
+    """Registered adapters the loaded model can take: made for its base (`same_base`: its fingerprint,
+    its v1 one, or none recorded, as `resolve_stack` accepts) and their file present. What the palette offers."""
     if session is None or session.engine is None:
         return []
     try:
@@ -27,7 +28,7 @@ def fitting_adapters(session) -> list[AdapterEntry]:
         return []
     fingerprint = session.engine.info.fingerprint
     return [e for e in manifest.adapters.values()
-            if (e.base or {}).get("fingerprint") in (None, "", fingerprint) and (session.vault.root / e.file).is_file()]
+            if same_base((e.base or {}).get("fingerprint"), fingerprint) and (session.vault.root / e.file).is_file()]
 
 
 class ToolsMixin:

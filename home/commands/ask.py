@@ -8,7 +8,7 @@ import sys
 
 from home.context import Context
 from home.router import Router, explicit_choice
-from home.stack import StackSpec, activate, resolve_stack
+from home.stack import StackSpec, activate, resolve_stack, upgrade_fingerprints
 from home.turn import Conversation
 from llm.params import GenParams
 from vault.logs import ConversationLog
@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = ctx.manifest()
     engine = ctx.engine()
     info = engine.info
+    if upgrade_fingerprints(ctx.vault, info, manifest):  # adapters registered under the v1 fingerprint
+        manifest = ctx.manifest()
     decision = router = vector = None
     if ctx.config.router.enabled:
         # Deciding costs one MiniLM embedding (numpy, ~10 ms); an explicit choice still logs what the

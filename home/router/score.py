@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from home.router.classify import Prediction
+from llm.fingerprint import base_refusal
 from vault.config import RouterSettings
 from vault.manifest import AdapterEntry, Manifest
 
@@ -78,10 +79,9 @@ def score_candidates(manifest: Manifest, *, user: str, persona: str | None, task
 def _refusal(entry: AdapterEntry, user: str, persona: str | None, voice_now: str | None,
              model_fingerprint: str, model_name: str, vault_root: Path | None) -> str | None:
     """Why the entry can never serve this turn (whatever the message says), or None."""
-    fp = (entry.base or {}).get("fingerprint")
-    if fp and fp != model_fingerprint:
-        return (f"made for base '{(entry.base or {}).get('name') or '?'}' (fingerprint {fp[:12]}), "
-                f"the loaded model is '{model_name}' ({model_fingerprint[:12]})")
+    why = base_refusal(entry.base, model_fingerprint, model_name)
+    if why:
+        return why
     if vault_root is not None and not (vault_root / entry.file).is_file():
         return f"its file {entry.file} is missing from the vault"
     served = entry.users or ([entry.owner] if entry.owner else ["*"])
