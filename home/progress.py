@@ -1,10 +1,19 @@
-"""Trainer events as terminal output: a redrawn progress bar on a TTY, a line every few steps elsewhere."""
+"""Trainer events as terminal output: a redrawn progress bar on a TTY; elsewhere (a log file, CI,
+`nohup`) plain lines, at least one every LOG_EVERY_S while anything runs, so a log never goes quiet."""
 
 from __future__ import annotations
 
+import time
 from typing import IO
 
 BAR = 28
+LOG_EVERY_S = 30.0
+
+
+def fmt_bytes(n: float | None) -> str:
+    if not n:
+        return "?"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -26,25 +35,49 @@ def progress_line(event: dict) -> str:
     if event.get("tokens_per_s"):
         parts.append(f"{event['tokens_per_s']:.0f} tok/s")
     parts.append(f"eta {fmt_duration(event.get('eta_s'))}")
+    if event.get("peak_host_bytes"):
+        parts.append(f"peak {fmt_bytes(event['peak_host_bytes'])}")
     return " ".join(parts)
 
 
+class ProgressPrinter:
+    """Renders each trainer event; without a terminal, a step line every 10 steps or LOG_EVERY_S."""
+
+    def __init__(self, out: IO[str], tty: bool, every_s: float = LOG_EVERY_S):
+        self.out, self.tty, self.every_s = out, tty, every_s
+        self._last_line = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+        self._last_line = time.monotonic()
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("event")
+        due = time.monotonic() - self._last_line >= self.every_s
+        if kind == "step":
+            line = progress_line(event)
+            if self.tty:
+                self.out.write("\r" + line + "\033[K")
+                self.out.flush()
+            elif due or int(event.get("step", 0)) % 10 == 0 or event.get("step") == event.get("total"):
+                self._line(line)
+            return
+        if kind == "heartbeat":  # the worker is busy inside one long stage
+            if not self.tty and due:
+                self._line(f"  still {event.get('stage')}: {fmt_duration(event.get('stage_s'))} in this stage, "
+                           f"memory {fmt_bytes(event.get('rss_bytes'))} (peak {fmt_bytes(event.get('peak_host_bytes'))})")
+            return
+        if self.tty:
+            self.out.write("\r\033[K")
+        text = _describe(event)
+        if text:
+            self._line(text)
+
+
 def render_event(event: dict, out: IO[str], tty: bool) -> None:
-    kind = event.get("event")
-    if kind == "step":
-        line = progress_line(event)
-        if tty:
-            out.write("\r" + line + "\033[K")
-        elif int(event.get("step", 0)) % 10 == 0 or event.get("step") == event.get("total"):
-            out.write(line + "\n")
-        out.flush()
-        return
-    if tty:
-        out.write("\r\033[K")
-    text = _describe(event)
-    if text:
-        out.write(text + "\n")
-        out.flush()
+    """One event, without state (the time-based lines need a ProgressPrinter)."""
+    ProgressPrinter(out, tty)(event)
 
 
 def _describe(e: dict) -> str | None:
@@ -76,7 +109,10 @@ def _describe(e: dict) -> str | None:
     if kind == "registered":
         return f"registered adapter '{e.get('id')}' ({e.get('path')}); plot: {e.get('plot')}"
     if kind == "done":
-        return "done"
+        mem = f" (peak memory {fmt_bytes(e['peak_host_bytes'])}" if e.get("peak_host_bytes") else ""
+        if mem and e.get("peak_gpu_bytes"):
+            mem += f", GPU {fmt_bytes(e['peak_gpu_bytes'])}"
+        return "done" + (mem + ")" if mem else "")
     if kind == "error":
         return f"home: error: {e.get('message')}"
     if kind == "log":

@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from trainer.events import EventWriter
+    from trainer.memwatch import MemoryWatch
 
-    emit = EventWriter(_event_stream())
+    # Each `phase` event then carries the peak memory of the stage it closes; `done`/`error` the run's.
+    emit = MemoryWatch(EventWriter(_event_stream()), first_stage="dataset")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Spinning OpenMP threads starve each other (and the app's llama.cpp) on small machines: measured
     # 3–40 tok/s with the default policy under load vs a steady ~100 with PASSIVE on 2 cores.
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         emit("error", message="interrupted before training started: nothing was registered", code=130)
         return 130
+    finally:
+        emit.stop()
 
 
 def _failed(emit, exc: Exception) -> int:

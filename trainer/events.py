@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import IO
 
 KINDS = ("started", "dataset", "phase", "step", "eval", "checkpoint", "stopped", "converted",
-         "verified", "registered", "done", "error")
+         "verified", "registered", "done", "error", "heartbeat")
 
 
 class EventWriter:
@@ -22,13 +23,15 @@ class EventWriter:
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout
         self.started = time.time()
+        self._lock = threading.Lock()  # the memory watch's heartbeat writes from its own thread
 
     def __call__(self, kind: str, /, **fields) -> dict:
         if kind not in KINDS:
             raise ValueError(f"unknown trainer event {kind!r}")
         event = {"event": kind, "t": round(time.time() - self.started, 3), **fields}
-        self.stream.write(json.dumps(event, default=str) + "\n")
-        self.stream.flush()
+        with self._lock:
+            self.stream.write(json.dumps(event, default=str) + "\n")
+            self.stream.flush()
         return event
 
 

@@ -160,21 +160,24 @@ def _adapter(job: Job, base, model_path: Path, train_ex: list, val_ex: list, out
         raise RunStopped(f"stopped at step {result.steps_done}/{result.total_steps}; continue with --resume")
 
     gguf_out = out_dir / "adapter.gguf"
+    emit("phase", name="convert", detail="converting the adapter to GGUF")
     conv = convert_peft_to_gguf(result.adapter_dir, model_path, gguf_out, name=name)
     emit("converted", path=str(gguf_out), tensors=conv.n_tensors, rank=conv.rank, alpha=conv.alpha)
 
     probes = [_probe_text(base.tokenizer, ex) for ex in val_ex[:PROBES]]
+    emit("phase", name="verify", detail="verifying the GGUF adapter in llama.cpp against transformers")
     with Engine(model_path, n_ctx=max(1024, job.max_length + 64)) as engine:
         stack: list[tuple[str, float]] = []
         if under is not None:
             engine.load_adapter("under", under.gguf)
             stack = [("under", 1.0)]
-        ver = verify_adapter(model_path, result.peft_model, gguf_out, base.tokenizer, probes, engine=engine,
+        ver = verify_adapter(model_path, _reference(result), gguf_out, base.tokenizer, probes, engine=engine,
                              under=stack)
         emit("verified", **ver.to_dict())
         if not ver.passed:
             raise VerificationFailed(f"{gguf_out}: conversion check failed: {ver.reason}")
         engine.load_adapter("candidate", gguf_out)
+        emit("phase", name="heldout", detail="held-out perplexity in llama.cpp, base and adapter")
         ppl = compare(engine, val_ex, "candidate", under=stack)
     emit("eval", stage="heldout", perplexity_base=ppl["base"], perplexity_adapter=ppl["adapter"],
          tokens=ppl["tokens"])
@@ -184,11 +187,23 @@ def _adapter(job: Job, base, model_path: Path, train_ex: list, val_ex: list, out
                      len(train_ex), len(val_ex))
 
 
+def _reference(result) -> Any:
+    """What verification compares llama.cpp with: the trained model itself when it is a plain fp32 CPU
+    model (no second copy); otherwise (4-bit, FlashAttention, bf16 on a GPU) the saved adapter, over
+    which verification loads its own clean full-precision model."""
+    model = result.peft_model
+    if next(model.parameters()).device.type == "cpu" and not getattr(model, "is_loaded_in_4bit", False):
+        return model
+    return result.adapter_dir
+
+
 def _register(job: Job, vault, info, report, candidates: list[Candidate], t0: float, emit: Emit,
               owner: str | None = None) -> list[dict]:
     """Files into the vault, then manifest entries (under its lock); a later phase stacks on the earlier.
     `owner`: whose adapter it is (default the user; a per-persona run passes the persona id)."""
     from trainer.register import register_adapter
+
+    emit("phase", name="register", detail="registering in the vault")
 
     entries: list[dict] = []
     for i, c in enumerate(candidates):

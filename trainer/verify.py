@@ -1,8 +1,11 @@
 """Does the converted GGUF LoRA do in llama.cpp what the peft adapter does in transformers?
 
 Both sides get the same token ids (llama.cpp's tokenizer) and the logits at every position are
-compared: transformers + peft in fp32 on the CPU over the dequantized base, against llama.cpp over the
-quantized base with the GGUF LoRA. The weights are the same numbers on both sides (transformers
+compared: transformers + peft over the dequantized base (fp32 on the CPU; bf16 on a GPU, where the
+noise floor below grows with it), against llama.cpp over the quantized base with the GGUF LoRA. A
+4-bit training model is no reference: a clean full-precision one is loaded from the GGUF and the saved
+LoRA weights. The logits are folded in one probe at a time (`Agreement`), so memory stays at one
+probe's logits at any vocabulary size. The weights are the same numbers on both sides (transformers
 dequantizes the very GGUF), but llama.cpp quantizes activations for its matmuls, so logits differ by
 noise (~0.13 logits rms on SmolLM2 Q4_1) and the check is on agreement, not equality:
 
@@ -57,10 +60,21 @@ class VerifyResult:
     top1_exact: float = 0.0  # plain argmax agreement, for the record
     delta_correlation: float = 0.0  # corr of (adapter - base) between the sides; noise-limited, informative
     base_correlation: float = 0.0  # llama.cpp vs transformers without the adapter (the noise floor)
+    # log-probs of the tokens that actually follow, on both sides (informative): mean |llama.cpp -
+    # transformers| with the adapter, and each side's mean NLL with and without it
+    next_token: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """For the manifest's `verification` field (floats rounded, JSON-ready)."""
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        def rounded(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: rounded(x) for k, x in v.items()}
+            return round(v, 6) if isinstance(v, float) else v
+
+        return {k: rounded(v) for k, v in asdict(self).items()}
+
+
+ROW_CHUNK = 64  # positions compared at a time in float64: 64 × a 128k vocabulary is 65 MB
 
 
 def _centred(x: np.ndarray) -> np.ndarray:
@@ -75,29 +89,101 @@ def _rms(x: np.ndarray) -> float:
 def row_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Pearson correlation of each row of x with the same row of y (1 where a row is constant)."""
     xc, yc = _centred(x), _centred(y)
+    return _corr_centred(xc, yc)
+
+
+def _corr_centred(xc: np.ndarray, yc: np.ndarray) -> np.ndarray:
     den = np.sqrt((xc * xc).sum(-1) * (yc * yc).sum(-1))
     return np.where(den > 0, (xc * yc).sum(-1) / np.where(den > 0, den, 1.0), 1.0)
 
 
-def compare(
-    hf_base: np.ndarray, hf_adapted: np.ndarray, ll_base: np.ndarray, ll_adapted: np.ndarray
-) -> VerifyResult:
-    """The metrics and verdict for logits of shape (positions, vocab) from both sides."""
-    n = int(ll_adapted.shape[0])
-    corr = float(row_correlation(ll_adapted, hf_adapted).mean())
-    picks = ll_adapted.argmax(-1)
-    top1_exact = float((picks == hf_adapted.argmax(-1)).mean())
-    noise_base = _rms(_centred(ll_base - hf_base))  # per-logit disagreement of the engines, no adapter
-    gap = hf_adapted.max(-1) - hf_adapted[np.arange(n), picks]
-    top1 = float((gap <= TIE_NOISE * noise_base).mean())
-    moved_ll = float(1.0 - row_correlation(ll_base, ll_adapted).mean())
-    moved_hf = float(1.0 - row_correlation(hf_base, hf_adapted).mean())
-    noise_adapted = _rms(_centred(ll_adapted - hf_adapted))
-    excess = noise_adapted / noise_base if noise_base > 0 else (1.0 if noise_adapted == 0 else float("inf"))
-    d_ll, d_hf = _centred(ll_adapted - ll_base), _centred(hf_adapted - hf_base)
-    d_den = _rms(d_ll) * _rms(d_hf)
-    d_corr = float((d_ll * d_hf).mean() / d_den) if d_den > 0 else 0.0
+def _log_softmax_at(rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """log p(ids[i]) under rows[i] (float64 rows), without keeping a normalised copy of the rows."""
+    top = rows.max(-1)
+    lse = np.log(np.exp(rows - top[:, None]).sum(-1)) + top
+    return rows[np.arange(len(ids)), ids] - lse
 
+
+class Agreement:
+    """Running sums of the verification metrics, fed one probe (or a few positions) at a time.
+
+    Why sums: every metric is a per-position reduction or a global sum of squares, so streaming the
+    logits through in chunks gives exactly the numbers the whole arrays would, while memory stays at
+    one probe's logits (an 8B's 128k vocabulary × 6 probes × 4 sides in float64 was ~12 GB)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.vocab = 0
+        self.sums = dict.fromkeys(("corr", "base_corr", "moved_ll", "moved_hf", "exact", "noise_base",
+                                   "noise_adapted", "d_ll", "d_hf", "d_prod", "lp_gap", "nll_ll", "nll_hf",
+                                   "nll_ll_base", "nll_hf_base"), 0.0)
+        self.gaps: list[np.ndarray] = []  # transformers' margin of its top token over llama.cpp's pick
+        self.n_next = 0
+
+    def add(self, hf_base: np.ndarray, hf: np.ndarray, ll_base: np.ndarray, ll: np.ndarray,
+            next_ids: np.ndarray | None = None) -> None:
+        """Logits of shape (positions, vocab) from the four sides; `next_ids[i]` is the token that
+        follows position i (for the log-probs of the actual next tokens), or None."""
+        if ll.shape[-1] != hf.shape[-1]:
+            raise _VocabMismatch(hf.shape[-1], ll.shape[-1])
+        self.vocab = int(ll.shape[-1])
+        s = self.sums
+        for a in range(0, ll.shape[0], ROW_CHUNK):
+            b = min(a + ROW_CHUNK, ll.shape[0])
+            hb, ha, lb, la = (_centred(x[a:b]) for x in (hf_base, hf, ll_base, ll))
+            s["corr"] += float(_corr_centred(la, ha).sum())
+            s["base_corr"] += float(_corr_centred(lb, hb).sum())
+            s["moved_ll"] += float((1.0 - _corr_centred(lb, la)).sum())
+            s["moved_hf"] += float((1.0 - _corr_centred(hb, ha)).sum())
+            picks = ll[a:b].argmax(-1)
+            s["exact"] += float((picks == hf[a:b].argmax(-1)).sum())
+            self.gaps.append(ha.max(-1) - ha[np.arange(b - a), picks])
+            s["noise_base"] += float(((lb - hb) ** 2).sum())
+            s["noise_adapted"] += float(((la - ha) ** 2).sum())
+            d_ll, d_hf = la - lb, ha - hb
+            s["d_ll"] += float((d_ll * d_ll).sum())
+            s["d_hf"] += float((d_hf * d_hf).sum())
+            s["d_prod"] += float((d_ll * d_hf).sum())
+            m = 0 if next_ids is None else max(0, min(b, len(next_ids)) - a)  # rows with a next token
+            if m:
+                ids = np.asarray(next_ids[a:a + m])
+                sides = (("ll", la), ("hf", ha), ("ll_base", lb), ("hf_base", hb))
+                lp = {k: _log_softmax_at(x[:m], ids) for k, x in sides}
+                s["lp_gap"] += float(np.abs(lp["ll"] - lp["hf"]).sum())
+                for k, v in lp.items():
+                    s[f"nll_{k}"] -= float(v.sum())
+                self.n_next += m
+            self.n += b - a
+
+    def result(self) -> VerifyResult:
+        n, s = self.n, self.sums
+        if n == 0:
+            return VerifyResult(False, 0.0, 0.0, 0.0, 0.0, 0, reason="no positions compared")
+        cells = n * self.vocab
+        noise_base = float(np.sqrt(s["noise_base"] / cells))
+        noise_adapted = float(np.sqrt(s["noise_adapted"] / cells))
+        gaps = np.concatenate(self.gaps)
+        d_den = np.sqrt(s["d_ll"] * s["d_hf"])
+        excess = noise_adapted / noise_base if noise_base > 0 else (1.0 if noise_adapted == 0 else float("inf"))
+        m = max(1, self.n_next)
+        return _verdict(
+            n, corr=s["corr"] / n, top1=float((gaps <= TIE_NOISE * noise_base).mean()),
+            moved_ll=s["moved_ll"] / n, moved_hf=s["moved_hf"] / n, excess=excess, top1_exact=s["exact"] / n,
+            d_corr=float(s["d_prod"] / d_den) if d_den > 0 else 0.0, base_corr=s["base_corr"] / n,
+            next_token=None if not self.n_next else {
+                "positions": self.n_next, "logprob_gap": s["lp_gap"] / m,
+                "nll_llama": s["nll_ll"] / m, "nll_llama_base": s["nll_ll_base"] / m,
+                "nll_hf": s["nll_hf"] / m, "nll_hf_base": s["nll_hf_base"] / m},
+        )
+
+
+class _VocabMismatch(ValueError):
+    def __init__(self, hf: int, ll: int):
+        super().__init__(f"vocabulary sizes differ: transformers {hf}, llama.cpp {ll}")
+
+
+def _verdict(n: int, *, corr: float, top1: float, moved_ll: float, moved_hf: float, excess: float,
+             top1_exact: float, d_corr: float, base_corr: float, next_token: dict | None) -> VerifyResult:
     fails = []
     if corr < MIN_CORRELATION:
         fails.append(
@@ -116,35 +202,56 @@ def compare(
             "transformers: q/k permutation, tensor layout or scale?)"
         )
     return VerifyResult(
-        passed=not fails,
-        correlation=corr,
-        top1_agreement=top1,
-        moved_llama=moved_ll,
-        moved_hf=moved_hf,
-        n_positions=n,
-        reason="; ".join(fails),
-        excess_noise=excess,
-        top1_exact=top1_exact,
-        delta_correlation=d_corr,
-        base_correlation=float(row_correlation(ll_base, hf_base).mean()),
+        passed=not fails, correlation=corr, top1_agreement=top1, moved_llama=moved_ll, moved_hf=moved_hf,
+        n_positions=n, reason="; ".join(fails), excess_noise=excess, top1_exact=top1_exact,
+        delta_correlation=d_corr, base_correlation=base_corr, next_token=next_token,
     )
 
 
+def compare(
+    hf_base: np.ndarray, hf_adapted: np.ndarray, ll_base: np.ndarray, ll_adapted: np.ndarray
+) -> VerifyResult:
+    """The metrics and verdict for logits of shape (positions, vocab) from both sides."""
+    acc = Agreement()
+    acc.add(hf_base, hf_adapted, ll_base, ll_adapted)
+    return acc.result()
+
+
 def _load_peft_model(base_gguf: Path, peft_dir: Path) -> Any:
+    """A clean reference: the base dequantized from the GGUF in full precision (bf16 on a GPU, fp32 on
+    the CPU) plus the saved LoRA weights, whatever the training model was (4-bit, FlashAttention)."""
     from peft import PeftModel
 
     from trainer.base import load_base, pick_device
 
-    base = load_base(base_gguf, pick_device("cpu"))
+    base = load_base(base_gguf, pick_device(_reference_device(base_gguf)))
     return PeftModel.from_pretrained(base.model, str(peft_dir))
+
+
+def _reference_device(base_gguf: Path) -> str:
+    """cuda when a GPU has room for the model in bf16 beside what is already there (the training model
+    may still be resident), else cpu."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    free, _ = torch.cuda.mem_get_info()
+    return "cuda" if free > 1.3 * _params_of(base_gguf) * 2 else "cpu"
+
+
+def _params_of(gguf_path: Path) -> int:
+    from llm.gguf_meta import read_model_info
+
+    return sum(int(np.prod(shape)) for shape in read_model_info(gguf_path).tensors.values())
 
 
 def _hf_logits(model: Any, ids: list[int]) -> np.ndarray:
     import torch
 
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids], dtype=torch.long)).logits[0]
-    return out.float().numpy()
+        out = model(input_ids=torch.tensor([ids], dtype=torch.long, device=device)).logits[0]
+    return out.float().cpu().numpy()
 
 
 def verify_adapter(
@@ -159,16 +266,17 @@ def verify_adapter(
 ) -> VerifyResult:
     """Compare llama.cpp (base GGUF + `adapter_gguf`) with transformers + peft on `probes`.
 
-    `peft_model` is the in-memory PeftModel or a peft save directory. It is run in fp32 on the CPU in
-    eval mode (moved there and back if it lives elsewhere; a 4-bit model cannot be, so pass its saved
-    directory instead). `tokenizer` is accepted for the trainer's convenience but unused: token ids
-    come from llama.cpp so both sides see exactly the same input. `engine`: an existing Engine on the
-    same base (its adapter stack is restored afterwards); else a small one is opened and closed.
-    `under`: adapters already loaded in `engine` that the peft model's base has merged in (two-phase
-    training): llama.cpp applies them beneath the candidate on both of its sides.
-    """
-    import torch
+    `peft_model` is an in-memory PeftModel in full precision, run where it is, in eval mode (its mode is
+    put back), or a peft save directory: then a clean reference model is loaded (`_load_peft_model`), which
+    is what a 4-bit or FlashAttention training model needs. `tokenizer` is accepted for the trainer's
+    convenience but unused: token ids come from llama.cpp so both sides see exactly the same input.
+    `engine`: an existing Engine on the same base (its adapter stack is restored afterwards); else a small
+    one is opened and closed. `under`: adapters already loaded in `engine` that the peft model's base has
+    merged in (two-phase training): llama.cpp applies them beneath the candidate on both of its sides.
 
+    One probe at a time, both engines, then its logits are folded into running sums (`Agreement`):
+    memory is one probe's logits, whatever the number of probes.
+    """
     from llm.engine import Engine
 
     del tokenizer
@@ -177,49 +285,38 @@ def verify_adapter(
     if isinstance(peft_model, (str, os.PathLike)):
         peft_model = _load_peft_model(base_gguf, Path(peft_model))
     if getattr(peft_model, "is_loaded_in_4bit", False) or getattr(peft_model, "is_loaded_in_8bit", False):
-        raise ValueError(
-            "verify: a quantized (4/8-bit) model cannot run in fp32; pass its saved peft directory"
-        )
-    param = next(peft_model.parameters())
-    device, dtype, training = param.device, param.dtype, peft_model.training
+        raise ValueError("verify: a quantized (4/8-bit) model is no reference; pass its saved peft directory")
+    training = peft_model.training
     own_engine = engine is None
     if own_engine:
         engine = Engine(base_gguf, n_ctx=512)
     adapter_id = f"verify-{uuid.uuid4().hex[:8]}"
     previous = list(engine.adapters)
+    below = list(under or [])
+    acc = Agreement()
     try:
-        peft_model.to("cpu", torch.float32).eval()
+        peft_model.eval()
         engine.load_adapter(adapter_id, adapter_gguf)
         tokens = [ids for ids in (engine.tokenize(t)[: engine.n_ctx] for t in probes) if len(ids) >= 2]
         if not tokens:
             raise ValueError("verify: no probe text gave 2 or more tokens")
-        # One side at a time: alternating torch and llama.cpp makes their thread pools fight for cores.
-        sides: dict[str, list[np.ndarray]] = {"hf": [_hf_logits(peft_model, ids) for ids in tokens]}
-        with peft_model.disable_adapter():
-            sides["hf_base"] = [_hf_logits(peft_model, ids) for ids in tokens]
-        engine.set_adapters([*(under or []), (adapter_id, 1.0)])
-        sides["ll"] = [engine.logits(ids, all_positions=True) for ids in tokens]
-        engine.set_adapters(list(under or []))
-        sides["ll_base"] = [engine.logits(ids, all_positions=True) for ids in tokens]
+        for ids in tokens:
+            hf = _hf_logits(peft_model, ids)
+            with peft_model.disable_adapter():
+                hf_base = _hf_logits(peft_model, ids)
+            engine.set_adapters([*below, (adapter_id, 1.0)])
+            ll = engine.logits(ids, all_positions=True)
+            engine.set_adapters(below)
+            ll_base = engine.logits(ids, all_positions=True)
+            acc.add(hf_base, hf, ll_base, ll, next_ids=np.asarray(ids[1:]))
+            del hf, hf_base, ll, ll_base
+    except _VocabMismatch as exc:
+        return VerifyResult(False, 0.0, 0.0, 0.0, 0.0, acc.n, reason=str(exc))
     finally:
-        peft_model.to(device, dtype).train(training)
+        peft_model.train(training)
         engine.set_adapters(previous)
         if adapter_id in engine.loaded_adapters:
             engine.unload_adapter(adapter_id)
         if own_engine:
             engine.close()
-    cat = {k: np.concatenate(v) for k, v in sides.items()}
-    if cat["hf"].shape[-1] != cat["ll"].shape[-1]:
-        n = cat["ll"].shape[0]
-        return VerifyResult(
-            False,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            n,
-            reason=(
-                f"vocabulary sizes differ: transformers {cat['hf'].shape[-1]}, llama.cpp {cat['ll'].shape[-1]}"
-            ),
-        )
-    return compare(cat["hf_base"], cat["hf"], cat["ll_base"], cat["ll"])
+    return acc.result()

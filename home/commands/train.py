@@ -17,7 +17,7 @@ from typing import IO
 
 from home.context import Context
 from home.errors import UsageError
-from home.progress import render_event
+from home.progress import ProgressPrinter
 from trainer.events import read_events
 from trainer.job import SOURCES, Job
 
@@ -120,14 +120,14 @@ def run(args: argparse.Namespace) -> int:
     proc = start_worker(job, stderr=chatter)
     last_error = None
     interrupted = False
-    tty = sys.stderr.isatty()
+    show = ProgressPrinter(sys.stderr, sys.stderr.isatty())
     while True:
         try:
             for event in read_events(iter(proc.stdout.readline, "")):
                 if args.json:
                     print(json.dumps(event), flush=True)
                 else:
-                    render_event(event, sys.stderr, tty)
+                    show(event)
                 if event.get("event") == "error":
                     last_error = event
             break

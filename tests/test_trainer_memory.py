@@ -1,0 +1,127 @@
+"""Bounded memory in the trainer: verification streams its logits, the worker reports each stage's peak,
+and a run without a terminal still prints a line at least every 30 s."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+
+from home.progress import ProgressPrinter
+from trainer.memwatch import MemoryWatch, rss_bytes
+from trainer.verify import TIE_NOISE, Agreement, compare
+
+
+def _whole_array_metrics(hf_base, hf, ll_base, ll):
+    """The metrics as the first verifier computed them: every array whole, in float64."""
+
+    def centred(x):
+        x = x.astype(np.float64)
+        return x - x.mean(-1, keepdims=True)
+
+    def corr(x, y):
+        xc, yc = centred(x), centred(y)
+        return ((xc * yc).sum(-1) / np.sqrt((xc * xc).sum(-1) * (yc * yc).sum(-1))).mean()
+
+    def rms(x):
+        return np.sqrt((x * x).mean())
+
+    noise_base = rms(centred(ll_base - hf_base))
+    picks = ll.argmax(-1)
+    gap = hf.max(-1) - hf[np.arange(len(picks)), picks]
+    d_ll, d_hf = centred(ll - ll_base), centred(hf - hf_base)
+    return {
+        "correlation": corr(ll, hf), "base_correlation": corr(ll_base, hf_base),
+        "moved_llama": 1 - corr(ll_base, ll), "moved_hf": 1 - corr(hf_base, hf),
+        "top1_exact": (picks == hf.argmax(-1)).mean(), "top1_agreement": (gap <= TIE_NOISE * noise_base).mean(),
+        "excess_noise": rms(centred(ll - hf)) / noise_base,
+        "delta_correlation": (d_ll * d_hf).mean() / (rms(d_ll) * rms(d_hf)),
+    }
+
+
+def _sides(rng, n, vocab, adapter=0.3, noise=0.05):
+    hf_base = rng.normal(size=(n, vocab)).astype(np.float32) * 3
+    delta = rng.normal(size=(n, vocab)).astype(np.float32) * adapter
+    hf = hf_base + delta
+    ll_base = hf_base + rng.normal(size=(n, vocab)).astype(np.float32) * noise
+    ll = hf + rng.normal(size=(n, vocab)).astype(np.float32) * noise
+    return hf_base, hf, ll_base, ll
+
+
+def test_streamed_agreement_equals_the_whole_array_metrics():
+    rng = np.random.default_rng(0)
+    probes = [_sides(rng, n, 1000) for n in (7, 130, 64)]  # chunks of 64 rows: 130 spans three
+    acc = Agreement()
+    for p in probes:
+        acc.add(*p)
+    streamed = acc.result()
+    whole = _whole_array_metrics(*(np.concatenate(side) for side in zip(*probes, strict=True)))
+    for key, want in whole.items():
+        assert abs(getattr(streamed, key) - want) < 1e-9, key
+    assert streamed.n_positions == 201 and streamed.passed is (streamed.reason == "")
+    assert compare(*probes[1]).n_positions == 130
+
+
+def test_next_token_log_probs_are_scored_where_a_next_token_exists():
+    rng = np.random.default_rng(1)
+    sides = _sides(rng, 5, 50, noise=0.0)
+    acc = Agreement()
+    acc.add(*sides, next_ids=np.array([3, 1, 4, 1]))  # 5 positions, 4 known next tokens
+    nt = acc.result().next_token
+    assert nt["positions"] == 4 and nt["logprob_gap"] < 1e-9  # identical sides: no gap
+    hf = sides[1].astype(np.float64)[:4]
+    lp = hf[np.arange(4), [3, 1, 4, 1]] - np.log(np.exp(hf).sum(-1))
+    assert abs(nt["nll_hf"] - (-lp.mean())) < 1e-9
+
+
+def test_a_lost_adapter_fails_and_the_message_says_why():
+    rng = np.random.default_rng(2)
+    hf_base, hf, ll_base, _ = _sides(rng, 40, 300)
+    result = compare(hf_base, hf, ll_base, ll_base.copy())  # llama.cpp ignored the adapter
+    assert not result.passed and "moved" in result.reason and "llama.cpp" in result.reason
+
+
+def test_memory_watch_reports_each_stage_peak_and_a_heartbeat():
+    events = []
+    watch = MemoryWatch(lambda kind, **f: events.append((kind, f)) or f, first_stage="dataset",
+                        interval=0.01, heartbeat_s=0.2)
+    try:
+        watch("phase", name="load", detail="x")
+        block = bytearray(64 * 2**20)  # 64 MiB, touched so it is resident
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        time.sleep(0.1)
+        del block
+        time.sleep(0.35)  # silent for longer than the heartbeat interval
+        watch("phase", name="train", detail="y")
+        watch("done", id="a")
+    finally:
+        watch.stop()
+    phases = [f for k, f in events if k == "phase"]
+    assert phases[0]["memory"]["stage"] == "dataset" and phases[1]["memory"]["stage"] == "load"
+    load_peak = phases[1]["memory"]["peak_host_bytes"]
+    assert load_peak >= phases[0]["memory"]["peak_host_bytes"] + 50 * 2**20  # the 64 MiB was seen
+    assert load_peak > rss_bytes() + 32 * 2**20  # and it is a peak, not the level after it was freed
+    beats = [f for k, f in events if k == "heartbeat"]
+    assert beats and beats[0]["stage"] == "load" and beats[0]["rss_bytes"] > 0
+    done = events[-1][1]
+    assert done["peak_host_bytes"] >= load_peak and done["memory"]["stage"] == "train"
+
+
+def test_without_a_terminal_a_line_comes_at_least_every_interval():
+    out = io.StringIO()
+    show = ProgressPrinter(out, tty=False, every_s=0.05)
+    step = {"event": "step", "step": 1, "total": 80, "loss": 2.0, "tokens_per_s": 100, "eta_s": 600,
+            "peak_host_bytes": 1.5 * 2**30}
+    show(step)
+    assert out.getvalue() == ""  # step 1 of 80, just after the last line: nothing yet
+    time.sleep(0.06)
+    show({**step, "step": 2})
+    assert "2/80" in out.getvalue() and "peak 1.50 GiB" in out.getvalue()
+    time.sleep(0.06)
+    show({"event": "heartbeat", "stage": "verify", "stage_s": 95, "rss_bytes": 2**30, "peak_host_bytes": 2**30})
+    assert "still verify: 1m35s" in out.getvalue()
+    tty = io.StringIO()
+    ProgressPrinter(tty, tty=True)({"event": "heartbeat", "stage": "train", "stage_s": 1})
+    assert tty.getvalue() == ""  # the bar is on screen already

@@ -1,0 +1,101 @@
+"""Peak memory per stage of a training run, and a heartbeat while a stage is long and silent.
+
+Why a sampling thread: the process's own peak (`ru_maxrss`) only ever grows, so it cannot say which
+stage reached it; reading /proc/self/statm every 50 ms can, and costs nothing measurable. CUDA keeps
+its own exact peak counter, reset at each stage. The heartbeat gives a log file a line at least every
+`heartbeat_s` even while one step, a conversion or a verification takes minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+Emit = Callable[..., Any]
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """This process's resident set now (Linux); elsewhere its peak so far, the best the OS offers."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _cuda_peak(reset: bool) -> int | None:
+    """The CUDA allocator's peak since the last reset, without importing torch or waking CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    peak = int(torch.cuda.max_memory_allocated())
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return peak
+
+
+class MemoryWatch:
+    """Wraps a trainer `emit`: each `phase` event closes the stage before it and carries that stage's
+    peaks as `memory` ({stage, peak_host_bytes, peak_gpu_bytes, seconds}); `step` events carry the
+    running host peak; a `heartbeat` event goes out when nothing was emitted for `heartbeat_s`."""
+
+    def __init__(self, emit: Emit, first_stage: str = "start", interval: float = 0.05,
+                 heartbeat_s: float = 30.0):
+        self._emit, self.interval, self.heartbeat_s = emit, interval, heartbeat_s
+        self._lock = threading.Lock()
+        self.stage, self._stage_t0 = first_stage, time.time()
+        self.stage_peak = self.run_peak = rss_bytes()
+        self.stages: list[dict] = []
+        self._last_emit = time.time()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memwatch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            now = rss_bytes()
+            with self._lock:
+                self.stage_peak = max(self.stage_peak, now)
+                self.run_peak = max(self.run_peak, now)
+                quiet = time.time() - self._last_emit >= self.heartbeat_s
+            if quiet:
+                self(
+                    "heartbeat", stage=self.stage, stage_s=round(time.time() - self._stage_t0, 1),
+                    rss_bytes=now, peak_host_bytes=self.stage_peak,
+                )
+
+    def close_stage(self, next_stage: str | None = None) -> dict:
+        """The peaks of the stage that ends now; a new stage named `next_stage` starts."""
+        now = rss_bytes()
+        with self._lock:
+            peak = max(self.stage_peak, now)
+            self.run_peak = max(self.run_peak, peak)
+            record = {"stage": self.stage, "peak_host_bytes": peak, "peak_gpu_bytes": _cuda_peak(reset=True),
+                      "seconds": round(time.time() - self._stage_t0, 2)}
+            self.stages.append(record)
+            self.stage, self._stage_t0, self.stage_peak = next_stage or self.stage, time.time(), now
+        return record
+
+    def __call__(self, kind: str, /, **fields: Any) -> Any:
+        if kind == "phase" and fields.get("name"):
+            fields["memory"] = self.close_stage(str(fields["name"]))
+        elif kind == "step":
+            fields.setdefault("peak_host_bytes", max(self.stage_peak, rss_bytes()))
+        elif kind in ("done", "error"):
+            fields["memory"] = self.close_stage()
+            fields["peak_host_bytes"] = self.run_peak
+            fields["peak_gpu_bytes"] = max((s["peak_gpu_bytes"] or 0 for s in self.stages), default=0) or None
+        with self._lock:
+            self._last_emit = time.time()
+        return self._emit(kind, **fields)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=1.0)
