@@ -125,3 +125,82 @@ def test_without_a_terminal_a_line_comes_at_least_every_interval():
     tty = io.StringIO()
     ProgressPrinter(tty, tty=True)({"event": "heartbeat", "stage": "train", "stage_s": 1})
     assert tty.getvalue() == ""  # the bar is on screen already
+
+
+def _tiny_lm(softcap=None):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=301, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    if softcap:
+        model.config.final_logit_softcapping = softcap
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                            target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+
+
+def _reference_loss(model, ids, labels, mask, softcap=None):
+    import torch
+    import torch.nn.functional as F
+
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                           ignore_index=-100)
+
+
+def test_target_loss_equals_full_logit_cross_entropy_in_value_and_gradient(monkeypatch):
+    """The chunked loss over target rows only is the plain loss: same value, same LoRA gradients
+    (chunks forced to 16 rows so several are crossed), with padding, and through a softcap."""
+    import torch
+
+    import trainer.loss as tl
+
+    monkeypatch.setattr(tl, "CHUNK_BYTES", 16 * 4 * 301)
+    for softcap in (None, 5.0):
+        model = _tiny_lm(softcap)
+        ids = torch.randint(0, 301, (3, 23), generator=torch.Generator().manual_seed(1))
+        labels = ids.clone()
+        labels[:, :9] = -100
+        mask = torch.ones_like(ids)
+        mask[2, 18:] = 0
+        labels[2, 18:] = -100
+        ref = _reference_loss(model, ids, labels, mask, softcap)
+        ref.backward()
+        want = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        model.zero_grad()
+        loss, n, correct = tl.target_loss(model, ids, labels, mask)
+        loss.backward()
+        assert n == int((labels[:, 1:] != -100).sum()) and 0 <= correct <= n
+        assert torch.allclose(loss, ref, atol=1e-5), (float(loss), float(ref))
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                assert torch.allclose(p.grad, want[name], atol=1e-5, rtol=1e-4), name
+        with torch.no_grad():  # evaluation: no gradient work, same value
+            assert torch.allclose(tl.target_loss(model, ids, labels, mask)[0], ref, atol=1e-5)
+
+
+def test_batch_plan_checkpoints_or_splits_only_when_the_budget_asks():
+    from transformers import LlamaConfig
+
+    from trainer.batch_plan import activation_bytes, plan_batches
+
+    cfg = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9)
+    short = plan_batches(cfg, 8, [40] * 16, 4, "cpu", budget_bytes=2**31)
+    assert (short.micro_batch, short.checkpointing) == (8, False)  # chat-length data fits as is
+    split = plan_batches(cfg, 8, [40] * 16, 4, "cpu", budget_bytes=2**30)
+    assert (split.micro_batch, split.accumulation, split.checkpointing) == (4, 2, False)  # CPU: split first
+    gpu = plan_batches(cfg, 8, [40] * 16, 2, "cuda", budget_bytes=2**29)
+    assert (gpu.micro_batch, gpu.checkpointing) == (8, True)  # GPU: checkpoint first
+    long = plan_batches(cfg, 8, [480] * 16, 4, "cpu", budget_bytes=2**30)
+    assert long.checkpointing and long.estimate_bytes <= 2**30 and 8 % long.micro_batch == 0
+    assert long.micro_batch * long.accumulation == 8
+    assert activation_bytes(cfg, 8, 480, 4, False) > 10 * 2**30  # what the OOM-killed run kept
+    tiny = plan_batches(cfg, 8, [480] * 16, 4, "cpu", budget_bytes=1)
+    assert (tiny.micro_batch, tiny.accumulation, tiny.checkpointing) == (1, 8, True)
+    forced = plan_batches(cfg, 8, [40] * 16, 4, "cpu", checkpointing=True, budget_bytes=2**30)
+    assert forced.checkpointing and forced.micro_batch == 8

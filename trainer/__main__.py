@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from trainer.events import EventWriter
-    from trainer.memwatch import MemoryWatch
+    from trainer.memwatch import MemoryWatch, bound_allocator
+
+    bound_allocator()  # before torch allocates anything: freed activations go back to the OS
 
     # Each `phase` event then carries the peak memory of the stage it closes; `done`/`error` the run's.
     emit = MemoryWatch(EventWriter(_event_stream()), first_stage="dataset")

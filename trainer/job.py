@@ -49,6 +49,7 @@ class Job:
     seed: int = 0
     device: str = "auto"
     four_bit: bool = False
+    allow_cpu: bool = False  # train a model over ~1B parameters on the CPU anyway (trainer/guard.py)
     two_phase: bool = False
     per_persona: bool = False  # jsonl persona records → one adapter per persona (trainer/per_persona.py)
     personas: list[str] = field(default_factory=list)  # --per-persona: only these (default: every one)

@@ -68,6 +68,7 @@ def train_each(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emi
     (`id`: the adapters' ids joined, `metrics.perplexity`: per persona) for the worker's `done` event."""
     from trainer.base import load_base, pick_device
     from trainer.data import split_examples
+    from trainer.guard import check_cpu
     from trainer.sources import load_source
 
     t0 = time.time()
@@ -85,6 +86,7 @@ def train_each(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emi
     done: dict[str, str] = dict(read_state(run_dir).get("registered") or {}) if job.resume else {}
 
     device = pick_device(job.device, job.four_bit)
+    check_cpu(device.kind, info, report.examples, job.epochs, job.steps, job.batch_size, job.allow_cpu)
     emit("phase", name="load", detail=f"loading {info.name} once for {len(todo)} personas on {device.label}")
     base = load_base(model_path, device, job.base)
     entries: dict[str, dict] = {}

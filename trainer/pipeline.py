@@ -87,6 +87,7 @@ class Candidate:
 def _stages(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit) -> dict:
     from trainer.base import load_base, pick_device
     from trainer.data import split_examples
+    from trainer.guard import check_cpu
     from trainer.sources import load_source
 
     t0 = time.time()
@@ -102,6 +103,7 @@ def _stages(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit) 
     train_ex, val_ex = split_examples(report.examples, job.val_fraction, seed=job.seed)
 
     device = pick_device(job.device, job.four_bit)
+    check_cpu(device.kind, info, report.examples, job.epochs, job.steps, job.batch_size, job.allow_cpu)
     emit("phase", name="load", detail=f"loading {info.name} for training on {device.label}")
     base = load_base(model_path, device, job.base)
 

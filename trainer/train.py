@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from trainer.base import Base
+from trainer.batch_plan import BatchPlan, plan_batches
 from trainer.data import LengthGroupedSampler, tokenize
 from trainer.examples import Example
+from trainer.memwatch import bound_allocator
 from trainer.train_progress import Progress, stop_on_signals
 
 Emit = Callable[..., Any]
@@ -58,7 +60,7 @@ class TrainSettings:
     warmup_ratio: float = 0.05
     save_every: int | None = None  # steps between checkpoints; None: same as eval_every
     log_every: int = 1  # steps between `step` events
-    gradient_checkpointing: bool | None = None  # None: on for CUDA (memory), off on the CPU (speed)
+    gradient_checkpointing: bool | None = None  # None: when memory needs it (trainer/batch_plan.py)
     cpu_threads: int | None = None  # torch threads on the CPU; None: torch's default (all cores)
 
 
@@ -128,6 +130,7 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
     from transformers import set_seed
 
     emit = emit or (lambda kind, **fields: None)
+    bound_allocator()  # idempotent; the worker already did it, an in-process caller may not have
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     t0 = time.time()
@@ -140,7 +143,6 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
     total = total_steps_for(len(train_examples), settings)
     eval_every = settings.eval_every or max(1, min(200, math.ceil(total / 10)))
     save_every = settings.save_every or eval_every
-    gc = settings.gradient_checkpointing if settings.gradient_checkpointing is not None else device != "cpu"
 
     peft_config = lora_config(settings)
     check_convertible(peft_config, model)
@@ -157,6 +159,10 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
             shutil.rmtree(old, ignore_errors=True)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (ckpt_dir / "settings.json").write_text(json.dumps(run_key, indent=1))
+    plan = plan_batches(model.config, settings.batch_size, [len(r["input_ids"]) for r in train_recs],
+                        2 if device == "cuda" else 4, device, settings.gradient_checkpointing,
+                        padded=not _padding_free_ok(model, device))
+    gc = plan.checkpointing
 
     if getattr(model, "is_loaded_in_4bit", False):
         from peft import prepare_model_for_kbit_training
@@ -171,7 +177,7 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
 
     with _cpu_threads(settings.cpu_threads if device == "cpu" else None):
         trainer = _make_trainer(peft_model, base.tokenizer, train_recs, val_recs, settings, ckpt_dir, total,
-                                eval_every, save_every, device, gc, padding_free)
+                                eval_every, save_every, device, plan, padding_free)
         emit("phase", name="baseline", detail="validation loss of the base model (adapter disabled)")
         with peft_model.disable_adapter():
             base_val = float(trainer.evaluate()["eval_loss"])
@@ -182,7 +188,8 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         emit("phase", name="train", detail=f"{total} steps, batch {settings.batch_size}x{settings.grad_accum}, "
-             f"rank {settings.rank}, {'padding-free' if padding_free else 'length-grouped'} batches on {device}")
+             f"rank {settings.rank}, {'padding-free' if padding_free else 'length-grouped'} batches on {device}; "
+             f"{plan.describe()}")
         with stop_on_signals(progress.stop):
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
@@ -206,21 +213,26 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
 
 def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_recs: list[dict],
                   settings: TrainSettings, ckpt_dir: Path, total: int, eval_every: int, save_every: int,
-                  device: str, gc: bool, padding_free: bool) -> Any:
-    """An SFTTrainer over pre-tokenized records (trl's own preparation skipped: our labels stand)."""
+                  device: str, plan: BatchPlan, padding_free: bool) -> Any:
+    """An SFTTrainer over pre-tokenized records (trl's own preparation skipped: our labels stand), whose
+    loss never builds the logits (trainer/loss.py) and whose steps follow the memory plan."""
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
+    from trainer.loss import target_loss
+
     cuda_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     args = SFTConfig(
-        output_dir=str(ckpt_dir), max_steps=total, per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
+        output_dir=str(ckpt_dir), max_steps=total, per_device_train_batch_size=plan.micro_batch,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum * plan.accumulation,
         learning_rate=settings.lr, lr_scheduler_type="cosine", warmup_steps=settings.warmup_ratio,
         weight_decay=0.0, max_grad_norm=1.0, seed=settings.seed, data_seed=settings.seed,
         bf16=cuda_bf16, fp16=device == "cuda" and not cuda_bf16, use_cpu=device == "cpu",
-        activation_checkpointing=gc, activation_checkpointing_kwargs={"use_reentrant": False} if gc else None,
+        activation_checkpointing=plan.checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if plan.checkpointing else None,
         logging_strategy="steps", logging_steps=settings.log_every,
         eval_strategy="steps", eval_steps=eval_every, save_strategy="steps", save_steps=save_every,
         save_total_limit=2, report_to="none", disable_tqdm=True, log_level="error",
@@ -235,6 +247,20 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
             if padding_free:  # no padding to save: plain shuffling mixes lengths within a batch
                 return super()._get_train_sampler(train_dataset)
             return LengthGroupedSampler(lengths, settings.batch_size * settings.grad_accum, seed=settings.seed)
+
+        def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            """Cross-entropy over target tokens only, never the full logits; trl's metrics kept."""
+            mode = "train" if model.training else "eval"
+            rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "labels", "attention_mask")}
+            loss, n, correct = target_loss(model, inputs["input_ids"], inputs["labels"],
+                                           inputs.get("attention_mask"), num_items=num_items_in_batch, **rest)
+            self._metrics[mode]["mean_token_accuracy"].append(correct / n if n else 0.0)
+            if mode == "train":
+                mask = inputs.get("attention_mask")
+                self._total_train_tokens += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return (loss, {"loss": loss}) if return_outputs else loss
 
     trainer = _Trainer(model=peft_model, args=args, train_dataset=Dataset.from_list(train_recs),
                        eval_dataset=Dataset.from_list(val_recs), processing_class=tokenizer)

@@ -13,7 +13,7 @@ from textual.binding import Binding
 
 from home.app.commands import HomeCommands
 from home.app.features import FeaturesMixin
-from home.app.retrain import RetrainRun, build_job
+from home.app.retrain import RetrainRun, build_job, cpu_refusal_for
 from home.app.screens.adapters import AdaptersScreen
 from home.app.screens.chat import ChatScreen
 from home.app.screens.error import ErrorScreen
@@ -211,12 +211,18 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         if self.training_running:
             self.notify("A training run is already going (cancel it from its panel).", title="Retrain")
             return
+        panel = self.chat.query_one(TrainPanel)
         try:
-            self.retrain = RetrainRun(build_job(self.session), self.session.vault.runs_dir)
+            job = build_job(self.session)
+            refusal = cpu_refusal_for(job, self.session.engine)
+            if refusal is None:
+                self.retrain = RetrainRun(job, self.session.vault.runs_dir)
         except (JobError, LLMError, VaultError, OSError) as exc:
             self.notify(f"retrain: {exc}", severity="error", timeout=8)
             return
-        panel = self.chat.query_one(TrainPanel)
+        if refusal is not None:  # the worker would refuse too, after loading: say it now, start nothing
+            panel.refuse(refusal)
+            return
         panel.start()
         self._read_training(self.retrain, panel)
 

@@ -15,7 +15,16 @@ from collections.abc import Iterator
 
 from home.commands.train import start_worker
 from trainer.events import read_events
+from trainer.guard import cpu_refusal, cuda_visible, model_params
 from trainer.job import Job
+
+
+def cpu_refusal_for(job: Job, engine) -> str | None:
+    """The trainer's CPU guard, asked before a worker starts: a model over ~1B parameters with no CUDA
+    GPU to train on gets the estimated hours instead of a run (unless the job allows the CPU)."""
+    if job.allow_cpu or job.device == "cuda" or engine is None or cuda_visible():
+        return None
+    return cpu_refusal(engine.info.name, model_params(engine.info))
 
 
 def build_job(session) -> Job:

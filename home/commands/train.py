@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", metavar="DIR", help="train on this Hugging Face model directory instead of the GGUF")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--4bit", dest="four_bit", action="store_true", help="QLoRA on the GPU (bitsandbytes)")
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="train a model over ~1B parameters on the CPU anyway (refused by default, with the "
+                        "estimated hours)")
     p.add_argument("--two-phase", action="store_true", help="identity phase, then style on top of it")
     p.add_argument("--per-persona", action="store_true",
                    help="jsonl persona records: one adapter per persona in one run (owner = the persona, kind "
@@ -82,7 +85,8 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
         tasks=args.tasks, tones=args.tones, model=str(ctx.model_path) if model is None else model,
         base=args.base, steps=args.steps, epochs=args.epochs, rank=args.rank, window=args.window,
         batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, seed=args.seed,
-        device=args.device, four_bit=args.four_bit, two_phase=args.two_phase, resume=args.resume,
+        device=args.device, four_bit=args.four_bit, allow_cpu=args.allow_cpu, two_phase=args.two_phase,
+        resume=args.resume,
         per_persona=args.per_persona,
         personas=[n.strip() for n in (args.personas or "").split(",") if n.strip()],
     )

@@ -137,6 +137,14 @@ class TrainPanel(Vertical):
         self.display = True
         self.refresh_view()
 
+    def refuse(self, why: str) -> None:
+        """Shown instead of a run that would not start (the CPU guard): the reason, and Close."""
+        self.start()
+        self.view.stage = "not started"
+        self.view.finish(why)
+        self.query_one(Button).label = "Close"
+        self.refresh_view()
+
     def show_event(self, event: dict) -> None:
         self.view.apply(event)
         self.refresh_view()
