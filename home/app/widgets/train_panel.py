@@ -18,7 +18,9 @@ from home.progress import fmt_duration
 
 # trainer `phase` names → the stage the panel shows
 PHASE_STAGE = {"load": "dataset", "tokenize": "dataset", "baseline": "dataset", "identity": "training",
-               "style": "training", "train": "training", "saved": "converting", "best": "converting"}
+               "style": "training", "train": "training", "saved": "converting", "best": "converting",
+               "convert": "converting", "verify": "verifying", "heldout": "evaluating",
+               "register": "registering"}
 EVENT_STAGE = {"started": "starting", "dataset": "dataset", "step": "training", "checkpoint": "training",
                "converted": "verifying", "verified": "registering", "registered": "registered",
                "done": "done", "stopped": "stopped", "error": "failed"}
