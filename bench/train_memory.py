@@ -82,7 +82,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
 
-    stage = ["start"]
+    stage = ["dataset"]
     peaks: dict[str, int] = {}
     reported: dict[str, dict] = {}
     done = threading.Event()
@@ -117,10 +117,12 @@ def main() -> int:
           f"exit {code} in {time.time() - t0:.0f} s")
     if code != 0 and last:
         print(f"  last event: {json.dumps(last)[:300]}")
-    print(f"  {'stage':<18} {'peak RSS (sampled)':>19} {'worker says (host)':>19}")
+    print(f"  {'stage':<18} {'peak RSS (sampled)':>19} {'worker says (host)':>19} {'seconds':>8}")
     for name, peak in peaks.items():
-        mine = reported.get(name, {}).get("peak_host_bytes")
-        print(f"  {name:<18} {peak / 2**30:>15.2f} GiB {'' if mine is None else f'{mine / 2**30:>15.2f} GiB':>19}")
+        mine = reported.get(name, {})
+        host = f"{mine['peak_host_bytes'] / 2**30:>15.2f} GiB" if mine.get("peak_host_bytes") else ""
+        secs = f"{mine['seconds']:>8.0f}" if mine.get("seconds") is not None else ""
+        print(f"  {name:<18} {peak / 2**30:>15.2f} GiB {host:>19} {secs:>8}")
     top = max(peaks.values()) if peaks else 0
     print(f"peak of the whole run: {top / 2**30:.2f} GiB (goal <= 3 GiB: {'PASS' if top <= 3 * 2**30 else 'FAIL'})")
     if not args.keep:

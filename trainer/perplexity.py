@@ -53,6 +53,18 @@ def example_tokens(engine, example: Example, system: str | None = None) -> tuple
     return full, start
 
 
+def target_nll(rows: np.ndarray, targets: np.ndarray, chunk: int = 64) -> float:
+    """Summed -log p(target) over rows of logits, in float64 a few rows at a time: an 8B's 128k
+    vocabulary × 4,000 positions would be 4 GB as one float64 array."""
+    total = 0.0
+    for a in range(0, len(targets), chunk):
+        block = rows[a:a + chunk].astype(np.float64)
+        top = block.max(axis=1, keepdims=True)
+        logz = np.log(np.exp(block - top).sum(axis=1)) + top[:, 0]
+        total += float((logz - block[np.arange(len(block)), targets[a:a + chunk]]).sum())
+    return total
+
+
 def score(engine, examples: Sequence[Example], system: str | None = None, max_tokens: int | None = None) -> Score:
     """Summed target-token NLL of `examples` under the engine's active adapter stack."""
     nll, n = 0.0, 0
@@ -64,12 +76,9 @@ def score(engine, examples: Sequence[Example], system: str | None = None, max_to
             tokens, start = tokens[cut:], max(1, start - cut)
         if start >= len(tokens):
             continue
-        logits = engine.logits(tokens[:-1], all_positions=True).astype(np.float64)
-        rows = logits[start - 1 :]
+        logits = engine.logits(tokens[:-1], all_positions=True)  # float32 (positions, vocab)
         targets = np.asarray(tokens[start:])
-        top = rows.max(axis=1, keepdims=True)
-        logz = np.log(np.exp(rows - top).sum(axis=1)) + top[:, 0]
-        nll += float((logz - rows[np.arange(len(targets)), targets]).sum())
+        nll += target_nll(logits[start - 1 :], targets)
         n += len(targets)
     return Score(nll, n)
 
