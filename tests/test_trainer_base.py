@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -35,6 +37,16 @@ def test_bad_bases_and_devices_are_one_line_errors(tmp_path, model_path):
     if not torch.cuda.is_available():
         with pytest.raises(BaseModelError, match="no CUDA GPU"):
             pick_device("cuda")
-        with pytest.raises(BaseModelError, match="--4bit needs a CUDA GPU"):
-            pick_device("auto", four_bit=True)
+        with pytest.raises(BaseModelError, match="add --device cpu"):
+            pick_device("auto", four_bit=True)  # the slow CPU backend only when asked for by name
     assert pick_device("cpu").dtype == torch.float32
+
+
+def test_4bit_device_needs_bitsandbytes_and_works_on_the_cpu(monkeypatch):
+    pytest.importorskip("bitsandbytes")
+    cpu4 = pick_device("cpu", four_bit=True)  # bitsandbytes' CPU backend quantizes here
+    assert cpu4.four_bit and cpu4.dtype == torch.float32 and "nf4+float32" in cpu4.label
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "bitsandbytes.functional", None)
+    with pytest.raises(BaseModelError, match="pip install bitsandbytes"):
+        pick_device("cpu", four_bit=True)

@@ -1,8 +1,11 @@
 """The training base: by default the app's own GGUF, dequantized by transformers, so the adapter learns
 against the very weights llama.cpp will run it on; or a Hugging Face directory given with `--base`.
 
-Also decides the device and dtype once (GPU: bf16, optional 4-bit QLoRA; CPU: fp32), so every stage
-agrees on them.
+Also decides the device and dtype once (GPU: bf16; CPU: fp32; `--4bit`: QLoRA, nf4 weights computing in
+that dtype), so every stage agrees on them. `--4bit` works from the GGUF alone: it is dequantized once
+into a cache (trainer/base_cache.py) that bitsandbytes quantizes on load. On the CPU, `--4bit` needs
+`--device cpu` said out loud: bitsandbytes' CPU backend works (it is how CI tests the QLoRA path) but is
+slower than plain fp32 LoRA, so nobody should land on it by accident.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ class Device:
         import torch
 
         name = torch.cuda.get_device_name(0) if self.kind == "cuda" else "cpu"
-        dt = "nf4+bf16" if self.four_bit else str(self.dtype).removeprefix("torch.")
+        dt = str(self.dtype).removeprefix("torch.")
+        dt = f"nf4+{dt}" if self.four_bit else dt
         return f"{self.kind} ({name}, {dt})"
 
 
 def pick_device(requested: str = "auto", four_bit: bool = False) -> Device:
-    """auto → CUDA when torch sees a GPU, else CPU. bf16 on GPUs that support it, fp32 on CPU."""
+    """auto → CUDA when torch sees a GPU, else CPU. bf16 on GPUs that support it, fp32 on CPU.
+    `four_bit` on the CPU only with `requested="cpu"`, and only when bitsandbytes' CPU backend works."""
     import torch
 
     if requested not in ("auto", "cpu", "cuda"):
@@ -44,13 +49,36 @@ def pick_device(requested: str = "auto", four_bit: bool = False) -> Device:
     if requested == "cuda" and not has_cuda:
         raise BaseModelError("--device cuda: torch sees no CUDA GPU on this machine")
     kind = "cuda" if (requested == "cuda" or (requested == "auto" and has_cuda)) else "cpu"
-    if four_bit and kind != "cuda":
-        raise BaseModelError("--4bit needs a CUDA GPU (bitsandbytes QLoRA); drop --4bit to train on the CPU")
+    if four_bit:
+        if kind == "cpu" and requested == "auto":
+            raise BaseModelError("--4bit: torch sees no CUDA GPU; add --device cpu to use bitsandbytes' CPU "
+                                 "backend (slow, for testing), or drop --4bit to train in fp32 on the CPU")
+        _check_bitsandbytes(kind)
     if kind == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
         dtype = torch.float32
     return Device(kind, dtype, four_bit)
+
+
+def _check_bitsandbytes(kind: str) -> None:
+    """Refuse `--4bit` up front, in one line, when bitsandbytes is missing or cannot quantize here."""
+    try:
+        import bitsandbytes.functional as bnbf
+    except ImportError:
+        raise BaseModelError("--4bit needs bitsandbytes: pip install bitsandbytes "
+                             "(or the project's gpu extra), or drop --4bit") from None
+    if kind != "cpu":
+        return
+    import torch
+
+    try:  # a tiny round trip: an install without a working CPU backend fails here, not mid-load
+        packed, state = bnbf.quantize_4bit(torch.ones(64, 64), quant_type="nf4")
+        bnbf.dequantize_4bit(packed, state)
+    except Exception as exc:  # noqa: BLE001 - any failure means the same: no 4-bit on this CPU
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BaseModelError(f"--4bit --device cpu: bitsandbytes cannot quantize on this CPU ({first}); "
+                             "drop --4bit to train in fp32") from None
 
 
 @dataclass
@@ -88,6 +116,10 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=device.dtype,
         )
+        # quantized where it will run (bitsandbytes packs the weights for that device as they load)
+        kwargs["device_map"] = {"": torch.cuda.current_device() if device.kind == "cuda" else "cpu"}
+        if hf_dir is None and gguf_path is not None:  # from the GGUF alone: its dequantized cache
+            hf_dir = _cached_base(Path(gguf_path))
     if hf_dir is not None:
         src = Path(hf_dir)
         if not (src / "config.json").is_file():
@@ -97,10 +129,6 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
         if gguf_path is None:
             raise BaseModelError("no base model: give the GGUF the app runs or --base DIR")
         src = Path(gguf_path)
-        if device.four_bit:
-            raise BaseModelError(
-                f"{src}: --4bit needs an unquantized base; pass --base with the model's Hugging Face directory"
-            )
         where = {"pretrained_model_name_or_path": str(src.parent), "gguf_file": src.name}
         # Dense weights, and no GGUF quantizer left on the model: the Trainer refuses to train a model
         # whose quantizer is not trainable, even one transformers has already dequantized.
@@ -120,3 +148,16 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
     model.config.use_cache = False
     torch.manual_seed(0)
     return Base(model, tokenizer, str(src), Path(gguf_path) if gguf_path is not None else None)
+
+
+def _cached_base(gguf_path: Path) -> Path:
+    """The GGUF's dequantized copy for `--4bit` (built on first use), as a one-line error if it fails."""
+    from trainer.base_cache import dequantized_base
+
+    if not gguf_path.is_file():
+        raise BaseModelError(f"{gguf_path}: no such model file")
+    try:
+        return dequantized_base(gguf_path)
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BaseModelError(f"{gguf_path}: cannot prepare its dequantized copy for --4bit ({first})") from None

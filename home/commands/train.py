@@ -57,7 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base", metavar="DIR", help="train on this Hugging Face model directory instead of the GGUF")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--4bit", dest="four_bit", action="store_true", help="QLoRA on the GPU (bitsandbytes)")
+    p.add_argument("--4bit", dest="four_bit", action="store_true",
+                   help="QLoRA: nf4 weights (bitsandbytes), from the GGUF alone (dequantized once into a cache); "
+                        "on the GPU, or with --device cpu on bitsandbytes' CPU backend (slow, for testing)")
     p.add_argument("--allow-cpu", action="store_true",
                    help="train a model over ~1B parameters on the CPU anyway (refused by default, with the "
                         "estimated hours)")

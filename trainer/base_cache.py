@@ -1,0 +1,149 @@
+"""The dequantized copy of a GGUF that `--4bit` quantizes on load, built once per model and kept.
+
+Why a copy: bitsandbytes quantizes to nf4 while transformers loads a checkpoint, and transformers'
+GGUF loader dequantizes into memory instead, with its own quantizer attached; the two do not combine.
+So the GGUF is dequantized once into a plain transformers directory (config, tokenizer, safetensors)
+and every `--4bit` run loads that with a BitsAndBytesConfig. The user needs no Hugging Face download
+and no `--base DIR`: the adapter still learns against the weights llama.cpp runs.
+
+Where: `$HOME_CACHE/bases/<fingerprint>/` (default platformdirs `user_cache_dir("home")`), outside the
+vault: it is derived data, rebuilt from the GGUF at will, and as large as the model in bf16. Keyed by
+the GGUF's weight fingerprint (llm/fingerprint.py), so another quantization or a tune gets its own.
+The weights are stored in bf16: nf4 quantization on load throws away far more than bf16 rounding, and
+verification's full-precision reference comes from the GGUF itself, not from here.
+
+Written atomically: built in a private temp folder beside the final one, then renamed; a folder at
+the final name is therefore complete, and a crashed build leaves only a temp folder, swept by the
+next build. Folders 0700, files 0600 (weights of a model the user may have fine-tuned privately).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+CACHE_ENV = "HOME_CACHE"
+FORMAT = 1  # bump when the layout or dtype of a cached base changes; an older one is rebuilt
+
+
+def cache_root() -> Path:
+    """`HOME_CACHE` when set (tests point it into a temp dir), else the platform's user cache dir."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("home"))
+
+
+def base_dir(gguf_path: str | os.PathLike) -> Path:
+    """Where the dequantized copy of this GGUF lives (whether or not it is built yet)."""
+    from llm.gguf_meta import read_model_info
+
+    return cache_root() / "bases" / read_model_info(Path(gguf_path)).fingerprint
+
+
+def is_complete(folder: Path) -> bool:
+    """A finished build of the current format: its stamp, a config and the weights are all there."""
+    try:
+        stamp = json.loads((folder / "home-cache.json").read_text())
+    except (OSError, ValueError):
+        return False
+    weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+    return stamp.get("format") == FORMAT and (folder / "config.json").is_file() and weights
+
+
+def dequantized_base(gguf_path: str | os.PathLike) -> Path:
+    """The cached transformers directory for `gguf_path`, built on first use. Safe against a concurrent
+    build of the same model: each builds in its own temp folder and the first rename wins."""
+    from vault.fsio import ensure_private_dir
+
+    gguf_path = Path(gguf_path)
+    final = base_dir(gguf_path)
+    if is_complete(final):
+        return final
+    root = ensure_private_dir(final.parent)
+    ensure_private_dir(root.parent)
+    _sweep(root, final.name)
+    tmp = root / f".{final.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700)
+    try:
+        _build(gguf_path, tmp)
+        _make_private(tmp)
+        if final.exists() and not is_complete(final):  # a stale format or a folder someone emptied
+            shutil.rmtree(final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not is_complete(final):  # not another build's finished copy: a real failure
+                raise
+        _fsync(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _build(gguf_path: Path, out: Path) -> None:
+    """Dequantize through transformers' own GGUF loader (its name maps and q/k un-permutation) and save."""
+    import gc
+
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    where = {"pretrained_model_name_or_path": str(gguf_path.parent), "gguf_file": gguf_path.name}
+    tokenizer = AutoTokenizer.from_pretrained(**where)
+    model = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.bfloat16,
+                                                 quantization_config=GgufConfig(dequantize=True))
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    del model
+    gc.collect()
+    stamp = {"format": FORMAT, "source": str(gguf_path), "dtype": "bfloat16",
+             "transformers": transformers.__version__}
+    (out / "home-cache.json").write_text(json.dumps(stamp, indent=1) + "\n")
+
+
+def _make_private(folder: Path) -> None:
+    """Files 0600 and synced (the rename must not publish data still in flight), folders 0700."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            os.chmod(path, 0o600)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o700)
+
+
+def _sweep(root: Path, fingerprint: str) -> None:
+    """Remove temp folders of this model left by builds whose process is gone (a crash, a kill)."""
+    for leftover in root.glob(f".{fingerprint}.*.tmp"):
+        pid = leftover.name.split(".")[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
