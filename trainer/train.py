@@ -338,7 +338,13 @@ def _device_label(model: Any, device: str) -> str:
 
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     four_bit = getattr(model, "is_loaded_in_4bit", False)  # a PeftModel forwards it from the base
-    dtype = "nf4+bf16" if four_bit else str(next(model.parameters()).dtype).removeprefix("torch.")
+    if four_bit:
+        quant = getattr(model.config, "quantization_config", None)
+        compute = getattr(quant, "bnb_4bit_compute_dtype", None) or (
+            quant.get("bnb_4bit_compute_dtype") if isinstance(quant, dict) else None)
+        dtype = f"nf4+{str(compute or 'bf16').removeprefix('torch.')}"
+    else:
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     return f"{device} ({name}, {dtype})"
 
 

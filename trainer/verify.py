@@ -217,15 +217,18 @@ def compare(
     return acc.result()
 
 
-def _load_peft_model(base_gguf: Path, peft_dir: Path) -> Any:
+def _load_peft_model(base_gguf: Path, peft_dirs: list[Path]) -> Any:
     """A clean reference: the base dequantized from the GGUF in full precision (bf16 on a GPU, fp32 on
-    the CPU) plus the saved LoRA weights, whatever the training model was (4-bit, FlashAttention)."""
+    the CPU) plus the saved LoRA weights, whatever the training model was (4-bit, FlashAttention).
+    All but the last of `peft_dirs` are merged in first (two-phase: the identity under the style)."""
     from peft import PeftModel
 
     from trainer.base import load_base, pick_device
 
-    base = load_base(base_gguf, pick_device(_reference_device(base_gguf)))
-    return PeftModel.from_pretrained(base.model, str(peft_dir))
+    model = load_base(base_gguf, pick_device(_reference_device(base_gguf))).model
+    for below in peft_dirs[:-1]:
+        model = PeftModel.from_pretrained(model, str(below)).merge_and_unload()
+    return PeftModel.from_pretrained(model, str(peft_dirs[-1]))
 
 
 def _reference_device(base_gguf: Path) -> str:
@@ -267,8 +270,8 @@ def verify_adapter(
     """Compare llama.cpp (base GGUF + `adapter_gguf`) with transformers + peft on `probes`.
 
     `peft_model` is an in-memory PeftModel in full precision, run where it is, in eval mode (its mode is
-    put back), or a peft save directory: then a clean reference model is loaded (`_load_peft_model`), which
-    is what a 4-bit or FlashAttention training model needs. `tokenizer` is accepted for the trainer's
+    put back), or a peft save directory (or a list: the ones beneath merged first): then a clean reference
+    model is loaded (`_load_peft_model`), which is what a 4-bit or FlashAttention training model needs. `tokenizer` is accepted for the trainer's
     convenience but unused: token ids come from llama.cpp so both sides see exactly the same input.
     `engine`: an existing Engine on the same base (its adapter stack is restored afterwards); else a small
     one is opened and closed. `under`: adapters already loaded in `engine` that the peft model's base has
@@ -283,7 +286,9 @@ def verify_adapter(
     base_gguf, adapter_gguf = Path(base_gguf), Path(adapter_gguf)
     probes = list(probes or DEFAULT_PROBES)
     if isinstance(peft_model, (str, os.PathLike)):
-        peft_model = _load_peft_model(base_gguf, Path(peft_model))
+        peft_model = _load_peft_model(base_gguf, [Path(peft_model)])
+    elif isinstance(peft_model, list):
+        peft_model = _load_peft_model(base_gguf, [Path(p) for p in peft_model])
     if getattr(peft_model, "is_loaded_in_4bit", False) or getattr(peft_model, "is_loaded_in_8bit", False):
         raise ValueError("verify: a quantized (4/8-bit) model is no reference; pass its saved peft directory")
     training = peft_model.training
