@@ -20,6 +20,7 @@ from home.errors import UsageError
 from home.progress import ProgressPrinter
 from trainer.events import read_events
 from trainer.job import SOURCES, Job
+from trainer.memwatch import worker_env
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,7 +111,8 @@ def start_worker(job: Job, stderr: IO[str] | int | None = subprocess.DEVNULL) ->
     second one would abort the worker instead of letting it checkpoint). `home train` and the app use it.
     """
     proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                            text=True, env=worker_env({**os.environ, "PYTHONUNBUFFERED": "1"}),
+                            start_new_session=True)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(json.dumps(job.to_dict()))
     proc.stdin.close()
