@@ -70,6 +70,7 @@ def test_after_a_switch_equals_a_fresh_engine(clean_engine, loras, model_path, t
     eng = clean_engine
     eng.load_adapter("one", loras["one"])
     base_text = eng.generate_text(CHAT, GREEDY)
+    base_logits = eng.logits(tokens)
     eng.set_adapters([("one", 1.0)])
     switched_text = eng.generate_text(CHAT, GREEDY)
     switched_logits = eng.logits(tokens)
@@ -80,7 +81,9 @@ def test_after_a_switch_equals_a_fresh_engine(clean_engine, loras, model_path, t
         fresh_text = fresh.generate_text(CHAT, GREEDY)
     assert np.array_equal(switched_logits, fresh_logits)
     assert switched_text == fresh_text
-    assert switched_text != base_text, "the adapter should change this greedy reply"
+    # the adapter does act (else the equalities above would be trivially true); its first 8 greedy
+    # tokens may or may not change with the llama.cpp build, its logits always do
+    assert np.abs(switched_logits - base_logits).max() > 0.1, "the adapter should move the logits"
     eng.set_adapters([])  # and back: the base reply again, not the adapter's cached prefix
     assert eng.generate_text(CHAT, GREEDY) == base_text
 
