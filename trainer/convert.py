@@ -4,8 +4,8 @@ Why our own converter rather than llama.cpp's `convert_lora_to_gguf.py`: that sc
 model's Hugging Face directory, and Home's base is a GGUF. Everything it does that matters is small:
 
 - names: peft's `base_model.model.<hf module>.lora_A.weight` → `<gguf base tensor>.lora_a`, through the
-  `gguf` library's own HF→GGUF tensor map for the base's architecture, so any architecture the map
-  knows works;
+  `gguf` library's own HF→GGUF tensor map for the base's architecture; the families Home trains for
+  are the ones in `SUPPORTED_ARCHS`, each tested end to end on a GGUF made by llama.cpp's converter;
 - shapes: A (r, in) and B (out, r) go in unchanged (see llm/lora_gguf.py);
 - q/k rows: for the llama family, llama.cpp's HF→GGUF converter permutes the rows of q_proj / k_proj
   head-wise (`permute` below) so its rotary embedding can rotate adjacent pairs. transformers undoes
@@ -37,6 +37,18 @@ from llm.errors import AdapterError, LLMError
 from llm.gguf_meta import check_adapter_fits, read_adapter_info, read_model_info
 from llm.lora_gguf import write_lora_gguf
 
+# The families Home trains adapters for, by GGUF `general.architecture`, with what their layout needs.
+# Each one is built by llama.cpp's own converter and run through the whole loop (train → convert →
+# verify → `home ask`) by tests/test_families.py; anything else is refused before training
+# (`check_architecture`), since an untested layout would fail only after the training it wasted.
+SUPPORTED_ARCHS: dict[str, str] = {
+    "llama": "Llama, Mistral, SmolLM2: q/k rows permuted head-wise",
+    "qwen2": "Qwen2, Qwen2.5: rows as stored",
+    "qwen3": "Qwen3: rows as stored (head_dim 128)",
+    "gemma2": "Gemma 2: rows as stored (norm offsets live in the base, not the LoRA)",
+    "gemma3": "Gemma 3: rows as stored (norm offsets live in the base, not the LoRA)",
+    "phi3": "Phi-3, Phi-4-mini: fused qkv_proj → attn_qkv, gate_up_proj → ffn_up, as stored",
+}
 # GGUF architectures whose llama.cpp converter permutes q/k rows (LlamaModel and its subclasses that
 # keep `undo_permute`). Others (qwen2/3, gemma, phi3, …) use NEOX rotary and store rows as-is. A wrong
 # entry here cannot slip through: verification against transformers fails on it.
@@ -153,6 +165,15 @@ def _matches(targets: Any, name: str) -> bool:
     if isinstance(targets, str):
         return targets != "all-linear" and re.fullmatch(targets, name) is not None
     return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def check_architecture(arch: str, model: Path | str) -> None:
+    """Refuse, before any training, a base whose family is not in `SUPPORTED_ARCHS` (one line)."""
+    if arch not in SUPPORTED_ARCHS:
+        raise ConvertError(
+            f"{Path(model).name}: general.architecture {arch!r}: Home cannot train adapters for the {arch} "
+            f"model family (supported: {', '.join(sorted(SUPPORTED_ARCHS))})"
+        )
 
 
 # --- reading the base GGUF's head counts ---------------------------------------------------------

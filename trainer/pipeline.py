@@ -51,6 +51,9 @@ def run(job: Job, emit: Emit) -> dict:
     emit("started", run_dir=str(run_dir), adapter=job.adapter_name, source=job.source, model=info.name,
          resume=job.resume)
     try:
+        from trainer.convert import check_architecture
+
+        check_architecture(info.arch, model_path)  # before the dataset, the load and the training
         if job.per_persona:
             from trainer.per_persona import train_each
 
@@ -173,7 +176,7 @@ def _adapter(job: Job, base, model_path: Path, train_ex: list, val_ex: list, out
         if under is not None:
             engine.load_adapter("under", under.gguf)
             stack = [("under", 1.0)]
-        ver = verify_adapter(model_path, _reference(result), gguf_out, base.tokenizer, probes, engine=engine,
+        ver = verify_adapter(model_path, _reference(result, under), gguf_out, base.tokenizer, probes, engine=engine,
                              under=stack)
         emit("verified", **ver.to_dict())
         if not ver.passed:
@@ -189,14 +192,14 @@ def _adapter(job: Job, base, model_path: Path, train_ex: list, val_ex: list, out
                      len(train_ex), len(val_ex))
 
 
-def _reference(result) -> Any:
+def _reference(result, under: Candidate | None = None) -> Any:
     """What verification compares llama.cpp with: the trained model itself when it is a plain fp32 CPU
-    model (no second copy); otherwise (4-bit, FlashAttention, bf16 on a GPU) the saved adapter, over
-    which verification loads its own clean full-precision model."""
+    model (no second copy); otherwise (4-bit, FlashAttention, bf16 on a GPU) the saved adapter (after the
+    adapter it was trained over, two-phase), over which verification loads a clean full-precision model."""
     model = result.peft_model
     if next(model.parameters()).device.type == "cpu" and not getattr(model, "is_loaded_in_4bit", False):
         return model
-    return result.adapter_dir
+    return [under.peft_dir, result.adapter_dir] if under is not None else result.adapter_dir
 
 
 def _register(job: Job, vault, info, report, candidates: list[Candidate], t0: float, emit: Emit,
