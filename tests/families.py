@@ -8,9 +8,10 @@ in the llama-cpp-python sdist Home pins, so converter and runtime agree) on a ti
 Everything is cached outside the repository (`$HOME_TEST_CACHE`, else `~/.cache/home-tests`):
 - `sdist/`: the llama-cpp-python sdist (~76 MB), fetched once by `pip download`;
 - `llama.cpp-<version>/`: only `convert_hf_to_gguf.py`, `conversion/` and `gguf-py/` from it (~2 MB);
-- `tokenizer/`: the default model's tokenizer, re-saved by transformers from its GGUF;
-- `models/<family>-<key>.gguf`: one per family, keyed by the family's config, the converter version
-  and `FIXTURE_VERSION`, so a change to any of them builds a new one and never reuses a stale file.
+- `tokenizer-2048/`: the default model's tokenizer re-saved by transformers from its GGUF, its
+  vocabulary cut to 2,048 tokens (`tokenizer_dir` says why);
+- `models/<family>-<key>.gguf` (~1 MB each): one per family, keyed by the family's config, the converter
+  version and `FIXTURE_VERSION`, so a change to any of them builds a new one (the old one is deleted).
 Without network and without a cached sdist the tests skip, saying why; they never fail for it.
 
 All families share the SmolLM2 vocabulary (a byte-level BPE) so no SentencePiece model is needed: Gemma3
@@ -119,26 +120,32 @@ def _lock(name: str):
     return FileLock(cache_dir() / "locks" / f"{name}.lock", timeout=900)
 
 
+_unreachable: list[str] = []  # why the download failed, once per test process (then every test skips)
+
+
 def sdist() -> Path:
     """The llama-cpp-python sdist, downloaded once; skip (never fail) when it cannot be fetched."""
     folder = cache_dir() / "sdist"
     found = folder / f"{_SDIST}.tar.gz"
     if found.is_file():
         return found
+    if _unreachable:
+        pytest.skip(_unreachable[0])
     with _lock("sdist"):
         if found.is_file():
             return found
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", str(folder), "--quiet", "--timeout", "30"]
+               f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", str(folder), "--quiet", "--timeout", "30",
+               "--retries", "1"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         except subprocess.TimeoutExpired:
-            pytest.skip(f"llama-cpp-python {LLAMA_CPP_PYTHON} sdist: download timed out and none is cached "
-                        f"in {folder}")
-        if proc.returncode != 0 or not found.is_file():
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            pytest.skip(f"llama-cpp-python {LLAMA_CPP_PYTHON} sdist: cannot download it and none is cached "
-                        f"in {folder} ({last})")
+            proc, why = None, "timed out"
+        if proc is None or proc.returncode != 0 or not found.is_file():
+            _unreachable.append(f"llama-cpp-python {LLAMA_CPP_PYTHON} sdist: cannot download it and none is "
+                                f"cached in {folder} ({why})")
+            pytest.skip(_unreachable[0])
     return found
 
 
