@@ -171,7 +171,19 @@ def test_roundtable_from_the_palette_interject_stop_and_back_to_chat(tmp_path, m
     assert all(r["adapters"] == [] for r in chat)
 
 
-def test_esc_stops_a_turn_midway_ctrl_r_goes_on_and_ctrl_q_quits_mid_turn(tmp_path):
+def test_esc_stops_a_turn_midway_ctrl_r_goes_on_and_ctrl_q_quits_mid_turn(tmp_path, monkeypatch):
+    import time
+
+    import home.roundtable as rt
+
+    strip = rt.strip_name_prefix
+
+    def paced(pieces, names):  # the real stream, 50 ms a piece: a 27-token turn outlasts the keypress
+        for piece in strip(pieces, names):
+            time.sleep(0.05)
+            yield piece
+
+    monkeypatch.setattr(rt, "strip_name_prefix", paced)
     app = make_app(tmp_path / "v", max_tokens=200)
 
     def speaking(app) -> bool:

@@ -95,7 +95,7 @@ def test_logs_to_registered_verified_adapter_then_stop_and_resume(tmp_path, mode
 
     # A run stopped by SIGINT registers nothing and keeps a checkpoint; --resume finishes it.
     before = set(manifest(vault)["adapters"])
-    worker = subprocess.Popen([sys.executable, "-m", "home.cli", *train_args("--steps", "40", "--name", "slow")],
+    worker = subprocess.Popen([sys.executable, "-m", "home.cli", *train_args("--steps", "8", "--name", "slow")],
                               cwd=REPO, env=home_env(vault), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               text=True, start_new_session=True)
     seen = []
@@ -108,7 +108,7 @@ def test_logs_to_registered_verified_adapter_then_stop_and_resume(tmp_path, mode
     assert worker.wait(300) == 130
     assert "stopped" in [e["event"] for e in seen]
     assert set(manifest(vault)["adapters"]) == before
-    resumed = run_home(vault, *train_args("--steps", "40", "--name", "slow", "--resume"), timeout=900)
+    resumed = run_home(vault, *train_args("--steps", "8", "--name", "slow", "--resume"), timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     evs = events(resumed.stdout)
     assert next(e for e in evs if e["event"] == "started")["resume"] is True

@@ -4,6 +4,7 @@ and a run without a terminal still prints a line at least every 30 s."""
 from __future__ import annotations
 
 import io
+import mmap
 import time
 
 import numpy as np
@@ -88,11 +89,13 @@ def test_memory_watch_reports_each_stage_peak_and_a_heartbeat():
                         interval=0.01, heartbeat_s=0.2)
     try:
         watch("phase", name="load", detail="x")
-        block = bytearray(64 * 2**20)  # 64 MiB, touched so it is resident
+        # 64 MiB of fresh pages, touched so they are resident: mmap, not bytearray, whose malloc may
+        # reuse heap pages freed (and still resident) by whatever this process ran before
+        block = mmap.mmap(-1, 64 * 2**20)
         for i in range(0, len(block), 4096):
             block[i] = 1
         time.sleep(0.1)
-        del block
+        block.close()
         time.sleep(0.35)  # silent for longer than the heartbeat interval
         watch("phase", name="train", detail="y")
         watch("done", id="a")

@@ -1,16 +1,20 @@
-"""The dequantized copy of a GGUF that `--4bit` quantizes on load, built once per model and kept.
+"""The dequantized copy of a GGUF that training loads, built once per model and dtype and kept.
 
 Why a copy: bitsandbytes quantizes to nf4 while transformers loads a checkpoint, and transformers'
 GGUF loader dequantizes into memory instead, with its own quantizer attached; the two do not combine.
 So the GGUF is dequantized once into a plain transformers directory (config, tokenizer, safetensors)
 and every `--4bit` run loads that with a BitsAndBytesConfig. The user needs no Hugging Face download
 and no `--base DIR`: the adapter still learns against the weights llama.cpp runs.
+Plain (fp32/bf16) runs and verification's reference load such a copy too, in their own dtype: reading
+a GGUF through transformers parses its whole vocabulary twice (tokenizer, config) and dequantizes
+every tensor, 36 s for the 135M default on 2 cores against ~2 s from the copy, on every retrain.
 
 Where: `$HOME_CACHE/bases/<fingerprint>/` (default platformdirs `user_cache_dir("home")`), outside the
 vault: it is derived data, rebuilt from the GGUF at will, and as large as the model in bf16. Keyed by
-the GGUF's weight fingerprint (llm/fingerprint.py), so another quantization or a tune gets its own.
-The weights are stored in bf16: nf4 quantization on load throws away far more than bf16 rounding, and
-verification's full-precision reference comes from the GGUF itself, not from here.
+the GGUF's weight fingerprint (llm/fingerprint.py) and the dtype, so another quantization or a tune
+gets its own. `--4bit` uses the bf16 copy (nf4 quantization on load throws away far more than bf16
+rounding); an fp32 copy holds the dequantized values exactly, as transformers' loader makes them.
+`HOME_BASE_CACHE=0` loads from the GGUF every time instead (no disk used).
 
 Written atomically: built in a private temp folder beside the final one, then renamed; a folder at
 the final name is therefore complete, and a crashed build leaves only a temp folder, swept by the
@@ -25,7 +29,13 @@ import shutil
 from pathlib import Path
 
 CACHE_ENV = "HOME_CACHE"
-FORMAT = 1  # bump when the layout or dtype of a cached base changes; an older one is rebuilt
+FORMAT = 1  # bump when the layout of a cached base changes; an older one is rebuilt
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+def enabled() -> bool:
+    """Whether plain training loads go through the copy (`HOME_BASE_CACHE=0` turns it off)."""
+    return os.environ.get("HOME_BASE_CACHE", "1").strip().lower() not in ("0", "no", "off", "false")
 
 
 def cache_root() -> Path:
@@ -38,31 +48,35 @@ def cache_root() -> Path:
     return Path(user_cache_dir("home"))
 
 
-def base_dir(gguf_path: str | os.PathLike) -> Path:
-    """Where the dequantized copy of this GGUF lives (whether or not it is built yet)."""
+def base_dir(gguf_path: str | os.PathLike, dtype: str = "bfloat16") -> Path:
+    """Where the dequantized copy of this GGUF in `dtype` lives (whether or not it is built yet)."""
     from llm.gguf_meta import read_model_info
 
-    return cache_root() / "bases" / read_model_info(Path(gguf_path)).fingerprint
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    fingerprint = read_model_info(Path(gguf_path)).fingerprint
+    return cache_root() / "bases" / (fingerprint if dtype == "bfloat16" else f"{fingerprint}-{dtype}")
 
 
-def is_complete(folder: Path) -> bool:
+def is_complete(folder: Path, dtype: str | None = None) -> bool:
     """A finished build of the current format: its stamp, a config and the weights are all there."""
     try:
         stamp = json.loads((folder / "home-cache.json").read_text())
     except (OSError, ValueError):
         return False
     weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
-    return stamp.get("format") == FORMAT and (folder / "config.json").is_file() and weights
+    same_dtype = dtype is None or stamp.get("dtype") == dtype
+    return stamp.get("format") == FORMAT and same_dtype and (folder / "config.json").is_file() and weights
 
 
-def dequantized_base(gguf_path: str | os.PathLike) -> Path:
-    """The cached transformers directory for `gguf_path`, built on first use. Safe against a concurrent
-    build of the same model: each builds in its own temp folder and the first rename wins."""
+def dequantized_base(gguf_path: str | os.PathLike, dtype: str = "bfloat16") -> Path:
+    """The cached transformers directory for `gguf_path` in `dtype`, built on first use. Safe against a
+    concurrent build of the same model: each builds in its own temp folder and the first rename wins."""
     from vault.fsio import ensure_private_dir
 
     gguf_path = Path(gguf_path)
-    final = base_dir(gguf_path)
-    if is_complete(final):
+    final = base_dir(gguf_path, dtype)
+    if is_complete(final, dtype):
         return final
     root = ensure_private_dir(final.parent)
     ensure_private_dir(root.parent)
@@ -71,14 +85,14 @@ def dequantized_base(gguf_path: str | os.PathLike) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(mode=0o700)
     try:
-        _build(gguf_path, tmp)
+        _build(gguf_path, tmp, dtype)
         _make_private(tmp)
-        if final.exists() and not is_complete(final):  # a stale format or a folder someone emptied
+        if final.exists() and not is_complete(final, dtype):  # a stale format or a folder someone emptied
             shutil.rmtree(final)
         try:
             os.rename(tmp, final)
         except OSError:
-            if not is_complete(final):  # not another build's finished copy: a real failure
+            if not is_complete(final, dtype):  # not another build's finished copy: a real failure
                 raise
         _fsync(root)
     finally:
@@ -86,7 +100,7 @@ def dequantized_base(gguf_path: str | os.PathLike) -> Path:
     return final
 
 
-def _build(gguf_path: Path, out: Path) -> None:
+def _build(gguf_path: Path, out: Path, dtype: str = "bfloat16") -> None:
     """Dequantize through transformers' own GGUF loader (its name maps and q/k un-permutation) and save."""
     import gc
 
@@ -96,13 +110,13 @@ def _build(gguf_path: Path, out: Path) -> None:
 
     where = {"pretrained_model_name_or_path": str(gguf_path.parent), "gguf_file": gguf_path.name}
     tokenizer = AutoTokenizer.from_pretrained(**where)
-    model = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.bfloat16,
+    model = AutoModelForCausalLM.from_pretrained(**where, dtype=getattr(torch, dtype),
                                                  quantization_config=GgufConfig(dequantize=True))
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     del model
     gc.collect()
-    stamp = {"format": FORMAT, "source": str(gguf_path), "dtype": "bfloat16",
+    stamp = {"format": FORMAT, "source": str(gguf_path), "dtype": dtype,
              "transformers": transformers.__version__}
     (out / "home-cache.json").write_text(json.dumps(stamp, indent=1) + "\n")
 
