@@ -23,6 +23,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_report import environment, kill_tree, last_line, table  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 GIB = 2**30
@@ -34,11 +37,11 @@ GPU = {  # the issue's settings
     "retrain": dict(shape="llama-8b", turns=1000, train=["--epochs", "1", "--lr", "1e-3"]),
 }
 CPU = {  # the same rows at tiny shapes: seconds each on 2 cores
-    "tput": [("trainer tok/s, 1B 8x1024", "tiny", 8, 64, 16), ("trainer tok/s, 8B 4x1024", "tiny", 4, 64, 8)],
-    "qlora": ("tiny", 4, 64, 8, 0), "e2e": dict(shape="tiny", turns=40, train=["--steps", "2", "--batch-size", "2",
+    "tput": [("trainer tok/s, 1B 8x1024", "tiny", 8, 128, 16), ("trainer tok/s, 8B 4x1024", "tiny", 4, 128, 8)],
+    "qlora": ("tiny", 4, 128, 8, 0), "e2e": dict(shape="tiny", turns=40, train=["--steps", "2", "--batch-size", "2",
                                                                                "--max-length", "96", "--lr", "1e-2"]),
     "decode": ["--gpu-layers", "0", "--iters", "1", "--tokens", "16"],
-    "retrain": dict(shape="tiny", turns=120, train=["--steps", "2", "--batch-size", "4", "--max-length", "96",
+    "retrain": dict(shape="tiny", turns=1000, train=["--steps", "2", "--batch-size", "4", "--max-length", "96",
                                                         "--lr", "1e-2"]),
 }
 
@@ -60,6 +63,7 @@ class Run:
                     "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.pathsep.join(
                         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
         self.jobs: dict[str, tuple[subprocess.Popen, Path]] = {}  # name: (process, its output file)
+        self.llama = "llama-cpp-python: " + ("this venv's" if self.smoke else "?")
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -113,27 +117,6 @@ class Run:
         res.update(check=check, seconds=round(time.monotonic() - t, 1))
         self.rows.append(res)
         print(f"  {check}: {res.get('home')} ({res['seconds']} s)", file=sys.stderr, flush=True)
-
-
-def kill_tree(pid: int) -> None:
-    """`home train` and its worker: the worker runs in a session of its own (so a terminal's Ctrl-C reaches
-    only `home`), so killing `home` alone would leave it training. Children first, by pid (/proc)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            children = [int(c) for c in fh.read().split()]
-    except (OSError, ValueError):
-        children = []
-    for child in children:
-        kill_tree(child)
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
-
-
-def last_line(text: str) -> str:
-    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "(no output)"
 
 
 def judged(run: Run, ok: bool) -> str:
@@ -294,35 +277,6 @@ def retrain(run: Run) -> dict:
                       f"{f', {tps:,.0f} real tok/s' if tps else ''}; stage s/peak GPU: {parts}"}
 
 
-def table(run: Run) -> str:
-    cols = ("check", "home", "ref", "ratio", "goal", "result")
-    heads = ("check", "Home", "reference", "ratio", "goal", "result")
-    widths = [max(len(h), *(len(str(r.get(c, ""))) for r in run.rows)) for c, h in zip(cols, heads, strict=True)]
-    line = lambda vals: " | ".join(str(v).ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()  # noqa: E731
-    out = [line(heads), "-+-".join("-" * w for w in widths)]
-    for r in run.rows:
-        out.append(line([r.get(c, "") for c in cols]))
-        if r.get("detail"):
-            out.append(f"    {r['detail']}")
-    return "\n".join(out)
-
-
-def environment() -> str:
-    import importlib.metadata as md
-
-    def v(name: str) -> str:
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return "-"
-
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    names = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "liger-kernel", "llama_cpp_python")
-    return f"{gpu}; " + ", ".join(f"{n} {v(n)}" for n in names)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu-smoke", action="store_true", help="every row at tiny shapes on the CPU")
@@ -374,7 +328,7 @@ def main() -> int:
             job.kill()
     took = time.monotonic() - run.t0
     text = (f"Home GPU check ({'CPU smoke: tiny shapes, goals not judged' if run.smoke else 'GPU'}) in {took:.0f} s; "
-            f"{environment()}\n{table(run)}\n")
+            f"{environment()}; {run.llama}\n{table(run)}\n")
     print(text)
     for folder in filter(None, [os.environ.get("OUT")]):  # the device tool brings $OUT back
         Path(folder, "gpu_check.txt").write_text(text)
@@ -397,8 +351,10 @@ def wait_llama(run: Run) -> None:
     status = os.environ.get("HOME_GPU_LLAMA_STATUS")
     while status and not Path(status).is_file() and run.left() > 5:
         time.sleep(2)
-    if status and Path(status).is_file():
-        print(f"gpu_check: llama.cpp build: {Path(status).read_text().strip()}", file=sys.stderr)
+    if status:
+        said = Path(status).read_text().strip() if Path(status).is_file() else "not ready before the deadline"
+        run.llama = f"llama.cpp CUDA build: {said}"
+        print(f"gpu_check: {run.llama}", file=sys.stderr)
 
 
 if __name__ == "__main__":

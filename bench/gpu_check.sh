@@ -5,7 +5,11 @@
 #
 #   bash bench/gpu_check.sh                   # on the GPU machine (from the repo root, .gpu/ carried)
 #   bash bench/gpu_check.sh --only e2e,decode # some rows; --model F.gguf [--base HF_DIR] for a real model
-#   bash bench/gpu_check.sh --cpu-smoke       # every row at tiny shapes on the CPU, ~2-3 min (CI runs it)
+#   bash bench/gpu_check.sh --cpu-smoke       # every row at tiny shapes on the CPU, ~2.5 min (CI runs it)
+#
+# The CPU smoke builds a tiny random Llama (2,048-token vocabulary) when a llama.cpp converter is at hand
+# (.gpu/, or the one tests/families.py caches in ~/.cache/home-tests), else uses the default model for
+# the `home train`, decode and retrain rows (~6 min then: its GGUF vocabulary is slow to read).
 #
 # What the GPU machine must have: python3 with torch (CUDA), transformers, peft, accelerate, pandas,
 # pyarrow, xxhash, sentencepiece, scikit-build-core; nvcc, cmake, ninja. No network. The rest comes in
