@@ -59,6 +59,13 @@ def test_train_convert_verify_ask(family, tmp_path):
     assert entry["verification"]["passed"] and entry["base"]["fingerprint"] == info.fingerprint
     adapter = read_adapter_info(vault / entry["file"])
     assert adapter.arch == info.arch
+    from tests.loras import read_lora
+
+    kinds = {name.split(".")[-2] for name in read_lora(vault / entry["file"])[2]}  # blk.0.attn_q -> attn_q
+    fused = {"attn_qkv", "ffn_up", "attn_output", "ffn_down"}
+    want = fused if info.arch == "phi3" else {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
+                                              "ffn_down"}
+    assert kinds == want, (family, sorted(kinds))  # every projection, fused ones too
 
     asked = run_home(vault, "--model", str(model), "--user", "bo", "ask", "hi", "--adapter", reg["id"],
                      "--max-tokens", "4", "--no-memory", "--json", timeout=300)
@@ -83,7 +90,7 @@ def test_unsupported_family_is_refused_before_training(tmp_path):
 def test_fused_phi3_projections_convert_and_verify(tmp_path):
     """Phi3 keeps q/k/v and gate/up fused in both transformers and the GGUF: a LoRA on `qkv_proj` and
     `gate_up_proj` goes to `attn_qkv` / `ffn_up` as stored, and llama.cpp agrees with transformers.
-    (Home's trainer targets the unfused names; on Phi3 it adapts `o_proj` and `down_proj` only.)
+    (Home's trainer targets both the unfused and the fused names: each model has one set.)
     The same adapter with its q and k rows swapped must fail: the check sees a fused layout error."""
     import torch
     from peft import LoraConfig, get_peft_model

@@ -29,10 +29,14 @@ from trainer.batch_plan import BatchPlan, plan_batches
 from trainer.data import LengthGroupedSampler, tokenize
 from trainer.examples import Example
 from trainer.memwatch import bound_allocator
+from trainer.runs import complete_checkpoints
 from trainer.train_progress import Progress, stop_on_signals
+from vault.fsio import atomic_write_json, ensure_private_dir, replacing_dir
 
 Emit = Callable[..., Any]
-ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Phi3 keeps q/k/v and gate/up fused (qkv_proj, gate_up_proj); a name a model lacks matches nothing.
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj",
+                   "gate_up_proj")
 
 
 class TrainError(ValueError):
@@ -157,8 +161,8 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
         resume_from = None
         for old in (ckpt_dir, out_dir / "best"):
             shutil.rmtree(old, ignore_errors=True)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (ckpt_dir / "settings.json").write_text(json.dumps(run_key, indent=1))
+    ensure_private_dir(ckpt_dir)
+    atomic_write_json(ckpt_dir / "settings.json", run_key)
     plan = plan_batches(model.config, settings.batch_size, [len(r["input_ids"]) for r in train_recs],
                         2 if device == "cuda" else 4, device, settings.gradient_checkpointing,
                         padded=not _padding_free_ok(model, device))
@@ -199,7 +203,8 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
     if not stopped:
         progress.restore_best(peft_model)
         adapter_dir = out_dir / "peft"
-        peft_model.save_pretrained(str(adapter_dir), save_embedding_layers=False)
+        with replacing_dir(adapter_dir) as tmp:  # a torn peft/ would pass for a finished phase on --resume
+            peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
         emit("phase", name="saved", detail=str(adapter_dir))
     return TrainResult(
         peft_model=peft_model, adapter_dir=adapter_dir, steps_done=trainer.state.global_step, total_steps=total,
@@ -298,13 +303,18 @@ def _run_key(settings: TrainSettings, total: int, train_recs: list[dict], val_re
 
 
 def _resume_point(ckpt_dir: Path, run_key: dict) -> Path:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if last is None:
-        raise TrainError(f"{ckpt_dir}: no checkpoint to resume from")
+    complete = complete_checkpoints(ckpt_dir) if ckpt_dir.is_dir() else []
+    if not complete:
+        raise TrainError(f"{ckpt_dir}: no complete checkpoint to resume from")
+    last = complete[-1]
+    for p in ckpt_dir.glob("checkpoint-*"):  # cut short by a kill: transformers would count it as saved
+        if p.is_dir() and p not in complete:
+            shutil.rmtree(p, ignore_errors=True)
     saved_path = ckpt_dir / "settings.json"
-    saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
+    try:
+        saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"{saved_path}: unreadable ({exc}); start a new run") from None
     if saved is not None and saved != run_key:
         diff = [k for k in run_key["settings"] if saved.get("settings", {}).get(k) != run_key["settings"][k]]
         if saved.get("data") != run_key["data"]:
