@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 
 from home.stack import Stack
 from llm.params import GenParams
@@ -35,27 +36,30 @@ class Reply:
 
     @property
     def partial(self) -> bool:
-        return self.finish_reason == "cancelled"
+        return self.finish_reason in ("cancelled", "error")
 
     @property
     def adapters(self) -> list[dict]:
         return [{"id": i, "scale": s} for i, s in self.stack]
 
     def stream(self, cancel: threading.Event | None = None) -> Iterator[str]:
-        """Set this reply's stack (its adapters must be loaded), then stream. Context errors raise
-        before the first piece."""
+        """Stream under this reply's stack (its adapters must be loaded), set by the engine in the same
+        hold as the decode. Context errors raise before the first piece. `adapters` afterwards is the
+        stack the engine decoded with."""
         engine = self.engine
-        engine.set_adapters(self.stack)
         previous = engine.last
         started = time.perf_counter()
-        pieces = engine.stream(self.messages, self.params, cancel=cancel)  # ContextError: nothing started
+        pieces = engine.stream(self.messages, self.params, cancel=cancel, adapters=self.stack)  # nothing started
         try:
-            for piece in pieces:
-                self.pieces.append(piece)
-                yield piece
+            with closing(pieces):
+                for piece in pieces:
+                    self.pieces.append(piece)
+                    yield piece
         finally:
             done = engine.last if engine.last is not previous else None
             self.completion = done
+            if done is not None:
+                self.stack = list(done.adapters)
             self.finish_reason = done.finish_reason if done else "cancelled"
             self.total_ms = round((time.perf_counter() - started) * 1000, 1)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -60,11 +61,11 @@ class Conversation:
     ) -> Iterator[str]:
         """Stream the reply to `text`; afterwards `self.last` holds the logged result. `query_vector`:
         the text's embedding if the router made one, so memory does not embed it again."""
-        persona_id = self.persona.id if self.persona else None
-        adapters = [{"id": i, "scale": s} for i, s in stack]
-        user_record = self.log.append(
-            {"user": self.user, "persona": persona_id, "role": "user", "text": text, "adapters": adapters}
-        )
+        persona = self.persona  # one persona for the whole turn, whatever the UI switches meanwhile
+        persona_id = persona.id if persona else None
+        stack = list(stack)
+        user_record = self.log.append({"user": self.user, "persona": persona_id, "role": "user", "text": text,
+                                       "adapters": _adapters(stack)})
         started = time.perf_counter()
         memory_ms = None
         if memory_block is None and self.recall is not None:
@@ -72,22 +73,25 @@ class Conversation:
                                           lambda s: len(self.engine.tokenize(s)), query_vector, persona_id)
             memory_block, memory_ids = recalled.block, recalled.ids
             memory_ms = round(recalled.ms, 1) if recalled.searched else None
-        self.engine.set_adapters(stack)
-        messages = build_messages(self.persona, self.history, text, self.user, memory_block)
+        messages = build_messages(persona, self.history, text, self.user, memory_block)
         previous = self.engine.last
         pieces: list[str] = []
         try:
-            for piece in self.engine.stream(messages, params, cancel=cancel):
-                pieces.append(piece)
-                yield piece
+            # The engine sets the stack and decodes under one hold: a hot-reload cannot slip between.
+            with closing(self.engine.stream(messages, params, cancel=cancel, adapters=stack)) as stream:
+                for piece in stream:
+                    pieces.append(piece)
+                    yield piece
         finally:
             # Runs on normal end, on cancel, and when the consumer stops early (GeneratorExit).
             reply = "".join(pieces)
             done = self.engine.last
-            if done is previous:  # the consumer stopped before the engine finished
+            if done is previous:  # the stream never started (a context error)
                 done = None
             finish = done.finish_reason if done else "cancelled"
-            partial = finish == "cancelled"
+            partial = finish in ("cancelled", "error")
+            # What the engine decoded with, not what was asked: the two differ only if the stack could not be set.
+            adapters = _adapters(done.adapters) if done else _adapters(stack)
             record = self.log.append(
                 {
                     "user": self.user,
@@ -119,6 +123,10 @@ class Conversation:
             self.last = TurnResult(reply, record, user_record)
             if self.recall is not None:
                 self.recall.index_soon()
+
+
+def _adapters(stack) -> list[dict]:
+    return [{"id": i, "scale": s} for i, s in stack]
 
 
 def _ms(seconds: float | None) -> float | None:

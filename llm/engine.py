@@ -48,8 +48,9 @@ class Completion:
     ttft_s: float
     total_s: float
     tok_per_s: float
-    finish_reason: str  # "stop" | "length" | "cancelled"
+    finish_reason: str  # "stop" | "length" | "cancelled" | "error" (the stack could not be set)
     dropped_turns: int  # history messages left out by the context policy (see Engine.fit)
+    adapters: tuple[tuple[str, float], ...] = ()  # the stack active while it decoded (what a log may claim)
 
 
 class Engine:
@@ -244,17 +245,26 @@ class Engine:
         messages: Sequence[Message],
         params: GenParams | None = None,
         cancel: threading.Event | None = None,
+        adapters: Iterable[tuple[str, float]] | None = None,
     ) -> Iterator[str]:
         """Reply to `messages`, yielding text pieces; afterwards `.last` holds the `Completion`.
 
         Context errors raise here, before the first piece. The engine lock is held from the first
         piece until the iterator ends or is closed: finish it, close() it, or set `cancel`.
+        `adapters`: the stack to reply with, set under that same hold, so no other thread (a hot-reload,
+        a background call) can change it between setting and decoding; None keeps the active one.
+        Either way `.last.adapters` is the stack the reply was decoded with.
         """
         params = params or GenParams()
+        stack = None if adapters is None else list(adapters)
+        if stack:  # an adapter not loaded is refused here, before the first piece (and again under the hold)
+            with self._locked():
+                for adapter_id, _ in stack:
+                    self._pool.info(adapter_id)
         kept, dropped = self.fit(messages, params.max_tokens)
         tokens = self.tokenize(self.render(kept))
         stops = tuple(dict.fromkeys(self.template.stop_strings + params.stop))
-        return self._generate(tokens, params, stops, cancel, dropped)
+        return self._generate(tokens, params, stops, cancel, dropped, stack)
 
     def _generate(
         self,
@@ -263,6 +273,7 @@ class Engine:
         stops: tuple[str, ...],
         cancel: threading.Event | None,
         dropped: int,
+        stack: list[tuple[str, float]] | None = None,
     ) -> Iterator[str]:
         import llama_cpp
 
@@ -273,6 +284,14 @@ class Engine:
         t_first = t_last = None
         finish = "cancelled"  # what a close() from the consumer leaves
         with self._locked():
+            try:
+                if stack is not None and self._pool.set_stack(stack):
+                    self._reset_state()
+            except LLMError:  # e.g. unloaded since the check in stream(): nothing decoded, and .last says so
+                self.last = Completion("", len(prompt), 0, 0.0, time.perf_counter() - t0, 0.0, "error", dropped,
+                                       tuple(self._pool.active))
+                raise
+            applied = tuple(self._pool.active)
             self._trim_cache(prompt)
             llm.set_seed(params.seed if params.seed >= 0 else random.getrandbits(32))
             max_new = min(params.max_tokens, self.n_ctx - len(prompt))
@@ -330,6 +349,7 @@ class Engine:
                     tok_per_s=(n_sampled - 1) / decode_s if n_sampled > 1 and decode_s > 0 else 0.0,
                     finish_reason=finish,
                     dropped_turns=dropped,
+                    adapters=applied,
                 )
 
     def generate_text(
