@@ -31,6 +31,7 @@ from .fit import fit_messages
 from .gguf_meta import AdapterInfo, ModelInfo, read_model_info
 from .offload import Offload, check_gpu_layers, default_gpu_layers, offload_of
 from .params import GenParams
+from .probe import probe_model
 from .stops import split_stop
 from .template import ChatTemplate
 
@@ -75,6 +76,7 @@ class Engine:
             model_path = default_model_path()
         path = Path(model_path)
         self.info: ModelInfo = read_model_info(path)  # ModelError naming the file if it is no model
+        probe_model(path, self.info)  # a file that makes llama.cpp abort is refused here, not by a crash later
         gpu_layers = default_gpu_layers() if gpu_layers is None else check_gpu_layers(gpu_layers)
         try:
             self._llm = llama_cpp.Llama(

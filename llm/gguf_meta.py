@@ -20,7 +20,7 @@ from .fingerprint import legacy_fingerprint, remember, weights_fingerprint
 
 GGUF_MAGIC = b"GGUF"
 LORA_TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0")  # what llama.cpp's convert_lora_to_gguf.py writes
-_CACHE_VERSION = 2  # 2: fingerprint v2 + legacy_fingerprint
+_CACHE_VERSION = 3  # 2: fingerprint v2 + legacy_fingerprint; 3: header_sha256
 _lock = threading.Lock()
 _model_cache: dict[tuple, ModelInfo] = {}
 _adapter_cache: dict[tuple, AdapterInfo] = {}
@@ -34,7 +34,9 @@ class ModelInfo:
 
     `fingerprint` names the base adapters are made for (v2: shapes, vocabulary and sampled weights);
     `legacy_fingerprint` is the v1 value (no weights) adapters registered before v2 carry. See
-    llm/fingerprint.py."""
+    llm/fingerprint.py. `header_sha256` hashes every byte before the tensor data (all metadata and tensor
+    infos): what llama.cpp reads to set up its vocabulary, which the fingerprint does not fully cover
+    (the tokenizer type, merges, special ids), so a model's load probe (llm/probe.py) is keyed on it."""
 
     path: str
     arch: str
@@ -51,6 +53,7 @@ class ModelInfo:
     fingerprint: str = ""
     file_size: int = 0
     legacy_fingerprint: str = ""
+    header_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,7 @@ def _read_model_info_uncached(path: Path, key: tuple) -> ModelInfo:
         fingerprint=weights_fingerprint(legacy, reader),
         file_size=key[1],
         legacy_fingerprint=legacy,
+        header_sha256=hashlib.sha256(reader.data[:reader.data_offset]).hexdigest(),
     )
 
 
