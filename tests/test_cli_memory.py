@@ -61,3 +61,27 @@ def test_refusals_are_one_line(tmp_path):
     assert busy.returncode == 1 and "in use by another Home process" in one_error_line(busy)
     empty = run_home(root, "memory", "stats")
     assert empty.returncode == 0 and "turns: 0" in empty.stdout
+
+
+def test_forget_with_a_damaged_index_still_forgets_and_refuses_while_the_app_owns_it(tmp_path):
+    root = tmp_path / "v"
+    vault = Vault.open(root)
+    sister = conversation(vault)["where does my sister live?"]
+    session = sister.rpartition(":")[0]
+    with MemoryStore.open(vault):  # the chat app owns memory and may be writing that very log: refused
+        busy = run_home(root, "memory", "forget", sister)
+    assert busy.returncode == 1 and "in use by another Home process" in one_error_line(busy)
+    assert not [r for r in read_log(root / "logs" / f"{session}.jsonl").records if r["role"] == "event"]
+
+    (root / "memory" / "keyword.sqlite3").write_bytes(b"not a database" * 100)
+    gone = run_home(root, "memory", "forget", sister)
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout == f"forgot {sister}: My sister Ana lives in Porto.\n"
+    assert gone.stderr.startswith("home: warning: memory index not updated: ") and "reindex" in gone.stderr
+    events = [r for r in read_log(root / "logs" / f"{session}.jsonl").records if r["role"] == "event"]
+    assert [(e["event"], e["target"]) for e in events] == [("exclude", sister)]
+
+    (root / "memory").rename(tmp_path / "damaged-memory")  # what the warning says to do
+    rebuilt = run_home(root, "memory", "search", "where does my sister live?", "-k", "5", "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert sister not in [h["id"] for h in json.loads(rebuilt.stdout)]

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from vault import gestalts as gs
+from vault.forget import forget
 from vault.layout import Vault
 from vault.memory import MemoryStore, MemoryStoreError, reindex, sync_gestalts
 from vault.watcher import VaultWatcher
@@ -150,11 +151,11 @@ def test_sync_gestalts_adds_changes_deletes_and_is_idempotent(vault, embedder):
         assert sync_gestalts(vault, store).unchanged == 2
         rebuilt = reindex(vault, store, rebuild=True).gestalts  # the broken file has no good copy left
         assert (rebuilt.added, len(rebuilt.problems), store.count()) == (2, 1, 2)
-        assert store.forget([f"gestalt:{berlin.id}"]) == [f"gestalt:{berlin.id}"]
+        assert forget(vault, [f"gestalt:{berlin.id}"], store=store).ids == [f"gestalt:{berlin.id}"]
         assert not berlin.path.exists() and store.get(f"gestalt:{berlin.id}") is None
         for bad in ("gestalt:g-nope", "gestalt:../../logs/s1"):
             with pytest.raises(MemoryStoreError, match=f"unknown memory id '{bad}'"):
-                store.forget([f"gestalt:{tea.id}", bad])
+                forget(vault, [f"gestalt:{tea.id}", bad], store=store)
         assert tea.path.exists()  # the unknown id was refused before anything was forgotten
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vault.forget import forget
 from vault.layout import Vault
 from vault.logs import ConversationLog, read_log
 from vault.memory import MemoryBusyError, MemoryStore, MemoryStoreError, index_logs, reindex
@@ -201,7 +202,7 @@ def test_forget_removes_logs_an_exclude_event_and_is_never_reindexed(vault, stor
     index_logs(vault, store)
     assert store.search("what is my bank PIN?", k=1)[0].id == "s1:1"
     app_log = ConversationLog.open(vault, "s1")  # the app is still writing this session
-    assert store.forget(["s1:1"], open_logs={"s1": app_log}) == ["s1:1"]
+    assert forget(vault, ["s1:1"], store=store, open_logs={"s1": app_log}).ids == ["s1:1"]
     assert app_log.append({"role": "user", "text": "ok"})["turn"] == 5  # after the exclude event (4)
     assert "s1:1" not in [h.id for h in store.search("what is my bank PIN?", k=5)]
     events = [r for r in read_log(vault.logs_dir / "s1.jsonl").records if r["role"] == "event"]
@@ -210,9 +211,9 @@ def test_forget_removes_logs_an_exclude_event_and_is_never_reindexed(vault, stor
         reindex(vault, store, rebuild=rebuild)
         assert store.get("s1:1") is None and store.count() == 3
     with pytest.raises(MemoryStoreError, match="unknown memory id 's1:99'"):
-        store.forget(["s1:99"])
+        forget(vault, ["s1:99"], store=store)
     with pytest.raises(MemoryStoreError, match="unknown memory id 'nope'"):
-        store.forget(["nope"])
+        forget(vault, ["nope"], store=store)
 
 
 def test_one_owner_at_a_time_and_private_files(vault, store):
@@ -229,7 +230,8 @@ def test_one_owner_at_a_time_and_private_files(vault, store):
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
-    from vault.layout import Vault
+    from vault.forget import forget
+from vault.layout import Vault
     from vault.memory import MemoryStore, index_logs
     vault = Vault.open(sys.argv[1])
     with MemoryStore.open(vault) as store:

@@ -2,7 +2,7 @@
 
 The public names live here; the work is in two rooms:
 - vault/memory_store.py — `MemoryStore`: ChromaDB vectors + SQLite FTS5 keywords, hybrid search,
-  forget, one owning process;
+  one owning process (forgetting is vault/forget.py: the sources first, then the store);
 - vault/memory_sync.py — what goes in: `index_logs` / `reindex` from the conversation logs (the source
   of truth, crash-safe checkpoint), `sync_gestalts` from the gestalt files.
 """

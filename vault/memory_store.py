@@ -3,7 +3,8 @@
 Why two stores: vectors find "where does my sister live?" → "Ana lives in Porto"; keywords find names,
 numbers and rare words that a small embedder blurs. Both live in `<vault>/memory/` and both are derived
 data, rebuilt from the vault's files by vault/memory_sync.py. Items are upserted under stable ids (a log
-record's `<session>:<turn>`, a gestalt's `gestalt:<id>`), so writing one twice changes nothing.
+record's `<session>:<turn>`, a gestalt's `gestalt:<id>`), so writing one twice changes nothing. The store
+never writes a log or a gestalt file: forgetting writes those first (vault/forget.py), then tells it.
 
 One process owns the store at a time (ChromaDB's local mode is single-process): `MemoryStore.open` takes
 `locks/memory.lock` without waiting and refuses with `MemoryBusyError` while another process holds it.
@@ -13,10 +14,9 @@ Other processes read the logs, not the store.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +28,6 @@ from .errors import VaultError
 from .fsio import DIR_MODE, FILE_MODE, FileLock, LockTimeout, atomic_write_json, ensure_private_dir
 from .keyword_index import SCHEMA, item_count, keyword_ids
 from .layout import Vault
-from .logs import ConversationLog, read_log
 from .retrieval import Candidate, Hit, VectorMatrix, rank
 
 STATE_FILE = "index.json"
@@ -36,7 +35,6 @@ KEYWORD_DB = "keyword.sqlite3"
 CHROMA_DIR = "chroma"
 COLLECTION = "turns"
 GESTALT_PREFIX = "gestalt:"
-_SESSION = re.compile(r"[a-z0-9][a-z0-9.-]*")
 _COLUMNS = ("id", "text", "session", "turn", "role", "user", "persona", "time", "epoch")
 
 
@@ -258,46 +256,19 @@ class MemoryStore:
             self._checked = False
             self.save_state()
 
-    def forget(self, ids: Sequence[str], open_logs: Mapping[str, ConversationLog] | None = None) -> list[str]:
-        """Delete turns from memory and log an exclude event for each in its session, so neither the
-        indexer nor the trainer uses them again; a `gestalt:<id>` deletes that gestalt's file (and it is
-        never distilled again). Unknown ids are refused before anything changes.
-
-        `open_logs` (session id → the ConversationLog the caller is writing, e.g. the app's current
-        session): the event goes through it, so its turn counter stays right."""
-        from . import gestalts
-
+    def forgotten(self, ids: Sequence[str]) -> None:
+        """The sources now exclude `ids` (vault/forget.py wrote them first): drop them from both stores and
+        remember turn ids as excluded. Writes nothing outside the memory folder: the index follows the
+        vault, it never edits a log or a gestalt file."""
         with self._mutex:
-            owners = {i: gestalts.find_user(self.vault, i.removeprefix(GESTALT_PREFIX))
-                      for i in ids if i.startswith(GESTALT_PREFIX)}
-            for ident in (i for i, user in owners.items() if user is None):
-                raise MemoryStoreError(f"unknown memory id {ident!r}: no such gestalt file (see `home gestalts list`)")
-            found = [self._log_record(i) for i in ids if i not in owners]
-            for ident, user in owners.items():
-                gestalts.forget_gestalt(self.vault, user, ident.removeprefix(GESTALT_PREFIX))
-                self.state.setdefault("gestalts", {}).pop(ident.removeprefix(GESTALT_PREFIX), None)
-            self.delete(list(owners))
-            for rec in found:
-                if rec["id"] not in self.state["excluded"]:
-                    sid = rec["id"].rpartition(":")[0]
-                    log = (open_logs or {}).get(sid) or ConversationLog.open(self.vault, sid)
-                    log.append({"role": "event", "event": "exclude", "target": rec["id"], "text": ""})
-            self.delete([r["id"] for r in found])
-            self.state["excluded"].update(r["id"] for r in found)
+            ids = list(ids)
+            known = self.state.setdefault("gestalts", {})
+            for ident in ids:
+                if ident.startswith(GESTALT_PREFIX):
+                    known.pop(ident.removeprefix(GESTALT_PREFIX), None)
+            self.delete(ids)
+            self.state["excluded"].update(i for i in ids if not i.startswith(GESTALT_PREFIX))
             self.save_state()
-            done = {r["id"] for r in found} | set(owners)
-            return [i for i in ids if i in done]
-
-    def _log_record(self, ident: str) -> dict:
-        session, _, turn = ident.rpartition(":")
-        path = self.vault.logs_dir / f"{session}.jsonl"
-        if not _SESSION.fullmatch(session) or not turn.isdigit() or not path.is_file():
-            raise MemoryStoreError(f"unknown memory id {ident!r} (expected <session>:<turn>, as `home "
-                                   "memory search` prints)")
-        for rec in read_log(path).records:
-            if rec.get("id") == ident and rec.get("role") in ("user", "assistant"):
-                return rec
-        raise MemoryStoreError(f"unknown memory id {ident!r}: {path.name} has no such turn")
 
     # --- reading ---
 

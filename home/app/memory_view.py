@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vault import gestalts as gs
-from vault.memory import GESTALT_PREFIX, MemoryStoreError, sync_gestalts
+from vault.forget import forget as forget_items
+from vault.memory import GESTALT_PREFIX, MemoryStoreError
 from vault.retrieval import Hit
 
 SEARCH_K = 10
@@ -111,16 +112,15 @@ def forget(session, entry: Entry) -> str:  # noqa: ANN001
         user = gs.find_user(vault, ident)
         if user is None:
             raise MemoryStoreError(f"no gestalt file for {entry.id} any more (see `home gestalts list`)")
-        gs.forget_gestalt(vault, user, ident)
+        forget_items(vault, [entry.id], store=store)  # the file first; the store, when there is one, after
         if store is not None:
-            sync_gestalts(vault, store)
             _recount(session, store)
         return f"forgot the gestalt {ident}: its file is deleted and it will not be learnt again"
     if store is None:
         raise MemoryStoreError(f"cannot forget {entry.id} now: {off_note(session)}")
     log = session.conversation.log if session.conversation is not None else None
     with session.turn_lock:  # the chat appends to the same log: one writer at a time
-        store.forget([entry.id], open_logs={log.session: log} if log is not None else None)
+        forget_items(vault, [entry.id], store=store, open_logs={log.session: log} if log is not None else None)
     _recount(session, store)
     return f"forgot {entry.id}: out of memory, and never used for training"
 

@@ -2,13 +2,15 @@
 
 The store is derived data (vault/memory.py): `search` first catches up with turns logged since the last
 run, `reindex --rebuild` re-embeds everything from the logs. `forget` is the user's right to have a turn
-dropped: it leaves the store and is marked excluded in the log, so neither memory nor training uses it.
+dropped: it is marked excluded in its log (vault/forget.py), then leaves the store, so neither memory nor
+training uses it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from home.context import Context
 from home.errors import UsageError
@@ -82,27 +84,48 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_forget(args: argparse.Namespace) -> int:
+    from vault.forget import forget
+
     if args.k < 1:
         raise UsageError("-k: expected a positive number")
     ctx = Context(args)
-    with _open(ctx) as store:
-        if args.query is not None:
+    if args.query is None:
+        done = _forget_id(ctx, args.id)
+    else:
+        with _open(ctx) as store:
             _catch_up(ctx, store)
             hits = store.search(args.query, k=args.k, user=getattr(args, "user", None))
             if not hits:
                 from vault.memory import MemoryStoreError
 
                 raise MemoryStoreError(f"nothing in memory matches {args.query!r}: nothing forgotten")
-        else:
-            hits = [store.get(args.id)]
-        ids = [h.id if h else args.id for h in hits]
-        forgotten = store.forget(ids)
+            done = forget(ctx.vault, [h.id for h in hits], store=store)
     if args.json:
-        print(json.dumps({"forgotten": forgotten}))
+        print(json.dumps({"forgotten": done.ids}))
         return 0
-    for ident, h in zip(forgotten, hits, strict=True):
-        print(f"forgot {ident}" + (f": {' '.join(h.text.split())[:80]}" if h else " (it was not indexed)"))
+    for ident in done.ids:
+        text = " ".join(done.texts.get(ident, "").split())[:80]
+        print(f"forgot {ident}" + (f": {text}" if text else ""))
     return 0
+
+
+def _forget_id(ctx: Context, ident: str):
+    """Forget one id. A damaged index does not stop it: the sources are written and the index follows them
+    when it is rebuilt. Another process owning the index does: that is the running app, which may be
+    appending to the very log the exclude event goes in (its memory panel forgets safely)."""
+    from vault.forget import forget
+    from vault.memory import MemoryBusyError, MemoryStoreError
+
+    try:
+        store = _open(ctx)
+    except MemoryBusyError:
+        raise
+    except MemoryStoreError as exc:
+        done = forget(ctx.vault, [ident])
+        print(f"home: warning: memory index not updated: {exc}", file=sys.stderr)
+        return done
+    with store:
+        return forget(ctx.vault, [ident], store=store)
 
 
 def run_reindex(args: argparse.Namespace) -> int:

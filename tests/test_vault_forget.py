@@ -1,0 +1,95 @@
+"""vault/forget.py: forgetting writes the sources (logs, gestalt files) first and then tells the memory index,
+which writes nothing outside its folder. Without an index, the sources still forget and the index follows them.
+
+Real files, the real ChromaDB store and MiniLM embedder.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_vault_memory import write_session
+from vault import gestalts as gs
+from vault.forget import forget
+from vault.layout import Vault
+from vault.logs import read_log
+from vault.memory import MemoryStore, MemoryStoreError, index_logs, reindex, sync_gestalts
+
+TURNS = [("user", "My bank PIN is 4921.", 0), ("assistant", "Please keep that private.", 0),
+         ("user", "I'm allergic to peanuts.", 1), ("assistant", "Noted: no peanuts.", 1)]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from vault.embedder import load_embedder
+
+    return load_embedder()
+
+
+@pytest.fixture
+def seeded(tmp_path, embedder):
+    """Two sessions and two gestalts, indexed; the store closed again."""
+    vault = Vault.open(tmp_path / "v")
+    write_session(vault, "s1", TURNS)
+    write_session(vault, "s2", [("user", "My sister Ana lives in Porto.", 2)])
+    tea, city = gs.add_gestalts(vault, "me", [gs.Draft("The user prefers green tea.", "preference"),
+                                              gs.Draft("The user lives in Berlin.")])
+    with MemoryStore.open(vault, embedder) as store:
+        index_logs(vault, store)
+        sync_gestalts(vault, store)
+        assert store.count() == 7
+    return vault, tea, city
+
+
+def present(store: MemoryStore, ids) -> set[str]:
+    return {i for i in ids if store.get(i) is not None}
+
+
+def events(vault: Vault, session: str) -> list[tuple]:
+    return [(r["event"], r["target"]) for r in read_log(vault.logs_dir / f"{session}.jsonl").records
+            if r["role"] == "event"]
+
+
+def test_without_the_index_the_sources_forget_and_the_index_follows(seeded, embedder):
+    vault, tea, city = seeded
+    every = ["s1:1", "s1:2", "s1:3", "s1:4", "s2:1", f"gestalt:{tea.id}", f"gestalt:{city.id}"]
+    done = forget(vault, ["s1:1", f"gestalt:{tea.id}"])  # no store: another process has it, or it is damaged
+    assert (done.ids, done.indexed) == (["s1:1", f"gestalt:{tea.id}"], False)
+    assert done.texts == {"s1:1": "My bank PIN is 4921.", f"gestalt:{tea.id}": "The user prefers green tea."}
+    assert events(vault, "s1") == [("exclude", "s1:1")]
+    assert not tea.path.exists() and tea.hash in gs.forgotten(vault, "me")
+    assert gs.add_gestalts(vault, "me", [gs.Draft("The user prefers green tea.")]) == []  # never learnt again
+    assert forget(vault, ["s1:1"]).ids == ["s1:1"] and events(vault, "s1") == [("exclude", "s1:1")]  # one event
+
+    with MemoryStore.open(vault, embedder) as store:
+        assert present(store, every) == set(every)  # the index was not touched: it is behind the sources
+        index_logs(vault, store)
+        sync_gestalts(vault, store)
+        caught_up = present(store, every)
+        reindex(vault, store, rebuild=True)
+        assert present(store, every) == caught_up == set(every) - {"s1:1", f"gestalt:{tea.id}"}
+        assert store.count() == store.keyword_count() == 5
+        assert "s1:1" not in [h.id for h in store.search("what is my bank PIN?", k=5)]
+
+
+def test_with_the_index_it_is_told_and_writes_no_source(seeded, embedder):
+    vault, tea, city = seeded
+
+    def sources() -> dict:
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in vault.root.rglob("*")
+                if p.is_file() and vault.memory_dir not in p.parents and vault.locks_dir not in p.parents}
+
+    with MemoryStore.open(vault, embedder) as store:
+        before = sources()
+        store.forgotten(["s1:3", f"gestalt:{city.id}"])  # the index alone: it drops the items and nothing else
+        assert sources() == before
+        assert present(store, ["s1:3", f"gestalt:{city.id}"]) == set()
+        done = forget(vault, ["s1:3", f"gestalt:{city.id}"], store=store)
+        assert done.indexed and events(vault, "s1") == [("exclude", "s1:3")] and not city.path.exists()
+        assert store.stats()["excluded"] == 1 and store.count() == 5
+        index_logs(vault, store)
+        assert store.get("s1:3") is None and store.count() == 5
+        for bad in ("s1:99", "s9:1", "gestalt:g-nope", "gestalt:../../logs/s1", "../etc/passwd"):
+            with pytest.raises(MemoryStoreError, match="unknown memory id"):
+                forget(vault, ["s1:1", bad], store=store)
+        assert events(vault, "s1") == [("exclude", "s1:3")] and store.get("s1:1") is not None  # nothing changed
