@@ -10,7 +10,7 @@ What the child does: a vocab-only load (no weights read; the abort seen is in th
 tokenizes a text holding every byte valid UTF-8 can contain, with and without special-token parsing and
 BOS/EOS, plus the text of every control token (what a chat template renders), and turns every token id
 back into its piece: what Home's engine does to a prompt and a reply. 0.6-0.9 s for the default model
-on 2 cores (half of it the child's Python and llama.cpp start), once per file; a remembered pass costs
+on 2 idle cores, 1.7-2 s on busy ones (half of it the child's Python and llama.cpp start), once per file; a remembered pass costs
 ~2 ms (tests/test_llm_probe.py prints both). A full load and a decode would catch more, but would read
 every weight of a large model on the CPU.
 
