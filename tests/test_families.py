@@ -25,9 +25,7 @@ from trainer.convert import SUPPORTED_ARCHS
 # (2 steps did not), and 64 tokens hold every example of the e2e voice logs.
 TRAIN = ["--user", "bo", "train", "--steps", "8", "--rank", "4", "--batch-size", "4", "--lr", "5e-3",
          "--max-length", "64", "--device", "cpu", "--json"]
-# A random LoRA that moves the logits clearly (moved ~0.03, 100x the guard) but not hugely: on an f32
-# base the noise floor of verification's excess-noise ratio is float rounding alone, and the ratio then
-# grows with the adapter's size whatever the layout (B 0.05: 1.18-1.29 on llama/qwen2/phi3, limit 1.25).
+# A random LoRA that moves the logits clearly (moved ~0.03-0.1, 100x the guard).
 B_STD = 0.02
 
 
@@ -133,3 +131,45 @@ def test_fused_phi3_projections_convert_and_verify(tmp_path):
         wrong = verify_adapter(model, peft_model, tmp_path / "swapped.gguf", base.tokenizer, probes, engine=engine)
     assert ver.passed and ver.delta_correlation > 0.9999, ver.to_dict()
     assert not wrong.passed and wrong.delta_correlation < ver.delta_correlation, wrong.to_dict()
+
+
+def _random_lora(base, std: float, out):
+    """peft's default targets on `base`, B drawn at `std` (peft starts B at zero: a no-op), saved."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft_model = get_peft_model(base.model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    peft_model.eval()
+    peft_model.save_pretrained(out, save_embedding_layers=False)
+    return peft_model
+
+
+@pytest.mark.slow
+def test_unquantized_base_large_right_adapter_passes_small_wrong_one_fails(tmp_path, monkeypatch):
+    """On an f32 base the excess-noise ratio's floor is float rounding, so a right adapter's own rounding
+    lifted it past the limit as the adapter grew (B std 0.1: 1.27; 0.2: 2.1) and verification refused
+    well-trained adapters for f16/f32 GGUFs. Now it takes a change error above rounding too: a big right
+    adapter passes, and a small one without the q/k permutation (error 0.017) still fails."""
+    from llm.engine import Engine
+    from trainer import convert
+    from trainer.base import load_base, pick_device
+    from trainer.convert import convert_peft_to_gguf
+    from trainer.verify import verify_adapter
+
+    model = tiny_gguf("llama")
+    with Engine(model, n_ctx=256, n_threads=1) as engine:
+        big = _random_lora(load_base(model, pick_device("cpu")), 0.2, tmp_path / "big")
+        right = convert_peft_to_gguf(tmp_path / "big", model, tmp_path / "big.gguf")
+        ver = verify_adapter(model, big, right.path, engine=engine)
+        assert ver.passed and ver.excess_noise > 1.25 and ver.delta_error < 0.005, ver.to_dict()
+        small = _random_lora(load_base(model, pick_device("cpu")), 0.01, tmp_path / "small")
+        monkeypatch.setattr(convert, "permute", lambda w, *a, **k: w)
+        wrong = convert_peft_to_gguf(tmp_path / "small", model, tmp_path / "wrong.gguf")
+        bad = verify_adapter(model, small, wrong.path, engine=engine)
+    assert not bad.passed and "q/k permutation" in bad.reason and bad.delta_error > 0.005, bad.to_dict()

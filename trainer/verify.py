@@ -18,7 +18,9 @@ noise (~0.13 logits rms on SmolLM2 Q4_1) and the check is on agreement, not equa
 - excess noise: rms(llama.cpp − transformers) with the adapter over the same without it (both
   centred per position). It stays ~1 when llama.cpp changes the logits the way transformers does
   (same direction and size); a wrong q/k permutation, tensor layout or scale adds its own error and
-  pushes it up, even where the adapter is too small to spoil the plain correlation.
+  pushes it up, even where the adapter is too small to spoil the plain correlation. It fails only with
+  a change error (rms of the difference between the two engines' changes over transformers' change)
+  above rounding: on an unquantized base the ratio's denominator is rounding alone.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ MIN_TOP1 = 0.97
 TIE_NOISE = 1.5  # near-tie: within 1.5 × the per-logit noise rms (~0.2 logits on SmolLM2 Q4_1)
 MIN_MOVED = 2e-4  # 1 - corr(base, adapter), each side; a no-op scores exactly 0, 6 real steps ~0.08
 MAX_EXCESS_NOISE = 1.25  # measured 0.97-1.09 when right; 1.5-2.2 without the q/k permutation
+# ... but only where the two engines' changes differ by more than rounding: on an f32/f16 base the base
+# noise is float rounding alone, and a right adapter's own rounding lifts the ratio with its size (1.4-3.6
+# at B std 0.05-0.2, change error <= 0.0011); a wrong q/k layout there errs by 0.017-0.25 (tiny models,
+# B std 0.01-0.2), on Q4_1 by 0.43-0.81, where right ones err by 0.09-1.3 from quantization alone.
+MIN_DELTA_ERROR = 0.005
 DEFAULT_PROBES = (
     "The quick brown fox jumps over the lazy dog because it wanted to see what was on the other side.",
     "Question: What is the capital of France?\nAnswer: The capital of France is Paris, its largest city.",
@@ -60,6 +67,7 @@ class VerifyResult:
     top1_exact: float = 0.0  # plain argmax agreement, for the record
     delta_correlation: float = 0.0  # corr of (adapter - base) between the sides; noise-limited, informative
     base_correlation: float = 0.0  # llama.cpp vs transformers without the adapter (the noise floor)
+    delta_error: float = 0.0  # rms(llama.cpp's change - transformers' change) / rms(transformers' change)
     # log-probs of the tokens that actually follow, on both sides (informative): mean |llama.cpp -
     # transformers| with the adapter, and each side's mean NLL with and without it
     next_token: dict | None = None
@@ -170,6 +178,8 @@ class Agreement:
             n, corr=s["corr"] / n, top1=float((gaps <= TIE_NOISE * noise_base).mean()),
             moved_ll=s["moved_ll"] / n, moved_hf=s["moved_hf"] / n, excess=excess, top1_exact=s["exact"] / n,
             d_corr=float(s["d_prod"] / d_den) if d_den > 0 else 0.0, base_corr=s["base_corr"] / n,
+            d_err=float(np.sqrt(max(0.0, s["d_ll"] + s["d_hf"] - 2 * s["d_prod"]) / s["d_hf"])) if s["d_hf"] > 0
+            else float("inf"),
             next_token=None if not self.n_next else {
                 "positions": self.n_next, "logprob_gap": s["lp_gap"] / m,
                 "nll_llama": s["nll_ll"] / m, "nll_llama_base": s["nll_ll_base"] / m,
@@ -183,7 +193,8 @@ class _VocabMismatch(ValueError):
 
 
 def _verdict(n: int, *, corr: float, top1: float, moved_ll: float, moved_hf: float, excess: float,
-             top1_exact: float, d_corr: float, base_corr: float, next_token: dict | None) -> VerifyResult:
+             top1_exact: float, d_corr: float, base_corr: float, next_token: dict | None,
+             d_err: float = 0.0) -> VerifyResult:
     fails = []
     if corr < MIN_CORRELATION:
         fails.append(
@@ -196,15 +207,16 @@ def _verdict(n: int, *, corr: float, top1: float, moved_ll: float, moved_hf: flo
             fails.append(
                 f"moved {moved:.2e} < {MIN_MOVED:.0e} in {side} (the adapter barely changes the logits)"
             )
-    if excess > MAX_EXCESS_NOISE:
+    if excess > MAX_EXCESS_NOISE and d_err > MIN_DELTA_ERROR:
         fails.append(
-            f"excess noise {excess:.3f} > {MAX_EXCESS_NOISE} (llama.cpp changes the logits differently from "
-            "transformers: q/k permutation, tensor layout or scale?)"
+            f"excess noise {excess:.3f} > {MAX_EXCESS_NOISE} and change error {d_err:.4f} > {MIN_DELTA_ERROR} "
+            "(llama.cpp changes the logits differently from transformers: q/k permutation, tensor layout "
+            "or scale?)"
         )
     return VerifyResult(
         passed=not fails, correlation=corr, top1_agreement=top1, moved_llama=moved_ll, moved_hf=moved_hf,
         n_positions=n, reason="; ".join(fails), excess_noise=excess, top1_exact=top1_exact,
-        delta_correlation=d_corr, base_correlation=base_corr, next_token=next_token,
+        delta_correlation=d_corr, base_correlation=base_corr, next_token=next_token, delta_error=d_err,
     )
 
 
