@@ -38,7 +38,7 @@ n_ctx = 1024
 
 
 class Failed(Exception):
-    pass
+    """An expected screen never appeared: the script prints what it saw and exits 1."""
 
 
 class Tmux:

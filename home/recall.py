@@ -48,8 +48,9 @@ class Recall:
         self._idle.set()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()  # index_soon runs on the turn thread and the loader: one indexer
         self.on_indexed: Callable[[int], None] | None = None  # called with the store's new count
-        self.last_error: str | None = None
+        self.on_error: Callable[[str], None] | None = None  # a pass failed (one line); the next pass retries
 
     @classmethod
     def open(cls, vault: Vault, settings: MemorySettings, embedder=None) -> Recall:
@@ -103,13 +104,14 @@ class Recall:
 
     def index_soon(self) -> None:
         """Ask the background indexer for a pass (returns at once; several asks make one pass)."""
-        if self.store is None:
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="home-memory-indexer", daemon=True)
-            self._thread.start()
-        self._idle.clear()
-        self._wake.set()
+        with self._start_lock:
+            if self.store is None or self._stop:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="home-memory-indexer", daemon=True)
+                self._thread.start()
+            self._idle.clear()
+            self._wake.set()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no indexing pass is pending (tests, shutdown)."""
@@ -123,18 +125,20 @@ class Recall:
             self._wake.clear()
             try:
                 index_logs(self.vault, self.store)
-                self.last_error = None
-            except Exception as exc:  # noqa: BLE001 - a bad log must not kill the indexer; shown in the app
-                self.last_error = f"memory indexing failed: {type(exc).__name__}: {exc}"
-            if self.on_indexed is not None and self.last_error is None:
-                self.on_indexed(self.store.count())
+            except Exception as exc:  # noqa: BLE001 - a bad log must not kill the indexer; the app shows it
+                if self.on_error is not None:
+                    self.on_error(f"memory indexing failed: {type(exc).__name__}: {exc}")
+            else:
+                if self.on_indexed is not None:
+                    self.on_indexed(self.store.count())
             if not self._wake.is_set():
                 self._idle.set()
 
     def close(self) -> None:
         """Finish the pass in flight (its checkpoint keeps it resumable anyway) and release the store."""
-        self._stop = True
-        self._wake.set()
+        with self._start_lock:
+            self._stop = True
+            self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         if self.store is not None:

@@ -7,6 +7,7 @@ only ever sees adapters that passed these checks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from llm.errors import AdapterError
 from llm.fingerprint import base_refusal
@@ -35,6 +36,11 @@ class StackSpec:
             return cls(ident, float(scale))
         except ValueError:
             raise AdapterError(f"--adapter {text!r}: scale {scale!r} is not a number") from None
+
+
+def persona_specs(persona) -> list[StackSpec]:
+    """The adapters a persona card asks for (`extensions.home.adapters`), scale None = the adapter's own."""
+    return [StackSpec(a["id"], a.get("scale")) for a in persona.home.get("adapters", [])] if persona else []
 
 
 def resolve_stack(manifest: Manifest, specs: list[StackSpec], model_fingerprint: str, model_name: str) -> Stack:
@@ -74,12 +80,17 @@ def _with_dependencies(manifest: Manifest, specs: list[StackSpec]) -> list[Stack
 
 
 def activate(engine, vault: Vault, manifest: Manifest, stack: Stack) -> None:
-    """Load (once) and activate `stack`; the engine resets its KV cache if the stack changed."""
+    """Load (once) and activate `stack`; the engine resets its KV cache if the stack changed. An adapter
+    loaded from another file than the manifest names now (re-registered, and the watcher has not caught
+    up yet) is reloaded from the manifest's file, as the watcher would."""
     for adapter_id, _ in stack:
         entry = manifest.adapters[adapter_id]
         path = vault.root / entry.file
         if not path.is_file():
             raise AdapterError(f"adapter '{adapter_id}': file {path} is missing from the vault")
+        have = engine.loaded_adapters.get(adapter_id)
+        if have is not None and Path(have) != path.resolve():
+            engine.unload_adapter(adapter_id)
         engine.load_adapter(adapter_id, path)
     engine.set_adapters(stack)
 

@@ -25,7 +25,7 @@ _USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
 class PreferenceError(VaultError):
-    pass
+    """A bad user name or an unreadable preferences file; one line, exit 2."""
 
 
 def check_user_name(name: str) -> str:

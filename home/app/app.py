@@ -96,7 +96,9 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         self.session.on_session_end = self.gestalts.session_ended
         self.watcher = VaultWatcher(self.session.vault, on_manifest=self.sync_adapters,
                                     on_gestalts=self.gestalts.files_changed).start()
-        self.session.open_memory(on_indexed=lambda _count: self.from_thread(self._refresh_status))
+        self.session.open_memory(
+            on_indexed=lambda _count: self.from_thread(self._refresh_status),
+            on_error=lambda line: self.from_thread(self.notify, line, title="Memory", severity="error", timeout=8))
         self.gestalts.files_changed()  # edits made while the app was closed
         self.gestalts.start_backlog()
         for note, title in ((self.session.memory_note, "Memory"), (self.session.router_note, "Router")):
@@ -119,19 +121,10 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
     def sync_adapters(self, announce: bool = True) -> None:
         """(A worker or the watcher's thread.) Load new adapters, unload removed ones, and if the active
         stack lost one, fall back to what the persona can still have; say what changed."""
-        from home.hotload import sync_adapters
-
-        session = self.session
         try:
-            report = sync_adapters(session.engine, session.vault, session.manifest(), self.managed_adapters)
-            if session.drop_manual(report.unloaded):
+            report, dropped = self.session.follow_manifest(self.managed_adapters)
+            if dropped:
                 self._notify_from_thread("Your manual adapter stack lost an adapter: back to automatic.")
-            if {i for i, _ in session.stack} & set(report.unloaded):
-                try:
-                    session.stack = session.compute_stack()
-                except LLMError:
-                    session.stack = []
-                session.apply_stack()
         except (LLMError, VaultError) as exc:
             self._notify_from_thread(str(exc), severity="error")
             return
@@ -233,14 +226,10 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
 
     @work(thread=True, group="retrain", exit_on_error=False)
     def _read_training(self, run: RetrainRun, panel: TrainPanel) -> None:
-        """Blocks on the worker's stdout (a thread, so the chat stays live); hands events to the UI."""
-        try:
-            for event in run.events():
-                self.call_from_thread(self._training_event, panel, event)
-        except RuntimeError:  # the app closed under us; close_engine stops the worker
-            pass
-        finally:
-            code, why = run.wait()
+        """Blocks on the worker's stdout (a thread, so the chat stays live); hands events to the UI. If
+        the app closes under us (close_engine stops the worker) or the panel fails, `follow` still reads
+        the pipe to its end and reaps the worker."""
+        code, why = run.follow(lambda event: self.call_from_thread(self._training_event, panel, event))
         self.from_thread(panel.ended, code, why)
 
     async def _training_event(self, panel: TrainPanel, event: dict) -> None:
@@ -264,7 +253,7 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         self._new_voice = None
         await self.chat.note(f"your new voice adapter {voice} is loaded: ctrl+v to use it")
         if session.voice_on:
-            session.stack = session.compute_stack()
+            session.refresh_stack()
             self.chat._stack_changed()
 
     async def action_quit(self) -> None:

@@ -142,16 +142,13 @@ class FeaturesMixin:
         s, chat = self.session, self.chat
         if not name or s is None or chat is None or name == s.user:
             return
-        before = s.user, s.voice_scale
         try:
             check_user_name(name)
             if name not in s.manifest().users:
                 with ManifestStore(s.vault).update() as m:
                     m.ensure_user(name)
-            s.user, s.voice_scale = name, None
-            s.stack = s.compute_stack()
+            s.set_user(name)
         except (LLMError, VaultError) as exc:
-            s.user, s.voice_scale = before
             self.notify(f"switch user: {exc}", severity="error", timeout=8)
             return
         await chat.new_chat()

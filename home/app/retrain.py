@@ -1,9 +1,11 @@
 """One "Retrain my voice" run from the app: the job, the trainer worker process, its events, cancel.
 
-The same contract as `home train`: the worker is `python -m trainer -` (home.commands.train.start_worker)
-in its own session, its stdout is JSON events (trainer.events.read_events), and cancelling sends exactly
-one SIGINT so it stops at the next step and keeps a checkpoint (`home train --resume` continues it). The
-app reads the events in a thread worker; nothing here touches widgets.
+The same contract as `home train`: the worker is `python -m trainer -` (home.worker.start_worker) in its
+own session, its stdout is JSON events (trainer.events.read_events), and cancelling sends exactly one
+SIGINT so it stops at the next step and keeps a checkpoint (`home train --resume` continues it). The
+app reads the events in a thread worker; nothing here touches widgets. Whatever happens to the reader,
+the worker's stdout is read to its end before it is waited for: a worker blocked writing to a full pipe
+never exits, and a wait on it never returns.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from home.commands.train import start_worker
+from home.worker import start_worker
 from trainer.events import read_events
 from trainer.guard import cpu_refusal, cuda_visible, model_params
 from trainer.job import Job
@@ -43,13 +45,15 @@ def build_job(session) -> Job:
 
 
 class RetrainRun:
-    """A started worker. `events()` blocks (call it from a thread); `cancel()` is safe from any thread."""
+    """A started worker. `events()` and `follow()` block (call them from a thread); `cancel()` is safe
+    from any thread. `start`: what starts the process (`home.worker.start_worker`; tests start another
+    program that speaks the same protocol)."""
 
-    def __init__(self, job: Job, runs_dir) -> None:
+    def __init__(self, job: Job, runs_dir, start: Callable[..., subprocess.Popen] = start_worker) -> None:
         self.job = job
         # Library chatter (warnings, progress bars) goes aside; its last line explains a silent death.
         self._chatter = tempfile.TemporaryFile(mode="w+", dir=runs_dir)
-        self.proc = start_worker(job, stderr=self._chatter)
+        self.proc = start(job, stderr=self._chatter)
         self.interrupted = False
         self.code: int | None = None
 
@@ -61,6 +65,25 @@ class RetrainRun:
         assert self.proc.stdout is not None
         yield from read_events(iter(self.proc.stdout.readline, ""))
 
+    def follow(self, on_event: Callable[[dict], None]) -> tuple[int, str | None]:
+        """Hand each event to `on_event` until the worker ends, then reap it (see `wait`). If `on_event`
+        raises (the app closed under us: RuntimeError; or a bug in the panel), the events that follow
+        are read and dropped, so the worker finishes its run (or stops when the app closes it); a
+        panel error becomes the `why`."""
+        failed: Exception | None = None
+        try:
+            for event in self.events():
+                if failed is None:
+                    try:
+                        on_event(event)
+                    except Exception as exc:  # noqa: BLE001 - whatever the UI did, the pipe is read to its end
+                        failed = exc
+        finally:
+            code, why = self.wait()
+        if failed is not None and not isinstance(failed, RuntimeError):
+            why = f"the app stopped showing the run ({type(failed).__name__}: {failed})"
+        return code, why
+
     def cancel(self) -> bool:
         """One SIGINT, never two (a second would abort the checkpoint). False if nothing was sent."""
         if self.interrupted or not self.running:
@@ -70,12 +93,25 @@ class RetrainRun:
         return True
 
     def wait(self) -> tuple[int, str | None]:
-        """The exit code and the worker's last stderr line (for a failure no event explained)."""
+        """The exit code and the worker's last stderr line (for a failure no event explained). What the
+        worker still writes on stdout is read and dropped first: unread, a full pipe blocks it forever."""
+        self._drain()
         self.code = self.proc.wait()
         self._chatter.seek(0)
         tail = [ln.strip() for ln in self._chatter.read().splitlines() if ln.strip()][-1:]
         self._chatter.close()
         return self.code, (tail[0] if tail else None)
+
+    def _drain(self) -> None:
+        out = self.proc.stdout
+        if out is None or out.closed:
+            return
+        try:
+            while out.buffer.read(1 << 16):  # bytes: a torn UTF-8 sequence must not stop the draining
+                pass
+        except (OSError, ValueError):  # closed by another thread meanwhile: nothing left to drain
+            pass
+        out.close()
 
     def close(self, timeout: float = 60.0) -> None:
         """The app is closing: ask the worker to stop with a checkpoint, kill it if it will not."""

@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from home.commands.ask import generation_params, persona_specs
+from home.app.session_memory import MemoryMixin
 from home.context import Context
-from home.stack import Stack, StackSpec, activate, resolve_stack, upgrade_fingerprints
+from home.generation import generation_params
+from home.hotload import SyncReport, sync_adapters
+from home.stack import Stack, StackSpec, activate, persona_specs, resolve_stack, upgrade_fingerprints
 from home.turn import Conversation
+from llm.errors import LLMError
 from llm.params import GenParams
 from vault.fsio import atomic_write_text
 from vault.logs import ConversationLog, list_sessions
@@ -53,10 +57,16 @@ class AppOptions:
         return cls(**{k: getattr(args, k, None) for k in cls.__dataclass_fields__})
 
 
-class ChatSession:
-    """One window's chat. Methods that touch the engine lock (`load`, `apply_stack`, `send`) are
-    called from worker threads, except `apply_stack` of an already loaded stack while no reply runs
-    (then it is only a sub-millisecond `set_adapters`); everything else is cheap on the UI thread."""
+class ChatSession(MemoryMixin):
+    """One window's chat. Methods that touch the engine lock (`load`, `apply_stack`, `send`,
+    `follow_manifest`) are called from worker threads, except `apply_stack` of an already loaded stack
+    while no reply runs (then it is only a sub-millisecond `set_adapters`); everything else is cheap on
+    the UI thread.
+
+    Two locks, always taken in this order: `turn_lock` (the engine's stack for a whole reply or
+    background call) and `_state` (what decides the stack: `stack`, `manual`, `voice_on`, `voice_scale`,
+    `persona`, `user`). `_state` is written from the UI thread, the watcher's thread and the turn's, and
+    held for microseconds, never while waiting for the engine."""
 
     def __init__(self, options: AppOptions) -> None:
         self.options = options
@@ -77,13 +87,13 @@ class ChatSession:
         self.manual: list[StackSpec] | None = None
         """A stack picked by hand in the palette ([] = the base model); None: persona, voice and router
         decide. It replaces the persona's adapters until "automatic" is picked or the persona changes."""
-        self.stack: Stack = []
-        self._stack_lock = threading.Lock()  # stack changes from two workers apply in order
+        self._stack: Stack = []
+        self._state = threading.RLock()
         # Held for a whole reply and for each background model call (gestalt distillation), so the
         # engine's adapter stack is never changed under one of them; the UI thread only try-locks it.
         self.turn_lock = threading.RLock()
         self.distil_cancel = threading.Event()  # set by a reply that wants the engine now
-        self.on_session_end: Callable[[str, list[dict]], None] | None = None  # (session id, its records)
+        self.on_session_end: Callable[[str, Path], None] | None = None  # (session id, its log): read off this thread
         self._manifest: tuple[tuple | None, Manifest] | None = None  # (file identity, parsed)
         self.recall: Recall | None = None  # memory, once `open_memory` ran (after the model loaded)
         self.router: Router | None = None  # per-turn adapter choice, loaded with memory
@@ -101,11 +111,28 @@ class ChatSession:
         self.stack = self.compute_stack()
         self.apply_stack()
 
+    @property
+    def stack(self) -> Stack:
+        """The stack the next reply gets (a copy: change it by assigning)."""
+        with self._state:
+            return list(self._stack)
+
+    @stack.setter
+    def stack(self, value: Stack) -> None:
+        with self._state:
+            self._stack = list(value)
+
+    def refresh_stack(self) -> Stack:
+        """Recompute the stack from the persona, voice and manual choice (e.g. a new voice adapter)."""
+        with self._state:
+            self._stack = self.compute_stack()
+            return list(self._stack)
+
     def new_conversation(self, session_id: str | None = None) -> list[dict]:
         """A fresh session, or an existing one resumed with its history; returns its chat records."""
         ending = self.conversation
         if ending is not None and ending.last is not None and self.on_session_end is not None:
-            self.on_session_end(ending.log.session, ending.log.records())
+            self.on_session_end(ending.log.session, ending.log.path)
         if session_id is None:
             log, history, records = ConversationLog.create(self.vault), [], []
         else:
@@ -114,61 +141,6 @@ class ChatSession:
             history = [{"role": r["role"], "content": r.get("text", "")} for r in records if not r.get("partial")]
         self.conversation = Conversation(self.engine, log, self.user, self.persona, history, recall=self.recall)
         return records
-
-    # --- memory -------------------------------------------------------------------------------
-
-    def open_memory(self, on_indexed: Callable[[int], None] | None = None) -> None:
-        """Load the router and own the vault's memory store (a worker thread: the embedder and ChromaDB
-        take ~1 s), catch up with the logs in the background, and let every later turn search it. A
-        busy or broken store is noted in `memory_note` and the chat goes on without memory; a router
-        that cannot load (bad [router] settings) in `router_note`, and only explicit stacks are used."""
-        from home.recall import Recall
-        from home.router import Router
-        from vault.embedder import load_embedder
-        from vault.errors import VaultError
-
-        embedder = None
-        try:
-            embedder = load_embedder(self.config.memory.embedder or None)
-            if self.config.router.enabled:
-                self.router = Router.load(self.vault, self.config, embedder)
-        except VaultError as exc:
-            self.router_note = f"router off: {exc}"
-        try:
-            recall = Recall.open(self.vault, self.config.memory, embedder)
-        except VaultError as exc:  # e.g. built with another embedder, or damaged: the note says what to run
-            self.memory_note = str(exc)
-            return
-        if recall.store is None:
-            self.memory_note = recall.unavailable
-            return
-
-        def indexed(count: int) -> None:
-            self.memory_items = count
-            if on_indexed is not None:
-                on_indexed(count)
-
-        recall.on_indexed = indexed
-        self.memory_items = recall.count()
-        recall.store.warm()
-        self.recall = recall
-        if self.conversation is not None:
-            self.conversation.recall = recall
-        recall.index_soon()
-
-    def close_memory(self) -> None:
-        if self.recall is not None:
-            self.recall.close()
-            self.recall = None
-
-    def memory_status(self) -> str:
-        """For the status bar: items used by the last reply and items in memory, or why it is off."""
-        if self.recall is None:  # off (why: memory_note), opening after the model loaded, or not started
-            return "off" if self.memory_note else ("opening…" if self.engine is not None else "–")
-        last = self.conversation.last if self.conversation else None
-        used = len(last.record.get("memory_ids") or []) if last else 0
-        items = self.memory_items if self.memory_items is not None else 0
-        return f"{used} used · {items:,} items"
 
     def recent_sessions(self, limit: int = 20) -> list[str]:
         return [s.id for s in list_sessions(self.vault)[:limit]]
@@ -182,12 +154,17 @@ class ChatSession:
     def set_persona(self, persona: Persona | None) -> Stack:
         """Switch who speaks; the model stays loaded. Returns the stack the next reply will use. A stack
         picked by hand ends here: the new persona's own adapters apply."""
-        self.persona = persona
-        self.manual = None
-        if self.conversation is not None:
-            self.conversation.persona = persona
-        self.stack = self.compute_stack()
-        return self.stack
+        with self._state:
+            before = self.persona, self.manual
+            self.persona, self.manual = persona, None
+            try:
+                self._stack = self.compute_stack()
+            except BaseException:
+                self.persona, self.manual = before
+                raise
+            if self.conversation is not None:
+                self.conversation.persona = persona
+            return list(self._stack)
 
     def persona_by_id(self, pid: str | None) -> Persona | None:
         return next((p for p in self.personas if p.id == pid), None) if pid else None
@@ -217,52 +194,80 @@ class ChatSession:
         """Flip the voice adapter on top of the persona's stack; None when the user has none."""
         if self.voice_adapter() is None:
             return None
-        self.voice_on = not self.voice_on
-        self.stack = self.compute_stack()
-        return self.voice_on
+        with self._state:
+            self.voice_on = not self.voice_on
+            try:
+                self._stack = self.compute_stack()
+            except BaseException:
+                self.voice_on = not self.voice_on
+                raise
+            return self.voice_on
 
     def nudge_voice(self, delta: float) -> float | None:
         voice = self.voice_adapter()
         if voice is None:
             return None
-        current = self.voice_scale if self.voice_scale is not None else self.manifest().adapter(voice).scale
-        low, high = VOICE_RANGE
-        self.voice_scale = round(min(high, max(low, current + delta)), 2)
-        self.stack = self.compute_stack()
-        return self.voice_scale
+        with self._state:
+            before = self.voice_scale
+            current = before if before is not None else self.manifest().adapter(voice).scale
+            low, high = VOICE_RANGE
+            self.voice_scale = round(min(high, max(low, current + delta)), 2)
+            try:
+                self._stack = self.compute_stack()
+            except BaseException:
+                self.voice_scale = before
+                raise
+            return self.voice_scale
 
     def set_manual(self, specs: list[StackSpec] | None) -> Stack:
         """Pick the stack by hand (`[]`: the base model) or give the choice back (None). A manual pick
         replaces the persona's adapters and turns the voice adapter off (ctrl+v then adds it on top);
         it lasts until `set_manual(None)` or a persona switch. AdapterError (nothing changed) if a picked
         adapter does not fit the loaded model."""
-        before = self.manual, self.voice_on
-        self.manual = None if specs is None else list(specs)
-        if specs is not None:
-            self.voice_on = False
-        try:
-            self.stack = self.compute_stack()
-        except BaseException:
-            self.manual, self.voice_on = before
-            raise
-        return self.stack
+        with self._state:
+            before = self.manual, self.voice_on
+            self.manual = None if specs is None else list(specs)
+            if specs is not None:
+                self.voice_on = False
+            try:
+                self._stack = self.compute_stack()
+            except BaseException:
+                self.manual, self.voice_on = before
+                raise
+            return list(self._stack)
+
+    def set_user(self, name: str) -> Stack:
+        """Talk as `name`: their voice adapter (at its own scale) from now on. Nothing changes if the
+        stack cannot be resolved for them."""
+        with self._state:
+            before = self.user, self.voice_scale
+            self.user, self.voice_scale = name, None
+            try:
+                self._stack = self.compute_stack()
+            except BaseException:
+                self.user, self.voice_scale = before
+                raise
+            return list(self._stack)
 
     def drop_manual(self, removed: set[str] | list[str]) -> bool:
         """(Hot-unload.) A manual stack that names a removed adapter ends; True if it did."""
-        if self.manual is None or not {s.id for s in self.manual} & set(removed):
-            return False
-        self.manual = None
-        return True
+        with self._state:
+            if self.manual is None or not {s.id for s in self.manual} & set(removed):
+                return False
+            self.manual = None
+            return True
 
     def explicit_specs(self) -> list[StackSpec] | None:
         """What the user chose by hand: the manual stack, else the persona's adapters, plus the voice
         adapter when it is on. None: nothing chosen, so the router picks per message (the voice toggle
         off means "router's call"); a manual stack is a choice even when empty (the base model)."""
-        specs = list(self.manual) if self.manual is not None else persona_specs(self.persona)
-        voice = self.voice_adapter() if self.voice_on else None
+        with self._state:
+            manual, persona, voice_on, scale = self.manual, self.persona, self.voice_on, self.voice_scale
+        specs = list(manual) if manual is not None else persona_specs(persona)
+        voice = self.voice_adapter() if voice_on else None
         if voice:
-            specs = [s for s in specs if s.id != voice] + [StackSpec(voice, self.voice_scale)]
-        return specs if self.manual is not None else (specs or None)
+            specs = [s for s in specs if s.id != voice] + [StackSpec(voice, scale)]
+        return specs if manual is not None else (specs or None)
 
     def compute_stack(self) -> Stack:
         """The explicit stack checked against the model; [] when the router will choose at the next turn."""
@@ -278,12 +283,30 @@ class ChatSession:
         if not self.turn_lock.acquire(blocking=blocking):
             return None
         try:
-            with self._stack_lock:
-                stack = list(self.stack)
-                activate(self.engine, self.vault, self.manifest(), stack)
-                return stack
+            stack = self.stack  # read once the engine is ours: stacks set one after another apply in order
+            activate(self.engine, self.vault, self.manifest(), stack)
+            return stack
         finally:
             self.turn_lock.release()
+
+    def follow_manifest(self, managed: set[str]) -> tuple[SyncReport, bool]:
+        """(The watcher's thread.) Load new adapters, reload replaced files, unload removed ones, and
+        if the stack lost one, fall back to what the persona can still have. Under the turn lock: a
+        reload waits for the reply in progress, and no reply starts between its unload and its load.
+        Returns the report and whether a manual stack ended."""
+        with self.turn_lock:
+            report = sync_adapters(self.engine, self.vault, self.manifest(), managed)
+            dropped = self.drop_manual(report.unloaded)
+            with self._state:
+                lost = bool({i for i, _ in self._stack} & set(report.unloaded))
+                if lost:
+                    try:
+                        self._stack = self.compute_stack()
+                    except LLMError:
+                        self._stack = []
+            if lost:
+                self.apply_stack()
+        return report, dropped
 
     def stack_loaded(self) -> bool:
         """Every adapter of the current stack is already on the engine: activating it is only a
@@ -299,12 +322,19 @@ class ChatSession:
             temperature=o.temperature, top_p=None, top_k=None, repeat_penalty=None,
             max_tokens=o.max_tokens, seed=o.seed))
 
-    def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
-        """One turn on the current persona and stack (worker thread); Conversation logs it. A background
-        distillation gives way: it stops after its current model call (≤ ~1 s) and resumes later."""
+    @contextmanager
+    def engine_turn(self) -> Iterator[None]:
+        """Hold the engine for one reply (a chat turn, a roundtable turn, a pick-best candidate): a
+        background distillation gives way (it stops after its current model call, ≤ ~1 s, and resumes
+        later), and nothing changes the adapter stack until the reply is over."""
         self.distil_cancel.set()
         with self.turn_lock:
             self.distil_cancel.clear()
+            yield
+
+    def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
+        """One turn on the current persona and stack (worker thread); Conversation logs it."""
+        with self.engine_turn():
             decision = vector = None
             if self.router is not None:
                 explicit = self.explicit_specs()
@@ -313,9 +343,9 @@ class ChatSession:
                 decision = self.router.decide(self.manifest(), user=self.user, persona=self.persona, text=text,
                                               explicit=explicit, model_fingerprint=info.fingerprint,
                                               model_name=info.name, vector=vector)
-                if explicit is None:
-                    with self._stack_lock:
-                        self.stack = list(decision.stack)
+                with self._state:
+                    if self.explicit_specs() is None:  # still the router's call (the UI may have chosen meanwhile)
+                        self._stack = list(decision.stack)
             stack = self.apply_stack()
             yield from self.conversation.send(text, self.params(), stack, cancel=cancel,
                                               router=decision.to_dict() if decision else None, query_vector=vector)

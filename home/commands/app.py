@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from home.commands.ask import generation_params, persona_specs
 from home.context import Context
-from home.stack import activate, resolve_stack
+from home.generation import generation_params
+from home.stack import activate, persona_specs, resolve_stack
 from home.turn import Conversation
 from vault.logs import ConversationLog
 from vault.personas import get_persona

@@ -7,10 +7,10 @@ import json
 import sys
 
 from home.context import Context
+from home.generation import generation_params
 from home.router import Router, explicit_choice
-from home.stack import StackSpec, activate, resolve_stack, upgrade_fingerprints
+from home.stack import activate, resolve_stack, upgrade_fingerprints
 from home.turn import Conversation
-from llm.params import GenParams
 from vault.logs import ConversationLog
 from vault.personas import get_persona
 
@@ -42,26 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-memory", action="store_true", help="do not recall earlier conversations for this turn")
     p.add_argument("--json", action="store_true", help="print one JSON object with the reply and its record")
     p.set_defaults(func=run)
-
-
-def generation_params(ctx: Context, persona, args: argparse.Namespace) -> GenParams:
-    """config.toml < the persona's own settings < flags."""
-    g = ctx.config.generation
-    params = GenParams(
-        temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
-        repeat_penalty=g.repeat_penalty, max_tokens=g.max_tokens, seed=g.seed,
-    )
-    if persona is not None:
-        params = params.merged(**{k: v for k, v in persona.home.get("generation", {}).items()
-                                  if k in GenParams.__dataclass_fields__})
-    return params.merged(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        repeat_penalty=args.repeat_penalty, max_tokens=args.max_tokens, seed=args.seed,
-    )
-
-
-def persona_specs(persona) -> list[StackSpec]:
-    return [StackSpec(a["id"], a.get("scale")) for a in persona.home.get("adapters", [])] if persona else []
 
 
 def run(args: argparse.Namespace) -> int:

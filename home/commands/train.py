@@ -10,17 +10,15 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-from typing import IO
 
 from home.context import Context
 from home.errors import UsageError
 from home.progress import ProgressPrinter
+from home.worker import start_worker
 from trainer.events import read_events
 from trainer.job import SOURCES, Job
-from trainer.memwatch import worker_env
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,25 +96,6 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return job
-
-
-def worker_command() -> list[str]:
-    return [sys.executable, "-m", "trainer", "-"]
-
-
-def start_worker(job: Job, stderr: IO[str] | int | None = subprocess.DEVNULL) -> subprocess.Popen:
-    """Start `python -m trainer -` with the job on stdin; its stdout (text) carries the events.
-
-    Its own session: a terminal's Ctrl-C reaches only the caller, which passes exactly one SIGINT on (a
-    second one would abort the worker instead of letting it checkpoint). `home train` and the app use it.
-    """
-    proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                            text=True, env=worker_env({**os.environ, "PYTHONUNBUFFERED": "1"}),
-                            start_new_session=True)
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(json.dumps(job.to_dict()))
-    proc.stdin.close()
-    return proc
 
 
 def run(args: argparse.Namespace) -> int:

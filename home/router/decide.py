@@ -18,7 +18,7 @@ import numpy as np
 
 from home.router.classify import Classifier, Prediction, label_examples, load_classifiers
 from home.router.score import Candidate, choose, score_candidates, stack_order
-from home.stack import Stack, StackSpec, resolve_stack
+from home.stack import Stack, StackSpec, persona_specs, resolve_stack
 from llm.errors import AdapterError
 from vault.config import Config, RouterSettings
 from vault.layout import Vault
@@ -59,8 +59,7 @@ def explicit_choice(persona=None, adapters: Sequence[str] = (), no_adapters: boo
         return []
     if adapters:
         return [StackSpec.parse(a) for a in adapters]
-    listed = persona.home.get("adapters", []) if persona is not None else []
-    return [StackSpec(a["id"], a.get("scale")) for a in listed] or None
+    return persona_specs(persona) or None
 
 
 class Router:

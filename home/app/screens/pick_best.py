@@ -17,7 +17,6 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from home.app.engine_turn import engine_turn
 from home.app.widgets.messages import AssistantMessage
 from home.pickbest import Pick
 from home.stack import activate
@@ -90,7 +89,7 @@ class PickBestScreen(ModalScreen[int | None]):
             buffer: list[str] = []
             flushed = time.monotonic()
             try:
-                with engine_turn(session):
+                with session.engine_turn():
                     activate(session.engine, session.vault, session.manifest(), reply.stack)
                     with closing(reply.stream(cancel)) as pieces:
                         for piece in pieces:

@@ -18,13 +18,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from home.app.engine_turn import engine_turn
 from home.app.session import ChatSession
 from home.app.widgets.messages import AssistantMessage, MessageList, SystemLine, UserMessage
 from home.app.widgets.prompt_input import PromptInput
-from home.commands.ask import generation_params, persona_specs
+from home.generation import generation_params
 from home.roundtable import Roundtable, Seat
-from home.stack import activate, resolve_stack
+from home.stack import activate, persona_specs, resolve_stack
 from llm.errors import LLMError
 from vault.errors import VaultError
 from vault.logs import ConversationLog
@@ -113,7 +112,7 @@ class RoundtableScreen(Screen[None]):
                 buffer: list[str] = []
                 flushed = time.monotonic()
                 try:
-                    with engine_turn(self.session), closing(t.speak(cancel)) as pieces:  # closed early: partial
+                    with self.session.engine_turn(), closing(t.speak(cancel)) as pieces:  # closed early: partial
                         for piece in pieces:
                             buffer.append(piece)
                             if time.monotonic() - flushed >= FLUSH_S:
