@@ -173,3 +173,29 @@ def test_unquantized_base_large_right_adapter_passes_small_wrong_one_fails(tmp_p
         wrong = convert_peft_to_gguf(tmp_path / "small", model, tmp_path / "wrong.gguf")
         bad = verify_adapter(model, small, wrong.path, engine=engine)
     assert not bad.passed and "q/k permutation" in bad.reason and bad.delta_error > 0.005, bad.to_dict()
+
+
+@pytest.mark.slow
+def test_a_bf16_reference_passes_a_right_adapter_and_fails_a_wrong_one(tmp_path, monkeypatch):
+    """A GPU without room for an fp32 reference verifies against bf16, which rounds the adapter's change
+    itself (error 0.006 for a big right adapter, ratio 1.27): its own bound tells that from a wrong q/k
+    layout (error 0.032, ratio 1.27, at B std 0.01)."""
+    import torch
+
+    from llm.engine import Engine
+    from trainer import convert
+    from trainer.base import Device, load_base
+    from trainer.convert import convert_peft_to_gguf
+    from trainer.verify import verify_adapter
+
+    model = tiny_gguf("llama")
+    with Engine(model, n_ctx=256, n_threads=1) as engine:
+        big = _random_lora(load_base(model, Device("cpu", torch.bfloat16)), 0.2, tmp_path / "big")
+        right = convert_peft_to_gguf(tmp_path / "big", model, tmp_path / "big.gguf")
+        ver = verify_adapter(model, big, right.path, engine=engine)
+        assert ver.passed and ver.excess_noise > 1.25 and 0.005 < ver.delta_error < 0.01, ver.to_dict()
+        small = _random_lora(load_base(model, Device("cpu", torch.bfloat16)), 0.01, tmp_path / "small")
+        monkeypatch.setattr(convert, "permute", lambda w, *a, **k: w)
+        wrong = convert_peft_to_gguf(tmp_path / "small", model, tmp_path / "wrong.gguf")
+        bad = verify_adapter(model, small, wrong.path, engine=engine)
+    assert not bad.passed and "q/k permutation" in bad.reason, bad.to_dict()

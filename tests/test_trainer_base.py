@@ -10,9 +10,17 @@ import torch
 from trainer.base import BaseModelError, load_base, pick_device
 
 
-def test_gguf_and_hf_directory_give_the_same_model(tmp_path, model_path):
+def test_gguf_and_hf_directory_give_the_same_model(tmp_path, model_path, monkeypatch):
     cpu = pick_device("cpu")
-    from_gguf = load_base(model_path, cpu)
+    from_gguf = load_base(model_path, cpu)  # through its fp32 copy (trainer/base_cache.py)
+    monkeypatch.setenv("HOME_BASE_CACHE", "0")
+    direct = load_base(model_path, cpu)  # transformers reading the GGUF itself
+    monkeypatch.delenv("HOME_BASE_CACHE")
+    for (name, a), (_, b) in zip(from_gguf.model.state_dict().items(), direct.model.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name  # the copy holds exactly the dequantized weights
+    assert from_gguf.tokenizer("The garden is green") == direct.tokenizer("The garden is green")
+    del direct
     hf_dir = tmp_path / "hf"
     from_gguf.model.save_pretrained(hf_dir)
     from_gguf.tokenizer.save_pretrained(hf_dir)
@@ -23,6 +31,23 @@ def test_gguf_and_hf_directory_give_the_same_model(tmp_path, model_path):
         a = from_gguf.model(input_ids=ids).logits
         b = from_dir.model(input_ids=ids).logits
     assert torch.equal(a, b)
+
+
+def test_a_large_fp32_run_loads_the_bf16_copy_upcast(tmp_path, monkeypatch):
+    """fp32 copies stop at FP32_COPY_MAX_BYTES (an 8B would be 32 GB of disk): beyond, the bf16 copy
+    (the one --4bit uses too) is loaded in fp32, so the arithmetic stays fp32."""
+    from tests.families import tiny_gguf
+    from trainer import base_cache
+
+    model = tiny_gguf("llama")
+    monkeypatch.setenv("HOME_CACHE", str(tmp_path / "cache"))
+    assert base_cache.copy_dtype(model, "float32") == "float32"
+    monkeypatch.setattr(base_cache, "FP32_COPY_MAX_BYTES", base_cache.param_count(model) * 4 - 1)
+    assert base_cache.copy_dtype(model, "float32") == "bfloat16"
+    loaded = load_base(model, pick_device("cpu"))
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    built = [p.name for p in (tmp_path / "cache" / "bases").iterdir()]
+    assert built == [base_cache.base_dir(model, "bfloat16").name], built
 
 
 def test_bad_bases_and_devices_are_one_line_errors(tmp_path, model_path):

@@ -123,8 +123,8 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
         kwargs["device_map"] = {"": torch.cuda.current_device() if device.kind == "cuda" else "cpu"}
     if hf_dir is None and gguf_path is not None and (device.four_bit or cache_enabled()):
         # from the GGUF alone: its dequantized copy, built on first use (bf16 under nf4)
-        dtype = "bfloat16" if device.four_bit else str(device.dtype).removeprefix("torch.")
         src = Path(gguf_path)
+        dtype = "bfloat16" if device.four_bit else _copy_dtype(src, str(device.dtype).removeprefix("torch."))
         where: dict[str, Any] = {"pretrained_model_name_or_path": str(_cached_base(src, dtype))}
     elif hf_dir is not None:
         src = Path(hf_dir)
@@ -154,6 +154,20 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
     model.config.use_cache = False
     torch.manual_seed(0)
     return Base(model, tokenizer, str(src), Path(gguf_path) if gguf_path is not None else None)
+
+
+def _copy_dtype(gguf_path: Path, dtype: str) -> str:
+    from llm.errors import LLMError
+    from trainer.base_cache import copy_dtype
+
+    if not gguf_path.is_file():
+        raise BaseModelError(f"{gguf_path}: no such model file")
+    try:
+        return copy_dtype(gguf_path, dtype)
+    except LLMError as exc:  # names the file already
+        raise BaseModelError(str(exc).strip().splitlines()[0]) from None
+    except (ValueError, OSError) as exc:
+        raise BaseModelError(f"{gguf_path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
 
 
 def _cached_base(gguf_path: Path, dtype: str) -> Path:

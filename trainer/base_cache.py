@@ -31,6 +31,7 @@ from pathlib import Path
 CACHE_ENV = "HOME_CACHE"
 FORMAT = 1  # bump when the layout of a cached base changes; an older one is rebuilt
 DTYPES = ("bfloat16", "float16", "float32")
+FP32_COPY_MAX_BYTES = 4 * 2**30  # up to ~1B parameters; the CPU guard keeps bigger models off CPU training
 
 
 def enabled() -> bool:
@@ -46,6 +47,24 @@ def cache_root() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("home"))
+
+
+def param_count(gguf_path: str | os.PathLike) -> int:
+    """The model's weights, counted from the GGUF's tensor shapes (no weight is read)."""
+    from math import prod
+
+    from llm.gguf_meta import read_model_info
+
+    return sum(prod(int(d) for d in shape) for shape in read_model_info(Path(gguf_path)).tensors.values())
+
+
+def copy_dtype(gguf_path: str | os.PathLike, dtype: str) -> str:
+    """Which copy a run in `dtype` loads: its own, except fp32 beyond FP32_COPY_MAX_BYTES, which loads
+    the bf16 copy upcast (an 8B in fp32 is 32 GB of disk; bf16 rounding of the weights is far below the
+    GGUF's own quantization, and the fp32 arithmetic, which verification's precision hangs on, stays)."""
+    if dtype == "float32" and param_count(gguf_path) * 4 > FP32_COPY_MAX_BYTES:
+        return "bfloat16"
+    return dtype
 
 
 def base_dir(gguf_path: str | os.PathLike, dtype: str = "bfloat16") -> Path:

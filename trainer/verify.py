@@ -43,6 +43,9 @@ MAX_EXCESS_NOISE = 1.25  # measured 0.97-1.09 when right; 1.5-2.2 without the q/
 # at B std 0.05-0.2, change error <= 0.0011); a wrong q/k layout there errs by 0.017-0.25 (tiny models,
 # B std 0.01-0.2), on Q4_1 by 0.43-0.81, where right ones err by 0.09-1.3 from quantization alone.
 MIN_DELTA_ERROR = 0.005
+# A bf16 reference (a GPU without room for fp32) rounds its own change: right adapters measured 0.006-0.027
+# on an f32 tiny Llama (ratio 1.03-1.27), wrong layouts 0.024-0.25 (ratio 1.27-63).
+MIN_DELTA_ERROR_HALF = 0.01
 DEFAULT_PROBES = (
     "The quick brown fox jumps over the lazy dog because it wanted to see what was on the other side.",
     "Question: What is the capital of France?\nAnswer: The capital of France is Paris, its largest city.",
@@ -163,7 +166,7 @@ class Agreement:
                 self.n_next += m
             self.n += b - a
 
-    def result(self) -> VerifyResult:
+    def result(self, min_delta_error: float = MIN_DELTA_ERROR) -> VerifyResult:
         n, s = self.n, self.sums
         if n == 0:
             return VerifyResult(False, 0.0, 0.0, 0.0, 0.0, 0, reason="no positions compared")
@@ -184,6 +187,7 @@ class Agreement:
                 "positions": self.n_next, "logprob_gap": s["lp_gap"] / m,
                 "nll_llama": s["nll_ll"] / m, "nll_llama_base": s["nll_ll_base"] / m,
                 "nll_hf": s["nll_hf"] / m, "nll_hf_base": s["nll_hf_base"] / m},
+            min_d_err=min_delta_error,
         )
 
 
@@ -194,7 +198,7 @@ class _VocabMismatch(ValueError):
 
 def _verdict(n: int, *, corr: float, top1: float, moved_ll: float, moved_hf: float, excess: float,
              top1_exact: float, d_corr: float, base_corr: float, next_token: dict | None,
-             d_err: float = 0.0) -> VerifyResult:
+             d_err: float = 0.0, min_d_err: float = MIN_DELTA_ERROR) -> VerifyResult:
     fails = []
     if corr < MIN_CORRELATION:
         fails.append(
@@ -207,9 +211,9 @@ def _verdict(n: int, *, corr: float, top1: float, moved_ll: float, moved_hf: flo
             fails.append(
                 f"moved {moved:.2e} < {MIN_MOVED:.0e} in {side} (the adapter barely changes the logits)"
             )
-    if excess > MAX_EXCESS_NOISE and d_err > MIN_DELTA_ERROR:
+    if excess > MAX_EXCESS_NOISE and d_err > min_d_err:
         fails.append(
-            f"excess noise {excess:.3f} > {MAX_EXCESS_NOISE} and change error {d_err:.4f} > {MIN_DELTA_ERROR} "
+            f"excess noise {excess:.3f} > {MAX_EXCESS_NOISE} and change error {d_err:.4f} > {min_d_err} "
             "(llama.cpp changes the logits differently from transformers: q/k permutation, tensor layout "
             "or scale?)"
         )
@@ -235,29 +239,30 @@ def _load_peft_model(base_gguf: Path, peft_dirs: list[Path]) -> Any:
     All but the last of `peft_dirs` are merged in first (two-phase: the identity under the style)."""
     from peft import PeftModel
 
-    from trainer.base import load_base, pick_device
+    from trainer.base import load_base
 
-    model = load_base(base_gguf, pick_device(_reference_device(base_gguf))).model
+    model = load_base(base_gguf, _reference_device(base_gguf)).model
     for below in peft_dirs[:-1]:
         model = PeftModel.from_pretrained(model, str(below)).merge_and_unload()
     return PeftModel.from_pretrained(model, str(peft_dirs[-1]))
 
 
-def _reference_device(base_gguf: Path) -> str:
-    """cuda when a GPU has room for the model in bf16 beside what is already there (the training model
-    may still be resident), else cpu."""
+def _reference_device(base_gguf: Path) -> Any:
+    """fp32 wherever it fits: a GPU with room for the model in fp32 beside what is already there (the
+    training model may still be resident), else one with room in bf16, else the CPU. bf16 rounding in
+    the reference lifts the change error of a right adapter on an unquantized base to 0.006-0.027."""
     import torch
 
-    if not torch.cuda.is_available():
-        return "cpu"
-    free, _ = torch.cuda.mem_get_info()
-    return "cuda" if free > 1.3 * _params_of(base_gguf) * 2 else "cpu"
+    from trainer.base import Device
+    from trainer.base_cache import param_count
 
-
-def _params_of(gguf_path: Path) -> int:
-    from llm.gguf_meta import read_model_info
-
-    return sum(int(np.prod(shape)) for shape in read_model_info(gguf_path).tensors.values())
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        params = param_count(base_gguf)
+        for dtype, size in ((torch.float32, 4), (torch.bfloat16, 2)):
+            if free > 1.3 * params * size and (dtype != torch.bfloat16 or torch.cuda.is_bf16_supported()):
+                return Device("cuda", dtype)
+    return Device("cpu", torch.float32)
 
 
 def _hf_logits(model: Any, ids: list[int]) -> np.ndarray:
@@ -336,4 +341,5 @@ def verify_adapter(
             engine.unload_adapter(adapter_id)
         if own_engine:
             engine.close()
-    return acc.result()
+    half = str(next(peft_model.parameters()).dtype) in ("torch.bfloat16", "torch.float16")
+    return acc.result(MIN_DELTA_ERROR_HALF if half else MIN_DELTA_ERROR)
