@@ -84,7 +84,8 @@ def _describe(e: dict) -> str | None:
     kind = e.get("event")
     if kind == "started":
         return f"training '{e.get('adapter')}' from {e.get('source')} on {e.get('model')}" + (
-            " (resuming)" if e.get("resume") else "")
+            " (resuming)" if e.get("resume") else "") + "".join(
+            f"\n  put right from an interrupted run: {r}" for r in e.get("recovered") or [])
     if kind == "dataset":
         return e.get("report")
     if kind == "phase":

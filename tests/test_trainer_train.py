@@ -8,7 +8,10 @@ same losses, and a resume that is exact, in one go).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,6 +221,18 @@ def test_stop_then_resume_finishes_with_the_same_losses(base, full_run, tmp_path
     with pytest.raises(TrainError, match="different rank"):
         train_adapter(base, train, val, settings(rank=4), tmp_path, resume=True)
 
+    # Rewriting settings.json on resume fails halfway (a full disk, as the writer sees it: the file-size
+    # limit): the old file must stay whole, or the run could never be resumed again.
+    ckpts = tmp_path / "checkpoints"
+    before = (ckpts / "settings.json").read_bytes()
+    child = subprocess.run([sys.executable, "-c", SETTINGS_WRITE_FAILS, str(tmp_path), str(len(before) - 1)],
+                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 1 and "File too large" in child.stderr, child.stderr[-2000:]
+    assert (ckpts / "settings.json").read_bytes() == before
+    # A kill while transformers wrote checkpoint-3: its last file, trainer_state.json, never came.
+    shutil.copytree(ckpts / "checkpoint-2", ckpts / "checkpoint-3")
+    (ckpts / "checkpoint-3" / "trainer_state.json").unlink()
+
     second = train_adapter(base, train, val, settings(), tmp_path, emit=Recorder(), resume=True)
     second.peft_model.unload()
     assert not second.stopped and second.steps_done == second.total_steps == 8
@@ -226,6 +241,60 @@ def test_stop_then_resume_finishes_with_the_same_losses(base, full_run, tmp_path
     for step in range(1, 9):
         assert got[step] == pytest.approx(want[step], rel=1e-4), step
     assert second.best_val_loss == pytest.approx(reference.best_val_loss, rel=1e-4)
+
+
+SETTINGS_WRITE_FAILS = """
+import resource, signal, sys
+from llm.models import default_model_path
+from tests.test_trainer_train import make_examples, settings, split_examples
+from trainer.base import load_base, pick_device
+from trainer.train import train_adapter
+
+base = load_base(default_model_path(), pick_device("cpu"))
+train, val = split_examples(make_examples(), 0.25, seed=0)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+try:
+    train_adapter(base, train, val, settings(), sys.argv[1], resume=True)
+except OSError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def test_best_adapter_is_replaced_whole_or_not_at_all(base, tmp_path, monkeypatch):
+    """A save of the best-so-far adapter that dies halfway leaves the previous best as it was (it is
+    what a resumed run restores), and no temp folder behind."""
+    from types import SimpleNamespace
+
+    import peft.peft_model
+    from peft import get_peft_model
+
+    from trainer.train import lora_config
+    from trainer.train_progress import Progress
+
+    model = get_peft_model(base.model, lora_config(settings()))
+    try:
+        best = tmp_path / "best"
+        progress = Progress(Recorder(), 8, 0, best, base_val=3.0)
+        state, control = SimpleNamespace(global_step=4), SimpleNamespace(should_training_stop=False)
+        progress.on_evaluate(None, state, control, metrics={"eval_loss": 2.0}, model=model)
+        saved = {p.name: p.read_bytes() for p in best.iterdir()}
+        assert "adapter_model.safetensors" in saved
+
+        def torn(tensors, filename, metadata=None):  # the disk fills halfway through the weights
+            with open(filename, "wb") as fh:
+                fh.write(b"\0" * 64)
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(peft.peft_model, "safe_save_file", torn)
+        state.global_step = 8
+        with pytest.raises(OSError, match="No space"):
+            progress.on_evaluate(None, state, control, metrics={"eval_loss": 1.5}, model=model)
+        assert {p.name: p.read_bytes() for p in best.iterdir()} == saved
+        assert [p.name for p in tmp_path.iterdir()] == ["best"]
+    finally:
+        model.unload()
 
 
 def test_refusals_before_training(base, full_run, tmp_path):

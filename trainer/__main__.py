@@ -4,6 +4,7 @@ stdout is reserved for events: the libraries' own chatter (progress bars, warnin
 stderr by pointing file descriptor 1 at 2 and keeping a private duplicate for events. Exit codes: 0 the
 adapter is verified and registered; 130 stopped (a checkpoint is kept, `--resume` continues); 2 bad job
 or data; 3 model or conversion refused; 1 anything else. Every failure also ends with an `error` event.
+If the process that started the worker dies, the run stops as on SIGTERM (trainer/parent_watch.py).
 """
 
 from __future__ import annotations
@@ -26,15 +27,22 @@ def _event_stream():
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
     parser.add_argument("job", help="the job JSON file, or - for standard input")
+    parent = os.getppid()  # before anything slow: a parent that dies during the imports is still seen
     args = parser.parse_args(argv)
+    # Everything the run writes in the vault (checkpoints, best/, what torch, trl and peft create) is
+    # private from birth: 0700 folders, 0600 files, like the rest of the vault.
+    os.umask(0o077)
 
     from trainer.events import EventWriter
     from trainer.memwatch import MemoryWatch, bound_allocator
+    from trainer.parent_watch import stop_orphaned_worker, watch_parent
 
     bound_allocator()  # before torch allocates anything: freed activations go back to the OS
 
     # Each `phase` event then carries the peak memory of the stage it closes; `done`/`error` the run's.
-    emit = MemoryWatch(EventWriter(_event_stream()), first_stage="dataset")
+    writer = EventWriter(_event_stream())
+    emit = MemoryWatch(writer, first_stage="dataset")
+    watch_parent(lambda: stop_orphaned_worker(writer.mute), parent)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Spinning OpenMP threads starve each other (and the app's llama.cpp) on small machines: measured
     # 3–40 tok/s with the default policy under load vs a steady ~100 with PASSIVE on 2 cores.

@@ -18,20 +18,38 @@ KINDS = ("started", "dataset", "phase", "step", "eval", "checkpoint", "stopped",
 
 
 class EventWriter:
-    """Writes events to a stream (stdout by default), flushing each so readers see them at once."""
+    """Writes events to a stream (stdout by default), flushing each so readers see them at once.
+
+    A reader that went away (the app or `home train` killed) must not crash the run it started: the
+    first broken pipe mutes the writer, and the run ends as its stop path says (`mute()` does the same
+    when the parent is known to be gone)."""
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout
         self.started = time.time()
+        self.muted = False
         self._lock = threading.Lock()  # the memory watch's heartbeat writes from its own thread
+
+    def mute(self) -> None:
+        with self._lock:
+            self.muted = True
 
     def __call__(self, kind: str, /, **fields) -> dict:
         if kind not in KINDS:
             raise ValueError(f"unknown trainer event {kind!r}")
         event = {"event": kind, "t": round(time.time() - self.started, 3), **fields}
         with self._lock:
-            self.stream.write(json.dumps(event, default=str) + "\n")
-            self.stream.flush()
+            if self.muted:
+                return event
+            try:
+                self.stream.write(json.dumps(event, default=str) + "\n")
+                self.stream.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                self.muted = True
+                try:  # drop what is buffered, or the interpreter's exit reports the same pipe again
+                    self.stream.close()
+                except OSError:
+                    pass
         return event
 
 

@@ -39,8 +39,10 @@ def run(job: Job, emit: Emit) -> dict:
     from llm.gguf_meta import read_model_info
     from llm.models import resolve_model
     from vault.layout import Vault
+    from vault.orphans import clean_leftovers
 
     vault = Vault.open(job.vault)
+    recovered = clean_leftovers(vault)  # what a killed run or registration left: before anything reads it
     if job.resume:
         run_dir, job = find_resumable(vault, job)
         write_state(run_dir, "running")
@@ -49,7 +51,7 @@ def run(job: Job, emit: Emit) -> dict:
     model_path = resolve_model(job.model)
     info = read_model_info(model_path)
     emit("started", run_dir=str(run_dir), adapter=job.adapter_name, source=job.source, model=info.name,
-         resume=job.resume)
+         resume=job.resume, recovered=recovered)
     try:
         from trainer.convert import check_architecture
 

@@ -3,8 +3,11 @@ perplexity side by side, so "did it learn my voice" is one glance, not a table o
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
+
+from vault.fsio import atomic_write_bytes
 
 
 def plot_training(
@@ -43,7 +46,8 @@ def plot_training(
         bx.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path

@@ -1,8 +1,10 @@
 """The last stage: move a verified adapter into the vault and record it in the manifest.
 
 Order matters for "a half-written adapter never appears in the manifest": the files are assembled in a
-hidden temp directory, renamed into place (atomic on one filesystem), and only then is the manifest
-entry written under the manifest lock. If that fails, the directory is removed again.
+hidden temp directory (fsynced, with `registration.json`: the entry about to be added), renamed into
+place (atomic on one filesystem), and only then is the manifest entry written under the manifest lock.
+If that fails, the directory is removed again; if the process is killed between the rename and the
+manifest write, the next registration or training run adopts the folder (`vault.orphans`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vault.fsio import atomic_write_json, ensure_private_dir
+from vault.fsio import atomic_write_json, ensure_private_dir, replacing_dir
 from vault.layout import Vault
 from vault.manifest import AdapterEntry, ManifestStore, now_iso
+from vault.orphans import REGISTRATION, adapters_lock, clean_leftovers
 
 
 @dataclass(frozen=True)
@@ -83,36 +86,36 @@ def register_adapter(
 ) -> Registered:
     """Copy the adapter (GGUF, peft source, reports) into `adapters/<id>/` and add its manifest entry."""
     store = ManifestStore(vault)
-    adapter_id = next_id(store, name)
-    final = vault.adapters_dir / adapter_id
-    tmp = vault.adapters_dir / f".tmp-{adapter_id}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ensure_private_dir(tmp)
-    try:
-        _copy_private(gguf, tmp / "adapter.gguf")
-        if peft_dir is not None:
-            _copy_private(peft_dir, tmp / "peft")
-        for f in extra_files:
-            if f.exists():
-                _copy_private(f, tmp / f.name)
-        atomic_write_json(tmp / "metrics.json", {"metrics": metrics, "training": training,
-                                                 "verification": verification, "dataset": dataset})
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    entry = AdapterEntry(
-        id=adapter_id, name=name, file=f"adapters/{adapter_id}/adapter.gguf", sha256=_sha256(final / "adapter.gguf"),
-        base=base, owner=owner, kind=kind, tasks=list(tasks), tones=list(tones), rank=rank, alpha=float(alpha),
-        dataset=dataset, metrics=metrics, training=training, verification=verification, parent=parent,
-        stack=list(stack or []), created=now_iso(),
-    )
-    try:
-        with store.update() as manifest:
-            manifest.add_adapter(entry)
-            if set_voice:
-                manifest.ensure_user(owner)["voice_adapter"] = adapter_id
-    except BaseException:
-        shutil.rmtree(final, ignore_errors=True)
-        raise
+    with adapters_lock(vault):
+        clean_leftovers(vault, locked=True)  # what a killed registration left, before choosing an id
+        adapter_id = next_id(store, name)
+        final = vault.adapters_dir / adapter_id
+        entry = AdapterEntry(
+            id=adapter_id, name=name, file=f"adapters/{adapter_id}/adapter.gguf", sha256=_sha256(gguf),
+            base=base, owner=owner, kind=kind, tasks=list(tasks), tones=list(tones), rank=rank, alpha=float(alpha),
+            dataset=dataset, metrics=metrics, training=training, verification=verification, parent=parent,
+            stack=list(stack or []), created=now_iso(),
+        )
+        with replacing_dir(final) as tmp:
+            _copy_private(gguf, tmp / "adapter.gguf")
+            if peft_dir is not None:
+                _copy_private(peft_dir, tmp / "peft")
+            for f in extra_files:
+                if f.exists():
+                    _copy_private(f, tmp / f.name)
+            atomic_write_json(tmp / "metrics.json", {"metrics": metrics, "training": training,
+                                                     "verification": verification, "dataset": dataset})
+            atomic_write_json(tmp / REGISTRATION, {"entry": entry.to_dict(), "set_voice": set_voice})
+        if _sha256(final / "adapter.gguf") != entry.sha256:  # the copy is what the manifest will vouch for
+            shutil.rmtree(final, ignore_errors=True)
+            raise OSError(f"{final / 'adapter.gguf'}: sha256 changed while copying {gguf}")
+        try:
+            with store.update() as manifest:
+                manifest.add_adapter(entry)
+                if set_voice:
+                    manifest.ensure_user(owner)["voice_adapter"] = adapter_id
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        (final / REGISTRATION).unlink(missing_ok=True)
     return Registered(adapter_id, final / "adapter.gguf", entry.to_dict())

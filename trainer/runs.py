@@ -14,21 +14,26 @@ from pathlib import Path
 from trainer.job import Job, JobError
 from trainer.register import slug
 from vault.fsio import atomic_write_json, ensure_private_dir
+from vault.fsio import pid_alive as _alive
 from vault.layout import Vault
 
 RESUMABLE = ("stopped", "running", "failed")
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def checkpoint_complete(path: Path) -> bool:
+    """transformers writes a checkpoint's files in place and `trainer_state.json` last: a checkpoint
+    without a readable one was cut short by a kill and must not be resumed from."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
         return False
-    except PermissionError:
-        return True
     return True
+
+
+def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """`checkpoint-<step>` folders in `ckpt_dir` that are complete, oldest first."""
+    found = [p for p in Path(ckpt_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and p.is_dir()]
+    return sorted((p for p in found if checkpoint_complete(p)), key=lambda p: int(p.name.split("-")[-1]))
 
 
 def read_state(run_dir: Path) -> dict:
@@ -62,7 +67,7 @@ def find_resumable(vault: Vault, job: Job) -> tuple[Path, Job]:
         state = read_state(run_dir)
         if state.get("status") not in RESUMABLE or _alive(state.get("pid")) and state.get("pid") != os.getpid():
             continue
-        if not any(run_dir.glob("**/checkpoints/checkpoint-*")):  # phase dirs too (--two-phase)
+        if not any(complete_checkpoints(d) for d in run_dir.glob("**/checkpoints")):  # phases too (--two-phase)
             continue
         data = json.loads((run_dir / "job.json").read_text())
         old = Job.from_dict(data, str(run_dir / "job.json"))

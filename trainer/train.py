@@ -305,7 +305,7 @@ def _run_key(settings: TrainSettings, total: int, train_recs: list[dict], val_re
 def _resume_point(ckpt_dir: Path, run_key: dict) -> Path:
     complete = complete_checkpoints(ckpt_dir) if ckpt_dir.is_dir() else []
     if not complete:
-        raise TrainError(f"{ckpt_dir}: no complete checkpoint to resume from")
+        raise TrainError(f"{ckpt_dir}: no checkpoint to resume from (none complete)")
     last = complete[-1]
     for p in ckpt_dir.glob("checkpoint-*"):  # cut short by a kill: transformers would count it as saved
         if p.is_dir() and p not in complete:

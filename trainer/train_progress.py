@@ -18,6 +18,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from vault.fsio import private_tree, replacing_dir
+
 Emit = Callable[..., Any]
 
 
@@ -101,8 +103,9 @@ class Progress(TrainerCallback):
                     model: Any = None, **kwargs: Any) -> None:
         loss = float((metrics or {})["eval_loss"])
         improved = self._track_eval(state.global_step, loss)
-        if improved and model is not None:
-            model.save_pretrained(str(self.best_dir), save_embedding_layers=False)
+        if improved and model is not None:  # swapped in whole: a resumed run reads it back
+            with replacing_dir(self.best_dir) as tmp:
+                model.save_pretrained(str(tmp), save_embedding_layers=False)
         stop_early = self.patience > 0 and self.bad_evals >= self.patience and state.global_step < self.total
         self.emit("eval", step=state.global_step, total=self.total, val_loss=round(loss, 5),
                   best_val_loss=round(self.best, 5), base_val_loss=round(self.base_val, 5),
@@ -114,6 +117,8 @@ class Progress(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if path.is_dir():
+            private_tree(path)  # transformers wrote it in place: durable before it counts as saved
         reason = "stop" if self.stop.requested else "end" if state.global_step >= self.total else "periodic"
         self.emit("checkpoint", step=state.global_step, total=self.total, path=str(path), reason=reason)
         self._t_mark = time.time()

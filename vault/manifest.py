@@ -9,7 +9,6 @@ Unknown top-level and entry keys are kept, so a newer Home's fields survive an o
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import ManifestError
-from .fsio import FileLock, LockTimeout, atomic_write_json
+from .fsio import FileLock, LockTimeout, atomic_write_bytes, atomic_write_json
 from .layout import Vault
 
 SCHEMA = 1
@@ -241,11 +240,7 @@ class ManifestStore:
             data = manifest.to_dict()
             Manifest.from_dict(json.loads(json.dumps(data)), f"{self.path} (about to be written)")
             if self.path.exists():
-                bak = self.path.with_name(self.path.name + ".bak")
-                tmp = bak.with_name(bak.name + ".tmp")
-                shutil.copyfile(self.path, tmp)
-                tmp.chmod(0o600)
-                tmp.replace(bak)
+                atomic_write_bytes(self.path.with_name(self.path.name + ".bak"), self.path.read_bytes())
             atomic_write_json(self.path, data)
         finally:
             lock.release()

@@ -13,6 +13,7 @@ from home.context import Context
 from llm.errors import AdapterError
 from vault.fsio import atomic_write_bytes, ensure_private_dir
 from vault.manifest import AdapterEntry
+from vault.orphans import adapters_lock
 
 KINDS = ("voice", "persona", "task", "style", "other")
 
@@ -96,25 +97,26 @@ def run_add(args: argparse.Namespace) -> int:
         raise AdapterError(f"adapter '{ident}' already exists: pick another --name or remove it first")
     data = src.read_bytes()
     dest_dir = ctx.vault.adapters_dir / ident
-    if dest_dir.exists():
-        raise AdapterError(f"{dest_dir} already exists but is not registered: move it away first")
-    ensure_private_dir(dest_dir)
-    dest = dest_dir / "adapter.gguf"
-    atomic_write_bytes(dest, data)
-    entry = AdapterEntry(
-        id=ident, name=args.name, file=str(dest.relative_to(ctx.vault.root)),
-        sha256=hashlib.sha256(data).hexdigest(),
-        base={"fingerprint": model.fingerprint, "name": model.name},
-        owner=args.owner or ctx.user, kind=args.kind, tasks=list(args.tasks), tones=list(args.tones),
-        scale=args.scale, rank=info.rank, alpha=info.alpha,
-        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    )
-    try:
-        with ctx.manifests.update() as manifest:
-            manifest.add_adapter(entry)
-    except BaseException:
-        shutil.rmtree(dest_dir, ignore_errors=True)
-        raise
+    with adapters_lock(ctx.vault):  # a sweep by a starting trainer must not take this folder for an orphan
+        if dest_dir.exists():
+            raise AdapterError(f"{dest_dir} already exists but is not registered: move it away first")
+        ensure_private_dir(dest_dir)
+        dest = dest_dir / "adapter.gguf"
+        atomic_write_bytes(dest, data)
+        entry = AdapterEntry(
+            id=ident, name=args.name, file=str(dest.relative_to(ctx.vault.root)),
+            sha256=hashlib.sha256(data).hexdigest(),
+            base={"fingerprint": model.fingerprint, "name": model.name},
+            owner=args.owner or ctx.user, kind=args.kind, tasks=list(args.tasks), tones=list(args.tones),
+            scale=args.scale, rank=info.rank, alpha=info.alpha,
+            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        try:
+            with ctx.manifests.update() as manifest:
+                manifest.add_adapter(entry)
+        except BaseException:
+            shutil.rmtree(dest_dir, ignore_errors=True)
+            raise
     print(f"registered adapter '{ident}' (rank {info.rank}, alpha {info.alpha:g}, {len(info.tensors)} tensors)")
     return 0
 

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         line(False, "model", str(exc))
     line(None, "gpu", vram())  # after the model loaded: the VRAM it takes is in "used"
     line(*_vault_privacy(ctx))
+    line(*_leftovers(ctx))
     try:
         m = ctx.manifest()
         line(True, "manifest", f"{len(m.adapters)} adapters, {len(m.personas)} personas, {len(m.users)} users")
@@ -78,3 +79,16 @@ def _vault_privacy(ctx: Context) -> tuple[bool, str, str]:
     if loose:
         return False, "vault", f"{root}: readable by others: {', '.join(loose[:5])}" + (" …" if len(loose) > 5 else "")
     return True, "vault", f"{root} is private (dirs 0700, files 0600)"
+
+
+def _leftovers(ctx: Context) -> tuple[bool | None, str, str]:
+    """What a killed write left (temps of dead processes, adapter folders the manifest does not name):
+    reported here, put right by the next `home train` (never by doctor, which only looks)."""
+    from vault.orphans import find_leftovers
+
+    root = ctx.vault.root
+    found = find_leftovers(ctx.vault)
+    if not found:
+        return True, "leftovers", "none (no temp files of dead processes, no unregistered adapter folders)"
+    shown = "; ".join(lo.describe(root) for lo in found[:5]) + (f"; … {len(found) - 5} more" if len(found) > 5 else "")
+    return None, "leftovers", f"{len(found)} from an interrupted write, put right by the next `home train`: {shown}"
