@@ -107,6 +107,8 @@ def test_the_next_training_run_removes_orphans_and_dead_temps(tmp_path, lora):
     best_tmp.mkdir(mode=0o700)
     live = run / f".peft.tmp-{os.getpid()}-9"  # a live writer's temp: not ours to touch
     live.mkdir(mode=0o700)
+    live_adapter = vault.adapters_dir / f".tmp-voice-1.tmp-{os.getpid()}-3"  # adapter 'tmp-voice-1' in flight
+    live_adapter.mkdir(mode=0o700)
     legacy = vault.adapters_dir / ".tmp-old-voice-1"  # the trainer's temp before temps carried a pid
     legacy.mkdir(mode=0o700)
 
@@ -121,7 +123,7 @@ def test_the_next_training_run_removes_orphans_and_dead_temps(tmp_path, lora):
     started = next(json.loads(ln) for ln in proc.stdout.splitlines() if '"started"' in ln)
     assert len(started["recovered"]) == 5, started["recovered"]
     assert not half.exists() and not torn.exists() and not legacy.exists() and not best_tmp.exists()
-    assert live.is_dir()  # still there
+    assert live.is_dir() and live_adapter.is_dir()  # still there
     assert find_leftovers(vault) == []
 
 

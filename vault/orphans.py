@@ -95,7 +95,7 @@ def find_leftovers(vault: Vault) -> list[Leftover]:
     named = _named_folders(vault)
     if vault.adapters_dir.is_dir():
         for p in sorted(vault.adapters_dir.iterdir()):
-            if p.name.startswith(_LEGACY_TMP) and p.is_dir():
+            if p.name.startswith(_LEGACY_TMP) and not TEMP_RE.match(p.name) and p.is_dir():
                 found.append(Leftover(p, "temp"))
             elif named is not None and p.is_dir() and not p.name.startswith(".") and p.name not in named:
                 found.append(Leftover(p, "adoptable" if _registration(p) else "orphan"))
@@ -115,10 +115,18 @@ def _adopt(vault: Vault, folder: Path) -> str:
         _remove(folder)
         return f"removed {folder.relative_to(vault.root)} (incomplete adapter)"
     entry = AdapterEntry.from_dict(note["entry"], str(folder / REGISTRATION))
-    with ManifestStore(vault).update() as manifest:
-        manifest.add_adapter(entry)
-        if note.get("set_voice") and entry.owner:
-            manifest.ensure_user(entry.owner)["voice_adapter"] = entry.id
+    refused = None
+    with ManifestStore(vault).update() as manifest:  # a lock timeout propagates: the folder waits
+        try:
+            manifest.add_adapter(entry)
+        except VaultError as exc:  # the manifest refuses the entry itself: it can never be adopted
+            refused = str(exc).splitlines()[0]
+        else:
+            if note.get("set_voice") and entry.owner:
+                manifest.ensure_user(entry.owner)["voice_adapter"] = entry.id
+    if refused is not None:
+        _remove(folder)
+        return f"removed {folder.relative_to(vault.root)} (not adoptable: {refused})"
     (folder / REGISTRATION).unlink(missing_ok=True)
     return f"adopted {entry.id} (registered before the manifest was updated)"
 
