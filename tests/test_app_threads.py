@@ -136,6 +136,38 @@ def test_jobs_put_from_many_threads_start_one_worker(tmp_path, fast_switches):
     assert extra == 0, f"{extra} extra gestalt workers started"
 
 
+def test_index_soon_from_many_threads_starts_one_indexer(tmp_path, fast_switches):
+    """The turn worker and the loader both ask for a pass; the first asks start the indexer thread."""
+    from home.recall import Recall
+    from vault.config import MemorySettings
+
+    owner = Recall.open(Vault.open(tmp_path / "v"), MemorySettings())
+    assert owner.store is not None
+    try:
+        extra = 0
+        for _ in range(30):
+            recall = Recall(owner.vault, owner.store, owner.settings)  # a fresh one: no indexer yet
+            before = sum(t.name == "home-memory-indexer" for t in threading.enumerate())
+            gate = threading.Barrier(8)
+
+            def ask(gate=gate, recall=recall) -> None:
+                gate.wait()
+                recall.index_soon()
+
+            askers = [threading.Thread(target=ask) for _ in range(8)]
+            for t in askers:
+                t.start()
+            for t in askers:
+                t.join()
+            extra += sum(t.name == "home-memory-indexer" for t in threading.enumerate()) - before - 1
+            recall.wait_idle(30)
+            recall.store = None  # `owner` releases the shared store
+            recall.close()  # every indexer it started sees the stop
+        assert extra == 0, f"{extra} extra indexer threads started"
+    finally:
+        owner.close()
+
+
 def test_the_every_n_check_reads_only_new_records_off_the_ui_thread(tmp_path, model_path):
     """A resumed session of 2,000 records: after each reply the check parses only the records added
     since the last one, on the worker (the UI thread's after_turn reads nothing)."""

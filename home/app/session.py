@@ -108,7 +108,7 @@ class ChatSession(MemoryMixin):
         self.engine = self.ctx.engine(n_ctx=self.options.n_ctx)
         upgrade_fingerprints(self.vault, self.engine.info)  # adapters registered under the v1 fingerprint
         self.new_conversation()
-        self.stack = self.compute_stack()
+        self.refresh_stack()
         self.apply_stack()
 
     @property
