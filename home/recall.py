@@ -126,13 +126,21 @@ class Recall:
             try:
                 index_logs(self.vault, self.store)
             except Exception as exc:  # noqa: BLE001 - a bad log must not kill the indexer; the app shows it
-                if self.on_error is not None:
-                    self.on_error(f"memory indexing failed: {type(exc).__name__}: {exc}")
+                self._tell(self.on_error, f"memory indexing failed: {type(exc).__name__}: {exc}")
             else:
-                if self.on_indexed is not None:
-                    self.on_indexed(self.store.count())
+                self._tell(self.on_indexed, self.store.count())
             if not self._wake.is_set():
                 self._idle.set()
+
+    @staticmethod
+    def _tell(callback: Callable | None, arg: object) -> None:
+        """A callback into the app; one that fails (the app closing under us) must not end the indexer."""
+        if callback is None:
+            return
+        try:
+            callback(arg)
+        except Exception:  # noqa: BLE001, S110 - nobody left to tell; the next pass tells again
+            pass
 
     def close(self) -> None:
         """Finish the pass in flight (its checkpoint keeps it resumable anyway) and release the store."""

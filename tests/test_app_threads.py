@@ -237,3 +237,34 @@ def test_a_failed_background_indexing_pass_is_shown(tmp_path):
     drive(app, scenario)
     shown = [f"{n.title}: {n.message}" for n in app._notifications]
     assert any(s.startswith("Memory: memory indexing failed") and "dead.jsonl" in s for s in shown), shown
+
+
+def test_a_callback_that_fails_does_not_end_the_indexer(tmp_path):
+    """The indexer tells the app after each pass; while the app closes that call can raise (its screens
+    are gone). The indexer lived on its thread alone: it died, and no later pass ever ran."""
+    from home.recall import Recall
+    from vault.config import MemorySettings
+
+    recall = Recall.open(Vault.open(tmp_path / "v"), MemorySettings())
+    told: list[int] = []
+
+    def on_indexed(count: int) -> None:
+        told.append(count)
+        if len(told) == 1:
+            raise RuntimeError("no screens on stack")
+
+    recall.on_indexed = on_indexed
+    try:
+        for _ in range(2):
+            recall.index_soon()
+            assert recall.wait_idle(30), "the indexer is gone"
+        assert len(told) == 2
+    finally:
+        recall.close()
+
+
+def test_the_chat_is_none_once_the_screens_are_gone(tmp_path):
+    """Workers call back (`_refresh_status`) while the app closes; `chat` must not raise then."""
+    app = HomeApp(AppOptions(vault=tmp_path / "v"))  # not running: no screen at all, as at the very end
+    assert app.chat is None
+    app._refresh_status()

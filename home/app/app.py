@@ -8,7 +8,7 @@ shows the one-line message and what to do, instead of a traceback.
 from __future__ import annotations
 
 from textual import work
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding
 
 from home.app.commands import HomeCommands
@@ -58,7 +58,12 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
 
     @property
     def chat(self) -> ChatScreen | None:
-        screen = self.screen
+        """The chat screen when it is the one shown; None under another screen, and while the app closes
+        (its screens are gone before the workers that call back into it have stopped)."""
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            return None
         return screen if isinstance(screen, ChatScreen) else None
 
     def on_mount(self) -> None:
