@@ -251,15 +251,14 @@ class Engine:
     ) -> Iterator[str]:
         """Reply to `messages`, yielding text pieces; afterwards `.last` holds the `Completion`.
 
-        Context errors raise here, before the first piece. The engine lock is held from the first
-        piece until the iterator ends or is closed: finish it, close() it, or set `cancel`.
-        `adapters`: the stack to reply with, set under that same hold, so no other thread (a hot-reload,
-        a background call) can change it between setting and decoding; None keeps the active one.
-        Either way `.last.adapters` is the stack the reply was decoded with.
-        """
+        Context errors (and an adapter not loaded) raise here, before the first piece. The engine lock
+        is held from the first piece until the iterator ends or is closed: finish it, close() it, or set
+        `cancel`. `adapters`: the stack to reply with, set under that same hold, so no other thread (a
+        hot-reload, a background call) can change it in between; None keeps the active one. Either way
+        `.last.adapters` is the stack the reply was decoded with."""
         params = params or GenParams()
         stack = None if adapters is None else list(adapters)
-        if stack:  # an adapter not loaded is refused here, before the first piece (and again under the hold)
+        if stack:  # checked again under the hold
             with self._locked():
                 for adapter_id, _ in stack:
                     self._pool.info(adapter_id)
