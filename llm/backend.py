@@ -36,6 +36,7 @@ class Backend(Protocol):
         messages: Sequence[Mapping[str, Any]],
         params: GenParams | None = None,
         cancel: threading.Event | None = None,
+        adapters: Iterable[tuple[str, float]] | None = None,  # set with the decode, atomically
     ) -> Iterator[str]: ...
 
     def close(self) -> None: ...

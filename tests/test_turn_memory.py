@@ -24,9 +24,9 @@ class Spy:
         self._engine = engine
         self.seen: list[list[dict]] = []
 
-    def stream(self, messages, params, cancel=None):
+    def stream(self, messages, params, cancel=None, adapters=None):
         self.seen.append(messages)
-        return self._engine.stream(messages, params, cancel=cancel)
+        return self._engine.stream(messages, params, cancel=cancel, adapters=adapters)
 
     def __getattr__(self, name):
         return getattr(self._engine, name)
