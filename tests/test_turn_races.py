@@ -46,7 +46,7 @@ def test_a_reload_between_set_and_stream_never_mislabels_a_reply(tmp_path, engin
         hammer.start()
         seen: list[dict] = []
         try:
-            for _ in range(40):
+            for _ in range(30):
                 try:
                     seen.append(reply())
                 except AdapterError:  # unloaded at that instant: refused, never a mislabelled reply
