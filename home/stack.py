@@ -11,7 +11,7 @@ from pathlib import Path
 
 from llm.errors import AdapterError
 from llm.fingerprint import base_refusal
-from vault.errors import VaultError
+from vault.errors import ManifestError, VaultError
 from vault.layout import Vault
 from vault.manifest import Manifest, ManifestStore
 
@@ -20,7 +20,8 @@ Stack = list[tuple[str, float]]
 
 @dataclass(frozen=True)
 class StackSpec:
-    """One `ID[:SCALE]` as the user typed it; scale None means the adapter's default."""
+    """One `ID[:SCALE]` or `NAME[:SCALE]` as the user typed it (a name: its newest version, see
+    `Manifest.resolve`); scale None means the adapter's default."""
 
     id: str
     scale: float | None = None
@@ -29,7 +30,7 @@ class StackSpec:
     def parse(cls, text: str) -> StackSpec:
         ident, sep, scale = text.partition(":")
         if not ident:
-            raise AdapterError(f"--adapter {text!r}: expected ID or ID:SCALE")
+            raise AdapterError(f"--adapter {text!r}: expected ID, NAME, ID:SCALE or NAME:SCALE")
         if not sep:
             return cls(ident)
         try:
@@ -47,19 +48,26 @@ def resolve_stack(manifest: Manifest, specs: list[StackSpec], model_fingerprint:
     """Check every requested adapter against the manifest and the loaded base; return (id, scale) pairs.
 
     An adapter trained on top of others (its entry's `stack`, e.g. two-phase style over identity)
-    brings them along beneath it, unless the caller already named them."""
+    brings them along beneath it, unless the caller already named them. A name picks its newest version
+    (flags, cards' `extensions.home.adapters`, the palette: every choice comes through here)."""
     stack: Stack = []
+    specs = [StackSpec(_entry(manifest, s.id).id, s.scale) for s in specs]
     for spec in _with_dependencies(manifest, specs):
-        entry = manifest.adapters.get(spec.id)
-        if entry is None:
-            known = ", ".join(sorted(manifest.adapters)) or "none registered"
-            raise AdapterError(f"unknown adapter '{spec.id}' (known: {known})")
+        entry = _entry(manifest, spec.id)
         why = base_refusal(entry.base, model_fingerprint, model_name)
         if why:
             raise AdapterError(f"adapter '{entry.id}' was {why}: start Home with --model "
                                "pointing at its base")
         stack.append((entry.id, entry.scale if spec.scale is None else spec.scale))
     return stack
+
+
+def _entry(manifest: Manifest, ref: str):
+    """`Manifest.resolve` with the stack's error class: an adapter that cannot be had refuses the turn (exit 3)."""
+    try:
+        return manifest.resolve(ref)
+    except ManifestError as exc:
+        raise AdapterError(str(exc)) from None
 
 
 def _with_dependencies(manifest: Manifest, specs: list[StackSpec]) -> list[StackSpec]:

@@ -36,10 +36,10 @@ def test_add_list_use_remove(tmp_path):
     assert asked.returncode == 0, asked.stderr
     assert json.loads(asked.stdout)["adapters"] == [{"id": "my-style", "scale": 0.5}]
 
-    again = run_home(vault, "adapters", "add", str(lora), "--name", "my style")
-    assert again.returncode == 3 and "already exists" in one_error_line(again)
+    again = run_home(vault, "adapters", "add", str(lora), "--name", "my style")  # the name's next version
+    assert again.returncode == 0 and "'my-style-2', version 2 of 'my-style'" in again.stdout, again.stderr
 
-    removed = run_home(vault, "adapters", "remove", "my-style")
+    removed = run_home(vault, "adapters", "remove", "my-style", "--all")
     assert removed.returncode == 0, removed.stderr
     assert json.loads(run_home(vault, "adapters", "list", "--json").stdout) == []
     assert not stored.exists()

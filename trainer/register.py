@@ -10,14 +10,13 @@ manifest write, the next registration or training run adopts the folder (`vault.
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from vault.fsio import atomic_write_json, ensure_private_dir, replacing_dir
 from vault.layout import Vault
-from vault.manifest import AdapterEntry, ManifestStore, now_iso
+from vault.manifest import AdapterEntry, ManifestStore, name_key, now_iso
 from vault.orphans import REGISTRATION, adapters_lock, clean_leftovers
 
 
@@ -28,20 +27,16 @@ class Registered:
     entry: dict
 
 
-def slug(name: str) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:56]
-    return s or "adapter"
+slug = name_key  # run folders and adapter ids share one naming (trainer.runs imports it from here)
 
 
-def next_id(store: ManifestStore, name: str) -> str:
-    """`<slug>-<n>`: retraining a voice keeps every earlier version, so the user can go back."""
-    base = slug(name)
-    taken = set(store.read().adapters)
-    pattern = re.compile(rf"^{re.escape(base)}-(\d+)$")
-    n = max((int(m.group(1)) for i in taken if (m := pattern.match(i))), default=0) + 1
-    while f"{base}-{n}" in taken or (store.vault.adapters_dir / f"{base}-{n}").exists():
-        n += 1
-    return f"{base}-{n}"
+def next_id(store: ManifestStore, name: str, kind: str | None = None) -> str:
+    """`<slug>-<n>`: retraining keeps every earlier version, so the user can go back. With `kind`, a
+    name another kind of adapter holds is refused here, before anything is copied."""
+    manifest = store.read()
+    if kind is not None:
+        manifest.check_name(name, kind)
+    return manifest.next_id(name, taken=lambda ident: (store.vault.adapters_dir / ident).exists())
 
 
 def _sha256(path: Path) -> str:
@@ -88,7 +83,7 @@ def register_adapter(
     store = ManifestStore(vault)
     with adapters_lock(vault):
         clean_leftovers(vault, locked=True)  # what a killed registration left, before choosing an id
-        adapter_id = next_id(store, name)
+        adapter_id = next_id(store, name, kind)
         final = vault.adapters_dir / adapter_id
         entry = AdapterEntry(
             id=adapter_id, name=name, file=f"adapters/{adapter_id}/adapter.gguf", sha256=_sha256(gguf),

@@ -9,6 +9,7 @@ Unknown top-level and entry keys are kept, so a newer Home's fields survive an o
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,17 @@ from .layout import Vault
 
 SCHEMA = 1
 KINDS = ("voice", "persona", "task", "style", "other")
+
+
+def name_key(name: str) -> str:
+    """What adapter names are compared and ids made by: `Hamlet` and `hamlet` are one name, whose
+    versions are `hamlet-1`, `hamlet-2`, ... (the trainer's naming since the first registration)."""
+    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:56]
+    return s or "adapter"
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def now_iso() -> str:
@@ -116,6 +128,16 @@ class AdapterEntry:
         if fp is not None:
             _check(f"{where}.base.fingerprint", fp, str)
 
+    @property
+    def version(self) -> int | None:
+        """n of an id `<name>-<n>`; 1 for an id that is the bare name (`adapters add`'s first version);
+        None for an id not made from the name (written by hand)."""
+        key = name_key(self.name)
+        if self.id == key:
+            return 1
+        m = re.fullmatch(rf"{re.escape(key)}-(\d+)", self.id)
+        return int(m.group(1)) if m else None
+
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         d.update(self.extra)
@@ -166,30 +188,81 @@ class Manifest:
         return {"schema": SCHEMA, **self.extra, "users": self.users, "personas": self.personas,
                 "adapters": {k: e.to_dict() for k, e in self.adapters.items()}}
 
-    def adapter(self, adapter_id: str) -> AdapterEntry:
-        try:
-            return self.adapters[adapter_id]
-        except KeyError:
-            known = ", ".join(sorted(self.adapters)) or "none registered"
-            raise ManifestError(f"unknown adapter '{adapter_id}' (known: {known})") from None
+    def versions(self, name: str) -> list[AdapterEntry]:
+        """Every adapter registered under `name` (compared by `name_key`), oldest version first."""
+        if not re.search(r"[a-z0-9]", name.lower()):
+            return []
+        key = name_key(name)
+        same = [e for e in self.adapters.values() if name_key(e.name) == key]
+        return sorted(same, key=lambda e: (e.version or 0, e.created, e.id))
+
+    def resolve(self, ref: str) -> AdapterEntry:
+        """The one lookup of an adapter the user named: an exact id picks that version, else a name
+        picks its newest version. Unknown, or a name two kinds share (an older manifest), → one line."""
+        if ref in self.adapters:
+            return self.adapters[ref]
+        found = self.versions(ref)
+        if not found:
+            names: dict[str, list[str]] = {}
+            for e in self.adapters.values():
+                names.setdefault(name_key(e.name), []).append(e.id)
+            known = ", ".join(f"{n} ({', '.join(sorted(ids))})" for n, ids in sorted(names.items()))
+            raise ManifestError(f"unknown adapter '{ref}' (known: {known or 'none registered'})")
+        if len({e.kind for e in found}) > 1:
+            shared = ", ".join(f"{e.id} ({e.kind})" for e in found)
+            raise ManifestError(f"adapter name '{ref}' is shared by {shared}: name one by its id")
+        return found[-1]
+
+    def adapter(self, ref: str) -> AdapterEntry:
+        """`resolve`: an id, or a name for its newest version."""
+        return self.resolve(ref)
+
+    def next_id(self, name: str, taken=lambda ident: False) -> str:
+        """The id of `name`'s next version, `<name>-<n>`: a new version never replaces an older one, so
+        the user can go back. `taken(id)`: True where something else holds that id (a folder)."""
+        key = name_key(name)
+        pattern = re.compile(rf"^{re.escape(key)}-(\d+)$")
+        n = max([int(m.group(1)) for i in self.adapters if (m := pattern.match(i))]
+                + [1 if key in self.adapters else 0]) + 1
+        while f"{key}-{n}" in self.adapters or taken(f"{key}-{n}"):
+            n += 1
+        return f"{key}-{n}"
+
+    def check_name(self, name: str, kind: str) -> None:
+        """A name belongs to one kind: `--adapter hamlet` must not mean a voice today, a persona tomorrow."""
+        other = [e for e in self.versions(name) if e.kind != kind]
+        if other:
+            ids = ", ".join(e.id for e in other)
+            raise ManifestError(f"adapter name '{name}' already belongs to {_a(other[-1].kind)} adapter ({ids}): "
+                                f"{_a(kind)} adapter needs another name")
 
     def add_adapter(self, entry: AdapterEntry) -> None:
         if entry.id in self.adapters:
             raise ManifestError(f"adapter '{entry.id}' is already registered")
         entry.validate(f"adapters.{entry.id}")
+        self.check_name(entry.name, entry.kind)
         self.adapters[entry.id] = entry
 
-    def remove_adapter(self, adapter_id: str) -> AdapterEntry:
-        entry = self.adapter(adapter_id)
+    def remove_adapter(self, ref: str) -> AdapterEntry:
+        """Remove the version `ref` resolves to (a name: its newest). A user whose voice it was gets the
+        name's newest remaining version back, as `--adapter NAME` would now pick it."""
+        entry = self.resolve(ref)
         users = [e.id for e in self.adapters.values()
-                 if e.parent == adapter_id or any(s["id"] == adapter_id for s in e.stack)]
+                 if e.parent == entry.id or any(s["id"] == entry.id for s in e.stack)]
         if users:
-            raise ManifestError(f"adapter '{adapter_id}' is used by {', '.join(users)}: remove those first")
-        del self.adapters[adapter_id]
+            raise ManifestError(f"adapter '{entry.id}' is used by {', '.join(users)}: remove those first")
+        del self.adapters[entry.id]
+        left = [e for e in self.versions(entry.name) if e.kind == entry.kind]
         for user in self.users.values():
-            if user.get("voice_adapter") == adapter_id:
-                user["voice_adapter"] = None
+            if user.get("voice_adapter") == entry.id:
+                user["voice_adapter"] = left[-1].id if left else None
         return entry
+
+    def remove_versions(self, ref: str) -> list[AdapterEntry]:
+        """Remove every version of the name `ref` resolves to, newest first (a version trained on top of
+        an older one goes before it); an adapter outside the name that uses one → nothing removed."""
+        entry = self.resolve(ref)
+        return [self.remove_adapter(e.id) for e in reversed(self.versions(entry.name))]
 
     def ensure_user(self, name: str) -> dict:
         return self.users.setdefault(name, {"name": name, "created": now_iso(), "voice_adapter": None})

@@ -1,4 +1,7 @@
-"""`home adapters`: what is registered, and adding or removing GGUF LoRA adapters by hand."""
+"""`home adapters`: what is registered, and adding or removing GGUF LoRA adapters by hand.
+
+Adapters are named by id (`hamlet-2`: that version) or by name (`hamlet`: its newest version); adding
+under a name that exists adds its next version, as `home train` does."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from datetime import UTC, datetime
 from home.context import Context
 from llm.errors import AdapterError
 from vault.fsio import atomic_write_bytes, ensure_private_dir
-from vault.manifest import AdapterEntry
+from vault.manifest import AdapterEntry, name_key
 from vault.orphans import adapters_lock
 
 KINDS = ("voice", "persona", "task", "style", "other")
@@ -26,45 +29,57 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=run_list)
     show = verbs.add_parser("show", help="one adapter's manifest entry")
-    show.add_argument("id")
+    show.add_argument("id", metavar="ID|NAME", help="an id (that version) or a name (its newest version)")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=run_show)
     add = verbs.add_parser("add", help="check a GGUF LoRA against the model and register it",
                            description="Validate FILE.gguf against the loaded model (architecture, tensor "
                                        "names and shapes), copy it into the vault and register it.")
     add.add_argument("file", metavar="FILE.gguf")
-    add.add_argument("--name", required=True, help="a name; the id is its slug")
-    add.add_argument("--kind", choices=KINDS, default="other")
+    add.add_argument("--name", required=True,
+                     help="a name; the first version's id is its slug, a name that exists gets its next "
+                          "version (NAME-2, NAME-3, ...); one name, one kind")
+    add.add_argument("--kind", choices=KINDS,
+                     help="what it is for (default: the name's kind when it exists, else other)")
     add.add_argument("--tasks", nargs="*", default=[], metavar="TASK", help="tasks it serves (router)")
     add.add_argument("--tones", nargs="*", default=[], metavar="TONE", help="tones it serves (router)")
     add.add_argument("--scale", type=float, default=1.0, help="default scale (default 1.0)")
     add.add_argument("--owner", metavar="USER", help="whose adapter it is (default: the current user)")
     add.set_defaults(func=run_add)
-    rm = verbs.add_parser("remove", help="unregister an adapter and delete its files from the vault")
-    rm.add_argument("id")
+    rm = verbs.add_parser("remove", help="unregister an adapter and delete its files from the vault",
+                          description="Remove one version: an id names it, a name means its newest version "
+                                      "(the one `--adapter NAME` picks; the previous version is then the "
+                                      "newest). --all removes every version of the name.")
+    rm.add_argument("id", metavar="ID|NAME")
+    rm.add_argument("--all", action="store_true", help="every version of the name, not only the newest")
     rm.set_defaults(func=run_remove)
 
 
 def slug(name: str) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    if not s:
+    """The name as ids spell it (`vault.manifest.name_key`, shared with the trainer), refusing a name
+    with nothing to spell."""
+    if not re.search(r"[a-z0-9]", name.lower()):
         raise AdapterError(f"--name {name!r}: needs at least one letter or digit")
-    return s[:64]
+    return name_key(name)
 
 
 def run_list(args: argparse.Namespace) -> int:
     manifest = Context(args).manifest()
-    entries = sorted(manifest.adapters.values(), key=lambda e: e.created or "")
+    entries = sorted(manifest.adapters.values(), key=lambda e: (name_key(e.name), e.version or 0, e.created, e.id))
     if args.json:
-        print(json.dumps([e.to_dict() for e in entries], indent=2))
+        print(json.dumps([{**e.to_dict(), "version": e.version} for e in entries], indent=2))
         return 0
     if not entries:
         print("no adapters registered (add one with `home adapters add FILE.gguf --name NAME`)")
         return 0
-    print(f"{'ID':<24} {'KIND':<8} {'OWNER':<10} {'SCALE':>5}  {'RANK':>4}  BASE")
+    newest = {name_key(e.name): e.id for e in entries}  # sorted oldest first: the last one wins
+    print(f"{'NAME':<20} {'VERSION':>7}  {'ID':<24} {'KIND':<8} {'OWNER':<10} {'SCALE':>5}  {'RANK':>4}  BASE")
     for e in entries:
         base = (e.base or {}).get("name") or "?"
-        print(f"{e.id:<24} {e.kind:<8} {(e.owner or '-'):<10} {e.scale:>5.2f}  {e.rank or '?':>4}  {base}")
+        version = f"{e.version or '-'}{'*' if newest[name_key(e.name)] == e.id else ' '}"
+        print(f"{name_key(e.name):<20} {version:>7}  {e.id:<24} {e.kind:<8} {(e.owner or '-'):<10} "
+              f"{e.scale:>5.2f}  {e.rank or '?':>4}  {base}")
+    print("* the newest version: what the name picks (--adapter NAME, a card, eval, show, remove)")
     return 0
 
 
@@ -92,14 +107,17 @@ def run_add(args: argparse.Namespace) -> int:
     info = read_adapter_info(src)
     model = ctx.model_info
     check_adapter_fits(model, info, src)
-    ident = slug(args.name)
-    if ident in ctx.manifest().adapters:
-        raise AdapterError(f"adapter '{ident}' already exists: pick another --name or remove it first")
+    key = slug(args.name)
     data = src.read_bytes()
-    dest_dir = ctx.vault.adapters_dir / ident
     with adapters_lock(ctx.vault):  # a sweep by a starting trainer must not take this folder for an orphan
-        if dest_dir.exists():
-            raise AdapterError(f"{dest_dir} already exists but is not registered: move it away first")
+        manifest = ctx.manifest()
+        versions = manifest.versions(args.name)
+        kind = args.kind or (versions[-1].kind if versions else "other")
+        manifest.check_name(args.name, kind)
+        taken = (lambda i: (ctx.vault.adapters_dir / i).exists())  # noqa: E731 - a folder no entry names
+        ident = key if not versions and key not in manifest.adapters and not taken(key) \
+            else manifest.next_id(args.name, taken)
+        dest_dir = ctx.vault.adapters_dir / ident
         ensure_private_dir(dest_dir)
         dest = dest_dir / "adapter.gguf"
         atomic_write_bytes(dest, data)
@@ -107,7 +125,7 @@ def run_add(args: argparse.Namespace) -> int:
             id=ident, name=args.name, file=str(dest.relative_to(ctx.vault.root)),
             sha256=hashlib.sha256(data).hexdigest(),
             base={"fingerprint": model.fingerprint, "name": model.name},
-            owner=args.owner or ctx.user, kind=args.kind, tasks=list(args.tasks), tones=list(args.tones),
+            owner=args.owner or ctx.user, kind=kind, tasks=list(args.tasks), tones=list(args.tones),
             scale=args.scale, rank=info.rank, alpha=info.alpha,
             created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
@@ -117,16 +135,22 @@ def run_add(args: argparse.Namespace) -> int:
         except BaseException:
             shutil.rmtree(dest_dir, ignore_errors=True)
             raise
-    print(f"registered adapter '{ident}' (rank {info.rank}, alpha {info.alpha:g}, {len(info.tensors)} tensors)")
+    version = f", version {entry.version} of '{key}'" if (entry.version or 1) > 1 else ""
+    print(f"registered adapter '{ident}'{version} (rank {info.rank}, alpha {info.alpha:g}, "
+          f"{len(info.tensors)} tensors)")
     return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
     ctx = Context(args)
     with ctx.manifests.update() as manifest:
-        entry = manifest.remove_adapter(args.id)
-    path = ctx.vault.root / entry.file
-    if path.parent != ctx.vault.adapters_dir and path.parent.parent == ctx.vault.adapters_dir:
-        shutil.rmtree(path.parent, ignore_errors=True)
-    print(f"removed adapter '{args.id}'")
+        removed = manifest.remove_versions(args.id) if args.all else [manifest.remove_adapter(args.id)]
+        left = manifest.versions(removed[0].name)
+    for entry in removed:
+        path = ctx.vault.root / entry.file
+        if path.parent != ctx.vault.adapters_dir and path.parent.parent == ctx.vault.adapters_dir:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        print(f"removed adapter '{entry.id}'")
+    if left:
+        print(f"'{name_key(removed[0].name)}' now means {left[-1].id}")
     return 0

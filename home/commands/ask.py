@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="ID[:SCALE]",
         action="append",
         default=[],
-        help="add an adapter to the stack (repeatable; scale defaults to the adapter's own)",
+        help="add an adapter to the stack: an id (that version) or a name (its newest version); "
+             "repeatable; scale defaults to the adapter's own",
     )
     p.add_argument("--no-adapters", action="store_true", help="the base model alone, even if the persona has adapters")
     p.add_argument("--continue", dest="resume", metavar="SESSION", nargs="?", const="latest",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from home.context import Context
 from home.errors import UsageError
+from vault.errors import VaultError
 from vault.personas import get_persona, slug
 
 
@@ -29,7 +30,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     e.add_argument("--heldout", metavar="FILE", help="held-out persona records (default DIR/heldout.jsonl)")
     e.add_argument("--personas", metavar="A,B", help="only these personas (default: all in the held-out file)")
     e.add_argument("--adapter", action="append", default=[], metavar="PERSONA=ID",
-                   help="use this adapter for a persona (default: the persona adapter its card lists)")
+                   help="use this adapter for a persona, an id or a name (its newest version); default: "
+                        "the persona adapter its card lists")
     e.add_argument("--samples", type=int, default=8, metavar="N", help="replies generated per persona (default 8)")
     e.add_argument("--max-tokens", type=int, default=48, metavar="N", help="tokens per greedy reply (default 48)")
     e.add_argument("--max-examples", type=int, default=32, metavar="N", help="held-out lines scored per persona")
@@ -61,8 +63,12 @@ def persona_adapter(ctx: Context, manifest, pid: str) -> str | None:
         card = get_persona(ctx.vault, pid)
     except Exception:  # noqa: BLE001 - an unknown persona simply has no card adapter
         return None
-    ids = [a.get("id") for a in card.home.get("adapters", []) if isinstance(a, dict)]
-    entries = [manifest.adapters[i] for i in ids if i in manifest.adapters]
+    entries = []
+    for ref in [a.get("id") for a in card.home.get("adapters", []) if isinstance(a, dict)]:
+        try:  # an id, or a name for its newest version, as the chat applies the card
+            entries.append(manifest.resolve(ref))
+        except VaultError:
+            continue
     mine = [e for e in entries if e.kind == "persona" and e.owner == pid] or [e for e in entries if e.kind == "persona"]
     return mine[0].id if mine else None
 
@@ -91,10 +97,11 @@ def run_eval(args: argparse.Namespace) -> int:
     for spec in args.adapter:
         pid, sep, aid = spec.partition("=")
         if not sep or not pid.strip() or not aid.strip():
-            raise UsageError(f"--adapter {spec!r}: expected PERSONA=ADAPTER_ID")
-        if aid.strip() not in manifest.adapters:
-            raise UsageError(f"--adapter {spec!r}: unknown adapter '{aid.strip()}' (see `home adapters list`)")
-        adapters[slug(pid)] = aid.strip()
+            raise UsageError(f"--adapter {spec!r}: expected PERSONA=ADAPTER_ID or PERSONA=NAME")
+        try:
+            adapters[slug(pid)] = manifest.resolve(aid.strip()).id  # a name: its newest version
+        except VaultError as exc:
+            raise UsageError(f"--adapter {spec!r}: {exc}") from None
     for pid in wanted:
         if pid not in adapters:
             found = persona_adapter(ctx, manifest, pid)

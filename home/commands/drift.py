@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  home drift --usage-only --by day --periods 14",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--adapter", metavar="ID", help="only this adapter (default: every registered one)")
+    p.add_argument("--adapter", metavar="ID|NAME",
+                   help="only this adapter (a name: its newest version; default: every registered one)")
     p.add_argument("--by", choices=("week", "day"), default="week", help="usage period (default week)")
     p.add_argument("--periods", type=int, default=8, metavar="N", help="usage periods shown (default 8)")
     p.add_argument("--days", type=int, default=30, metavar="N", help="what counts as recent (default 30 days)")
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     turns = read_turns(ctx.vault)
     use = usage(turns, args.by, args.periods)
     if args.adapter:
-        use["adapters"] = {k: v for k, v in use["adapters"].items() if k == args.adapter}
+        use["adapters"] = {k: v for k, v in use["adapters"].items() if k == entries[0].id}
     reports = []
     if not args.usage_only and entries:
         engine, base_cache = ctx.engine(), {}

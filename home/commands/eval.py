@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  home eval quill-persona-1 --source jsonl quill.jsonl --persona quill --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("adapter", metavar="ADAPTER", help="a registered adapter id (see `home adapters list`)")
+    p.add_argument("adapter", metavar="ADAPTER",
+                   help="a registered adapter: an id (that version) or a name (its newest version); "
+                        "see `home adapters list`")
     p.add_argument("--source", nargs="+", required=True, metavar=("SOURCE", "PATH"),
                    help=f"where the examples come from ({', '.join(KINDS)}) and the file or folder "
                         "(logs/gestalts: optional, default the vault)")

@@ -95,6 +95,11 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
         job.validate("home train")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if not job.per_persona:  # a name another kind holds would be refused at registration, after the training
+        manifest = ctx.manifest()
+        manifest.check_name(job.adapter_name, job.adapter_kind)
+        if job.two_phase:
+            manifest.check_name(f"{job.adapter_name}-identity", "persona")
     return job
 
 
