@@ -3,9 +3,9 @@ the HF+peft padded baseline (`../shared/bench/gpu_lora_baseline.py`'s recipe: Lo
 projections, AdamW, random batches padded to their longest, the model's own loss over full logits),
 same model shapes, same examples, same completion-only labels, one run.
 
-Home's step is the trainer's (trainer/train.py), without the SFTTrainer around it: batches from
-trainer.data.LengthGroupedSampler, the micro-batch / activation-checkpointing decision of
-trainer.batch_plan.plan_batches, the loss of trainer.loss.target_loss (target rows only, no full
+Home's step is the trainer's (trainer/worker/train.py), without the SFTTrainer around it: batches from
+trainer.worker.dataset.LengthGroupedSampler, the micro-batch / activation-checkpointing decision of
+trainer.worker.batch_plan.plan_batches, the loss of trainer.worker.loss.target_loss (target rows only, no full
 logits), bf16 autocast over fp32 LoRA weights on a GPU, `prepare_model_for_kbit_training` under 4-bit,
 and Liger's RMSNorm/SwiGLU/RoPE kernels when liger-kernel is installed (CUDA only; `--liger off` to
 measure without). Chat data is short and ragged, so the baseline spends most of its compute on padding.
@@ -56,7 +56,7 @@ def batches_for(variant: str, lengths: list[int], batch: int, seed: int) -> list
 
     if variant == "home":
         sys.path.insert(0, str(REPO))
-        from trainer.data import LengthGroupedSampler
+        from trainer.worker.dataset import LengthGroupedSampler
 
         return LengthGroupedSampler(lengths, batch, seed=seed).batches()
     order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -64,7 +64,7 @@ def batches_for(variant: str, lengths: list[int], batch: int, seed: int) -> list
 
 
 def quantize_4bit(model, dtype, dev: str) -> None:
-    """nf4 storage for every decoder linear, double-quantized: what trainer/base.py's BitsAndBytesConfig
+    """nf4 storage for every decoder linear, double-quantized: what trainer/worker/base.py's BitsAndBytesConfig
     gives, done in memory (a random model has no file to load from)."""
     import bitsandbytes as bnb
     import torch
@@ -132,7 +132,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     batches = batches_for(args.variant, lengths, args.batch, args.seed)
     plan = None
     if home:
-        from trainer.batch_plan import plan_batches
+        from trainer.worker.batch_plan import plan_batches
 
         budget = None
         if cuda and args.gpu_gib:  # the plan sees the emulated card, not the whole GPU
@@ -173,7 +173,7 @@ def run_variant(args: argparse.Namespace) -> dict:
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             real, grid = int(mask.sum()), ids.numel()
         else:
-            from trainer.loss import IGNORE, target_loss
+            from trainer.worker.loss import IGNORE, target_loss
 
             micro = [idx[i:i + plan.micro_batch] for i in range(0, len(idx), plan.micro_batch)]
             parts = [tensors(m) for m in micro]

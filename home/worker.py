@@ -12,8 +12,8 @@ import subprocess
 import sys
 from typing import IO
 
-from trainer.job import Job
-from trainer.memwatch import worker_env
+from trainer.protocol.job import Job
+from trainer.protocol.memwatch import worker_env
 
 
 def worker_command() -> list[str]:

@@ -15,7 +15,7 @@ on 2 idle cores, 1.7-2 s on busy ones (half of it the child's Python and llama.c
 every weight of a large model on the CPU.
 
 Remembered: a passed probe writes `<cache>/probes/<header_sha256>.json` (`HOME_CACHE` or platformdirs
-`user_cache_dir("home")`, as trainer/base_cache.py), keyed on the file's header digest (metadata and
+`user_cache_dir("home")`, as trainer/worker/base_cache.py), keyed on the file's header digest (metadata and
 tensor infos, `ModelInfo.header_sha256`) and llama.cpp's version: the weight fingerprint
 (llm/fingerprint.py) ignores the tokenizer type, so a file that crashes can share it with one that does
 not. A failed probe is not remembered: the next load probes again (and is refused again, or passes after

@@ -9,7 +9,7 @@ import pytest
 # Before torch is imported: torch's OpenMP threads spin after each op and starve llama.cpp when the two
 # alternate in one process (verification: 264 s spinning vs 73 s passive). The trainer worker does the same.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Training's dequantized copies of the base (trainer/base_cache.py) go to a test cache, never the user's
+# Training's dequantized copies of the base (trainer/worker/base_cache.py) go to a test cache, never the user's
 # own, and outlive the session: every training test after the first loads the base in ~2 s, not ~36 s.
 # Tests of the cache itself point HOME_CACHE at their own temp folder.
 os.environ["HOME_CACHE"] = os.path.join(

@@ -1,6 +1,6 @@
 """Adapters named by name (its newest version) or by id (that version), through the real CLI.
 
-Versions are made by the real registration (`trainer.register.register_adapter`, what `home train`
+Versions are made by the real registration (`trainer.protocol.register.register_adapter`, what `home train`
 ends with: `hamlet-1`, `hamlet-2`) and by `home adapters add`; the manifest is the real one on disk.
 """
 
@@ -19,7 +19,7 @@ from vault.manifest import ManifestStore
 
 def register(root, model_path, lora, name: str, kind: str = "persona", set_voice: bool = False) -> str:
     """One version of `name`, registered as `home train` registers it; returns its id."""
-    from trainer.register import register_adapter
+    from trainer.protocol.register import register_adapter
 
     info = read_model_info(model_path)
     return register_adapter(

@@ -10,7 +10,7 @@ import sys
 import threading
 
 from home.app.retrain import RetrainRun
-from trainer.job import Job
+from trainer.protocol.job import Job
 
 # ~1.5 MB of step events, then a done event: a pipe holds 64 KB, so an unread worker blocks mid-run.
 CHATTY = ("import json\n"

@@ -12,8 +12,14 @@ import pytest
 from llm.models import default_model_path
 from tests.cli_helpers import REPO, one_error_line, run_home
 from tests.loras import make_random_lora
-from trainer import textstats
-from trainer.evaluate import adapter_persona, heldout_status, pick_examples, plot_report, training_losses
+from trainer.data import textstats
+from trainer.evaluation.evaluate import (
+    adapter_persona,
+    heldout_status,
+    pick_examples,
+    plot_report,
+    training_losses,
+)
 from vault.layout import Vault
 from vault.manifest import AdapterEntry
 
@@ -83,7 +89,7 @@ def test_unknown_adapter_and_missing_data_are_one_line(evaluated):
 
 
 def test_evaluate_module_is_torch_free():
-    code = "import sys, trainer.evaluate, home.commands.eval; assert 'torch' not in sys.modules"
+    code = "import sys, trainer.evaluation.evaluate, home.commands.eval; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 

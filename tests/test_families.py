@@ -19,7 +19,7 @@ import pytest
 from tests.cli_helpers import one_error_line, run_home
 from tests.families import FAMILIES, UNSUPPORTED, tiny_gguf
 from tests.test_trainer_e2e import events, manifest, write_logs
-from trainer.convert import SUPPORTED_ARCHS
+from trainer.worker.convert import SUPPORTED_ARCHS
 
 # Tiny models learn fast: 8 steps at 5e-3 move the logits well past verification's "must move" guard
 # (2 steps did not), and 64 tokens hold every example of the e2e voice logs.
@@ -96,9 +96,9 @@ def test_fused_phi3_projections_convert_and_verify(tmp_path):
     from llm.engine import Engine
     from llm.lora_gguf import write_lora_gguf
     from tests.loras import read_lora
-    from trainer.base import load_base, pick_device
-    from trainer.convert import check_lora_config, convert_peft_to_gguf
-    from trainer.verify import verify_adapter
+    from trainer.worker.base import load_base, pick_device
+    from trainer.worker.convert import check_lora_config, convert_peft_to_gguf
+    from trainer.worker.verify import verify_adapter
 
     model = tiny_gguf("phi3")
     base = load_base(model, pick_device("cpu"))
@@ -157,10 +157,10 @@ def test_unquantized_base_large_right_adapter_passes_small_wrong_one_fails(tmp_p
     well-trained adapters for f16/f32 GGUFs. Now it takes a change error above rounding too: a big right
     adapter passes, and a small one without the q/k permutation (error 0.017) still fails."""
     from llm.engine import Engine
-    from trainer import convert
-    from trainer.base import load_base, pick_device
-    from trainer.convert import convert_peft_to_gguf
-    from trainer.verify import verify_adapter
+    from trainer.worker import convert
+    from trainer.worker.base import load_base, pick_device
+    from trainer.worker.convert import convert_peft_to_gguf
+    from trainer.worker.verify import verify_adapter
 
     model = tiny_gguf("llama")
     with Engine(model, n_ctx=256, n_threads=1) as engine:
@@ -183,10 +183,10 @@ def test_a_bf16_reference_passes_a_right_adapter_and_fails_a_wrong_one(tmp_path,
     import torch
 
     from llm.engine import Engine
-    from trainer import convert
-    from trainer.base import Device, load_base
-    from trainer.convert import convert_peft_to_gguf
-    from trainer.verify import verify_adapter
+    from trainer.worker import convert
+    from trainer.worker.base import Device, load_base
+    from trainer.worker.convert import convert_peft_to_gguf
+    from trainer.worker.verify import verify_adapter
 
     model = tiny_gguf("llama")
     with Engine(model, n_ctx=256, n_threads=1) as engine:

@@ -1,4 +1,4 @@
-"""trainer/attribution.py and trainer/persona_eval.py: the classifier and its confusion matrix on the
+"""trainer/evaluation/attribution.py and trainer/evaluation/persona_eval.py: the classifier and its confusion matrix on the
 cast's lines, the perplexity matrix and report files with real (random) adapters on the real model, and
 `home data eval`'s refusals. Trained persona adapters are evaluated in tests/test_trainer_per_persona.py."""
 
@@ -11,9 +11,9 @@ import pytest
 
 from tests.cli_helpers import one_error_line, run_home
 from tests.loras import make_random_lora
-from trainer import attribution
-from trainer.examples import Example
-from trainer.persona_eval import evaluate_personas, write_report
+from trainer.data.examples import Example
+from trainer.evaluation import attribution
+from trainer.evaluation.persona_eval import evaluate_personas, write_report
 from vault.layout import Vault
 from vault.manifest import AdapterEntry, ManifestStore, now_iso
 
@@ -104,7 +104,7 @@ def test_matrix_and_report_with_real_adapters_on_the_real_model(tmp_path, engine
 
 
 def attribution_params():
-    from trainer.persona_eval import SAMPLE_PARAMS
+    from trainer.evaluation.persona_eval import SAMPLE_PARAMS
 
     return SAMPLE_PARAMS.merged(max_tokens=8)
 

@@ -10,9 +10,9 @@ import pytest
 
 from llm.params import GenParams
 from tests.cli_helpers import one_error_line, run_home
-from trainer.sources.jsonl import load_jsonl
-from trainer.synth.local import LocalGenerator
-from trainer.synth.run import PARAMS, Plan, read_jsonl, synthesize
+from trainer.data.sources.jsonl import load_jsonl
+from trainer.data.synth.local import LocalGenerator
+from trainer.data.synth.run import PARAMS, Plan, read_jsonl, synthesize
 from vault.layout import Vault
 from vault.personas import Persona, save_persona
 from vault.sheets import card_data, read_sheet

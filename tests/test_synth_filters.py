@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from trainer.synth import SynthError
-from trainer.synth.filters import Limits, check, clean, normalise, other_persona, repetition, trim_cut
-from trainer.synth.prompts import COMMON, character_context, scenarios
-from trainer.synth.tiers import read_tiers
+from trainer.data.synth import SynthError
+from trainer.data.synth.filters import Limits, check, clean, normalise, other_persona, repetition, trim_cut
+from trainer.data.synth.prompts import COMMON, character_context, scenarios
+from trainer.data.synth.tiers import read_tiers
 from vault.personas import Persona
 from vault.sheets import card_data, read_sheet
 

@@ -16,9 +16,9 @@ import pytest
 
 from llm.params import GenParams
 from tests.cli_helpers import one_error_line, run_home
-from trainer.synth import EndpointError
-from trainer.synth.openai_client import OpenAIGenerator, chat_url
-from trainer.synth.run import read_jsonl
+from trainer.data.synth import EndpointError
+from trainer.data.synth.openai_client import OpenAIGenerator, chat_url
+from trainer.data.synth.run import read_jsonl
 from vault.layout import Vault
 from vault.personas import Persona, save_persona
 from vault.sheets import card_data, read_sheet

@@ -13,8 +13,8 @@ import pytest
 
 from tests.cli_helpers import run_home
 from tests.test_trainer_e2e import events, manifest, train_args, write_logs
-from trainer import base_cache
-from trainer.base_cache import base_dir, dequantized_base, is_complete
+from trainer.worker import base_cache
+from trainer.worker.base_cache import base_dir, dequantized_base, is_complete
 
 bnb = pytest.importorskip("bitsandbytes", reason="--4bit needs bitsandbytes (the test extra installs it)")
 

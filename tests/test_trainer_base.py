@@ -1,4 +1,4 @@
-"""trainer.base: the training copy of the app's GGUF, a `--base` Hugging Face directory, device choice."""
+"""trainer.worker.base: the training copy of the app's GGUF, a `--base` Hugging Face directory, device choice."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 
-from trainer.base import BaseModelError, load_base, pick_device
+from trainer.worker.base import BaseModelError, load_base, pick_device
 
 
 def test_gguf_and_hf_directory_give_the_same_model(tmp_path, model_path, monkeypatch):
     cpu = pick_device("cpu")
-    from_gguf = load_base(model_path, cpu)  # through its fp32 copy (trainer/base_cache.py)
+    from_gguf = load_base(model_path, cpu)  # through its fp32 copy (trainer/worker/base_cache.py)
     monkeypatch.setenv("HOME_BASE_CACHE", "0")
     direct = load_base(model_path, cpu)  # transformers reading the GGUF itself
     monkeypatch.delenv("HOME_BASE_CACHE")
@@ -37,7 +37,7 @@ def test_a_large_fp32_run_loads_the_bf16_copy_upcast(tmp_path, monkeypatch):
     """fp32 copies stop at FP32_COPY_MAX_BYTES (an 8B would be 32 GB of disk): beyond, the bf16 copy
     (the one --4bit uses too) is loaded in fp32, so the arithmetic stays fp32."""
     from tests.families import tiny_gguf
-    from trainer import base_cache
+    from trainer.worker import base_cache
 
     model = tiny_gguf("llama")
     monkeypatch.setenv("HOME_CACHE", str(tmp_path / "cache"))

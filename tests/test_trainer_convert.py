@@ -19,9 +19,9 @@ from safetensors.numpy import load_file, save_file
 
 from llm.gguf_meta import read_adapter_info
 from tests.loras import read_lora
-from trainer import convert
-from trainer.convert import ConvertError, check_lora_config, convert_peft_to_gguf
-from trainer.verify import DEFAULT_PROBES, MIN_CORRELATION, MIN_TOP1, verify_adapter
+from trainer.worker import convert
+from trainer.worker.convert import ConvertError, check_lora_config, convert_peft_to_gguf
+from trainer.worker.verify import DEFAULT_PROBES, MIN_CORRELATION, MIN_TOP1, verify_adapter
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 B_STD = 0.05  # large enough that a wrong q/k layout shows above llama.cpp's quantization noise
@@ -36,7 +36,7 @@ def peft_model():
     from peft import LoraConfig, get_peft_model
 
     from llm.models import default_model_path
-    from trainer.base import load_base, pick_device
+    from trainer.worker.base import load_base, pick_device
 
     base = load_base(default_model_path(), pick_device("cpu"))
     config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import REPO, home_env, one_error_line, run_home
-from trainer.runs import complete_checkpoints
+from trainer.protocol.runs import complete_checkpoints
 from vault.layout import Vault
 from vault.logs import ConversationLog
 

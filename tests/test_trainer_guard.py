@@ -10,7 +10,7 @@ from home.app.widgets.train_panel import TrainPanel
 from tests.cli_helpers import one_error_line, popen_home, run_home
 from tests.test_app import drive, make_app, wait_ready
 from tests.test_trainer_e2e import train_args, write_logs
-from trainer.guard import cpu_refusal, cpu_tokens_per_s
+from trainer.protocol.guard import cpu_refusal, cpu_tokens_per_s
 
 
 def test_refusal_names_the_size_the_hours_and_the_way_out():

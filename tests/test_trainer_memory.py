@@ -10,8 +10,8 @@ import time
 import numpy as np
 
 from home.progress import ProgressPrinter
-from trainer.memwatch import MemoryWatch, rss_bytes
-from trainer.verify import TIE_NOISE, Agreement, compare
+from trainer.protocol.memwatch import MemoryWatch, rss_bytes
+from trainer.worker.verify import TIE_NOISE, Agreement, compare
 
 
 def _whole_array_metrics(hf_base, hf, ll_base, ll):
@@ -161,7 +161,7 @@ def test_target_loss_equals_full_logit_cross_entropy_in_value_and_gradient(monke
     (chunks forced to 16 rows so several are crossed), with padding, and through a softcap."""
     import torch
 
-    import trainer.loss as tl
+    import trainer.worker.loss as tl
 
     monkeypatch.setattr(tl, "CHUNK_BYTES", 16 * 4 * 301)
     for softcap in (None, 5.0):
@@ -190,7 +190,7 @@ def test_target_loss_equals_full_logit_cross_entropy_in_value_and_gradient(monke
 def test_batch_plan_checkpoints_or_splits_only_when_the_budget_asks():
     from transformers import LlamaConfig
 
-    from trainer.batch_plan import activation_bytes, plan_batches
+    from trainer.worker.batch_plan import activation_bytes, plan_batches
 
     cfg = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9)
     short = plan_batches(cfg, 8, [40] * 16, 4, "cpu", budget_bytes=2**31)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import one_error_line, run_home
-from trainer.per_persona import point_persona
+from trainer.worker.per_persona import point_persona
 from vault.layout import Vault
 from vault.manifest import AdapterEntry, ManifestStore, now_iso
 from vault.personas import Persona, get_persona, save_persona

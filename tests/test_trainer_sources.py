@@ -1,4 +1,4 @@
-"""trainer.sources: the shared entry point, helpers and the QA report every source prints first."""
+"""trainer.data.sources: the shared entry point, helpers and the QA report every source prints first."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.examples import DatasetReport, Example
-from trainer.sources import KINDS, SourceError, load_source, merge_roles, read_text, require_file
+from trainer.data.examples import DatasetReport, Example
+from trainer.data.sources import KINDS, SourceError, load_source, merge_roles, read_text, require_file
 
 FIX = Path(__file__).parent / "fixtures" / "trainer"
 
@@ -18,7 +18,7 @@ def test_every_kind_has_a_loader_module():
     names = {"logs": "load_logs", "transcript": "load_transcript", "essays": "load_essays",
              "jsonl": "load_jsonl", "gestalts": "load_gestalts"}
     for kind in KINDS:
-        assert callable(getattr(importlib.import_module(f"trainer.sources.{kind}"), names[kind]))
+        assert callable(getattr(importlib.import_module(f"trainer.data.sources.{kind}"), names[kind]))
 
 
 @pytest.mark.parametrize("kwargs, words", [

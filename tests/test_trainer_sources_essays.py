@@ -1,4 +1,4 @@
-"""trainer.sources.essays: four tiers from a folder of essays, drafts paired with their finals."""
+"""trainer.data.sources.essays: four tiers from a folder of essays, drafts paired with their finals."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.sources import SourceError, load_source
-from trainer.sources.essays import CHUNK_WORDS, NOTE_WORDS, load_essays, pair_key, parse_essay
+from trainer.data.sources import SourceError, load_source
+from trainer.data.sources.essays import CHUNK_WORDS, NOTE_WORDS, load_essays, pair_key, parse_essay
 
 FIX = Path(__file__).parent / "fixtures" / "trainer"
 ESSAYS = FIX / "essays"

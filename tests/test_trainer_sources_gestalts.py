@@ -1,4 +1,4 @@
-"""trainer.sources.gestalts: the user's distilled facts as knowledge examples."""
+"""trainer.data.sources.gestalts: the user's distilled facts as knowledge examples."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainer.sources import SourceError, load_source
-from trainer.sources.gestalts import PROMPTS, load_gestalts, second_person
+from trainer.data.sources import SourceError, load_source
+from trainer.data.sources.gestalts import PROMPTS, load_gestalts, second_person
 from vault import gestalts as gs
 from vault.layout import Vault
 

@@ -1,4 +1,4 @@
-"""trainer.sources.jsonl: alpaca, persona records, chat, history/response, arrays, and bad lines."""
+"""trainer.data.sources.jsonl: alpaca, persona records, chat, history/response, arrays, and bad lines."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer.examples import Example
-from trainer.sources import SourceError, load_source
-from trainer.sources.jsonl import load_jsonl
+from trainer.data.examples import Example
+from trainer.data.sources import SourceError, load_source
+from trainer.data.sources.jsonl import load_jsonl
 
 FIX = Path(__file__).parent / "fixtures" / "trainer" / "jsonl"
 

@@ -1,4 +1,4 @@
-"""trainer.sources.logs: the user's own messages (voice) or a persona's replies from the vault's logs."""
+"""trainer.data.sources.logs: the user's own messages (voice) or a persona's replies from the vault's logs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainer.sources import SourceError, load_source
-from trainer.sources.logs import load_logs
+from trainer.data.sources import SourceError, load_source
+from trainer.data.sources.logs import load_logs
 
 SESSION = "20261124-100000-000-ab12"
 

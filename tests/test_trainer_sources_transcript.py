@@ -1,4 +1,4 @@
-"""trainer.sources.transcript: speaker-labelled dialogue in the common layouts."""
+"""trainer.data.sources.transcript: speaker-labelled dialogue in the common layouts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.sources import SourceError, load_source
-from trainer.sources.transcript import load_transcript, parse_transcript
+from trainer.data.sources import SourceError, load_source
+from trainer.data.sources.transcript import load_transcript, parse_transcript
 
 FIX = Path(__file__).parent / "fixtures" / "trainer" / "transcripts"
 

@@ -1,4 +1,4 @@
-"""trainer/data.py and trainer/train.py on the real default model, on the CPU, at toy sizes.
+"""trainer/worker/dataset.py and trainer/worker/train.py on the real default model, on the CPU, at toy sizes.
 
 One 8-step run (batch 4, rank 8) is shared by the module; the stop/resume test replays it with a stop
 after step 2 and checks that the resumed run reproduces the same losses step for step (same seed →
@@ -16,8 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from trainer.data import IGNORE, DataError, LengthGroupedSampler, padding_waste, split_examples, tokenize
-from trainer.examples import Example
+from trainer.data.examples import Example
+from trainer.worker.dataset import (
+    IGNORE,
+    DataError,
+    LengthGroupedSampler,
+    padding_waste,
+    split_examples,
+    tokenize,
+)
 
 PAIRS = [
     ("How was your day?", "Busy, but the good kind"), ("Rain again?", "The garden is thrilled"),
@@ -38,7 +45,7 @@ def make_examples(n: int = len(PAIRS)) -> list[Example]:
 
 
 def settings(**over):
-    from trainer.train import TrainSettings
+    from trainer.worker.train import TrainSettings
 
     kw = dict(steps=8, rank=8, alpha=16.0, batch_size=4, lr=1e-3, eval_every=4, save_every=4, max_length=128,
               patience=0, seed=0, cpu_threads=1)
@@ -54,7 +61,7 @@ class Recorder:
         self.on_event = on_event
 
     def __call__(self, kind: str, **fields) -> dict:
-        from trainer.events import KINDS
+        from trainer.protocol.events import KINDS
 
         assert kind in KINDS, kind
         event = {"event": kind, **fields}
@@ -113,7 +120,7 @@ def test_length_grouped_sampler_is_deterministic_and_saves_padding():
 def test_early_stopping_counts_validation_passes_without_improvement(tmp_path):
     from types import SimpleNamespace
 
-    from trainer.train_progress import Progress
+    from trainer.worker.train_progress import Progress
 
     rec = Recorder()
     progress = Progress(rec, total=100, patience=2, best_dir=tmp_path / "best", base_val=3.5)
@@ -127,7 +134,7 @@ def test_early_stopping_counts_validation_passes_without_improvement(tmp_path):
 
 
 def test_signals_request_a_stop_then_abort_and_handlers_come_back():
-    from trainer.train_progress import StopRequest, stop_on_signals
+    from trainer.worker.train_progress import StopRequest, stop_on_signals
 
     before = signal.getsignal(signal.SIGTERM)
     stop = StopRequest()
@@ -144,7 +151,7 @@ def test_signals_request_a_stop_then_abort_and_handlers_come_back():
 @pytest.fixture(scope="module")
 def base():
     from llm.models import default_model_path
-    from trainer.base import load_base, pick_device
+    from trainer.worker.base import load_base, pick_device
 
     return load_base(default_model_path(), pick_device("cpu"))
 
@@ -169,7 +176,7 @@ def test_labels_cover_only_the_target_and_end_of_turn(base):
 @pytest.fixture(scope="module")
 def full_run(base, tmp_path_factory):
     """The reference run: 8 steps, never interrupted. Unloads its LoRA layers so the base is clean again."""
-    from trainer.train import train_adapter
+    from trainer.worker.train import train_adapter
 
     train, val = split_examples(make_examples(), 0.25, seed=0)
     rec = Recorder()
@@ -202,7 +209,7 @@ def test_training_beats_the_base_and_reports_progress(full_run):
 
 
 def test_stop_then_resume_finishes_with_the_same_losses(base, full_run, tmp_path):
-    from trainer.train import train_adapter
+    from trainer.worker.train import train_adapter
 
     reference, _, (train, val) = full_run
 
@@ -216,7 +223,7 @@ def test_stop_then_resume_finishes_with_the_same_losses(base, full_run, tmp_path
     assert rec.of("checkpoint")[-1]["reason"] == "stop"
     assert (Path(rec.of("checkpoint")[-1]["path"]) / "optimizer.pt").is_file()
     first.peft_model.unload()
-    from trainer.train import TrainError
+    from trainer.worker.train import TrainError
 
     with pytest.raises(TrainError, match="different rank"):
         train_adapter(base, train, val, settings(rank=4), tmp_path, resume=True)
@@ -247,8 +254,8 @@ SETTINGS_WRITE_FAILS = """
 import resource, signal, sys
 from llm.models import default_model_path
 from tests.test_trainer_train import make_examples, settings, split_examples
-from trainer.base import load_base, pick_device
-from trainer.train import train_adapter
+from trainer.worker.base import load_base, pick_device
+from trainer.worker.train import train_adapter
 
 base = load_base(default_model_path(), pick_device("cpu"))
 train, val = split_examples(make_examples(), 0.25, seed=0)
@@ -270,8 +277,8 @@ def test_best_adapter_is_replaced_whole_or_not_at_all(base, tmp_path, monkeypatc
     import peft.peft_model
     from peft import get_peft_model
 
-    from trainer.train import lora_config
-    from trainer.train_progress import Progress
+    from trainer.worker.train import lora_config
+    from trainer.worker.train_progress import Progress
 
     model = get_peft_model(base.model, lora_config(settings()))
     try:
@@ -298,12 +305,12 @@ def test_best_adapter_is_replaced_whole_or_not_at_all(base, tmp_path, monkeypatc
 
 
 def test_refusals_before_training(base, full_run, tmp_path):
-    from trainer.train import TrainError, train_adapter
+    from trainer.worker.train import TrainError, train_adapter
 
     _, _, (train, val) = full_run
     with pytest.raises(TrainError, match="no checkpoint to resume"):
         train_adapter(base, train, val, settings(), tmp_path, resume=True)
-    from trainer.convert import ConvertError
+    from trainer.worker.convert import ConvertError
 
     with pytest.raises(ConvertError, match="embed"):
         train_adapter(base, train, val, settings(targets=("q_proj", "embed_tokens")), tmp_path)

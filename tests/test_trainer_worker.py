@@ -1,5 +1,5 @@
 """The worker's ties to its reader, without training: a parent that dies stops the run as a stop request
-does (trainer/parent_watch.py), and a reader that went away never crashes the run (EventWriter).
+does (trainer/worker/parent_watch.py), and a reader that went away never crashes the run (EventWriter).
 The full path, a real `home train` killed mid-training, is in test_trainer_e2e.py."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import textwrap
 import time
 
 from tests.cli_helpers import REPO
-from trainer.events import EventWriter
+from trainer.protocol.events import EventWriter
 
 # The middle process starts the worker stand-in and then waits to be killed; the stand-in runs the
 # worker's real watch and stop, and a loop that ends on a stop request as Progress does at a step.
@@ -26,9 +26,9 @@ WORKER = """
 import os, sys, time
 parent = os.getppid()  # as the worker's main does, before the slow imports
 from trainer.__main__ import _event_stream
-from trainer.events import EventWriter
-from trainer.parent_watch import stop_orphaned_worker, watch_parent
-from trainer.train_progress import StopRequest, stop_on_signals
+from trainer.protocol.events import EventWriter
+from trainer.worker.parent_watch import stop_orphaned_worker, watch_parent
+from trainer.worker.train_progress import StopRequest, stop_on_signals
 
 writer = EventWriter(_event_stream())  # the worker's own setup: events on a private duplicate of stdout
 watch_parent(lambda: stop_orphaned_worker(writer.mute), parent)

@@ -42,7 +42,7 @@ REGISTER_THEN_DIE = """
     import os, sys
     from pathlib import Path
     import vault.manifest
-    from trainer.register import register_adapter
+    from trainer.protocol.register import register_adapter
     from vault.layout import Vault
 
     def die(self):  # the manifest update is the next step after the folder is renamed into place
@@ -74,7 +74,7 @@ def test_a_registration_killed_before_the_manifest_is_reported_then_adopted(tmp_
     assert "adapters/bo-voice-1 (complete adapter missing from the manifest)" in doctor.stdout
 
     # The next registration adopts it (under the adapters lock) before choosing its own id.
-    from trainer.register import register_adapter
+    from trainer.protocol.register import register_adapter
 
     reg = register_adapter(vault, name="bo voice", gguf=lora, peft_dir=None, extra_files=[],
                            base={"fingerprint": "f" * 64, "name": "SmolLM2"}, owner="bo", kind="voice", tasks=[],

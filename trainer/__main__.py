@@ -4,7 +4,7 @@ stdout is reserved for events: the libraries' own chatter (progress bars, warnin
 stderr by pointing file descriptor 1 at 2 and keeping a private duplicate for events. Exit codes: 0 the
 adapter is verified and registered; 130 stopped (a checkpoint is kept, `--resume` continues); 2 bad job
 or data; 3 model or conversion refused; 1 anything else. Every failure also ends with an `error` event.
-If the process that started the worker dies, the run stops as on SIGTERM (trainer/parent_watch.py).
+If the process that started the worker dies, the run stops as on SIGTERM (trainer/worker/parent_watch.py).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     # private from birth: 0700 folders, 0600 files, like the rest of the vault.
     os.umask(0o077)
 
-    from trainer.events import EventWriter
-    from trainer.memwatch import MemoryWatch, bound_allocator
-    from trainer.parent_watch import stop_orphaned_worker, watch_parent
+    from trainer.protocol.events import EventWriter
+    from trainer.protocol.memwatch import MemoryWatch, bound_allocator
+    from trainer.worker.parent_watch import stop_orphaned_worker, watch_parent
 
     bound_allocator()  # before torch allocates anything: freed activations go back to the OS
 
@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     # Spinning OpenMP threads starve each other (and the app's llama.cpp) on small machines: measured
     # 3–40 tok/s with the default policy under load vs a steady ~100 with PASSIVE on 2 cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from trainer.job import Job, read_job
-    from trainer.pipeline import RunStopped, run
+    from trainer.protocol.job import Job, read_job
+    from trainer.worker.run import run
+    from trainer.worker.stages import RunStopped
 
     try:
         job = Job.from_dict(json.load(sys.stdin), "<stdin>") if args.job == "-" else read_job(args.job)

@@ -21,7 +21,7 @@ from home.app.session import AppOptions, ChatSession
 from home.app.tools import ToolsMixin
 from home.app.widgets.train_panel import TrainPanel
 from llm.errors import LLMError
-from trainer.job import JobError
+from trainer.protocol.job import JobError
 from vault.errors import VaultError
 
 BINDING_IDS = {"quit", "new_chat", "cancel", "retrain", "pick_best", "search", "copy", "memory"}  # config.toml [keys] entries that remap our bindings

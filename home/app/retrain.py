@@ -1,7 +1,7 @@
 """One "Retrain my voice" run from the app: the job, the trainer worker process, its events, cancel.
 
 The same contract as `home train`: the worker is `python -m trainer -` (home.worker.start_worker) in its
-own session, its stdout is JSON events (trainer.events.read_events), and cancelling sends exactly one
+own session, its stdout is JSON events (trainer.protocol.events.read_events), and cancelling sends exactly one
 SIGINT so it stops at the next step and keeps a checkpoint (`home train --resume` continues it). The
 app reads the events in a thread worker; nothing here touches widgets. Whatever happens to the reader,
 the worker's stdout is read to its end before it is waited for: a worker blocked writing to a full pipe
@@ -16,9 +16,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 
 from home.worker import start_worker
-from trainer.events import read_events
-from trainer.guard import cpu_refusal, cuda_visible, model_params
-from trainer.job import Job
+from trainer.protocol.events import read_events
+from trainer.protocol.guard import cpu_refusal, cuda_visible, model_params
+from trainer.protocol.job import Job
 
 
 def cpu_refusal_for(job: Job, engine) -> str | None:

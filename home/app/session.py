@@ -49,7 +49,7 @@ class AppOptions:
     temperature: float | None = None
     seed: int | None = None
     train_steps: int | None = None
-    """Retrain overrides (tests): optimizer steps, and any other trainer.job.Job fields."""
+    """Retrain overrides (tests): optimizer steps, and any other trainer.protocol.job.Job fields."""
     train_args: dict | None = None
 
     @classmethod

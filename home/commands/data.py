@@ -1,5 +1,5 @@
 """`home data`: in-character training sets for personas (`synth`) and how the persona adapters compare
-(`eval`). Thin: the work is in trainer/synth/ and trainer/persona_eval.py (torch-free)."""
+(`eval`). Thin: the work is in trainer/data/synth/ and trainer/evaluation/persona_eval.py (torch-free)."""
 
 from __future__ import annotations
 
@@ -75,10 +75,10 @@ def pick_personas(ctx: Context, names: str | None, every: bool) -> list[Persona]
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from trainer.synth import SynthError
-    from trainer.synth.filters import Limits
-    from trainer.synth.run import PARAMS, Plan, synthesize
-    from trainer.synth.tiers import read_tiers
+    from trainer.data.synth import SynthError
+    from trainer.data.synth.filters import Limits
+    from trainer.data.synth.run import PARAMS, Plan, synthesize
+    from trainer.data.synth.tiers import read_tiers
 
     if args.endpoint_model and not args.endpoint:
         raise UsageError("--model NAME names the endpoint's model and needs --endpoint URL; for a local GGUF "
@@ -107,11 +107,11 @@ def run_synth(args: argparse.Namespace) -> int:
         plans.append(Plan(p, tier, tiers.counts[tier], others))
 
     if args.endpoint:
-        from trainer.synth.openai_client import OpenAIGenerator
+        from trainer.data.synth.openai_client import OpenAIGenerator
 
         generate = OpenAIGenerator(args.endpoint, args.endpoint_model, timeout=args.timeout)
     else:
-        from trainer.synth.local import LocalGenerator
+        from trainer.data.synth.local import LocalGenerator
 
         generate = LocalGenerator(ctx.engine())
     out = args.out or str(ctx.vault.runs_dir / "synth")

@@ -40,8 +40,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def _load(path: Path, what: str) -> dict[str, list]:
-    from trainer.sources import SourceError
-    from trainer.sources.jsonl import load_jsonl
+    from trainer.data.sources import SourceError
+    from trainer.data.sources.jsonl import load_jsonl
 
     try:
         report = load_jsonl(path)
@@ -74,8 +74,8 @@ def persona_adapter(ctx: Context, manifest, pid: str) -> str | None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from trainer.evaluate import pick_examples
-    from trainer.persona_eval import SAMPLE_PARAMS, evaluate_personas, write_report
+    from trainer.evaluation.evaluate import pick_examples
+    from trainer.evaluation.persona_eval import SAMPLE_PARAMS, evaluate_personas, write_report
 
     if args.samples < 0 or args.max_tokens < 1 or args.max_examples < 1:
         raise UsageError("--samples must be >= 0, --max-tokens and --max-examples >= 1")

@@ -1,7 +1,7 @@
 """`home eval`: is an adapter worth using? Base vs adapter (and base + persona prompt) on the user's data.
 
 A thin command: it checks the request (adapter known and made for this model, data present), then
-hands the measuring to `trainer.evaluate` (torch-free; the trainer worker uses the same function) and
+hands the measuring to `trainer.evaluation.evaluate` (torch-free; the trainer worker uses the same function) and
 prints the report as a table or one JSON object. The report and its plot are always written to the vault.
 """
 
@@ -15,7 +15,7 @@ from home.context import Context
 from home.errors import UsageError
 from home.prompt import system_prompt
 from home.stack import StackSpec, resolve_stack
-from trainer.sources import KINDS
+from trainer.data.sources import KINDS
 from vault.personas import get_persona
 
 
@@ -53,8 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.evaluate import SAMPLE_PARAMS, adapter_persona, evaluate_adapter, pick_examples, write_report
-    from trainer.sources import SourceError, load_source
+    from trainer.data.sources import SourceError, load_source
+    from trainer.evaluation.evaluate import (
+        SAMPLE_PARAMS,
+        adapter_persona,
+        evaluate_adapter,
+        pick_examples,
+        write_report,
+    )
 
     if args.samples < 0 or args.max_examples < 1 or (args.max_tokens is not None and args.max_tokens < 1):
         raise UsageError("--samples must be >= 0, --max-examples and --max-tokens >= 1")

@@ -17,8 +17,8 @@ from home.context import Context
 from home.errors import UsageError
 from home.progress import ProgressPrinter
 from home.worker import start_worker
-from trainer.events import read_events
-from trainer.job import SOURCES, Job
+from trainer.protocol.events import read_events
+from trainer.protocol.job import SOURCES, Job
 
 
 def register(sub: argparse._SubParsersAction) -> None:

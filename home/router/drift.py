@@ -3,7 +3,7 @@
 Usage counts the user's turns per day or ISO week by the stack they ran under (the log records'
 `adapters`; "(base)" for none). Drift compares like with like: the trainer records the held-out
 perplexity llama.cpp measured right after training (`metrics.perplexity`), and this module measures
-the same quantity, target-token loss under llama.cpp (trainer/perplexity.py), on recent log turns of
+the same quantity, target-token loss under llama.cpp (trainer/evaluation/perplexity.py), on recent log turns of
 the same kind the adapter learned from: the user's own messages for a voice (or a logs-trained)
 adapter, a persona's replies for a persona adapter. A rise past `router.drift_threshold` nats is
 flagged. The base model's loss on the same turns is reported beside it: when the base rose as much,
@@ -117,8 +117,8 @@ def drift_one(engine, vault: Vault, manifest: Manifest, entry: AdapterEntry, tur
     """One adapter's drift report: status ok | drift | no-training-loss | too-few-turns | no-log-target |
     other-base, with the numbers behind it and a one-line note. `base_cache`: the base model's score per
     set of turns, shared across adapters of one run (two voice adapters are measured on the same turns)."""
-    from trainer.perplexity import score
-    from trainer.sources import load_source
+    from trainer.data.sources import load_source
+    from trainer.evaluation.perplexity import score
 
     out = {"id": entry.id, "kind": entry.kind, "status": None, "note": "", "recent": None,
            "training": training_loss(entry), "delta": None, "threshold": threshold, "days": days}

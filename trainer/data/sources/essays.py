@@ -25,8 +25,8 @@ from difflib import SequenceMatcher
 from itertools import pairwise
 from pathlib import Path
 
-from trainer.examples import DatasetReport, Example
-from trainer.sources import SourceError, read_text
+from trainer.data.examples import DatasetReport, Example
+from trainer.data.sources import SourceError, read_text
 
 SUFFIXES = (".md", ".markdown", ".txt")
 CHUNK_WORDS = 300  # opening/revision targets and the context before a continuation

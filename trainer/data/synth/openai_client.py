@@ -17,8 +17,8 @@ import urllib.request
 from urllib.parse import urlsplit
 
 from llm.params import GenParams
-from trainer.synth import EndpointError, SynthError
-from trainer.synth.local import Reply
+from trainer.data.synth import EndpointError, SynthError
+from trainer.data.synth.local import Reply
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.examples import DatasetReport, Example
-from trainer.sources import SourceError, merge_roles
+from trainer.data.examples import DatasetReport, Example
+from trainer.data.sources import SourceError, merge_roles
 
 ROLES = ("user", "assistant", "event")
 

@@ -1,8 +1,8 @@
 """Train a LoRA adapter on the base with peft + trl: examples in, a peft adapter and its numbers out.
 
 Read top to bottom, `train_adapter` is the recipe: refuse a LoRA config the GGUF converter could not
-carry → tokenize (completion-only labels, trainer/data.py) → wrap the base in LoRA → measure the base
-on the validation set → SFTTrainer steps, with `Progress` (trainer/train_progress.py) reporting each
+carry → tokenize (completion-only labels, trainer/worker/dataset.py) → wrap the base in LoRA → measure the base
+on the validation set → SFTTrainer steps, with `Progress` (trainer/worker/train_progress.py) reporting each
 step and validation pass as events, stopping early when validation stops improving, and turning
 SIGINT/SIGTERM into a checkpoint and a clean return → the best adapter saved to `out_dir/peft`.
 
@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.base import Base
-from trainer.batch_plan import BatchPlan, plan_batches
-from trainer.data import LengthGroupedSampler, tokenize
-from trainer.examples import Example
-from trainer.memwatch import bound_allocator
-from trainer.runs import complete_checkpoints
-from trainer.train_progress import Progress, stop_on_signals
+from trainer.data.examples import Example
+from trainer.protocol.memwatch import bound_allocator
+from trainer.protocol.runs import complete_checkpoints
+from trainer.worker.base import Base
+from trainer.worker.batch_plan import BatchPlan, plan_batches
+from trainer.worker.dataset import LengthGroupedSampler, tokenize
+from trainer.worker.train_progress import Progress, stop_on_signals
 from vault.fsio import atomic_write_json, ensure_private_dir, replacing_dir
 
 Emit = Callable[..., Any]
@@ -57,14 +57,14 @@ class TrainSettings:
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int = 512
-    val_fraction: float = 0.1  # recorded with the run; the split itself is trainer.data.split_examples
+    val_fraction: float = 0.1  # recorded with the run; the split itself is trainer.worker.dataset.split_examples
     seed: int = 0
     eval_every: int | None = None  # steps between validation passes; None: about ten per run
     patience: int = 3  # validation passes without improvement before stopping early; 0: never
     warmup_ratio: float = 0.05
     save_every: int | None = None  # steps between checkpoints; None: same as eval_every
     log_every: int = 1  # steps between `step` events
-    gradient_checkpointing: bool | None = None  # None: when memory needs it (trainer/batch_plan.py)
+    gradient_checkpointing: bool | None = None  # None: when memory needs it (trainer/worker/batch_plan.py)
     cpu_threads: int | None = None  # torch threads on the CPU; None: torch's default (all cores)
 
 
@@ -110,9 +110,9 @@ def lora_config(settings: TrainSettings) -> Any:
 def check_convertible(peft_config: Any, model: Any) -> None:
     """Refuse, before any training, a LoRA config the GGUF converter cannot carry (when it is installed)."""
     try:
-        from trainer.convert import check_lora_config
+        from trainer.worker.convert import check_lora_config
     except ModuleNotFoundError as exc:
-        if exc.name != "trainer.convert":
+        if exc.name != "trainer.worker.convert":
             raise
         return
     check_lora_config(peft_config, model)
@@ -139,7 +139,7 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
     ckpt_dir = out_dir / "checkpoints"
     t0 = time.time()
     if not val_examples:
-        raise TrainError("no validation examples: split the data with trainer.data.split_examples")
+        raise TrainError("no validation examples: split the data with trainer.worker.dataset.split_examples")
     model = base.model
     if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
         raise TrainError("the base model already carries LoRA layers from an earlier run: unload them first")
@@ -220,13 +220,13 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
                   settings: TrainSettings, ckpt_dir: Path, total: int, eval_every: int, save_every: int,
                   device: str, plan: BatchPlan, padding_free: bool) -> Any:
     """An SFTTrainer over pre-tokenized records (trl's own preparation skipped: our labels stand), whose
-    loss never builds the logits (trainer/loss.py) and whose steps follow the memory plan."""
+    loss never builds the logits (trainer/worker/loss.py) and whose steps follow the memory plan."""
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
-    from trainer.loss import target_loss
+    from trainer.worker.loss import target_loss
 
     cuda_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     args = SFTConfig(
@@ -277,7 +277,7 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
 
 def _liger_available() -> bool:
     """Liger's fused RMSNorm/SwiGLU/RoPE kernels (+16–21% tokens/s measured on an H100) when installed;
-    its fused cross-entropy is not needed: trainer/loss.py never builds the logits either."""
+    its fused cross-entropy is not needed: trainer/worker/loss.py never builds the logits either."""
     import importlib.util
 
     return importlib.util.find_spec("liger_kernel") is not None

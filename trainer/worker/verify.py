@@ -239,7 +239,7 @@ def _load_peft_model(base_gguf: Path, peft_dirs: list[Path]) -> Any:
     All but the last of `peft_dirs` are merged in first (two-phase: the identity under the style)."""
     from peft import PeftModel
 
-    from trainer.base import load_base
+    from trainer.worker.base import load_base
 
     model = load_base(base_gguf, _reference_device(base_gguf)).model
     for below in peft_dirs[:-1]:
@@ -253,8 +253,8 @@ def _reference_device(base_gguf: Path) -> Any:
     the reference lifts the change error of a right adapter on an unquantized base to 0.006-0.027."""
     import torch
 
-    from trainer.base import Device
-    from trainer.base_cache import param_count
+    from trainer.worker.base import Device
+    from trainer.worker.base_cache import param_count
 
     if torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info()

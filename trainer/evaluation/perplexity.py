@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.examples import Example
+from trainer.data.examples import Example
 
 
 @dataclass(frozen=True)

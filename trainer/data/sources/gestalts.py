@@ -19,8 +19,8 @@ import hashlib
 import re
 from pathlib import Path
 
-from trainer.examples import DatasetReport, Example
-from trainer.sources import SourceError
+from trainer.data.examples import DatasetReport, Example
+from trainer.data.sources import SourceError
 from vault import gestalts as gs
 
 PROMPTS = {

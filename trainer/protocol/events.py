@@ -1,7 +1,6 @@
 """The trainer's wire protocol: one JSON object per line on stdout.
 
-This module is the only part of trainer/ that home/ imports (it needs no torch), so the app and
-`home train` can read a run's progress without loading any training code.
+Torch-free, so the app and `home train` can read a run's progress without loading any training code.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trainer.job import Job, JobError
-from trainer.register import slug
+from trainer.protocol.job import Job, JobError
+from trainer.protocol.register import slug
 from vault.fsio import atomic_write_json, ensure_private_dir
 from vault.fsio import pid_alive as _alive
 from vault.layout import Vault

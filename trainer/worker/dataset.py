@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from trainer.examples import Example
+from trainer.data.examples import Example
 
 IGNORE = -100  # the label torch's cross-entropy skips
 MIN_EXAMPLES = 4  # fewer than this leaves nothing worth holding out

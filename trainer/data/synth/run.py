@@ -2,7 +2,7 @@
 
 Files in the output folder (0700/0600):
 - `personas/<id>.jsonl`: the kept records, append-only, fsynced one by one (the persona-record format
-  `trainer/sources/jsonl.py` reads: persona, category, instruction, input, output; plus key, tier,
+  `trainer/data/sources/jsonl.py` reads: persona, category, instruction, input, output; plus key, tier,
   generator);
 - `personas/<id>.attempts.jsonl`: every attempt, kept or dropped with the filter that dropped it, so a
   re-run neither retries a dropped scenario nor forgets what the filters did;
@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llm.params import GenParams
-from trainer.synth import SynthError
-from trainer.synth.filters import FILTERS, Limits, check, clean, normalise, trim_cut
-from trainer.synth.prompts import character_context, messages_for, scenarios
+from trainer.data.synth import SynthError
+from trainer.data.synth.filters import FILTERS, Limits, check, clean, normalise, trim_cut
+from trainer.data.synth.prompts import character_context, messages_for, scenarios
 from vault.fsio import (
     FileLock,
     LockTimeout,

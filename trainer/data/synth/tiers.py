@@ -26,7 +26,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.synth import SynthError
+from trainer.data.synth import SynthError
 
 EXAMPLE_COUNTS = {"main": 150, "major": 100, "supporting": 60, "minor": 30}
 MAX_COUNT = 100_000

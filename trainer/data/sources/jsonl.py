@@ -22,8 +22,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from trainer.examples import DatasetReport, Example
-from trainer.sources import SourceError, merge_roles, require_file
+from trainer.data.examples import DatasetReport, Example
+from trainer.data.sources import SourceError, merge_roles, require_file
 
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "bot": "assistant",
          "model": "assistant", "chatgpt": "assistant", "system": "system"}

@@ -4,7 +4,7 @@ do its replies read like that persona?
 1. Perplexity matrix (llama.cpp, target tokens only): rows are the base and each persona's adapter, columns
    each persona's held-out lines. A good adapter is lowest in its own column and lower on its own persona
    than on the others ("own vs others").
-2. Attribution (trainer/attribution.py): a classifier trained on the personas' training lines labels
+2. Attribution (trainer/evaluation/attribution.py): a classifier trained on the personas' training lines labels
    greedy replies each adapter writes to its persona's held-out prompts; accuracy and a confusion matrix,
    beside the classifier's accuracy on the held-out reference lines (its ceiling).
 
@@ -22,9 +22,9 @@ from pathlib import Path
 from llm.errors import AdapterError
 from llm.fingerprint import base_refusal
 from llm.params import GenParams
-from trainer import attribution
-from trainer.examples import Example
-from trainer.perplexity import score
+from trainer.data.examples import Example
+from trainer.evaluation import attribution
+from trainer.evaluation.perplexity import score
 from vault.fsio import atomic_write_bytes, atomic_write_json, ensure_private_dir
 from vault.layout import Vault
 from vault.manifest import ManifestStore

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
-from trainer.examples import DatasetReport, Example
-from trainer.sources import SourceError, merge_roles, read_text, require_file
+from trainer.data.examples import DatasetReport, Example
+from trainer.data.sources import SourceError, merge_roles, read_text, require_file
 
 _DATE = r"\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4},?\s+"
 _CLOCK = r"\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?[Mm]\.?)?"

@@ -21,9 +21,9 @@ from pathlib import Path
 from llm.errors import AdapterError
 from llm.fingerprint import base_refusal
 from llm.params import GenParams
-from trainer import textstats
-from trainer.examples import Example
-from trainer.perplexity import compare, score
+from trainer.data import textstats
+from trainer.data.examples import Example
+from trainer.evaluation.perplexity import compare, score
 from vault.fsio import atomic_write_bytes, atomic_write_json, ensure_private_dir
 from vault.layout import Vault
 from vault.manifest import AdapterEntry, ManifestStore

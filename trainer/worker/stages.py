@@ -1,8 +1,7 @@
-"""One training run, top to bottom: dataset → train → convert → verify → evaluate → register.
+"""The stages every training recipe shares: one adapter trained, converted, verified, measured and
+plotted (`train_candidate`), then registered (`register_candidates`); and the run's exceptions.
 
-Each stage is a function with typed inputs and outputs (see the modules it calls); this file only
-sequences them, reports progress as events, and makes sure that a run that stops or fails registers
-nothing. Read it as the recipe.
+Both recipes call these: `pipeline` (one adapter, or a two-phase pair) and `per_persona` (one per persona).
 """
 
 from __future__ import annotations
@@ -13,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.job import Job
-from trainer.runs import find_resumable, new_run, write_state
+from trainer.protocol.job import Job
 
 Emit = Callable[..., dict]
 PROBES = 6  # validation examples used as verification probes
@@ -34,44 +32,6 @@ class VerificationFailed(Exception):
     exit_code = 1
 
 
-def run(job: Job, emit: Emit) -> dict:
-    """Execute `job`; returns the registered manifest entry. Raises on stop or failure (nothing registered)."""
-    from llm.gguf_meta import read_model_info
-    from llm.models import resolve_model
-    from vault.layout import Vault
-    from vault.orphans import clean_leftovers
-
-    vault = Vault.open(job.vault)
-    recovered = clean_leftovers(vault)  # what a killed run or registration left: before anything reads it
-    if job.resume:
-        run_dir, job = find_resumable(vault, job)
-        write_state(run_dir, "running")
-    else:
-        run_dir = new_run(vault, job)
-    model_path = resolve_model(job.model)
-    info = read_model_info(model_path)
-    emit("started", run_dir=str(run_dir), adapter=job.adapter_name, source=job.source, model=info.name,
-         resume=job.resume, recovered=recovered)
-    try:
-        from trainer.convert import check_architecture
-
-        check_architecture(info.arch, model_path)  # before the dataset, the load and the training
-        if job.per_persona:
-            from trainer.per_persona import train_each
-
-            entry = train_each(job, vault, run_dir, model_path, info, emit)
-        else:
-            entry = _stages(job, vault, run_dir, model_path, info, emit)
-    except RunStopped:
-        write_state(run_dir, "stopped")
-        raise
-    except BaseException as exc:
-        write_state(run_dir, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        raise
-    write_state(run_dir, "done", adapter=entry["id"])
-    return entry
-
-
 @dataclass
 class Candidate:
     """One trained, converted and verified adapter waiting to be registered."""
@@ -80,81 +40,27 @@ class Candidate:
     kind: str
     gguf: Path
     peft_dir: Path
-    result: Any  # trainer.train.TrainResult
-    conv: Any  # trainer.convert.ConvertResult
-    ver: Any  # trainer.verify.VerifyResult
+    result: Any  # trainer.worker.train.TrainResult
+    conv: Any  # trainer.worker.convert.ConvertResult
+    ver: Any  # trainer.worker.verify.VerifyResult
     ppl: dict
     png: Path
     n_train: int
     n_val: int
 
 
-def _stages(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit) -> dict:
-    from trainer.base import load_base, pick_device
-    from trainer.data import split_examples
-    from trainer.guard import check_cpu
-    from trainer.sources import load_source
-
-    t0 = time.time()
-    # 1. dataset, with its QA report before anything expensive
-    report = load_source(job.source, job.path, vault=vault, speaker=job.speaker, target=job.target,
-                         persona=job.persona, window=job.window, user=job.user)
-    emit("dataset", report=report.render(), **report.summary())
-    if len(report.examples) < 4:
-        where = job.path or vault.logs_dir
-        first = f"; first: {report.rejected[0]}" if report.rejected else ""
-        raise DatasetTooSmall(f"{where}: {len(report.examples)} usable examples, at least 4 are needed "
-                              f"({len(report.rejected)} lines rejected{first})")
-    train_ex, val_ex = split_examples(report.examples, job.val_fraction, seed=job.seed)
-
-    device = pick_device(job.device, job.four_bit)
-    check_cpu(device.kind, info, report.examples, job.epochs, job.steps, job.batch_size, job.allow_cpu)
-    emit("phase", name="load", detail=f"loading {info.name} for training on {device.label}")
-    base = load_base(model_path, device, job.base)
-
-    if not job.two_phase:
-        only = _adapter(job, base, model_path, train_ex, val_ex, run_dir, job.adapter_name, job.adapter_kind, emit)
-        return _register(job, vault, info, report, [only], t0, emit)[-1]
-
-    # --two-phase: 1. identity (who speaks: markers in most examples), 2. style on top of it, frozen.
-    # Training phase 2 on the base with phase 1 merged in is the same as training it over the frozen
-    # phase-1 adapter (LoRA deltas add up), and llama.cpp then applies the two stacked.
-    who = job.persona if job.target == "persona" else job.user
-    emit("phase", name="identity", detail=f"phase 1/2: identity adapter ({who})")
-    phase1 = _adapter(job, base, model_path, mark_identity(train_ex, who, job.seed),
-                      mark_identity(val_ex, who, job.seed), run_dir / "phase1", f"{job.adapter_name}-identity",
-                      "persona", emit)
-    base.model = phase1.result.peft_model.merge_and_unload()
-    emit("phase", name="style", detail="phase 2/2: style adapter on top of the identity adapter")
-    phase2 = _adapter(job, base, model_path, train_ex, val_ex, run_dir / "phase2", job.adapter_name,
-                      job.adapter_kind, emit, under=phase1)
-    return _register(job, vault, info, report, [phase1, phase2], t0, emit)[-1]
-
-
-def mark_identity(examples: list, who: str, seed: int, share: float = 0.8) -> list:
-    """Most examples (seeded choice) get a system line naming the speaker, so phase 1 ties the voice
-    to the name; the rest stay unmarked so the identity also shows without the cue."""
-    import random
-    from dataclasses import replace
-
-    rng = random.Random(seed)
-    marker = f"You are {who}. Speak as {who}."
-    return [replace(ex, system=f"{marker}\n{ex.system}" if ex.system else marker) if rng.random() < share else ex
-            for ex in examples]
-
-
-def _adapter(job: Job, base, model_path: Path, train_ex: list, val_ex: list, out_dir: Path, name: str,
+def train_candidate(job: Job, base, model_path: Path, train_ex: list, val_ex: list, out_dir: Path, name: str,
              kind: str, emit: Emit, under: Candidate | None = None) -> Candidate:
     """Train → convert → verify → held-out perplexity → plot, for one adapter (nothing registered yet).
 
     On --resume a phase continues from its checkpoint if it has one and had not finished; a phase that
     finished is trained again from the same seed (same result), one that never started starts."""
     from llm.engine import Engine
-    from trainer.convert import convert_peft_to_gguf
-    from trainer.perplexity import compare
-    from trainer.plot import plot_training
-    from trainer.train import TrainSettings, train_adapter
-    from trainer.verify import verify_adapter
+    from trainer.evaluation.perplexity import compare
+    from trainer.evaluation.plot import plot_training
+    from trainer.worker.convert import convert_peft_to_gguf
+    from trainer.worker.train import TrainSettings, train_adapter
+    from trainer.worker.verify import verify_adapter
 
     settings = TrainSettings(steps=job.steps, epochs=job.epochs if job.steps is None else None, rank=job.rank,
                              alpha=job.alpha or 2.0 * job.rank, batch_size=job.batch_size, lr=job.lr,
@@ -204,11 +110,11 @@ def _reference(result, under: Candidate | None = None) -> Any:
     return [under.peft_dir, result.adapter_dir] if under is not None else result.adapter_dir
 
 
-def _register(job: Job, vault, info, report, candidates: list[Candidate], t0: float, emit: Emit,
+def register_candidates(job: Job, vault, info, report, candidates: list[Candidate], t0: float, emit: Emit,
               owner: str | None = None) -> list[dict]:
     """Files into the vault, then manifest entries (under its lock); a later phase stacks on the earlier.
     `owner`: whose adapter it is (default the user; a per-persona run passes the persona id)."""
-    from trainer.register import register_adapter
+    from trainer.protocol.register import register_adapter
 
     emit("phase", name="register", detail="registering in the vault")
 

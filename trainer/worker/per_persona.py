@@ -1,7 +1,7 @@
 """`home train --source jsonl FILE --per-persona`: one adapter per persona, in one run, on one loaded base.
 
-The recipe is the single-adapter one (pipeline._adapter: train → convert → verify → held-out perplexity →
-plot; pipeline._register), looped over the personas found in the file: the base is loaded once and its
+The recipe is the single-adapter one (stages.train_candidate: train → convert → verify → held-out perplexity →
+plot; stages.register_candidates), looped over the personas found in the file: the base is loaded once and its
 LoRA layers are unloaded after each persona, so the next one starts from the same clean weights. Each
 adapter is registered with owner = the persona id and kind persona, and the persona's card then points at
 it (`extensions.home.adapters`), so choosing the persona (hotkey, --persona) brings its adapter along.
@@ -18,10 +18,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from trainer.examples import DatasetReport, Example
-from trainer.job import Job, JobError
-from trainer.pipeline import DatasetTooSmall, Emit, VerificationFailed, _adapter, _register
-from trainer.runs import read_state, write_state
+from trainer.data.examples import DatasetReport, Example
+from trainer.protocol.job import Job, JobError
+from trainer.protocol.runs import read_state, write_state
+from trainer.worker.stages import (
+    DatasetTooSmall,
+    Emit,
+    VerificationFailed,
+    register_candidates,
+    train_candidate,
+)
 
 MIN_EXAMPLES = 4
 
@@ -66,10 +72,10 @@ def choose(groups: dict[str, list[Example]], wanted: list[str], where: str) -> d
 def train_each(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit) -> dict:
     """Train, register and point every chosen persona; returns a summary shaped like a manifest entry
     (`id`: the adapters' ids joined, `metrics.perplexity`: per persona) for the worker's `done` event."""
-    from trainer.base import load_base, pick_device
-    from trainer.data import split_examples
-    from trainer.guard import check_cpu
-    from trainer.sources import load_source
+    from trainer.data.sources import load_source
+    from trainer.protocol.guard import check_cpu
+    from trainer.worker.base import load_base, pick_device
+    from trainer.worker.dataset import split_examples
 
     t0 = time.time()
     report = load_source("jsonl", job.path, vault=vault, window=job.window, user=job.user)
@@ -106,7 +112,7 @@ def train_each(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emi
         sub = replace(job, target="persona", persona=pid, name=f"{pid}-persona", kind="persona",
                       per_persona=False, personas=[])
         try:
-            cand = _adapter(sub, base, model_path, train_ex, val_ex, run_dir / pid, sub.adapter_name, "persona",
+            cand = train_candidate(sub, base, model_path, train_ex, val_ex, run_dir / pid, sub.adapter_name, "persona",
                             pemit)
         except VerificationFailed as exc:  # one persona's bad adapter must not cost the rest of the cast
             failed[pid] = str(exc).splitlines()[0]
@@ -115,7 +121,7 @@ def train_each(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emi
             continue
         base.model = cand.result.peft_model.unload()  # clean base weights for the next persona
         own = DatasetReport(examples=list(examples))
-        [entry] = _register(sub, vault, info, own, [cand], t0, pemit, owner=pid)
+        [entry] = register_candidates(sub, vault, info, own, [cand], t0, pemit, owner=pid)
         entries[pid] = entry
         done[pid] = entry["id"]
         write_state(run_dir, "running", registered=done)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from trainer.examples import DatasetReport
+from trainer.data.examples import DatasetReport
 
 KINDS = ("logs", "transcript", "essays", "jsonl", "gestalts")
 TARGETS = ("user", "persona")
@@ -41,7 +41,7 @@ def load_source(kind: str, path: str | Path | None = None, *, vault=None, speake
         raise SourceError(f"{kind}: a path is needed")
     if kind in ("logs", "gestalts") and path is None and vault is None:
         raise SourceError(f"{kind}: a vault or a path is needed")
-    module = importlib.import_module(f"trainer.sources.{kind}")
+    module = importlib.import_module(f"trainer.data.sources.{kind}")
     if kind == "logs":
         report = module.load_logs(vault=vault, path=path, target=target, persona=persona, window=window,
                                   user=user)

@@ -49,9 +49,9 @@ class Job:
     seed: int = 0
     device: str = "auto"
     four_bit: bool = False
-    allow_cpu: bool = False  # train a model over ~1B parameters on the CPU anyway (trainer/guard.py)
+    allow_cpu: bool = False  # train a model over ~1B parameters on the CPU anyway (trainer/protocol/guard.py)
     two_phase: bool = False
-    per_persona: bool = False  # jsonl persona records → one adapter per persona (trainer/per_persona.py)
+    per_persona: bool = False  # jsonl persona records → one adapter per persona (trainer/worker/per_persona.py)
     personas: list[str] = field(default_factory=list)  # --per-persona: only these (default: every one)
     resume: bool = False
     run_dir: str | None = None  # set by the worker; fixed on resume

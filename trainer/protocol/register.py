@@ -27,7 +27,7 @@ class Registered:
     entry: dict
 
 
-slug = name_key  # run folders and adapter ids share one naming (trainer.runs imports it from here)
+slug = name_key  # run folders and adapter ids share one naming (trainer.protocol.runs imports it from here)
 
 
 def next_id(store: ManifestStore, name: str, kind: str | None = None) -> str:

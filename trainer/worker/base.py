@@ -3,7 +3,7 @@ against the very weights llama.cpp will run it on; or a Hugging Face directory g
 
 Also decides the device and dtype once (GPU: bf16; CPU: fp32; `--4bit`: QLoRA, nf4 weights computing in
 that dtype), so every stage agrees on them. `--4bit` works from the GGUF alone: it is dequantized once
-into a cache (trainer/base_cache.py) that bitsandbytes quantizes on load. On the CPU, `--4bit` needs
+into a cache (trainer/worker/base_cache.py) that bitsandbytes quantizes on load. On the CPU, `--4bit` needs
 `--device cpu` said out loud: bitsandbytes' CPU backend works (it is how CI tests the QLoRA path) but is
 slower than plain fp32 LoRA, so nobody should land on it by accident. Plain runs load such a copy
 too, in their own dtype (fp32 holds the dequantized values exactly): 2 s instead of 36 s per load.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.base_cache import enabled as cache_enabled
+from trainer.worker.base_cache import enabled as cache_enabled
 
 
 class BaseModelError(ValueError):
@@ -158,7 +158,7 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
 
 def _copy_dtype(gguf_path: Path, dtype: str) -> str:
     from llm.errors import LLMError
-    from trainer.base_cache import copy_dtype
+    from trainer.worker.base_cache import copy_dtype
 
     if not gguf_path.is_file():
         raise BaseModelError(f"{gguf_path}: no such model file")
@@ -172,7 +172,7 @@ def _copy_dtype(gguf_path: Path, dtype: str) -> str:
 
 def _cached_base(gguf_path: Path, dtype: str) -> Path:
     """The GGUF's dequantized copy in `dtype` (built on first use), as a one-line error if it fails."""
-    from trainer.base_cache import dequantized_base
+    from trainer.worker.base_cache import dequantized_base
 
     if not gguf_path.is_file():
         raise BaseModelError(f"{gguf_path}: no such model file")
