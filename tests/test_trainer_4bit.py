@@ -66,16 +66,18 @@ def test_4bit_cpu_run_from_the_gguf_is_verified_registered_and_used(tmp_path, mo
     assert dequantized_base(model_path) == folder
     again = (folder / "model.safetensors").stat()
     assert (again.st_ino, again.st_mtime_ns) == (weights.st_ino, weights.st_mtime_ns)
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temp folder left behind
+    # the nf4 training's bf16 copy and verification's fp32 reference copy; no temp folder left behind
+    built = sorted(p.name for p in folder.parent.iterdir())
+    assert built == sorted([folder.name, base_dir(model_path, "float32").name]), built
 
 
 def _fake_build(calls: list):
     """Stands in for the dequantization (seconds of model loading) where only the folder logic is tested."""
-    def build(gguf_path, out):
+    def build(gguf_path, out, dtype):
         calls.append(out)
         (out / "config.json").write_text("{}")
         (out / "model.safetensors").write_bytes(b"weights")
-        (out / "home-cache.json").write_text(json.dumps({"format": base_cache.FORMAT}))
+        (out / "home-cache.json").write_text(json.dumps({"format": base_cache.FORMAT, "dtype": dtype}))
     return build
 
 
@@ -99,7 +101,7 @@ def test_cache_is_atomic_private_and_never_used_half_written(tmp_path, model_pat
     assert dequantized_base(model_path) == final and len(calls) == 1  # reused, not rebuilt
 
     # A build that fails publishes nothing and leaves no temp folder.
-    def broken(gguf_path, out):
+    def broken(gguf_path, out, dtype):
         (out / "config.json").write_text("{}")
         raise RuntimeError("disk full")
 
