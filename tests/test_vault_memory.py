@@ -230,8 +230,7 @@ def test_one_owner_at_a_time_and_private_files(vault, store):
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
-    from vault.forget import forget
-from vault.layout import Vault
+    from vault.layout import Vault
     from vault.memory import MemoryStore, index_logs
     vault = Vault.open(sys.argv[1])
     with MemoryStore.open(vault) as store:
