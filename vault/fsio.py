@@ -34,7 +34,7 @@ def ensure_private_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
@@ -91,7 +91,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -120,7 +120,7 @@ def private_tree(path: str | os.PathLike) -> None:
             finally:
                 os.close(fd)
         os.chmod(dirpath, DIR_MODE)
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))
 
 
 _RENAME_EXCHANGE = 2
@@ -157,7 +157,7 @@ def swap_in_dir(tmp: str | os.PathLike, dest: str | os.PathLike) -> Path:
         os.rename(dest, old)
         os.rename(tmp, dest)
         shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return dest
 
 
@@ -171,7 +171,7 @@ def restore_swapped_dir(dest: str | os.PathLike) -> Path | None:
         m = TEMP_RE.match(p.name)
         if m and m.group("name") == dest.name and not pid_alive(int(m.group("pid"))):
             os.rename(p, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
             return p
     return None
 
@@ -210,7 +210,7 @@ def append_line_fsync(path: str | os.PathLike, line: str) -> None:
     finally:
         os.close(fd)
     if new:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 class LockTimeout(OSError):

@@ -28,6 +28,8 @@ import os
 import shutil
 from pathlib import Path
 
+from vault.fsio import ensure_private_dir, fsync_dir, pid_alive, private_tree
+
 CACHE_ENV = "HOME_CACHE"
 FORMAT = 1  # bump when the layout of a cached base changes; an older one is rebuilt
 DTYPES = ("bfloat16", "float16", "float32")
@@ -91,8 +93,6 @@ def is_complete(folder: Path, dtype: str | None = None) -> bool:
 def dequantized_base(gguf_path: str | os.PathLike, dtype: str = "bfloat16") -> Path:
     """The cached transformers directory for `gguf_path` in `dtype`, built on first use. Safe against a
     concurrent build of the same model: each builds in its own temp folder and the first rename wins."""
-    from vault.fsio import ensure_private_dir
-
     gguf_path = Path(gguf_path)
     final = base_dir(gguf_path, dtype)
     if is_complete(final, dtype):
@@ -105,7 +105,7 @@ def dequantized_base(gguf_path: str | os.PathLike, dtype: str = "bfloat16") -> P
     tmp.mkdir(mode=0o700)
     try:
         _build(gguf_path, tmp, dtype)
-        _make_private(tmp)
+        private_tree(tmp)  # synced and 0600/0700 before the rename publishes it
         if final.exists() and not is_complete(final, dtype):  # a stale format or a folder someone emptied
             shutil.rmtree(final)
         try:
@@ -113,7 +113,7 @@ def dequantized_base(gguf_path: str | os.PathLike, dtype: str = "bfloat16") -> P
         except OSError:
             if not is_complete(final, dtype):  # not another build's finished copy: a real failure
                 raise
-        _fsync(root)
+        fsync_dir(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
@@ -140,43 +140,9 @@ def _build(gguf_path: Path, out: Path, dtype: str = "bfloat16") -> None:
     (out / "home-cache.json").write_text(json.dumps(stamp, indent=1) + "\n")
 
 
-def _make_private(folder: Path) -> None:
-    """Files 0600 and synced (the rename must not publish data still in flight), folders 0700."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        os.chmod(dirpath, 0o700)
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            os.chmod(path, 0o600)
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for name in dirnames:
-            os.chmod(os.path.join(dirpath, name), 0o700)
-
-
 def _sweep(root: Path, fingerprint: str) -> None:
     """Remove temp folders of this model left by builds whose process is gone (a crash, a kill)."""
     for leftover in root.glob(f".{fingerprint}.*.tmp"):
         pid = leftover.name.split(".")[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
