@@ -10,8 +10,10 @@ in the first person, not requests or questions, not chit-chat, not about today.
 Why a grounding filter after it: the small model still writes things the user never said (it copies an
 example answer, flips a "hate" into "love"). A candidate survives only when nearly all its content
 words appear in its source turn, and its negation matches; everything else is dropped, not repaired.
-The adapters are cleared for the calls (the user's voice or a persona must not colour the facts) and
-the previous stack is put back afterwards.
+Every call runs on the base model (the user's voice or a persona must not colour the facts): it asks
+`Engine.stream(adapters=[])`, which sets the stack and decodes under one lock hold, so a turn or a
+hot-reload on another thread can never slip an adapter in between. The engine is left on the base
+model; every turn sets its own stack the same way.
 """
 
 from __future__ import annotations
@@ -175,26 +177,21 @@ def distil_session(engine, vault: Vault, user: str, records: Sequence[dict], *, 
                    cancel: threading.Event | None = None, max_turns: int = MAX_TURNS) -> Distillation:
     """Distil `records` (log records, e.g. one session) into new gestalts for `user`, written to the vault.
 
-    Runs on the base model: the engine's adapter stack is cleared for the calls and restored after.
-    The engine must not run a turn meanwhile (call it from the worker that runs turns, or between them):
-    the stack is the engine's, not this call's. `cancel` stops after the current turn; what was
-    distilled so far is still written."""
+    Each call runs on the base model, its empty stack set in the same engine lock hold as the decode, so
+    another thread's set_adapters or reload never changes it mid-way (the app still runs it under its
+    turn lock, so that it gives way to a reply). The engine's stack is left empty. `cancel` stops after the current turn;
+    what was distilled so far is still written."""
     t0 = time.perf_counter()
     out = Distillation(turns=sum(1 for r in records if r.get("role") == "user"))
     turns = fact_turns(records, user)[-max_turns:]
-    previous = list(engine.adapters)
-    engine.set_adapters([])
-    try:
-        for rec in turns:
-            if cancel is not None and cancel.is_set():
-                break
-            raw = "".join(engine.stream(_messages(rec["text"]), params, cancel=cancel))
-            out.asked += 1
-            cand = Candidate(rec["id"], rec["text"], raw, clean(raw))
-            cand.reason = "none: the model found no fact" if cand.text is None else check(cand.text, rec["text"])
-            out.candidates.append(cand)
-    finally:
-        engine.set_adapters(previous)
+    for rec in turns:
+        if cancel is not None and cancel.is_set():
+            break
+        raw = "".join(engine.stream(_messages(rec["text"]), params, cancel=cancel, adapters=[]))
+        out.asked += 1
+        cand = Candidate(rec["id"], rec["text"], raw, clean(raw))
+        cand.reason = "none: the model found no fact" if cand.text is None else check(cand.text, rec["text"])
+        out.candidates.append(cand)
     said = {r["id"]: r.get("time") for r in turns}
     drafts = [Draft(c.text, kind_of(c.text), (c.source,), said.get(c.source)) for c in out.grounded]
     out.new = add_gestalts(vault, user, drafts)

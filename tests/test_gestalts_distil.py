@@ -7,9 +7,12 @@ the same build gives the same candidates every run.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from home.distil import PARAMS, check, clean, distil, distil_session, fact_turns, kind_of
+from home.distil import PARAMS, _messages, check, clean, distil, distil_session, fact_turns, kind_of
 from tests.loras import make_random_lora
 from vault import gestalts as gs
 from vault.layout import Vault
@@ -103,12 +106,45 @@ def test_grounded_facts_survive_with_their_source_turn_and_time(distilled):
 
 
 @pytest.mark.slow  # one real distillation (~9 model calls) shared by these tests
-def test_the_base_model_was_used_and_the_stack_restored(distilled):
+def test_the_base_model_was_used_and_the_engine_left_on_it(distilled):
     _, _, result, (base, adapted, stack_after) = distilled
     assert base != adapted  # the adapter really changes what the model writes
-    assert stack_after == [("strong", 1.0)]
+    assert stack_after == []  # each call set [] with its decode; nothing puts a stale stack back afterwards
     berlin = next(c for c in result.candidates if "Berlin" in c.turn)
     assert berlin.raw == "The user lives in Berlin." or "berlin" in berlin.raw.casefold()
+
+
+@pytest.mark.slow  # 6 short greedy calls
+def test_another_threads_stack_never_colours_a_distillation(tmp_path, engine, model_path):
+    """A thread sets an adapter stack over and over while distil runs; every call still decodes on the
+    base model. (Before: the stack was cleared once, then each call took the engine lock on its own, so
+    calls ran under the other thread's adapter.)"""
+    vault = Vault.open(tmp_path / "v")
+    turns = fact_turns(write_log(vault), "maya")[:2]
+    engine.load_adapter("hammer", make_random_lora(model_path, tmp_path / "hammer.gguf", scale_std=0.08, seed=3))
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            engine.set_adapters([("hammer", 1.0)])
+            time.sleep(0.001)
+
+    def replies(stack) -> dict[str, str]:
+        return {r["id"]: "".join(engine.stream(_messages(r["text"]), PARAMS_TEST, adapters=stack)) for r in turns}
+
+    try:
+        base, adapted = replies([]), replies([("hammer", 1.0)])
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        try:
+            result = distil_session(engine, vault, "maya", turns, params=PARAMS_TEST)
+        finally:
+            stop.set()
+            thread.join()
+    finally:
+        engine.unload_adapter("hammer")
+    assert base != adapted  # the adapter changes what the model writes, so a coloured call would show
+    assert {c.source: c.raw for c in result.candidates} == base
 
 
 @pytest.mark.slow  # one real distillation (~9 model calls) shared by these tests
