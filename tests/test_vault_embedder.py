@@ -79,3 +79,22 @@ def test_a_gguf_embedder_through_llama_cpp_feeds_memory_search(tmp_path, model_p
         assert store.state["embedder"]["ref"] == str(model_path)
     with pytest.raises(Exception, match="no such GGUF"):
         load_embedder(tmp_path / "missing.gguf")
+
+
+def test_onnx_runtime_gives_the_numpy_encoders_vectors_one_thread_and_in_bulk():
+    """The default runs on onnxruntime (issue 13: ingest speed); its graph is built here from the same
+    safetensors, so every row must match the numpy encoder's, also when batches run on every core."""
+    from vault.bert_onnx import OnnxBert
+    from vault.blas import all_blas_threads, threads_now
+
+    ours = load_embedder()
+    assert isinstance(ours, OnnxBert) and ours.dim == 384
+    ref = NumpyBert(default_embedder_path()).embed(TEXTS)
+    ours.batch_size = 2  # several batches, so the bulk path really runs them on threads
+    got = ours.embed(TEXTS)
+    assert (got * ref).sum(1).min() > 0.999
+    with all_blas_threads():
+        assert threads_now() >= 1
+        bulk = ours.embed(TEXTS)
+    np.testing.assert_allclose(bulk, got, atol=2e-6)
+    assert threads_now() == 1 and ours.embed([]).shape == (0, 384)

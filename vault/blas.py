@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _done = False
+_bulk = 0  # nesting depth of all_blas_threads(): other runtimes (vault/bert_onnx.py) follow it too
 
 
 def one_blas_thread() -> None:
@@ -31,11 +32,22 @@ def one_blas_thread() -> None:
 def all_blas_threads() -> Iterator[None]:
     """Every core for numpy's BLAS inside the block: for foreground bulk embedding with no model
     running beside it (`home memory reindex`, building a bench vault). Back to one thread after."""
+    global _bulk
+    _bulk += 1
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    one_blas_thread()
-    with threadpool_limits(limits=os.cpu_count() or 1, user_api="blas"):
-        yield
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            yield
+            return
+        one_blas_thread()
+        with threadpool_limits(limits=os.cpu_count() or 1, user_api="blas"):
+            yield
+    finally:
+        _bulk -= 1
+
+
+def threads_now() -> int:
+    """How many threads Home's own numeric work may use now: every core inside `all_blas_threads()`,
+    else one."""
+    return (os.cpu_count() or 1) if _bulk else 1

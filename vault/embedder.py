@@ -125,8 +125,9 @@ def load_embedder(ref: str | os.PathLike | None = None) -> Embedder:
     """None → the bundled MiniLM; a `.gguf` file → llama.cpp embeddings; otherwise a sentence-transformers
     model folder.
 
-    A plain BERT + mean-pooling folder (MiniLM among them) runs on the numpy encoder: no torch import
-    (~7 s saved before the first search) and ~2× faster single queries; anything else (other
+    A plain BERT + mean-pooling folder (MiniLM among them) runs without torch (~7 s saved before the
+    first search): on onnxruntime (vault/bert_onnx.py) when it and onnx import, else on the numpy
+    encoder; anything else (other
     architectures, Dense layers) goes through sentence-transformers."""
     from .bert_numpy import NumpyBert, UnsupportedModel
 
@@ -136,6 +137,10 @@ def load_embedder(ref: str | os.PathLike | None = None) -> Embedder:
         return LlamaCppEmbedder(path)
     name = DEFAULT_NAME if default else None
     try:
+        from .bert_onnx import OnnxBert, available
+
+        if available():  # the same weights, fused kernels: ~1.5× per thread, every core in bulk
+            return OnnxBert(path, name=name)
         return NumpyBert(path, name=name)
     except UnsupportedModel:
         return SentenceTransformerEmbedder(path, name=name)
