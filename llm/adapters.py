@@ -63,6 +63,12 @@ class AdapterPool:
         """id → file of every adapter held in memory."""
         return {k: v.path for k, v in self._loaded.items()}
 
+    def path_of(self, adapter_id: str) -> Path | None:
+        """The file `adapter_id` was loaded from, None when it is not loaded (one dict lookup: safe
+        without the engine's lock)."""
+        entry = self._loaded.get(adapter_id)
+        return entry.path if entry is not None else None
+
     @property
     def active(self) -> list[tuple[str, float]]:
         """The stack applied now, as [(id, scale), …] in the order it was set."""

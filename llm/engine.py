@@ -25,10 +25,10 @@ from .adapters import AdapterPool
 from .decode import MIN_P, Completion, Pieces, PromptCache, Tally, batch_logits, decode
 from .errors import ContextError, LLMError, ModelError
 from .fit import fit_messages
-from .gguf_meta import AdapterInfo, ModelInfo, read_model_info
+from .gguf_meta import AdapterInfo, ModelInfo, check_adapter_fits, read_adapter_info, read_model_info
 from .offload import Offload, check_gpu_layers, default_gpu_layers, offload_of
 from .params import GenParams
-from .probe import probe_model
+from .probe import probe_adapter, probe_model
 from .template import ChatTemplate
 
 Message = Mapping[str, Any]
@@ -119,7 +119,14 @@ class Engine:
     # --- adapters -----------------------------------------------------------------------------
 
     def load_adapter(self, adapter_id: str, path: str | os.PathLike) -> AdapterInfo:
-        """Load (once) and validate an adapter; it is not applied until `set_adapters` names it."""
+        """Load (once) and validate an adapter; it is not applied until `set_adapters` names it.
+        A new file is validated and probed in a child process first (outside the lock: a reply goes on
+        meanwhile), so one that makes llama.cpp abort is an `AdapterError`, not the end of Home."""
+        resolved = Path(path).expanduser().resolve()
+        if self._pool.path_of(adapter_id) != resolved:
+            info = read_adapter_info(resolved)
+            check_adapter_fits(self.info, info, resolved)
+            probe_adapter(resolved, info, self.info)
         with self._locked():
             return self._pool.load(adapter_id, path)
 

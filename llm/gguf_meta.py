@@ -66,6 +66,7 @@ class AdapterInfo:
     rank: int
     tensors: dict[str, tuple[Shape, Shape]] = field(repr=False)
     name: str | None = None
+    header_sha256: str = ""  # every byte before the tensor data: what the adapter probe (llm/probe.py) is keyed on
 
 
 def is_gguf(path: str | os.PathLike) -> bool:
@@ -298,6 +299,7 @@ def _read_adapter_info_uncached(path: Path) -> AdapterInfo:
         rank=max(ranks),
         tensors=tensors,
         name=_scalar(reader, "general.name"),
+        header_sha256=hashlib.sha256(reader.data[:reader.data_offset]).hexdigest(),
     )
 
 

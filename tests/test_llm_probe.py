@@ -21,6 +21,7 @@ import pytest
 
 from llm.errors import ModelError
 from llm.gguf_meta import read_model_info
+from llm.params import GenParams
 from llm.probe import probe_model, record_path
 from tests.cli_helpers import one_error_line, run_home
 from tests.families import cache_dir
@@ -105,3 +106,73 @@ def test_a_good_model_is_probed_once_a_crash_every_time(model_path, bad_model, t
         assert eng.count_tokens([{"role": "user", "content": "hi"}]) > 0
     with pytest.raises(AssertionError, match="must not start"):
         Engine(bad_model, n_ctx=256)  # while a crashing file is probed again each time
+
+
+# --- adapters ---------------------------------------------------------------------------------------
+
+
+def write_adapter(model_path, dest, alpha_type: str = "float32", rank: int = 4):
+    """A one-tensor LoRA for the model; `alpha_type` other than float32 passes our checks (alpha is a
+    number) but trips `GGML_ASSERT(type_to_gguf_type<T>::value == type)` in llama_adapter_lora_init."""
+    import gguf
+
+    info = read_model_info(model_path)
+    out, inp = info.tensors["blk.0.attn_q.weight"]
+    rng = np.random.default_rng(0)
+    w = gguf.GGUFWriter(str(dest), info.arch)
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    getattr(w, f"add_{alpha_type}")("adapter.lora.alpha", 8)
+    w.add_tensor("blk.0.attn_q.weight.lora_a", (rng.standard_normal((rank, inp)) * 0.01).astype(np.float32))
+    w.add_tensor("blk.0.attn_q.weight.lora_b", (rng.standard_normal((out, rank)) * 0.01).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dest
+
+
+def test_home_ask_refuses_an_adapter_that_aborts_llama_cpp_in_one_line(model_path, tmp_path):
+    """Before the adapter probe: `home ask` died of SIGABRT with no word of Home's."""
+    vault = tmp_path / "v"
+    bad = write_adapter(model_path, tmp_path / "int-alpha.gguf", "uint32")
+    add = run_home(vault, "adapters", "add", str(bad), "--name", "crash", "--kind", "style")
+    assert add.returncode == 0, add.stderr  # our checks pass it: alpha is a number
+    proc = run_home(vault, "ask", "--adapter", "crash", "hello there")
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    line = one_error_line(proc)
+    assert line == (f"home: error: {vault / 'adapters' / 'crash' / 'adapter.gguf'}: llama.cpp crashed (SIGABRT) while "
+                    "loading the adapter: GGML_ASSERT(type_to_gguf_type<T>::value == type) failed; Home did not load it")
+    assert proc.stdout == ""
+
+
+def test_an_adapter_is_probed_once_per_header_and_base_a_crash_every_time(model_path, tmp_path, monkeypatch):
+    from llm import probe
+    from llm.engine import Engine
+    from llm.errors import AdapterError
+    from llm.gguf_meta import read_adapter_info
+    from llm.probe import adapter_record_path, probe_adapter
+
+    monkeypatch.setenv("HOME_CACHE", str(tmp_path / "cache"))
+    model = read_model_info(model_path)
+    good = write_adapter(model_path, tmp_path / "good.gguf")
+    twin = write_adapter(model_path, tmp_path / "twin.gguf")  # same header: other values could not crash
+    bad = write_adapter(model_path, tmp_path / "f64-alpha.gguf", "float64")
+    first = probe_adapter(good, read_adapter_info(good), model)
+    assert first.ran and adapter_record_path(model, read_adapter_info(good)).is_file()
+    print(f"\nadapter probe: {first.seconds:.2f} s in a child")
+    assert not probe_adapter(twin, read_adapter_info(twin), model).ran
+    with pytest.raises(AdapterError, match=r"f64-alpha.gguf: llama.cpp crashed \(SIGABRT\) while loading the adapter"):
+        probe_adapter(bad, read_adapter_info(bad), model)
+    assert not adapter_record_path(model, read_adapter_info(bad)).exists()
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("a remembered adapter must not start a probe child")
+
+    with Engine(model_path, n_ctx=256) as eng:
+        monkeypatch.setattr(probe.subprocess, "run", no_child)
+        eng.load_adapter("good", good)  # through the remembered probe
+        eng.set_adapters([("good", 1.0)])
+        assert eng.generate_text([{"role": "user", "content": "hi"}], GenParams(max_tokens=4))
+        with pytest.raises(AssertionError, match="must not start"):
+            eng.load_adapter("bad", bad)  # a crashing file is probed again each time
