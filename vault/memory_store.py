@@ -28,7 +28,8 @@ from .errors import VaultError
 from .fsio import DIR_MODE, FILE_MODE, FileLock, LockTimeout, atomic_write_json, ensure_private_dir
 from .keyword_index import SCHEMA, item_count, keyword_ids
 from .layout import Vault
-from .retrieval import Candidate, Hit, VectorMatrix, rank
+from .retrieval import Candidate, Hit, rank
+from .vector_file import VectorFile
 
 STATE_FILE = "index.json"
 KEYWORD_DB = "keyword.sqlite3"
@@ -96,7 +97,7 @@ class MemoryStore:
         self._mutex = threading.RLock()
         self._embedder = embedder
         self._checked = False
-        self._matrix: VectorMatrix | None = None
+        self._matrix: VectorFile | None = None
         self.state = self._read_state()
         try:
             self._db = sqlite3.connect(self.dir / KEYWORD_DB, check_same_thread=False)
@@ -206,9 +207,9 @@ class MemoryStore:
         vectors = self.embedder.embed(texts)  # outside the mutex: a search need not wait for a batch
         with self._mutex:
             metas = [dict(zip(_COLUMNS[2:], row[2:], strict=True)) for row in rows]
+            matrix = self._vectors()  # opened (or rebuilt) before ChromaDB changes, so this batch is appended
             self._col.upsert(ids=[row[0] for row in rows], embeddings=vectors, documents=texts, metadatas=metas)
-            if self._matrix is not None:
-                self._matrix.upsert([row[0] for row in rows], [row[5] for row in rows], vectors)
+            matrix.upsert([row[0] for row in rows], [row[5] for row in rows], vectors)
             with self._db:
                 self._db.executemany(
                     f"INSERT INTO docs({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
@@ -222,14 +223,14 @@ class MemoryStore:
         if not ids:
             return 0
         with self._mutex:
+            matrix = self._vectors()
             present = []
             for i in range(0, len(ids), 5000):  # under ChromaDB's batch limit (5461)
                 chunk = self._col.get(ids=ids[i:i + 5000], include=[])["ids"]
                 if chunk:
                     self._col.delete(ids=chunk)
                 present += chunk
-            if self._matrix is not None:
-                self._matrix.delete(ids)
+            matrix.delete(ids)
             with self._db:
                 self._db.executemany("DELETE FROM docs WHERE id = ?", [(i,) for i in ids])
             self._items = item_count(self._db)
@@ -248,7 +249,8 @@ class MemoryStore:
         with self._mutex:
             self._client.delete_collection(COLLECTION)
             self._col = self._collection()
-            self._matrix = None
+            self._vectors().rebuild([])
+            self._matrix = None  # reopened at the width of the embedder the store adopts next
             with self._db:
                 self._db.execute("DELETE FROM docs")
             self._items = 0
@@ -316,27 +318,32 @@ class MemoryStore:
         return rank(cands.values(), query, k)
 
     def warm(self) -> None:
-        """Load the embedder and the vector matrix now (seconds), e.g. in a background thread at app start,
-        so the first turn that needs memory does not pay for it."""
+        """Load the embedder and map the vectors now, e.g. in a background thread at app start, so the
+        first turn that needs memory does not pay for it (a missing or stale vector file is rebuilt here)."""
         self.embedder  # noqa: B018
         with self._mutex:
             self._vectors()
 
-    def _vectors(self) -> VectorMatrix:
-        """The in-memory matrix, loaded from ChromaDB on first search (~0.3 s per 10k turns)."""
+    def _vectors(self) -> VectorFile:
+        """The memory-mapped vectors (vault/vector_file.py), opened on first use; rebuilt from ChromaDB,
+        the store of record, when missing or stale (~0.3 s per 10k items, once)."""
         if self._matrix is None:
-            users = dict(self._db.execute("SELECT id, user FROM docs"))
-            matrix = VectorMatrix(self.embedder.dim)
-            offset = 0
-            while True:
-                page = self._col.get(include=["embeddings"], limit=5000, offset=offset)
-                if not page["ids"]:
-                    break
-                matrix.upsert(page["ids"], [users.get(i, "") for i in page["ids"]],
-                              np.asarray(page["embeddings"], dtype=np.float32))
-                offset += len(page["ids"])
-            self._matrix = matrix
+            dim = (self.state.get("embedder") or {}).get("dim") or self.embedder.dim
+            vf = VectorFile(self.dir, self._db, int(dim))
+            if not vf.valid(self._col.count()):
+                vf.rebuild(self._pages())
+            self._matrix = vf
         return self._matrix
+
+    def _pages(self):  # noqa: ANN202 - an iterator of (ids, users, vectors) for VectorFile.rebuild
+        users = dict(self._db.execute("SELECT id, user FROM docs"))
+        offset = 0
+        while True:
+            page = self._col.get(include=["embeddings"], limit=5000, offset=offset)
+            if not page["ids"]:
+                return
+            yield page["ids"], [users.get(i, "") for i in page["ids"]], np.asarray(page["embeddings"], np.float32)
+            offset += len(page["ids"])
 
     def _keyword(self, query: str, limit: int, user: str | None) -> list[str]:
         return keyword_ids(self._db, query, limit, user, self._items)

@@ -1,0 +1,125 @@
+"""vault/vector_file.py: the store's vectors memory-mapped beside it (issue 13: a cost that stays flat).
+
+A reopened store searches without reading a single embedding back from ChromaDB; the file follows
+upserts, replacements and deletes across reopenings, and is rebuilt from ChromaDB (the store of record)
+when it is missing, torn or stale. Real ChromaDB and the real embedder, a few dozen items.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vault.layout import Vault
+from vault.memory import MemoryStore, index_logs
+from vault.vector_file import VectorFile
+
+from .test_vault_memory import conversation
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from vault.embedder import load_embedder
+
+    return load_embedder()
+
+
+class Spy:
+    """Counts ChromaDB reads of embeddings (the whole-matrix load this file replaces)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.reads = 0
+        real = store._col.get
+
+        def get(*args, **kwargs):  # noqa: ANN002, ANN003
+            if "embeddings" in (kwargs.get("include") or []):
+                self.reads += 1
+            return real(*args, **kwargs)
+
+        store._col.get = get
+
+
+def test_a_reopened_store_maps_its_vectors_and_never_reloads_them(tmp_path, embedder):
+    vault = Vault.open(tmp_path / "v")
+    expected = conversation(vault)
+    with MemoryStore.open(vault, embedder) as store:
+        index_logs(vault, store)
+        before = {q: [h.id for h in store.search(q, k=3)] for q in expected}
+        n = store._col.count()  # items, sentence parts included
+    with MemoryStore.open(vault, embedder) as store:
+        spy = Spy(store)
+        assert store._matrix is None  # nothing loaded until a search
+        after = {q: [h.id for h in store.search(q, k=3)] for q in expected}
+        assert after == before and spy.reads == 0
+        vf = store._matrix
+        assert isinstance(vf.matrix, np.memmap) and len(vf) == n and vf.rebuilds == 0
+        store.upsert([{"id": "s1-facts:1", "session": "s1-facts", "turn": 1, "role": "user", "user": "me",
+                       "time": "2026-03-01T10:00:00Z", "text": "My sister Ana moved from Porto to Lisbon."}])
+        store.delete(["s1-facts:3"])
+    with MemoryStore.open(vault, embedder) as store:
+        spy = Spy(store)
+        top = store.search("where does my sister live?", k=3)
+        assert top[0].id == "s1-facts:1" and "Lisbon" in top[0].text  # the replaced row, not the old one
+        assert store.get("s1-facts:3") is None and "s1-facts:3" not in store._matrix.top(
+            embedder.embed(["what am I allergic to?"])[0], 50)
+        assert len(store._matrix) == n - 1 and store._matrix.rebuilds == 0 and spy.reads == 0
+        assert store._matrix.top(embedder.embed(["x"])[0], 5, user="nobody") == []
+
+
+def test_a_missing_torn_or_stale_file_is_rebuilt_from_chromadb(tmp_path, embedder):
+    vault = Vault.open(tmp_path / "v")
+    expected = conversation(vault)
+    with MemoryStore.open(vault, embedder) as store:
+        index_logs(vault, store)
+        want = {q: [h.id for h in store.search(q, k=3)] for q in expected}
+        gen = store._matrix.gen
+    files = sorted(vault.memory_dir.glob("vectors-*"))
+    assert [p.name for p in files] == [f"vectors-{gen}.f32", f"vectors-{gen}.user"]
+    for damage in ("missing", "torn", "stale"):
+        f32 = vault.memory_dir / f"vectors-{gen}.f32"
+        if damage == "missing":
+            f32.unlink()
+        elif damage == "torn":  # a kill mid-append: a partial row, cut off at open
+            with open(f32, "ab") as fh:
+                fh.write(b"\0" * 100)
+        else:  # the id map says fewer items than ChromaDB holds (a batch that never reached the file)
+            import sqlite3
+
+            db = sqlite3.connect(vault.memory_dir / "keyword.sqlite3")
+            with db:
+                db.execute("UPDATE vec_meta SET value = value - 1 WHERE key = 'items'")
+            db.close()
+        with MemoryStore.open(vault, embedder) as store:
+            got = {q: [h.id for h in store.search(q, k=3)] for q in expected}
+            vf = store._matrix
+            assert got == want, damage
+            assert vf.rebuilds == (0 if damage == "torn" else 1), damage
+            gen = vf.gen
+        assert sorted(p.name for p in vault.memory_dir.glob("vectors-*")) == [f"vectors-{gen}.f32",
+                                                                             f"vectors-{gen}.user"]
+
+
+def test_vector_file_is_exact_and_keeps_users_apart(tmp_path):
+    import sqlite3
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(300, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    db = sqlite3.connect(tmp_path / "k.sqlite3")
+    vf = VectorFile(tmp_path, db, 8)
+    assert not vf.valid(0)
+    vf.rebuild([])
+    for i in range(0, 300, 7):
+        vf.upsert([f"s:{j}" for j in range(i, min(i + 7, 300))],
+                  ["me" if j % 2 else "kim" for j in range(i, min(i + 7, 300))], vecs[i:i + 7])
+    q = vecs[42]
+    assert vf.top(q, 3) == [f"s:{j}" for j in np.argsort(-(vecs @ q))[:3]]
+    assert "s:42" not in vf.top(q, 5, user="me") and vf.top(q, 1, user="kim") == ["s:42"]
+    vf.upsert(["s:42", "s:42"], ["kim", "kim"], np.stack([q, -q]))  # the last version of a repeated id wins
+    assert len(vf) == 300 and vf.top(q, 1)[0] != "s:42"
+    np.testing.assert_allclose(vf.vector("s:42"), -q)
+    vf.delete(["s:42", "nope"])
+    assert len(vf) == 299 and vf.vector("s:42") is None
+    again = VectorFile(tmp_path, db, 8)
+    assert again.valid(299) and again.top(q, 3) == vf.top(q, 3)
+    assert not VectorFile(tmp_path, db, 16).valid(299)  # another width: rebuilt by the store
