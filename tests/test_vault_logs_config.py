@@ -92,3 +92,32 @@ def test_gpu_layers_setting_defaults_to_all_and_old_configs_keep_working(tmp_pat
     assert parse_config("[context]\nn_ctx = 2048\n").context.gpu_layers == -1  # written before the field
     assert parse_config("[context]\ngpu_layers = 0\n").context.gpu_layers == 0
     assert parse_config("[context]\ngpu_layers = 20\n").context.gpu_layers == 20
+
+
+def test_two_writers_of_one_session_never_share_a_turn_number(tmp_path):
+    """`home ask --continue` while the app (or another ask) writes the same session: each opened the log
+    and counted on from the turn it saw. Both logged turn 3 (found by bench/reliability/two_procs.py: the
+    repeated id then made every memory catch-up fail with chromadb's DuplicateIDError)."""
+    import threading
+
+    vault = Vault.open(tmp_path / "v")
+    log = ConversationLog.create(vault, "s1")
+    log.append({"role": "user", "text": "hello"})
+    log.append({"role": "assistant", "text": "hi"})
+    a, b = ConversationLog.open(vault, "s1"), ConversationLog.open(vault, "s1")
+    assert [a.append({"role": "user", "text": "from a"})["turn"], b.append({"role": "user", "text": "from b"})["turn"],
+            a.append({"role": "assistant", "text": "to a"})["turn"]] == [3, 4, 5]
+
+    def write(who: str) -> None:
+        mine = ConversationLog.open(vault, "s1")
+        for n in range(40):
+            mine.append({"role": "user", "text": f"{who} {n}"})
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in "xy"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = read_log(log.path).records
+    assert [r["turn"] for r in records] == list(range(1, 86))
+    assert len({r["id"] for r in records}) == 85

@@ -301,3 +301,19 @@ def test_vector_matrix_split_over_two_threads_is_still_exact():
         sims = np.where(ok, m @ q, -np.inf)
         want = [f"r{i}" for i in np.argsort(-sims, kind="stable")[:25]]
         assert vm.top(q, 25, user) == want
+
+
+def test_a_log_with_a_repeated_record_id_still_indexes(vault, embedder):
+    """Two processes writing one session used to give two records one id (fixed in vault/logs.py); such a
+    log must not stop memory for good (chromadb refused the batch: DuplicateIDError, on every catch-up)."""
+    log = ConversationLog.create(vault, "twice")
+    for text in ("I keep bees on the roof.", "Bees are fascinating.", "My hives face south."):
+        log.append({"role": "user", "text": text, "user": "me"})
+    lines = log.path.read_text().splitlines(keepends=True)
+    repeated = json.loads(lines[2])
+    repeated["id"], repeated["turn"], repeated["text"] = "twice:2", 2, "My hives face south, from the other writer."
+    log.path.write_text("".join(lines[:2]) + json.dumps(repeated) + "\n")
+    with MemoryStore.open(vault, embedder) as store:
+        report = index_logs(vault, store)
+        assert store.count() == store.keyword_count() == 2 and report.indexed == 2
+        assert "other writer" in store.get("twice:2").text  # the later record wins, as a rewrite would

@@ -8,6 +8,7 @@ skipped by readers, and the next append starts on a fresh line.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import LogError
-from .fsio import append_line_fsync
+from .fsio import FILE_MODE, append_line_fsync, fsync_dir
 from .layout import Vault
 
 LOG_VERSION = 1
@@ -98,20 +99,64 @@ class ConversationLog:
         return cls(path, session_id, last + 1)
 
     def append(self, record: dict) -> dict:
-        """Stamp (v, id, session, turn, time), write one line, fsync. Returns the record as written."""
-        turn = self._next
-        full = {"v": LOG_VERSION, "id": f"{self.session}:{turn}", "session": self.session, "turn": turn,
-                "time": _now(), **record}
+        """Stamp (v, id, session, turn, time), write one line, fsync. Returns the record as written.
+
+        The turn number is the file's last one + 1, read under an exclusive lock on the file: two
+        processes (the app and `home ask --continue`) may write one session, and each counting on from
+        the turn it saw at open gave two records one id."""
+        new = not self.path.exists()
         try:
-            line = json.dumps(full, ensure_ascii=False, default=str)
-            append_line_fsync(self.path, line)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            raise LogError(f"{self.path}: cannot append turn {self._next} ({exc.strerror})") from None
+        turn = self._next
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            last, ends_line = _tail(fd)
+            turn = last + 1
+            full = {"v": LOG_VERSION, "id": f"{self.session}:{turn}", "session": self.session, "turn": turn,
+                    "time": _now(), **record}
+            data = ("" if ends_line else "\n") + json.dumps(full, ensure_ascii=False, default=str) + "\n"
+            view = memoryview(data.encode("utf-8"))  # a torn last line must not swallow this record
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
         except OSError as exc:
             raise LogError(f"{self.path}: cannot append turn {turn} ({exc.strerror})") from None
-        self._next += 1
+        finally:
+            os.close(fd)  # releases the lock
+        if new:
+            fsync_dir(self.path.parent)
+        self._next = turn + 1
         return full
 
     def records(self) -> list[dict]:
         return read_log(self.path).records if self.path.exists() else []
+
+
+def _tail(fd: int) -> tuple[int, bool]:
+    """(the last turn number in the file, whether it ends with a newline), reading back from the end
+    only as far as the last record that parses."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0, True
+    ends_line = os.pread(fd, 1, size - 1) == b"\n"
+    chunk = 1 << 16
+    while True:
+        start = max(0, size - chunk)
+        lines = os.pread(fd, size - start, start).split(b"\n")
+        if start > 0:
+            lines = lines[1:]  # may be cut
+        for line in reversed(lines):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("turn"), int):
+                return rec["turn"], ends_line
+        if start == 0:
+            return 0, ends_line
+        chunk *= 4
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,9 @@ def index_logs(vault: Vault, store: MemoryStore, batch_size: int = BATCH_SIZE,
         if fresh:
             report.removed = store.delete(sorted(fresh))
             st["excluded"] |= fresh
-        pending = [r for r in pending if r["id"] not in st["excluded"]]
+        # One item per id, the later record winning: a log written by two processes before turn numbers
+        # were taken under a lock can hold one id twice, and chromadb refuses a batch that does.
+        pending = list({r["id"]: r for r in pending if r["id"] not in st["excluded"]}.values())
         last = {r["session"]: r["turn"] for r in pending}  # a session is settled once its last turn lands
         for sid, mark in done.items():
             if sid not in last:
