@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from vault.config import MemorySettings
 from vault.layout import Vault
@@ -78,11 +79,12 @@ class Recall:
     # --- before a turn -----------------------------------------------------------------------
 
     def recall(self, text: str, user: str, session: str | None, count_tokens: Callable[[str], int],
-               vector=None, persona: str | None = None) -> Recalled:  # noqa: ANN001
+               vector=None, persona: str | None = None, now: datetime | None = None) -> Recalled:  # noqa: ANN001
         """The memory block for `text`, within the token budget; turns of `session` are left out, and so
         is persona lore (vault/lore.py) of any persona but `persona`: a character's sheet is what that
         character knows, not what every chat should be told.
-        `vector`: the text's embedding, when the router already made it with the same embedder."""
+        `vector`: the text's embedding, when the router already made it with the same embedder; `now`: when
+        the question is asked (None: now), for time words ("in May", "last spring")."""
         if self.store is None or self.settings.k <= 0 or not should_retrieve(text):
             return Recalled()
         t0 = time.perf_counter()

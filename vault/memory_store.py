@@ -28,6 +28,7 @@ from .errors import VaultError
 from .fsio import DIR_MODE, FILE_MODE, FileLock, LockTimeout, atomic_write_json, ensure_private_dir
 from .keyword_index import SCHEMA, item_count, keyword_ids
 from .layout import Vault
+from .memory_items import PART, by_turn, turn_items
 from .retrieval import Candidate, Hit, rank
 from .vector_file import VectorFile
 
@@ -195,8 +196,9 @@ class MemoryStore:
     # --- writing ---
 
     def upsert(self, records: Sequence[dict]) -> None:
-        """Index log records (ids are their log ids); anything `indexable` refuses is left out."""
-        self.upsert_items([item_from_record(r) for r in records if indexable(r)])
+        """Index log records (ids are their log ids; a turn's sentences under `<id>#<n>`, vault/memory_items.py);
+        anything `indexable` refuses is left out."""
+        self.upsert_items([it for r in records if indexable(r) for it in turn_items(item_from_record(r))])
 
     def upsert_items(self, items: Sequence[MemoryItem]) -> None:
         """Embeddings into ChromaDB, text into FTS5, both under the item's id (a second write replaces)."""
@@ -218,11 +220,13 @@ class MemoryStore:
             self._items = item_count(self._db)
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Remove turns from both stores; unknown ids are ignored. Returns how many were indexed."""
+        """Remove turns (and their sentence items) from both stores; unknown ids are ignored. Returns how
+        many were indexed."""
         ids = list(ids)
         if not ids:
             return 0
         with self._mutex:
+            ids += self._parts(ids)
             matrix = self._vectors()
             present = []
             for i in range(0, len(ids), 5000):  # under ChromaDB's batch limit (5461)
@@ -275,12 +279,25 @@ class MemoryStore:
     # --- reading ---
 
     def count(self) -> int:
+        """Remembered turns and gestalts (a turn's sentence items are part of it, not counted)."""
         with self._mutex:
-            return int(self._col.count())
+            return int(self._col.count()) - self._part_count()
 
     def keyword_count(self) -> int:
         with self._mutex:
-            return int(self._db.execute("SELECT count(*) FROM docs").fetchone()[0])
+            return int(self._db.execute("SELECT count(*) FROM docs").fetchone()[0]) - self._part_count()
+
+    def _part_count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM docs WHERE instr(id, ?) > 0", (PART,)).fetchone()[0])
+
+    def _parts(self, ids: Sequence[str]) -> list[str]:
+        """The sentence items of these turns (ids `<turn>#<n>`: a range of the unique id index)."""
+        out: list[str] = []
+        for ident in ids:
+            if PART not in ident:
+                out += [r[0] for r in self._db.execute("SELECT id FROM docs WHERE id > ? AND id < ?",
+                                                       (ident + PART, ident + PART + "\uffff"))]
+        return out
 
     def get(self, ident: str) -> Hit | None:
         with self._mutex:
@@ -315,7 +332,7 @@ class MemoryStore:
                 for r, ident in enumerate(ranked, 1):
                     if ident in cands:
                         setattr(cands[ident], attr, r)
-        return rank(cands.values(), query, k)
+        return by_turn(rank(cands.values(), query, 3 * k), k)  # a turn's sentences compete as one turn
 
     def warm(self) -> None:
         """Load the embedder and map the vectors now, e.g. in a background thread at app start, so the
@@ -352,7 +369,7 @@ class MemoryStore:
         with self._mutex:
             size = sum(p.stat().st_size for p in self.dir.rglob("*") if p.is_file())
             emb = self.state.get("embedder") or {"name": DEFAULT_NAME, "dim": None, "ref": None}
-            return {"items": self.count(), "keyword_items": self.keyword_count(),
+            return {"items": self.count(), "keyword_items": self.keyword_count(), "parts": self._part_count(),
                     "sessions": len(self.state["sessions"]), "excluded": len(self.state["excluded"]),
                     "gestalts": len(self.state.get("gestalts", {})),
                     "embedder": emb.get("name"), "dim": emb.get("dim"), "bytes": size,

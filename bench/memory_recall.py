@@ -1,0 +1,196 @@
+"""Evidence recall of Home's memory on a year of conversations (issue 13): recall@5/@10 per question type.
+
+The set (bench/data/memory_recall.json, written by bench/data/make_memory_recall.py) is three people ×
+15 sessions × 30 turns over 2025 and 156 questions, each labelled with the user turns that answer it.
+Everything runs as Home runs it: the turns are logged into a fresh vault (vault.logs), indexed into a
+real memory store (ChromaDB + FTS5, the default offline MiniLM) by `index_logs`, and every question is
+asked through `home.recall.Recall.recall` — the call a chat turn makes — from a new chat of that user.
+
+Metrics: recall@k = share of a question's evidence turns among the first k memory ids; MRR = 1 / rank of
+the first evidence turn (0 past 10); updated facts also report `newer_first` (the newer statement ranks
+above the stale one); no-answer questions report `empty` (the memory block stayed empty), and overall
+`empty_precision` = no-answer questions among all questions whose block was empty.
+
+    .venv/bin/python bench/memory_recall.py            # the table
+    .venv/bin/python bench/memory_recall.py --json     # one JSON object: overall and per type
+    .venv/bin/python bench/memory_recall.py --users maya --sessions 6   # a slice (the test's)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import _common as c
+
+DATA = Path(__file__).resolve().parent / "data" / "memory_recall.json"
+TYPES = ("single", "multi", "temporal", "updated", "inference", "no-answer")
+K = 10
+
+
+def load(path: Path, users: list[str] | None, sessions: int | None) -> tuple[list[dict], list[dict]]:
+    """The people and the questions answerable from what is kept (every evidence turn inside the slice)."""
+    data = json.loads(path.read_text("utf-8"))
+    people = [dict(u, sessions=u["sessions"][:sessions] if sessions else u["sessions"])
+              for u in data["users"] if not users or u["user"] in users]
+    kept = {s["id"] for u in people for s in u["sessions"]}
+    qs = [q for q in data["questions"] if any(u["user"] == q["user"] for u in people)
+          and all(e.rsplit(":", 1)[0] in kept for e in q["evidence"] + q["stale"])]
+    return people, qs
+
+
+def write_logs(root: Path, people: list[dict], minutes: int = 2):
+    """The set as Home's own logs: one session file per session, each turn stamped as the set dates it."""
+    from vault.layout import Vault
+    from vault.logs import ConversationLog
+
+    vault = Vault.open(root)
+    for u in people:
+        for s in u["sessions"]:
+            log = ConversationLog.create(vault, s["id"])
+            start = datetime.fromisoformat(s["start"].replace("Z", "+00:00"))
+            for i, (role, text) in enumerate(s["turns"]):
+                when = (start + timedelta(minutes=minutes * i)).isoformat(timespec="milliseconds")
+                log.append({"role": role, "text": text, "user": u["user"], "persona": "sage",
+                            "time": when.replace("+00:00", "Z")})
+    return vault
+
+
+def score(q: dict, ids: list[str], block: str) -> dict:
+    ev = q["evidence"]
+    row = {"id": q["id"], "type": q["type"], "ids": ids[:K], "empty": not block}
+    if not ev:
+        return row
+    ranks = [ids.index(e) + 1 for e in ev if e in ids[:K]]
+    row.update({f"r@{k}": sum(e in ids[:k] for e in ev) / len(ev) for k in (5, 10)})
+    row["rr"] = 1.0 / min(ranks) if ranks else 0.0
+    if q["stale"]:
+        stale = [ids.index(s) + 1 for s in q["stale"] if s in ids[:K]]
+        row["newer_first"] = bool(ranks) and (not stale or min(ranks) < min(stale))
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    def mean(key: str, rs: list[dict]) -> float | None:
+        vals = [r[key] for r in rs if key in r]
+        return round(sum(vals) / len(vals), 4) if vals else None
+
+    out: dict = {}
+    answerable = [r for r in rows if r["type"] != "no-answer"]
+    out["overall"] = {"questions": len(rows), "recall@5": mean("r@5", answerable),
+                      "recall@10": mean("r@10", answerable), "mrr": mean("rr", answerable)}
+    empties = [r for r in rows if r["empty"]]
+    na = [r for r in rows if r["type"] == "no-answer"]
+    out["overall"]["no_answer_empty"] = round(sum(r["empty"] for r in na) / len(na), 4) if na else None
+    out["overall"]["empty_precision"] = (round(sum(r["type"] == "no-answer" for r in empties) / len(empties), 4)
+                                         if empties else None)
+    for t in TYPES:
+        rs = [r for r in rows if r["type"] == t]
+        if not rs:
+            continue
+        d = {"questions": len(rs)}
+        if t == "no-answer":
+            d["empty"] = round(sum(r["empty"] for r in rs) / len(rs), 4)
+        else:
+            d.update({"recall@5": mean("r@5", rs), "recall@10": mean("r@10", rs), "mrr": mean("rr", rs)})
+            if t == "updated":
+                d["newer_first"] = mean("newer_first", rs)
+        out[t] = d
+    return out
+
+
+def run(path: Path, users: list[str] | None, sessions: int | None, progress: bool = False) -> dict:
+    from home.recall import Recall
+    from vault.blas import all_blas_threads
+    from vault.config import MemorySettings
+    from vault.embedder import load_embedder
+    from vault.memory import MemoryStore, index_logs
+
+    people, qs = load(path, users, sessions)
+    embedder = load_embedder()
+    with tempfile.TemporaryDirectory() as tmp:
+        vault = write_logs(Path(tmp) / "v", people)
+        turns = sum(len(s["turns"]) for u in people for s in u["sessions"])
+        with MemoryStore.open(vault, embedder) as store:
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            with all_blas_threads():  # the foreground bulk pass, as `home memory reindex` runs it
+                index_logs(vault, store, batch_size=256)
+            ingest_s, ingest_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            st = store.stats()
+            items = st["keyword_items"] + st["parts"]  # every embedded item: turns, gestalts, sentences
+            recall = Recall(vault, store, MemorySettings(k=K, budget_tokens=100_000))
+            rows, times = [], []
+            for n, q in enumerate(qs, 1):
+                now = datetime.fromisoformat(q["asked"].replace("Z", "+00:00"))
+                t = time.perf_counter()
+                got = recall.recall(q["question"], q["user"], session=None, now=now,
+                                    count_tokens=lambda s: len(s) // 4)
+                times.append((time.perf_counter() - t) * 1e3)
+                rows.append(score(q, got.ids, got.block))
+                if progress and n % 25 == 0:
+                    print(f"  {n}/{len(qs)} questions", file=sys.stderr)
+    out = summarise(rows)
+    out["cost"] = {"turns": turns, "items": items, "items_per_turn": round(items / max(turns, 1), 3),
+                   "ingest_s": round(ingest_s, 2), "ingest_ms_per_turn": round(ingest_s * 1e3 / max(turns, 1), 2),
+                   "ingest_cpu_s": round(ingest_cpu, 2),
+                   "recall_p50_ms": round(c.pct(times, 50), 1) if times else None,
+                   "recall_p95_ms": round(c.pct(times, 95), 1) if times else None,
+                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    out["rows"] = rows
+    return out
+
+
+def table(res: dict) -> str:
+    lines = [f"{'type':<10} {'n':>4} {'R@5':>6} {'R@10':>6} {'MRR':>6}  other"]
+    for t in ("overall", *TYPES):
+        d = res.get(t)
+        if not d:
+            continue
+        other = ""
+        if t == "overall":
+            other = f"no-answer empty {d['no_answer_empty']}, empty precision {d['empty_precision']}"
+        elif t == "updated":
+            other = f"newer first {d['newer_first']}"
+        elif t == "no-answer":
+            lines.append(f"{t:<10} {d['questions']:>4} {'':>6} {'':>6} {'':>6}  block empty {d['empty']}")
+            continue
+        lines.append(f"{t:<10} {d['questions']:>4} {d['recall@5']:>6.3f} {d['recall@10']:>6.3f} "
+                     f"{d['mrr']:>6.3f}  {other}")
+    co = res["cost"]
+    lines.append(f"\ningest: {co['turns']} turns -> {co['items']} items ({co['items_per_turn']}/turn), "
+                 f"{co['ingest_s']} s ({co['ingest_ms_per_turn']} ms/turn, CPU {co['ingest_cpu_s']} s); recall p50 {co['recall_p50_ms']} ms, "
+                 f"p95 {co['recall_p95_ms']} ms; peak RSS {co['peak_rss_mb']} MB")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DATA, help="the conversation set (default bench/data/memory_recall.json)")
+    p.add_argument("--users", nargs="+", default=None, help="only these people (default all)")
+    p.add_argument("--sessions", type=int, default=None, help="only each person's first N sessions")
+    p.add_argument("--json", action="store_true", help="one JSON object: overall, per type, cost")
+    p.add_argument("--rows", action="store_true", help="with --json: every question's ranked ids too")
+    args = p.parse_args()
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    try:
+        res = run(args.data, args.users, args.sessions, progress=not args.json)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"{args.data}: cannot read the set ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    if not args.rows:
+        res.pop("rows")
+    print(json.dumps(res) if args.json else table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

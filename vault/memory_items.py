@@ -1,0 +1,70 @@
+"""What one logged turn becomes in the memory store: the whole turn, and each of its sentences (issue 13).
+
+Why sentences too: a fact said in passing inside a longer message ("Hi! I'm Maya and I live in Lisbon.
+What should I cook tonight?") embeds far from a question about it (cosine 0.29 to "Where do I live?"),
+while the sentence alone is close (0.46). Each sentence is an item of its own under `<turn id>#<n>`,
+with the turn's metadata, so every hit maps back to its turn (`turn_id`) and deleting the turn deletes
+its parts. A one-sentence turn adds nothing: the whole turn already is that sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from .retrieval import Hit
+
+if TYPE_CHECKING:  # memory_store imports this module
+    from .memory_store import MemoryItem
+
+PART = "#"
+MIN_WORDS = 3  # "Anyway," or "Thanks!" alone says nothing worth finding
+_SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9¿¡])|\n+|;\s+")
+
+_ABBREV = re.compile(r"(?:^|\s)(?:dr|mr|mrs|ms|st|prof|vs|e\.g|i\.e|etc|approx|no)\.$", re.IGNORECASE)
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences (and `;`-clauses, and lines) of a message, each with at least MIN_WORDS words."""
+    parts: list[str] = []
+    for p in (p.strip() for p in _SENTENCE.split(text)):
+        if not p:
+            continue
+        if parts and _ABBREV.search(parts[-1]):
+            parts[-1] += " " + p  # "Dr. Mendes": not a sentence end
+        else:
+            parts.append(p)
+    return [p for p in parts if len(p.split()) >= MIN_WORDS]
+
+
+def turn_id(item_id: str) -> str:
+    """The turn (or gestalt) an item stands for: a sentence item's id without its `#<n>`."""
+    return item_id.split(PART, 1)[0]
+
+
+def is_part(item_id: str) -> bool:
+    return PART in item_id
+
+
+def turn_items(item: MemoryItem, roles: tuple[str, ...] = ("user", "assistant")) -> list[MemoryItem]:
+    """The turn itself, then one item per sentence when it has two or more (only for `roles`)."""
+    if item.role not in roles:
+        return [item]
+    parts = sentences(item.text)
+    if len(parts) < 2:
+        return [item]
+    return [item] + [item._replace(id=f"{item.id}{PART}{n}", text=p) for n, p in enumerate(parts, 1)]
+
+
+def by_turn(hits: list[Hit], k: int) -> list[Hit]:
+    """Ranked item hits → the first `k` turns: a sentence hit stands for its turn (its id becomes the
+    turn's, its text stays the sentence that matched); later hits on the same turn are dropped."""
+    out: dict[str, Hit] = {}
+    for h in hits:
+        tid = turn_id(h.id)
+        if tid not in out:
+            out[tid] = replace(h, id=tid)
+            if len(out) == k:
+                break
+    return list(out.values())
