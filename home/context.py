@@ -39,10 +39,17 @@ class Context:
 
     @cached_property
     def model_path(self) -> Path:
+        from llm.errors import ModelError
         from llm.models import resolve_model
 
-        ref = getattr(self.args, "model", None) or self.config.model or None
-        return resolve_model(ref)
+        flag = getattr(self.args, "model", None)
+        ref = flag or self.config.model or None
+        try:
+            return resolve_model(ref)
+        except ModelError as exc:
+            if flag or ref is None:
+                raise
+            raise ModelError(f"{self.vault.config_path}: model: {exc}") from None  # say where "high" came from
 
     @cached_property
     def model_info(self):

@@ -41,7 +41,7 @@ class DistilSchedule:
             return {str(k): int(v) for k, v in data.get("sessions", {}).items()}
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, AttributeError, TypeError):
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
             return {}  # derived bookkeeping: at worst some turns are read again (duplicates are dropped)
 
     def mark(self, session: str, turn: int) -> None:

@@ -95,7 +95,7 @@ def test_refusals_are_one_line_and_broken_files_are_named(tmp_path):
                                     "<session>:<turn>, got 'yesterday'"
     for args, words in [(("gestalts", "show", "g-nope"), "no gestalt 'g-nope' for user 'maya'"),
                         (("gestalts", "show", "g-bad"), "g-bad.md:3: sources:"),
-                        (("gestalts", "forget", "../x"), "no gestalt '../x'"),
+                        (("gestalts", "forget", "../x"), "gestalt id '../x': expected"),
                         (("gestalts", "edit", "g-nope"), "no gestalt 'g-nope'")]:
         proc = run(root, *args)
         assert proc.returncode == 2 and words in one_error_line(proc), proc.stderr

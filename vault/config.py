@@ -17,6 +17,7 @@ from .errors import ConfigError
 from .fsio import atomic_write_text
 from .layout import Vault
 
+USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # as vault.preferences and vault.gestalts check it
 DEFAULT_KEYS = {
     "quit": "ctrl+q",
     "new_chat": "ctrl+n",
@@ -94,7 +95,7 @@ class Config:
 
 def _default_user() -> str:
     try:
-        name = re.sub(r"[^A-Za-z0-9_.-]", "", getpass.getuser())
+        name = re.sub(r"[^A-Za-z0-9_.-]", "", getpass.getuser()).lstrip(".-")[:64]
     except Exception:  # no login name in some containers
         name = ""
     return name or "me"
@@ -162,29 +163,35 @@ def _toml_list(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(f'"{x}"' for x in items) + "]"
 
 
+def _show(value: Any) -> str:
+    """A value in a message, clipped: a wrong value may be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def _typed(where: str, value: Any, kind: type) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_show(value)}")
         return value
     ok = isinstance(value, kind) and not isinstance(value, bool)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not ok:
         want = {float: "a number", int: "a whole number", str: "a string"}[kind]
-        raise ConfigError(f"{where}: expected {want}, got {value!r}")
+        raise ConfigError(f"{where}: expected {want}, got {_show(value)}")
     return value
 
 
 def _section(path: str, data: dict, name: str, cls: type) -> Any:
     raw = data.get(name, {})
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: {name}: expected a table [{name}], got {raw!r}")
+        raise ConfigError(f"{path}: {name}: expected a table [{name}], got {_show(raw)}")
     defaults = cls()
     known = [f.name for f in fields(cls)]
     for key in raw:
         if key not in known:
-            raise ConfigError(f"{path}: {name}.{key}: unknown setting (known: {', '.join(known)})")
+            raise ConfigError(f"{path}: {name}.{key[:40]}: unknown setting (known: {', '.join(known)})")
     # Each setting takes the type of its default (a float default accepts a whole number too).
     return cls(**{k: _typed(f"{path}: {name}.{k}", v, type(getattr(defaults, k))) for k, v in raw.items()})
 
@@ -192,19 +199,19 @@ def _section(path: str, data: dict, name: str, cls: type) -> Any:
 def _strings(where: str, value: Any) -> tuple[str, ...]:
     """A list of distinct non-empty strings (labels, example sentences)."""
     if not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        raise ConfigError(f"{where}: expected a list of strings, got {_show(value)}")
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item.strip():
-            raise ConfigError(f"{where}[{i}]: expected a non-empty string, got {item!r}")
+            raise ConfigError(f"{where}[{i}]: expected a non-empty string, got {_show(item)}")
         if item in value[:i]:
-            raise ConfigError(f"{where}[{i}]: {item!r} is listed twice")
+            raise ConfigError(f"{where}[{i}]: {_show(item)} is listed twice")
     return tuple(item.strip() for item in value)
 
 
 def _router_section(path: str, data: dict) -> RouterSettings:
     raw = data.get("router", {})
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: router: expected a table [router], got {raw!r}")
+        raise ConfigError(f"{path}: router: expected a table [router], got {_show(raw)}")
     defaults, values = RouterSettings(), {}
     known = [f.name for f in fields(RouterSettings)]
     for key, value in raw.items():
@@ -216,7 +223,7 @@ def _router_section(path: str, data: dict) -> RouterSettings:
             values[key] = _strings(where, value)
         elif isinstance(default, dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: expected a table [router.{key}], got {value!r}")
+                raise ConfigError(f"{where}: expected a table [router.{key}], got {_show(value)}")
             values[key] = {label: _strings(f"{where}.{label}", v) for label, v in value.items()}
         else:
             values[key] = _typed(where, value, type(default))
@@ -264,6 +271,11 @@ def _parse(text: str, path: str) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply to read") from None
+    except ValueError as exc:  # tomllib lets Python's 4300-digit integer limit through
+        why = "a number longer than 4300 digits" if "digits" in str(exc) else str(exc).split(":")[0]
+        raise ConfigError(f"{path}: invalid TOML: {why}") from None
     allowed = {"user", "model", "persona", "generation", "context", "keys", "memory", "router", "gestalts"}
     for key in data:
         if key not in allowed:
@@ -271,10 +283,16 @@ def _parse(text: str, path: str) -> Config:
     top = {k: _typed(f"{path}: {k}", data[k], str) for k in ("user", "model", "persona") if k in data}
     if "user" in top and not top["user"].strip():
         raise ConfigError(f"{path}: user: must not be empty")
+    if "user" in top and not USER_NAME.fullmatch(top["user"]):  # a folder and file name in the vault
+        raise ConfigError(f"{path}: user: expected 1-64 letters, digits, '_', '.' or '-' (not starting with "
+                          f"'.' or '-'), got {_show(top['user'])}")
     keys = data.get("keys", {})
     if not isinstance(keys, dict):
-        raise ConfigError(f"{path}: keys: expected a table [keys], got {keys!r}")
+        raise ConfigError(f"{path}: keys: expected a table [keys], got {_show(keys)}")
     keymap = dict(DEFAULT_KEYS)
+    for k in keys:
+        if k not in DEFAULT_KEYS:
+            raise ConfigError(f"{path}: keys.{k[:40]}: unknown action (known: {', '.join(DEFAULT_KEYS)})")
     keymap.update({k: _typed(f"{path}: keys.{k}", v, str) for k, v in keys.items()})
     gen = _section(path, data, "generation", GenerationDefaults)
     ctx = _section(path, data, "context", ContextSettings)

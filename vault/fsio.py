@@ -199,7 +199,12 @@ def append_line_fsync(path: str | os.PathLike, line: str) -> None:
         raise ValueError("append_line_fsync: the line must not contain a newline")
     path = Path(path)
     new = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    try:  # never through a link: a log or preferences file linked out of the vault is refused
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link; Home appends only to its own files", str(path)) from None
+        raise
     try:
         data = (line + "\n").encode("utf-8")
         view = memoryview(data)

@@ -62,6 +62,12 @@ class GestaltError(VaultError):
         self.detail = detail or message  # "field: reason", without the place
 
 
+def _show(value: str) -> str:
+    """A header value in a message, clipped (a damaged file's line may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def _bad(path: Path, line: int, name: str, reason: str) -> GestaltError:
     return GestaltError(f"{path}:{line}: {name}: {reason}", path, line, name, f"{name}: {reason}")
 
@@ -124,7 +130,7 @@ def parse_time(value: str) -> datetime | None:
 
 def user_dir(vault: Vault, user: str) -> Path:
     if not isinstance(user, str) or not _USER.fullmatch(user):
-        raise GestaltError(f"user {user!r}: expected letters, digits, '_', '.' or '-' (a folder name)")
+        raise GestaltError(f"user {_show(user)}: expected letters, digits, '_', '.' or '-' (a folder name)")
     return vault.gestalts_dir / user
 
 
@@ -170,22 +176,22 @@ def parse(text: str, path: Path, ident: str, user: str, mtime: float | None = No
     def get(name: str, default: str, pattern: re.Pattern | None = None, want: str = "") -> str:
         n, value = values.get(name, (0, default))
         if pattern is not None and not pattern.fullmatch(value):
-            raise _bad(path, n, name, f"expected {want}, got {value!r}")
+            raise _bad(path, n, name, f"expected {want}, got {_show(value)}")
         return value
 
     found_id = get("id", ident, _ID, "lowercase letters, digits, '-' or '_'")
     if found_id != ident:
-        raise _bad(path, values["id"][0], "id", f"{found_id!r} differs from the file name {ident!r}")
+        raise _bad(path, values["id"][0], "id", f"{_show(found_id)} differs from the file name {ident!r}")
     found_user = get("user", user)
     if found_user != user:
-        raise _bad(path, values["user"][0], "user", f"{found_user!r} differs from the folder {user!r}")
+        raise _bad(path, values["user"][0], "user", f"{_show(found_user)} differs from the folder {user!r}")
     kind = get("kind", "fact", _KIND, "one lowercase word such as fact or preference")
     stamp = datetime.fromtimestamp(mtime or 0, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     times = {}
     for name in ("created", "updated", "said"):
         n, value = values.get(name, (0, times.get("created", stamp)))
         if parse_time(value) is None:
-            raise _bad(path, n, name, f"expected an ISO-8601 time such as 2026-11-24T10:00:00Z, got {value!r}")
+            raise _bad(path, n, name, f"expected an ISO-8601 time such as 2026-11-24T10:00:00Z, got {_show(value)}")
         times[name] = value
     h = get("hash", gestalt_hash(body), _HASH, "16 hex digits")
     n, raw = values.get("sources", (0, "[]"))
@@ -193,7 +199,7 @@ def parse(text: str, path: Path, ident: str, user: str, mtime: float | None = No
     sources = tuple(s.strip().strip("'\"") for s in inner.split(",") if s.strip())
     for s in sources:
         if not _SOURCE.fullmatch(s):
-            raise _bad(path, n, "sources", f"expected log record ids <session>:<turn>, got {s!r}")
+            raise _bad(path, n, "sources", f"expected log record ids <session>:<turn>, got {_show(s)}")
     return Gestalt(ident, user, kind, body, times["said"], times["created"], times["updated"], h, sources,
                    path)
 
@@ -205,6 +211,8 @@ def read(path: Path) -> Gestalt:
         mtime = path.stat().st_mtime
     except OSError as exc:
         raise _bad(path, 0, "file", f"cannot read ({exc.strerror or exc})") from None
+    if b"\x00" in raw:
+        raise _bad(path, 0, "file", "binary (contains NUL bytes), not text")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -251,7 +259,7 @@ def list_gestalts(vault: Vault, user: str | None = None) -> GestaltList:
 def get_gestalt(vault: Vault, user: str, ident: str) -> Gestalt:
     """One gestalt of `user` by id (as `home gestalts list` prints it)."""
     if not _ID.fullmatch(ident or ""):
-        raise GestaltError(f"gestalt id {ident!r}: expected lowercase letters, digits, '-' or '_'")
+        raise GestaltError(f"gestalt id {_show(ident)}: expected lowercase letters, digits, '-' or '_'")
     path = user_dir(vault, user) / f"{ident}.md"
     if not path.is_file():
         raise GestaltError(f"no gestalt {ident!r} for user {user!r} in {path.parent} (see `home gestalts list`)")
@@ -272,7 +280,7 @@ def forgotten(vault: Vault, user: str) -> set[str]:
     path = user_dir(vault, user) / FORGOTTEN
     try:
         data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return set()  # none yet (or damaged: at worst a forgotten fact may be distilled again)
     return {h for h in data.get("hashes", []) if isinstance(h, str)} if isinstance(data, dict) else set()
 
@@ -292,8 +300,10 @@ def record_forgotten(vault: Vault, user: str, hashes: Iterable[str]) -> None:
 def forget_gestalt(vault: Vault, user: str, ident: str) -> Gestalt | None:
     """Delete a gestalt file and remember its hashes so it is not distilled again. A malformed file is
     deleted too (returns None: its hashes cannot be read)."""
+    if not _ID.fullmatch(ident or ""):
+        raise GestaltError(f"gestalt id {_show(ident)}: expected lowercase letters, digits, '-' or '_'")
     path = user_dir(vault, user) / f"{ident}.md"
-    if not _ID.fullmatch(ident or "") or not path.is_file():
+    if not path.is_file():
         raise GestaltError(f"no gestalt {ident!r} for user {user!r} in {path.parent} (see `home gestalts list`)")
     with FileLock(vault.lock_path("gestalts")):
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .errors import LogError
 from .fsio import FILE_MODE, append_line_fsync, fsync_dir
+from .jsonparse import JSONProblem, loads
 from .layout import Vault
 
 LOG_VERSION = 1
@@ -53,8 +54,8 @@ def read_log(path: str | os.PathLike) -> LogRead:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            rec = loads(line)
+        except JSONProblem:
             torn = n == len(lines) and not raw.endswith(b"\n")
             problems.append(f"{path}:{n}: {'torn last line (interrupted write)' if torn else 'invalid JSON'}")
             continue

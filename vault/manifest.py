@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import ManifestError
 from .fsio import FileLock, LockTimeout, atomic_write_bytes, atomic_write_json
+from .jsonparse import JSONProblem, clip, loads
 from .layout import Vault
 
 SCHEMA = 1
@@ -55,7 +56,7 @@ def _check(where: str, value: Any, t: type | tuple) -> Any:
     else:
         ok = isinstance(value, ts)
     if not ok:
-        raise ManifestError(f"{where}: expected {_kind_name(t)}, got {json.dumps(value)}")
+        raise ManifestError(f"{where}: expected {_kind_name(t)}, got {clip(value)}")
     return value
 
 
@@ -114,9 +115,9 @@ class AdapterEntry:
         if not self.id.strip():
             raise ManifestError(f"{where}.id: must not be empty")
         if self.kind not in KINDS:
-            raise ManifestError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {json.dumps(self.kind)}")
+            raise ManifestError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {clip(self.kind)}")
         if self.file.startswith("/") or ".." in self.file.split("/"):
-            raise ManifestError(f"{where}.file: must be a path inside the vault, got {json.dumps(self.file)}")
+            raise ManifestError(f"{where}.file: must be a path inside the vault, got {clip(self.file)}")
         for key in ("users", "tasks", "tones"):
             for i, item in enumerate(getattr(self, key)):
                 _check(f"{where}.{key}[{i}]", item, str)
@@ -157,7 +158,7 @@ class Manifest:
         schema = data.get("schema")
         if schema != SCHEMA:
             raise ManifestError(
-                f"{path}: schema: expected {SCHEMA}, got {json.dumps(schema)} (written by another Home version?)"
+                f"{path}: schema: expected {SCHEMA}, got {clip(schema)} (written by another Home version?)"
             )
         m = cls(extra={k: v for k, v in data.items() if k not in ("schema", "users", "personas", "adapters")})
         for section in ("users", "personas"):
@@ -169,7 +170,7 @@ class Manifest:
         for key, value in raw.items():
             entry = AdapterEntry.from_dict(value, f"{path}: adapters.{key}")
             if entry.id != key:
-                raise ManifestError(f"{path}: adapters.{key}.id: expected {json.dumps(key)}, got {json.dumps(entry.id)}")
+                raise ManifestError(f"{path}: adapters.{key}.id: expected {clip(key)}, got {clip(entry.id)}")
             m.adapters[key] = entry
         m.check_links(path)
         return m
@@ -179,10 +180,10 @@ class Manifest:
         for entry in self.adapters.values():
             where = f"{path}: adapters.{entry.id}"
             if entry.parent is not None and entry.parent not in self.adapters:
-                raise ManifestError(f"{where}.parent: no adapter {json.dumps(entry.parent)}")
+                raise ManifestError(f"{where}.parent: no adapter {clip(entry.parent)}")
             for i, item in enumerate(entry.stack):
                 if item["id"] not in self.adapters:
-                    raise ManifestError(f"{where}.stack[{i}].id: no adapter {json.dumps(item['id'])}")
+                    raise ManifestError(f"{where}.stack[{i}].id: no adapter {clip(item['id'])}")
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, **self.extra, "users": self.users, "personas": self.personas,
@@ -206,8 +207,9 @@ class Manifest:
             names: dict[str, list[str]] = {}
             for e in self.adapters.values():
                 names.setdefault(name_key(e.name), []).append(e.id)
-            known = ", ".join(f"{n} ({', '.join(sorted(ids))})" for n, ids in sorted(names.items()))
-            raise ManifestError(f"unknown adapter '{ref}' (known: {known or 'none registered'})")
+            known = ", ".join(f"{n[:40]} ({', '.join(i[:40] for i in sorted(ids))})" for n, ids in sorted(names.items()))
+            known = known if len(known) <= 300 else known[:299] + "…"
+            raise ManifestError(f"unknown adapter '{ref[:60]}' (known: {known or 'none registered'})")
         if len({e.kind for e in found}) > 1:
             shared = ", ".join(f"{e.id} ({e.kind})" for e in found)
             raise ManifestError(f"adapter name '{ref}' is shared by {shared}: name one by its id")
@@ -285,15 +287,12 @@ class ManifestStore:
         except OSError as exc:
             raise ManifestError(f"{self.path}: cannot read ({exc.strerror})") from None
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ManifestError(f"{self.path}: not UTF-8 text") from None
-        except json.JSONDecodeError as exc:
+            data = loads(raw)
+        except JSONProblem as exc:
             bak = self.path.with_name(self.path.name + ".bak")
             hint = f"; the last good copy is {bak}" if bak.exists() else ""
-            raise ManifestError(
-                f"{self.path}: line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg}){hint}"
-            ) from None
+            why = f"line {exc.line} column {exc.column}: invalid JSON ({exc.msg})" if exc.line is not None else exc
+            raise ManifestError(f"{self.path}: {why}{hint}") from None
         return Manifest.from_dict(data, str(self.path))
 
     @contextmanager

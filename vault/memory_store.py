@@ -157,7 +157,7 @@ class MemoryStore:
         path = self.dir / STATE_FILE
         try:
             data = json.loads(path.read_text("utf-8")) if path.exists() else {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             data = {}  # a damaged checkpoint only costs a re-upsert of what is already there
         data.setdefault("sessions", {})
         data["excluded"] = set(data.get("excluded", []))

@@ -74,7 +74,7 @@ def _registration(folder: Path) -> dict | None:
         with open(folder / "adapter.gguf", "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-    except (OSError, ValueError, KeyError, TypeError, VaultError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, VaultError):
         return None
     if entry.id != folder.name or entry.file != f"adapters/{folder.name}/adapter.gguf" or h.hexdigest() != entry.sha256:
         return None

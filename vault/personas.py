@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import PersonaError
 from .fsio import atomic_write_json
+from .jsonparse import JSONProblem, loads
 from .layout import Vault
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_personas"
@@ -295,12 +296,10 @@ def _parse_json(blob: bytes, src: str, where: str = "") -> Any:
     if not text.strip():
         raise PersonaError(f"{src}: {where}empty; expected a character card (JSON)")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        at = f"line {exc.lineno}, column {exc.colno}"
-        raise PersonaError(f"{src}: {where}not valid JSON ({at}: {exc.msg})") from None
-    except RecursionError:
-        raise PersonaError(f"{src}: {where}JSON nested too deeply") from None
+        return loads(text)
+    except JSONProblem as exc:
+        at = f"line {exc.line}, column {exc.column}: " if exc.line is not None else ""
+        raise PersonaError(f"{src}: {where}not valid JSON ({at}{exc.msg})") from None
 
 
 # --- PNG cards ---

@@ -123,7 +123,7 @@ def _excluded_ids(text: str) -> set[str]:
         if '"exclude"' in line:
             try:
                 rec = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(rec, dict) and rec.get("event") == "exclude" and isinstance(rec.get("target"), str):
                 out.add(rec["target"])
@@ -135,7 +135,7 @@ def _match(line: str, terms: list[str], session: str, excluded: set[str]) -> Sea
         return None
     try:
         rec = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None  # a torn line: read_log reports those; search just skips them
     if not isinstance(rec, dict) or rec.get("role") not in ("user", "assistant") or rec.get("excluded"):
         return None

@@ -32,6 +32,7 @@ from vault.errors import VaultError
 from vault.gestalts import list_gestalts, normalise
 from vault.layout import Vault
 from vault.manifest import ManifestStore
+from vault.memory_items import PART
 from vault.memory_store import indexable
 from vault.memory_sync import exclusions
 from vault.orphans import clean_leftovers, find_leftovers
@@ -182,7 +183,7 @@ def sweep(vault: Vault, out: Findings) -> None:
 def check_memory(vault: Vault, records: list[dict], gestalts: dict[str, str], out: Findings, embedder=None,
                  rebuild: bool = True) -> None:
     """The store catches up to exactly the sources' items (every indexable turn not forgotten, every
-    gestalt); a rebuild from the logs gives the same count."""
+    gestalt; a turn may be stored as its sentences too); a rebuild from the logs gives the same count."""
     from vault.memory import MemoryStore, MemoryStoreError, index_logs, reindex, sync_gestalts
 
     gone = exclusions(records)
@@ -195,7 +196,8 @@ def check_memory(vault: Vault, records: list[dict], gestalts: dict[str, str], ou
             vec = set(store._col.get(include=[])["ids"])
             words = {i for (i,) in store._db.execute("SELECT id FROM docs")}
             out.memory = len(vec)
-            for name, have in (("vector", vec), ("keyword", words)):
+            for name, items in (("vector", vec), ("keyword", words)):
+                have = {i.split(PART, 1)[0] for i in items}  # a turn's sentence items: `<turn id>#<n>`
                 missing, extra = want - have, have - want
                 if missing:
                     out.losses.append(f"memory ({name}): {len(missing)} items missing after catch-up, "

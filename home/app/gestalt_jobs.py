@@ -53,7 +53,7 @@ class LogTail:
             for line in chunk[:end].splitlines():
                 try:
                     rec = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue  # a torn line (a crash mid-write) is skipped, as read_log does
                 if isinstance(rec, dict):
                     self.records.append(rec)

@@ -69,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--personas", metavar="A,B", help="with --per-persona: only these personas")
     p.add_argument("--resume", action="store_true", help="continue the last stopped run of this adapter")
     p.add_argument("--json", action="store_true", help="print the worker's JSON events instead of a progress bar")
+    p.add_argument("--check", action="store_true",
+                   help="read the source and print the dataset report (examples, every rejected line with its "
+                        "file and line); train nothing. Exit 2 when a line is rejected or nothing is usable")
     p.set_defaults(func=run)
 
 
@@ -103,9 +106,30 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
     return job
 
 
+def check_dataset(ctx: Context, job: Job) -> int:
+    """`--check`: the report the worker prints first, read here with the same `load_source` (torch-free),
+    so bad data is found in a second, not after the model has loaded."""
+    from trainer.data.sources import load_source
+
+    report = load_source(job.source, job.path, vault=ctx.vault, speaker=job.speaker, target=job.target,
+                         persona=None if job.per_persona else job.persona, window=job.window, user=job.user)
+    print(report.render())
+    where = job.path or ctx.vault.logs_dir
+    if report.rejected:
+        more = f" (and {len(report.rejected) - 1} more)" if len(report.rejected) > 1 else ""
+        print(f"home: error: {report.rejected[0]}{more}", file=sys.stderr)
+        return 2
+    if not report.examples:
+        print(f"home: error: {where}: no usable examples", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = Context(args)
     job = build_job(ctx, args)
+    if args.check:
+        return check_dataset(ctx, job)
     # The worker's stderr is library chatter (warnings, progress bars): kept aside, shown only if it dies
     # without saying why in an error event.
     chatter = tempfile.TemporaryFile(mode="w+", dir=ctx.vault.runs_dir)

@@ -18,12 +18,12 @@ a missing file or a persona no record has.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 from trainer.data.examples import DatasetReport, Example
 from trainer.data.sources import SourceError, merge_roles, require_file
+from vault.jsonparse import JSONProblem, loads
 
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "bot": "assistant",
          "model": "assistant", "chatgpt": "assistant", "system": "system"}
@@ -198,12 +198,9 @@ def _items(path: Path, report: DatasetReport) -> list[tuple[int, str, object]]:
     raw = raw.removeprefix(b"\xef\xbb\xbf")
     if path.suffix.lower() == ".json" and raw.lstrip()[:1] == b"[":
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            report.reject(str(path), None, f"not UTF-8 text (invalid byte at offset {exc.start})")
-            return []
-        except json.JSONDecodeError as exc:
-            report.reject(str(path), exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            data = loads(raw)
+        except JSONProblem as exc:
+            report.reject(str(path), exc.line, _json_reason(exc))
             return []
         return [(n, f"item {n}: ", item) for n, item in enumerate(data, 1)]
     out: list[tuple[int, str, object]] = []
@@ -211,12 +208,15 @@ def _items(path: Path, report: DatasetReport) -> list[tuple[int, str, object]]:
         if not line.strip():
             continue
         try:
-            out.append((n, "", json.loads(line.decode("utf-8"))))
-        except UnicodeDecodeError as exc:
-            out.append((n, "", Bad(f"not UTF-8 text (invalid byte at offset {exc.start})")))
-        except json.JSONDecodeError as exc:
-            out.append((n, "", Bad(f"invalid JSON: {exc.msg} (column {exc.colno})")))
+            out.append((n, "", loads(line)))
+        except JSONProblem as exc:
+            out.append((n, "", Bad(_json_reason(exc))))
     return out
+
+
+def _json_reason(exc: JSONProblem) -> str:
+    """The rejection's reason: its line is the rejection's own, the column stays."""
+    return f"invalid JSON: {exc.msg} (column {exc.column})" if exc.column is not None else str(exc)
 
 
 def load_jsonl(path: Path, persona: str | None = None, window: int = 10) -> DatasetReport:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from trainer.data.examples import DatasetReport, Example
 from trainer.data.sources import SourceError, merge_roles
+from vault.jsonparse import JSONProblem, loads
 
 ROLES = ("user", "assistant", "event")
 
@@ -72,7 +73,7 @@ def forgotten_ids(files: list[Path]) -> set[str]:
                 continue
             try:
                 rec = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(rec, dict) and rec.get("role") == "event" and rec.get("event") == "exclude" \
                     and isinstance(rec.get("target"), str):
@@ -95,12 +96,12 @@ def read_turns(path: Path, report: DatasetReport) -> list[Turn]:
             continue
         reason = None
         try:
-            rec = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            rec = loads(line)
+        except JSONProblem as exc:
             if torn_last and n == len(lines):
                 reason = "torn last line (an interrupted write), skipped"
             else:
-                reason = f"invalid JSON: {getattr(exc, 'msg', None) or exc.reason}"
+                reason = f"invalid JSON: {exc.msg}" if exc.line is not None else str(exc)
         else:
             turn_or_reason = _turn(rec, f"{path.stem}:{n}")
             if isinstance(turn_or_reason, str):
