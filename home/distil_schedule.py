@@ -71,11 +71,14 @@ class DistilSchedule:
             return []
         since = datetime.now(UTC) - timedelta(days=BACKLOG_DAYS)
         out = []
-        for s in list_sessions(self.vault):
-            if len(out) >= BACKLOG_SESSIONS:
-                break
+        for s in list_sessions(self.vault):  # newest write first
+            if len(out) >= BACKLOG_SESSIONS or s.modified < since.timestamp():
+                break  # every later log was last written before the cutoff: none is read
             if s.id == skip:
                 continue
+            tail = _last_record(s.path)
+            if tail is not None and (_time(tail) < since or self.marks.get(s.id, 0) >= tail.get("turn", 0)):
+                continue  # its last record says: too old, or read up to the end already
             records = read_log(s.path).records
             if not records or _time(records[-1]) < since:
                 continue
@@ -109,6 +112,20 @@ class DistilSchedule:
         last = max((r.get("turn", 0) for r in records), default=0)
         self.mark(session, last)  # the turns with nothing to read count as read too
         return added
+
+def _last_record(path) -> dict | None:  # noqa: ANN001
+    """The log's last complete record, from its last few kB only (None: unreadable, read it whole)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            lines = fh.read().rstrip(b"\n").split(b"\n")
+        rec = json.loads(lines[-1].decode("utf-8")) if len(lines) > 1 or size <= 65536 else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("turn", 0), int) else None
+
 
 def _time(record: dict) -> datetime:
     try:

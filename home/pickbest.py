@@ -130,5 +130,5 @@ class Pick:
         convo.history += [{"role": "user", "content": self.text}, {"role": "assistant", "content": chosen.reply.text}]
         convo.last = TurnResult(chosen.reply.text, record, user_record)
         if getattr(convo, "recall", None) is not None:
-            convo.recall.index_soon()
+            convo.recall.index_soon(convo.log.session)
         return record, pair

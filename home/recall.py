@@ -50,6 +50,8 @@ class Recall:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()  # index_soon runs on the turn thread and the loader: one indexer
+        self._full = False  # a pass over every log was asked for (start-up)
+        self._sessions: set[str] = set()  # else only these logs (the turn path's own session)
         self.on_indexed: Callable[[int], None] | None = None  # called with the store's new count
         self.on_error: Callable[[str], None] | None = None  # a pass failed (one line); the next pass retries
 
@@ -104,11 +106,17 @@ class Recall:
             return 0
         return index_logs(self.vault, self.store).indexed
 
-    def index_soon(self) -> None:
-        """Ask the background indexer for a pass (returns at once; several asks make one pass)."""
+    def index_soon(self, session: str | None = None) -> None:
+        """Ask the background indexer for a pass (returns at once; several asks make one pass): over
+        `session`'s log only (what a turn just wrote: the cost stays flat however many logs there are),
+        or over every log (None)."""
         with self._start_lock:
             if self.store is None or self._stop:
                 return
+            if session is None:
+                self._full = True
+            else:
+                self._sessions.add(session)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="home-memory-indexer", daemon=True)
                 self._thread.start()
@@ -124,9 +132,12 @@ class Recall:
             self._wake.wait()
             if self._stop:
                 return
-            self._wake.clear()
+            with self._start_lock:
+                self._wake.clear()
+                full, sessions = self._full, sorted(self._sessions)
+                self._full, self._sessions = False, set()
             try:
-                index_logs(self.vault, self.store)
+                index_logs(self.vault, self.store, sessions=None if full else sessions)
             except Exception as exc:  # noqa: BLE001 - a bad log must not kill the indexer; the app shows it
                 self._tell(self.on_error, f"memory indexing failed: {type(exc).__name__}: {exc}")
             else:

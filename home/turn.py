@@ -122,7 +122,7 @@ class Conversation:
             self.history.append({"role": "assistant", "content": reply})
             self.last = TurnResult(reply, record, user_record)
             if self.recall is not None:
-                self.recall.index_soon()
+                self.recall.index_soon(self.log.session)
 
 
 def _adapters(stack) -> list[dict]:

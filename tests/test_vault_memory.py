@@ -256,8 +256,11 @@ def test_kill_9_mid_indexing_loses_nothing_and_duplicates_nothing(vault, embedde
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert first == "16", proc.stderr.read()
-    state = json.loads((vault.memory_dir / "index.json").read_text())
-    assert sum(v["turn"] for v in state["sessions"].values()) < expected  # really killed mid-way
+    import sqlite3
+
+    db = sqlite3.connect(vault.memory_dir / "keyword.sqlite3")
+    assert db.execute("SELECT sum(turn) FROM index_marks").fetchone()[0] < expected  # really killed mid-way
+    db.close()
     with MemoryStore.open(vault, embedder) as store:  # the kernel dropped the dead owner's lock
         t = time.perf_counter()
         report = index_logs(vault, store)

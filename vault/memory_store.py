@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import index_marks
 from .embedder import DEFAULT_NAME, Embedder, load_embedder
 from .errors import VaultError
 from .fsio import DIR_MODE, FILE_MODE, FileLock, LockTimeout, atomic_write_json, ensure_private_dir
@@ -103,6 +104,7 @@ class MemoryStore:
         try:
             self._db = sqlite3.connect(self.dir / KEYWORD_DB, check_same_thread=False)
             self._db.executescript(SCHEMA)
+            self.state["sessions"] = index_marks.load(self._db, self.state.get("sessions"))
             self._items = item_count(self._db)  # for the keyword search's rare-term cap
             self._client = chromadb.PersistentClient(path=str(self.dir / CHROMA_DIR),
                                                      settings=Settings(anonymized_telemetry=False))
@@ -166,6 +168,7 @@ class MemoryStore:
 
     def save_state(self) -> None:
         data = dict(self.state, excluded=sorted(self.state["excluded"]))
+        data.pop("sessions", None)  # one row per session in the keyword database (vault/index_marks.py)
         atomic_write_json(self.dir / STATE_FILE, data)
 
     def private(self) -> None:
@@ -259,6 +262,7 @@ class MemoryStore:
                 self._db.execute("DELETE FROM docs")
             self._items = 0
             self.state = {"sessions": {}, "excluded": set(), "embedder": self.state.get("embedder")}
+            index_marks.clear(self._db)
             self._checked = False
             self.save_state()
 

@@ -3,9 +3,15 @@
 The store is derived data; these are the only writers that decide what is in it.
 
 Logs: turns are upserted under their log id (`<session>:<turn>`), so writing one twice changes nothing;
-the checkpoint (`index.json`: per-session last indexed turn and file size, the excluded ids) is written
-atomically *after* each batch lands in both stores. A kill -9 mid-batch re-upserts that batch on the next
-run: nothing lost, nothing duplicated.
+the checkpoint (per-session last indexed turn and bytes read: vault/index_marks.py, one row per session;
+the excluded ids in `index.json`) is written *after* each batch lands in both stores. A kill -9 mid-batch
+re-upserts that batch on the next run: nothing lost, nothing duplicated.
+
+Cost per turn: the turn path asks for its own session only (`sessions=[id]`): that log is read from where
+the checkpoint left off, its one row is updated, and no other log is listed or stat'd — unless the logs
+folder changed since the last pass (a session file appeared or went: `home ask` beside the app), which
+costs one directory listing, still without a stat per file. A full pass (start-up, `home memory reindex`)
+stats every log and reads only those that grew.
 
 Gestalts: `sync_gestalts` compares every gestalt file with what the checkpoint says was indexed (a
 signature of text, kind, user and times) and adds, replaces or deletes `gestalt:<id>` items to match.
@@ -17,14 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from . import gestalts as gs
+from . import index_marks
 from .layout import Vault
-from .logs import list_sessions, read_log
+from .logs import LogRead, list_sessions
 from .memory_store import GESTALT_PREFIX, MemoryItem, MemoryStore, indexable
 
 BATCH_SIZE = 64
@@ -48,39 +56,41 @@ def exclusions(records: Sequence[dict]) -> set[str]:
 
 
 def index_logs(vault: Vault, store: MemoryStore, batch_size: int = BATCH_SIZE,
-               on_batch: Callable[[int], None] | None = None) -> IndexReport:
+               on_batch: Callable[[int], None] | None = None, sessions: Iterable[str] | None = None) -> IndexReport:
     """Index every logged turn not indexed yet, in batches; apply new exclude events. Safe to kill.
 
-    Sessions whose file size matches the checkpoint are skipped without reading; a session whose file is
-    gone leaves memory too. `on_batch(n_done)` is called after each batch is durable (checkpoint written).
+    Sessions whose file size matches the checkpoint are skipped without reading, and a grown one is read
+    from where the checkpoint left off; a session whose file is gone leaves memory too. `sessions`: only
+    these (and files that appeared or went since the last pass), as the turn path asks; None: every log.
+    `on_batch(n_done)` is called after each batch is durable (checkpoint written).
     One indexer at a time per store (the app's background indexer); searches may run meanwhile.
     """
     t0 = time.perf_counter()
     report = IndexReport()
     with store._mutex:
         st = store.state
-        sessions = sorted(list_sessions(vault), key=lambda s: s.id)
-        gone = set(st["sessions"]) - {s.id for s in sessions}
+        paths, gone = _targets(vault, st, sessions)
         for sid in sorted(gone):
             store.delete_session(sid)
             del st["sessions"][sid]
         done: dict[str, dict] = {}
         pending: list[dict] = []
         excluded: set[str] = set()
-        for s in sessions:
+        for sid, path in sorted(paths.items()):
             try:
-                size = s.path.stat().st_size
+                size = path.stat().st_size
             except OSError:
                 continue
-            prev = st["sessions"].get(s.id) or {"turn": 0, "bytes": -1}
+            prev = st["sessions"].get(sid) or {"turn": 0, "bytes": -1}
             if prev.get("bytes") == size:
                 continue
-            read = read_log(s.path)
+            start = prev["bytes"] if 0 < prev.get("bytes", -1) < size else 0
+            read, end = read_new(path, start)
             report.problems += read.problems
             excluded |= exclusions(read.records)
             turns = [r["turn"] for r in read.records if isinstance(r.get("turn"), int)]
-            done[s.id] = {"turn": max(turns, default=0), "bytes": size}
-            pending += [{**r, "session": s.id} for r in read.records
+            done[sid] = {"turn": max(turns + ([prev.get("turn", 0)] if start else []), default=0), "bytes": end}
+            pending += [{**r, "session": sid} for r in read.records
                         if indexable(r) and r["turn"] > prev.get("turn", 0)]
         report.sessions = len(done)
         fresh = excluded - st["excluded"]
@@ -94,8 +104,9 @@ def index_logs(vault: Vault, store: MemoryStore, batch_size: int = BATCH_SIZE,
         for sid, mark in done.items():
             if sid not in last:
                 st["sessions"][sid] = mark
-        if done or fresh or gone:
-            _save(store)
+        index_marks.save(store._db, st["sessions"], [s for s in done if s not in last] + sorted(gone))
+        if fresh or gone or sessions is None:
+            _save(store)  # index.json: the excluded ids, the logs folder's stamp
     for i in range(0, len(pending), max(1, batch_size)):
         batch = pending[i:i + batch_size]
         store.upsert(batch)
@@ -103,7 +114,7 @@ def index_logs(vault: Vault, store: MemoryStore, batch_size: int = BATCH_SIZE,
             for r in batch:
                 sid = r["session"]
                 st["sessions"][sid] = done[sid] if r["turn"] == last[sid] else {"turn": r["turn"], "bytes": -1}
-            _save(store)
+            index_marks.save(store._db, st["sessions"], {r["session"] for r in batch})
         report.indexed += len(batch)
         if on_batch:
             on_batch(report.indexed)
@@ -116,6 +127,51 @@ def index_logs(vault: Vault, store: MemoryStore, batch_size: int = BATCH_SIZE,
 def _save(store: MemoryStore) -> None:
     store.state["updated"] = datetime.now().astimezone().isoformat(timespec="seconds")
     store.save_state()
+
+
+def _targets(vault: Vault, st: dict, sessions: Iterable[str] | None) -> tuple[dict, set[str]]:
+    """{session: log path} to look at, and the sessions whose log is gone. Every log for a full pass;
+    else the named ones, plus what a listing of the logs folder (no stat per file) shows appeared or
+    went, only when the folder's mtime moved since the last pass."""
+    folder = vault.logs_dir
+    try:
+        stamp = folder.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    if sessions is None:
+        listing = {s.id: s.path for s in list_sessions(vault)}
+        st["logs_stamp"] = stamp
+        return listing, set(st["sessions"]) - set(listing)
+    paths = {sid: folder / f"{sid}.jsonl" for sid in sessions}
+    gone: set[str] = set()
+    if stamp != st.get("logs_stamp"):
+        names = {n[:-6] for n in os.listdir(folder) if n.endswith(".jsonl") and not n.startswith(".")}
+        paths.update((sid, folder / f"{sid}.jsonl") for sid in names - set(st["sessions"]))
+        gone = set(st["sessions"]) - names
+        st["logs_stamp"] = stamp
+    return paths, gone
+
+
+def read_new(path, start: int = 0) -> tuple[LogRead, int]:  # noqa: ANN001
+    """The complete lines of a log from byte `start` on, as records, and the byte where they end (a torn
+    last line waits for its newline: ConversationLog.open adds one before the next record)."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        raw = fh.read()
+    end = raw.rfind(b"\n") + 1
+    records, problems, at = [], [], start
+    for line in raw[:end].split(b"\n"):
+        if line.strip():
+            try:
+                rec = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                rec = None
+            if isinstance(rec, dict):
+                records.append(rec)
+            else:
+                problems.append(f"{path}: byte {at}: not a JSON object (invalid line skipped)")
+        at += len(line) + 1
+    return LogRead(records, problems), start + end
 
 
 def reindex(vault: Vault, store: MemoryStore, rebuild: bool = False, batch_size: int = BATCH_SIZE,

@@ -1,0 +1,133 @@
+"""The cost of memory per turn stays flat as the logs grow (issue 13): after a turn only that session's
+log is read (from where the checkpoint left off) and one checkpoint row written; no other log is opened or
+stat'd and `index.json` is not rewritten. The start-up distillation backlog stops at its cutoff.
+
+Real ChromaDB and the real embedder; the many logs hold only event records (nothing to embed), written
+directly so that building 300 sessions takes no time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from home.distil_schedule import DistilSchedule
+from home.recall import Recall
+from vault.config import GestaltSettings, MemorySettings
+from vault.layout import Vault
+from vault.logs import ConversationLog
+from vault.memory import MemoryStore, index_logs
+
+N_LOGS = 300
+
+
+class FileAccess:
+    """Which files under `folder` are opened (audit hook) or stat'd (os.stat, wrapped) meanwhile."""
+
+    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.folder, self.opened, self.statted, self.on = str(folder), [], [], False
+        sys.addaudithook(self._audit)  # cannot be removed: it records only while `on`
+        real = os.stat
+
+        def stat(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+            if self.on and str(path).startswith(self.folder + os.sep):
+                self.statted.append(Path(path).name)
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "stat", stat)
+
+    def _audit(self, event: str, args: tuple) -> None:
+        if self.on and event == "open" and isinstance(args[0], str | Path) and str(args[0]).startswith(self.folder):
+            self.opened.append(Path(args[0]).name)
+
+    def __enter__(self) -> FileAccess:
+        self.opened.clear()
+        self.statted.clear()
+        self.on = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.on = False
+
+
+def many_logs(vault: Vault, n: int, days_ago: float = 0) -> None:
+    """`n` sessions of one event record each (never indexed, never distilled), last written `days_ago`."""
+    when = time.time() - days_ago * 86400
+    for i in range(n):
+        path = vault.logs_dir / f"old-{i:05d}.jsonl"
+        path.write_text(json.dumps({"v": 1, "id": f"old-{i:05d}:1", "turn": 1, "role": "event", "event": "persona",
+                                    "time": datetime.fromtimestamp(when, UTC).isoformat()}) + "\n")
+        os.utime(path, (when, when))
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from vault.embedder import load_embedder
+
+    return load_embedder()
+
+
+def test_a_turn_reads_only_its_own_log_and_rewrites_no_index_json(tmp_path, embedder, monkeypatch):
+    vault = Vault.open(tmp_path / "v")
+    many_logs(vault, N_LOGS)
+    live = ConversationLog.create(vault, "live")
+    live.append({"role": "user", "text": "My sister Ana lives in Porto.", "user": "me"})
+    with MemoryStore.open(vault, embedder) as store:
+        assert index_logs(vault, store).indexed == 1 and len(store.state["sessions"]) == N_LOGS + 1
+        recall = Recall(vault, store, MemorySettings())
+        state = vault.memory_dir / "index.json"
+        before = state.stat()
+        access = FileAccess(vault.logs_dir, monkeypatch)
+        for n, text in enumerate(["I'm allergic to peanuts.", "My dog is called Biscuit."], 2):
+            live.append({"role": "user", "text": text, "user": "me"})
+            size = live.path.stat().st_size
+            with access:
+                recall.index_soon("live")
+                assert recall.wait_idle(60)
+            assert store.count() == n and store.get(f"live:{n}").text == text
+            assert access.opened == ["live.jsonl"] and set(access.statted) <= {"live.jsonl"}, access.statted
+            assert store.state["sessions"]["live"] == {"turn": n, "bytes": size}
+        after = state.stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
+
+        # a session another process started meanwhile (`home ask` beside the app) is found by a listing
+        other = ConversationLog.create(vault, "asked")
+        other.append({"role": "user", "text": "I drive an old blue Honda Civic.", "user": "me"})
+        with access:
+            recall.index_soon("live")
+            assert recall.wait_idle(60)
+        assert store.get("asked:1") is not None and sorted(access.opened) == ["asked.jsonl"]
+        assert set(access.statted) <= {"live.jsonl", "asked.jsonl"}
+        other.path.unlink()  # and one deleted leaves memory
+        with access:
+            recall.index_soon("live")
+            assert recall.wait_idle(60)
+        assert store.get("asked:1") is None and access.opened == []
+        recall.close()
+
+
+def test_the_backlog_scan_stops_at_the_cutoff(tmp_path, monkeypatch):
+    vault = Vault.open(tmp_path / "v")
+    many_logs(vault, N_LOGS, days_ago=60)  # older than the 30-day backlog: none of these is opened
+    recent = []
+    for name in ("r1", "r2"):
+        log = ConversationLog.create(vault, name)
+        recent.append(log.append({"role": "user", "text": "I live in Lisbon with my partner Sam.", "user": "me"}))
+    schedule = DistilSchedule(vault, GestaltSettings())
+    schedule.mark("r2", recent[1]["turn"])  # r2 was read to its end: only its last record is looked at
+    access = FileAccess(vault.logs_dir, monkeypatch)
+    with access:
+        work = schedule.backlog("me")
+    assert [s for s, _ in work] == ["r1"]
+    assert sorted(set(access.opened)) == ["r1.jsonl", "r2.jsonl"] and access.opened.count("r2.jsonl") == 1
+    old = datetime.now(UTC) - timedelta(days=40)
+    os.utime(vault.logs_dir / "r1.jsonl", (old.timestamp(), old.timestamp()))
+    with access:
+        assert schedule.backlog("me") == []
+    assert access.opened == ["r2.jsonl"]
