@@ -35,3 +35,7 @@ def engine(model_path):
     eng = Engine(model_path, n_ctx=1024)
     yield eng
     eng.close()
+
+# --- two workers: trainings in one group, every other module its own (tests/xdist_groups.py) ---
+
+pytest_plugins = ["tests.xdist_groups"]
