@@ -104,9 +104,11 @@ CARD_PATHS = [("data", k) for k in ("name", "description", "personality", "scena
                                       "tags", "alternate_greetings", "extensions", "character_book")] + [
     ("spec",), ("data",), ("data", "extensions", "home"), ("data", "extensions", "home", "hotkey"),
     ("data", "extensions", "home", "adapters"), ("data", "extensions", "home", "generation"),
-    ("data", "extensions", "home", "tasks")]
+    ("data", "extensions", "home", "tasks"), ("data", "extensions", "home", "adapters", 0, "id"),
+    ("data", "extensions", "home", "adapters", 0, "scale"), ("data", "extensions", "home", "generation", "top_k")]
 CARD = {**GOOD_CARD, "data": {**GOOD_CARD["data"], "name": "Newcomer",
-                              "extensions": {"home": {"hotkey": "f8", "adapters": [], "generation": {}}}}}
+                              "extensions": {"home": {"hotkey": "f8", "adapters": [{"id": "a", "scale": 0.5}],
+                                                      "generation": {"top_k": 20}}}}}
 
 
 @st.composite
@@ -155,9 +157,11 @@ def card_png(draw, size: int = 64) -> Case:
     elif kind == "no-chunk":
         data = png([(b"tEXt", b"Comment\0hello")])
     elif kind == "ztxt":
-        body = draw(st.sampled_from((b"\0" + zlib.compress(good)[:-4], b"\0garbage", b"\x07" + zlib.compress(good),
-                                     b"\0" + zlib.compress(b"\0" * (40 * 1024 * 1024)))))
-        data = png([(b"zTXt", b"chara\0" + body)])
+        which, body = draw(st.sampled_from((
+            ("no-checksum", b"\0" + zlib.compress(good)[:-4]), ("cut", b"\0" + zlib.compress(good)[:-20]),
+            ("garbage", b"\0garbage"), ("method", b"\x07" + zlib.compress(good)),
+            ("bomb", b"\0" + zlib.compress(b"\0" * (40 * 1024 * 1024))))))
+        data, kind = png([(b"zTXt", b"chara\0" + body)]), f"ztxt-{which}"
     elif kind == "itxt":
         data = png([(b"iTXt", b"chara\0\0\0en\0\0" + draw(st.sampled_from((b"\xff\xfe", b"e30", good + b"\xc3"))))])
     elif kind == "huge-chunk":
@@ -165,7 +169,8 @@ def card_png(draw, size: int = 64) -> Case:
     else:
         data = draw(binary(b"\x89PNG\r\n\x1a\n"))
     return Case("card-png", kind, {"inputs/card.png": data}, ["personas", "import", "{root}/inputs/card.png"],
-                ("card.png",), must_fail=kind not in ("wrong-type", "path-trick") and not kind.startswith("huge"))
+                ("card.png",), must_fail=kind not in ("wrong-type", "path-trick", "ztxt-no-checksum")  # every byte of the card is there
+                and not kind.startswith("huge"))
 
 
 # --- manifest.json, read at the start of every command that uses it ---

@@ -148,7 +148,22 @@ def run_cli(argv: list[str], root: Path) -> tuple[int | None, str, str, str | No
     return code, out.getvalue(), err.getvalue(), tb
 
 
-def run_case(case: Case, keep: Path | None = None) -> Verdict:
+def run_process(argv: list[str], root: Path) -> tuple[int | None, str, str, str | None]:
+    """The same, as a user's shell runs it: `python -m home.cli` in its own process."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo), PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "home.cli", "--vault", str(root / "vault"), *argv],
+                          cwd=root / "cwd", env=env, capture_output=True, text=True, timeout=300)
+    code = proc.returncode if proc.returncode >= 0 else None  # killed by a signal: as bad as a traceback
+    crash = None if code is not None else f"killed by signal {-proc.returncode}\n{proc.stderr[-2000:]}"
+    return code, proc.stdout, proc.stderr, crash
+
+
+def run_case(case: Case, keep: Path | None = None, process: bool = False) -> Verdict:
+    """`process`: run the command in a subprocess rather than in this interpreter."""
     root = Path(tempfile.mkdtemp(prefix="home-malformed-", dir=keep))
     try:
         seed(root)
@@ -166,7 +181,7 @@ def run_case(case: Case, keep: Path | None = None) -> Verdict:
             code, err, tb = _run_action(case.action, root)
         else:
             argv = [a.format(root=root) for a in case.argv]
-            code, _out, err, tb = run_cli(argv, root)
+            code, _out, err, tb = (run_process if process else run_cli)(argv, root)
         after = snapshot(root)
         return judge(case, code, err, tb, before, after, root)
     finally:

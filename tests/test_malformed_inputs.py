@@ -37,17 +37,17 @@ FIXED = [
 ]
 
 
-def check(case) -> None:
-    v = run_case(case)
+def check(case, process: bool = False) -> None:
+    v = run_case(case, process=process)
     assert v.clean, f"{case!r}\n{v.traceback or v.escapes or v.changed or v.unclear}"
 
 
-def _run(strategy, n: int) -> None:
+def _run(strategy, n: int, process: bool = False) -> None:
     @settings(max_examples=n, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck))
     @given(strategy)
     def one(case):
-        check(case)
+        check(case, process)
 
     one()
 
@@ -69,3 +69,8 @@ def test_fixed_defect_stays_fixed(target, kind):
 
     _run(TARGETS[target].filter(wanted), 2)
     assert seen, f"the generator never drew a {kind} case"
+
+
+def test_a_real_process_refuses_in_one_line_too():
+    """The same contract from `python -m home.cli` in its own process (the slice above runs in this one)."""
+    _run(TARGETS["card-png"], 1, process=True)
