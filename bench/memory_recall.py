@@ -106,7 +106,8 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def run(path: Path, users: list[str] | None, sessions: int | None, progress: bool = False) -> dict:
+def run(path: Path, users: list[str] | None, sessions: int | None, progress: bool = False,
+        keep: Path | None = None) -> dict:
     from home.recall import Recall
     from vault.blas import all_blas_threads
     from vault.config import MemorySettings
@@ -116,7 +117,13 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
     people, qs = load(path, users, sessions)
     embedder = load_embedder()
     with tempfile.TemporaryDirectory() as tmp:
-        vault = write_logs(Path(tmp) / "v", people)
+        reuse = keep is not None and (keep / "logs").is_dir()
+        if reuse:
+            from vault.layout import Vault
+
+            vault = Vault.open(keep)
+        else:
+            vault = write_logs(keep or Path(tmp) / "v", people)
         turns = sum(len(s["turns"]) for u in people for s in u["sessions"])
         with MemoryStore.open(vault, embedder) as store:
             t0, cpu0 = time.perf_counter(), time.process_time()
@@ -176,13 +183,15 @@ def main() -> int:
     p.add_argument("--users", nargs="+", default=None, help="only these people (default all)")
     p.add_argument("--sessions", type=int, default=None, help="only each person's first N sessions")
     p.add_argument("--json", action="store_true", help="one JSON object: overall, per type, cost")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="build the vault here once and reuse it (query-side experiments; ingest is not re-timed)")
     p.add_argument("--rows", action="store_true", help="with --json: every question's ranked ids too")
     args = p.parse_args()
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     try:
-        res = run(args.data, args.users, args.sessions, progress=not args.json)
+        res = run(args.data, args.users, args.sessions, progress=not args.json, keep=args.keep)
     except (OSError, ValueError, KeyError) as exc:
         print(f"{args.data}: cannot read the set ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2

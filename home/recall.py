@@ -18,9 +18,20 @@ from vault.config import MemorySettings
 from vault.layout import Vault
 from vault.lore import lore_session
 from vault.memory import MemoryBusyError, MemoryStore, index_logs
+from vault.query_plan import plan
 from vault.retrieval import Hit, fit_memory, should_retrieve
 
 LORE_PREFIX = lore_session("")
+
+
+def interleave(lists: list[list[Hit]]) -> list[Hit]:
+    """The first hit of each list, then the second of each, …; a turn found twice is kept once."""
+    seen: dict[str, Hit] = {}
+    for rank in range(max((len(x) for x in lists), default=0)):
+        for hits in lists:
+            if rank < len(hits) and hits[rank].id not in seen:
+                seen[hits[rank].id] = hits[rank]
+    return list(seen.values())
 
 
 @dataclass
@@ -90,13 +101,34 @@ class Recall:
         if self.store is None or self.settings.k <= 0 or not should_retrieve(text):
             return Recalled()
         t0 = time.perf_counter()
-        hits = self.store.search(text, k=self.settings.k + 4, user=user, vector=vector)
+        qp = plan(text, now)  # two-part questions searched part by part; time words → a date window
+        vectors = self._query_vectors(qp, vector)
+        lists = [self.store.search(q, k=self.settings.k + 4, user=user, vector=v, window=qp.window)
+                 for q, v in zip(qp.queries, vectors, strict=True)]
+        hits = interleave(lists)
         own_lore = lore_session(persona) if persona else None
         hits = [h for h in hits if h.session != session
                 and (not h.session.startswith(LORE_PREFIX) or h.session == own_lore)]
         hits = hits[: self.settings.k]
         block, used = fit_memory(hits, self.settings.budget_tokens, count_tokens)
         return Recalled(block, [h.id for h in used], used, True, (time.perf_counter() - t0) * 1000)
+
+    def _query_vectors(self, qp, vector) -> list:  # noqa: ANN001
+        """One embedding per query, blended with its statement form's ("where do I live" + "i live"), all
+        embedded in one batch; the router's embedding of the whole text is reused."""
+        import numpy as np
+
+        texts = [q for i, q in enumerate(qp.queries) if i or vector is None]
+        texts += [s for s in qp.statements if s]
+        got = iter(self.store.embedder.embed(texts)) if texts else iter(())
+        base = [vector if i == 0 and vector is not None else next(got) for i in range(len(qp.queries))]
+        out = []
+        for v, st in zip(base, qp.statements, strict=True):
+            if st:
+                v = np.asarray(v, dtype=np.float32) + next(got)
+                v = v / float(np.linalg.norm(v))
+            out.append(v)
+        return out
 
     # --- after a turn ------------------------------------------------------------------------
 

@@ -310,10 +310,11 @@ class MemoryStore:
         return Hit(row[0], row[1], 1.0, row[2], row[3], row[4]) if row else None
 
     def search(self, query: str, k: int = 5, user: str | None = None, pool: int | None = None,
-               vector=None) -> list[Hit]:  # noqa: ANN001
+               vector=None, window: tuple[float, float] | None = None) -> list[Hit]:  # noqa: ANN001
         """Hybrid search (exact vector + FTS5 keyword, fused, recency-ranked, deduplicated); `user` keeps
         only that user's turns. Empty list when nothing passes the similarity floor. `vector`: the
-        query's embedding by this store's embedder, when the caller has it (the router made it)."""
+        query's embedding by this store's embedder, when the caller has it (the router made it). `window`:
+        the span (epoch seconds) the question's time words name (vault/query_plan.py), ranked up."""
         if not query.strip() or k <= 0:
             return []
         pool = pool or max(4 * k, 20)
@@ -322,7 +323,7 @@ class MemoryStore:
             vectors = self._vectors()
             vec_ids = vectors.top(q, pool, user)
             kw_ids = self._keyword(query, pool, user)
-            ids = list(dict.fromkeys(vec_ids + kw_ids))
+            ids = list(dict.fromkeys(vec_ids + kw_ids + self._in_window(window, user)))
             marks = ",".join("?" * len(ids))
             rows = self._db.execute(f"SELECT id, text, time, epoch, role, session FROM docs WHERE id IN ({marks})",
                                     ids).fetchall() if ids else []
@@ -336,7 +337,7 @@ class MemoryStore:
                 for r, ident in enumerate(ranked, 1):
                     if ident in cands:
                         setattr(cands[ident], attr, r)
-        return by_turn(rank(cands.values(), query, 3 * k), k)  # a turn's sentences compete as one turn
+        return by_turn(rank(cands.values(), query, 3 * k, window=window), k)  # a turn's sentences compete as one turn
 
     def warm(self) -> None:
         """Load the embedder and map the vectors now, e.g. in a background thread at app start, so the
@@ -365,6 +366,15 @@ class MemoryStore:
                 return
             yield page["ids"], [users.get(i, "") for i in page["ids"]], np.asarray(page["embeddings"], np.float32)
             offset += len(page["ids"])
+
+    def _in_window(self, window: tuple[float, float] | None, user: str | None, limit: int = 400) -> list[str]:
+        """Items said inside the question's date window (candidates beside the two lists); none when the
+        window holds more than `limit` (too wide to say anything)."""
+        if window is None:
+            return []
+        sql = "SELECT id FROM docs WHERE epoch >= ? AND epoch < ?" + (" AND user = ?" if user else "") + " LIMIT ?"
+        rows = self._db.execute(sql, (*window, user, limit + 1) if user else (*window, limit + 1)).fetchall()
+        return [r[0] for r in rows] if len(rows) <= limit else []
 
     def _keyword(self, query: str, limit: int, user: str | None) -> list[str]:
         return keyword_ids(self._db, query, limit, user, self._items)

@@ -6,7 +6,7 @@ Ranking, in order:
 1. candidates = the vector list (cosine) and the keyword list (FTS5 bm25), each `pool` deep;
 2. reciprocal rank fusion (k=60): a turn found by both lists beats one found by one;
 3. a similarity floor on the cosine (every candidate has one, keyword-only ones too), so a shared word
-   alone never brings in an unrelated turn; questions count for less (a question is not a fact), and so
+   alone never brings in an unrelated turn; questions and requests count for less (they are not facts), and so
    do the assistant's replies (the user's own words are the ground truth; a reply may be invented);
 4. recency: among near-equal turns (fused score within 8 %, cosine within 20 %) the newer goes first —
    a fact restated later ("I moved to Lisbon") supersedes the old one ("I live in Berlin");
@@ -32,6 +32,8 @@ ASSISTANT_WEIGHT = 0.9
 NEAR_FUSED = 0.08
 NEAR_COSINE = 0.20
 DUPLICATE_COSINE = 0.95
+WINDOW_BOOST = 2.0
+WINDOW_FLOOR = 0.5  # share of the similarity floor a turn said inside the question's date window must reach
 MAX_LINE_CHARS = 400
 WHO = {"user": "the user said", "gestalt": "known about the user"}  # anything else: "you said"
 
@@ -44,6 +46,10 @@ _CHITCHAT = {
     "how", "are", "r", "u", "doing", "what's", "whats", "up", "sup", "going", "it", "is", "so", "much",
     "a", "lot", "very", "too", "and", "again", "there", "all", "well", "i'm", "im", "am", "perfect",
 }
+_GREETING = {"hi", "hello", "hey", "hiya", "yo", "howdy", "morning", "evening", "good", "thanks", "thank",
+             "cheers", "ok", "okay", "bye", "goodbye", "night", "gn"}
+_SOCIAL = {"friend", "buddy", "mate", "pal", "dear", "today", "tonight", "day", "everyone", "guys", "earlier",
+           "help", "helping", "great", "you're", "youre", "amazing", "doing", "chat", "talk", "again"}
 _MEMORY_CUES = {
     "my", "mine", "me", "i", "i'm", "i've", "i'd", "we", "our", "us", "remember", "remind", "told",
     "said", "mentioned", "last", "before", "earlier", "again", "favorite", "favourite", "usual",
@@ -68,6 +74,8 @@ def should_retrieve(text: str) -> bool:
         return False
     if all(w in _CHITCHAT for w in ws):
         return False  # "hi!", "thanks a lot", "how are you?", "ok cool"
+    if ws[0] in _GREETING and all(w in _CHITCHAT or w in _SOCIAL or w in STOPWORDS for w in ws):
+        return False  # "good morning, how are you today, my friend?", "hey, thanks again for earlier!"
     if any(w in _MEMORY_CUES for w in ws):
         return True  # "what's my sister's name?", "remember the plan?"
     return len(ws) >= 3 or text.rstrip().endswith("?")
@@ -75,6 +83,20 @@ def should_retrieve(text: str) -> bool:
 
 def is_question(text: str) -> bool:
     return text.rstrip().endswith("?")
+
+
+_ASK = {"tell", "give", "help", "plan", "write", "suggest", "make", "show", "explain", "can", "could", "would",
+        "please", "remind", "find", "list", "draft", "translate", "summarise", "summarize", "recommend", "check",
+        "describe", "name", "create", "how", "what", "why", "which", "who", "where", "when"}
+
+
+def is_request(text: str) -> bool:
+    """A question, or a message that starts with a request ("Give me…", "Recommend…"): what the user
+    asked, not what they told (a fact about them is a statement)."""
+    if is_question(text):
+        return True
+    ws = words(text)
+    return bool(ws) and ws[0] in _ASK
 
 
 def normalise(text: str) -> str:
@@ -111,6 +133,7 @@ class Candidate:
     vec_rank: int | None = None
     kw_rank: int | None = None
     fused: float = field(default=0.0)
+    win_rank: int | None = None  # rank by cosine among the candidates said inside the question's date window
 
 
 class VectorMatrix:
@@ -208,23 +231,33 @@ def _best(sims: np.ndarray, n: int, mask: np.ndarray | None, offset: int) -> np.
     return best[np.argsort(-sims[best], kind="stable")] + offset
 
 
-def rank(candidates: Iterable[Candidate], query: str, k: int, min_similarity: float = MIN_SIMILARITY) -> list[Hit]:
-    """Candidates (with `cosine` and the list ranks filled in) → the best `k` hits, as described above."""
+def rank(candidates: Iterable[Candidate], query: str, k: int, min_similarity: float = MIN_SIMILARITY,
+         window: tuple[float, float] | None = None) -> list[Hit]:
+    """Candidates (with `cosine` and the list ranks filled in) → the best `k` hits, as described above.
+    `window` (epoch seconds, from the question's time words: vault/query_plan.py): turns said inside it
+    form a third fused list (by cosine) and weigh WINDOW_BOOST times more."""
     qnorm = normalise(query)
     cands = list(candidates)
     for c in cands:
-        if is_question(c.text):
+        if is_request(c.text):
             c.cosine *= QUESTION_WEIGHT
         if c.role == "assistant":
             c.cosine *= ASSISTANT_WEIGHT
     vector = sorted((c for c in cands if c.vec_rank is not None), key=lambda c: -c.cosine)
     for i, c in enumerate(vector, 1):
         c.vec_rank = i  # re-ranked after the question weight
+    if window is not None:  # a third list: what was said in the window, by cosine
+        inside = sorted((c for c in cands if window[0] <= c.epoch < window[1]), key=lambda c: -c.cosine)
+        for i, c in enumerate(inside, 1):
+            c.win_rank = i
     pool: list[Candidate] = []
     for c in cands:
-        if c.cosine < min_similarity or normalise(c.text) == qnorm:
+        floor = min_similarity * (WINDOW_FLOOR if c.win_rank is not None else 1.0)  # the date says much
+        if c.cosine < floor or normalise(c.text) == qnorm:
             continue  # below the floor, or the user's own question asked again
-        c.fused = sum(1.0 / (RRF_K + r) for r in (c.vec_rank, c.kw_rank) if r is not None)
+        c.fused = sum(1.0 / (RRF_K + r) for r in (c.vec_rank, c.kw_rank, c.win_rank) if r is not None)
+        if c.win_rank is not None:
+            c.fused *= WINDOW_BOOST
         pool.append(c)
     pool.sort(key=lambda c: (-c.fused, -c.cosine, -c.epoch))
     ordered = _newer_first_among_equals(pool)
