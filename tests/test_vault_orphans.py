@@ -207,21 +207,22 @@ def test_temp_names_carry_their_writer(tmp_path):
     assert temp_owner("settings.json") is None and temp_owner(".hidden") is None
 
 
-def waits_on(pid: int, lock: Path, timeout: float = 60.0) -> bool:
-    """Whether process `pid` opens `lock` (Linux /proc) before it exits or `timeout` passes."""
+def waits_on(pid: int, timeout: float = 60.0) -> bool:
+    """Whether process `pid` is seen waiting for a lock (Linux /proc) before it exits or `timeout` passes:
+    asleep in a lock's poll (`hrtimer_nanosleep`) three samples in a row. A command starting up imports
+    and reads files but never sleeps; vault.fsio.FileLock (filelock) polls with a sleep and holds no
+    descriptor of the lock file while it waits."""
     deadline = time.monotonic() + timeout
+    asleep = 0
     while time.monotonic() < deadline:
         try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except FileNotFoundError:
+            with open(f"/proc/{pid}/wchan") as fh:
+                asleep = asleep + 1 if fh.read() == "hrtimer_nanosleep" else 0
+        except OSError:
             return False
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(lock):
-                    return True
-            except OSError:
-                continue
-        time.sleep(0.05)
+        if asleep >= 3:
+            return True
+        time.sleep(0.02)
     return False
 
 
@@ -236,7 +237,7 @@ def test_adapters_add_holds_the_adapters_lock(tmp_path, lora):
     try:
         proc = subprocess.Popen([sys.executable, "-m", "home.cli", "adapters", "add", str(lora), "--name", "x"],
                                 cwd=REPO, env=home_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert waits_on(proc.pid, vault.lock_path("adapters")), proc.communicate()
+        assert waits_on(proc.pid), proc.communicate()
         time.sleep(0.5)
         assert proc.poll() is None and not (vault.adapters_dir / "x").exists()  # nothing written yet
     finally:

@@ -155,6 +155,21 @@ def test_import_png_chara_chunk(vault, tmp_path, kind):
     assert p.id == "captain-brisk" and p.data["extensions"]["other_app"] == {"x": 1}
 
 
+def test_a_card_after_real_image_data(vault, tmp_path):
+    """Card editors append the text after the image data (before IEND); it is found there, by keyword
+    case-insensitively, the first chunk of a keyword winning."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 96), (200, 120, 40)).save(buf, "PNG")
+    blob = buf.getvalue()
+    extra = chunk(b"tEXt", b"Chara\0" + b64(V2_CARD)) + chunk(b"tEXt", b"chara\0ignored: the first one wins")
+    (tmp_path / "card.png").write_bytes(blob[:-12] + extra + blob[-12:])
+    assert import_card(vault, tmp_path / "card.png").id == "captain-brisk"
+
+
 def test_import_png_prefers_ccv3(vault, tmp_path):
     path = tmp_path / "both.png"
     path.write_bytes(png(text_chunk("chara", V2_CARD), text_chunk("ccv3", V3_CARD)))
@@ -238,6 +253,9 @@ BAD_INPUTS = {
     "png-bad-crc": (png(flip_last_byte(text_chunk("chara", V2_CARD))), "fails its CRC check"),
     "png-bad-zlib": (png(chunk(b"zTXt", b"chara\0\0not zlib")), "bad compressed data"),
     "png-bad-signature": (b"\x89PNX\r\n\x1a\n" + b"\0" * 20, "not a PNG"),
+    "png-bad-chunk-type": (png(chunk(b"t\0Xt", b"chara\0x")), "corrupt PNG (no valid chunk type at byte 55)"),
+    "png-zlib-bomb": (png(chunk(b"zTXt", b"chara\0\0" + zlib.compress(b"A" * (2 << 20)))), "zTXt chunk 'chara' at byte"),
+    "png-itxt-not-utf8": (png(chunk(b"iTXt", b"chara\0\0\0en\0\0\xff\xfe")), "text that is not UTF-8"),
 }
 
 

@@ -6,6 +6,10 @@ import json
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +71,34 @@ def test_lock_excludes_other_processes(tmp_path):
         proc.join(10)
     with FileLock(tmp_path / "m.lock", timeout=1):
         pass
+
+
+def test_lock_semantics_the_app_and_the_trainer_rely_on(tmp_path):
+    """A holder killed by SIGKILL leaves no stale lock; a second lock on one path waits in the same thread
+    too (not re-entrant); any thread may release (the memory store's lock is released by whoever closes
+    the store: filelock's default thread-local holds would keep it); the file 0600 in a 0700 folder."""
+    path = tmp_path / "locks" / "k.lock"
+    code = ("import sys, time; from vault.fsio import FileLock\n"
+            f"lock = FileLock({str(path)!r}); lock.acquire(); print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(LockTimeout, match="k.lock: still locked by another process after 0.1 s"):
+            FileLock(path, timeout=0.1).acquire()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    lock = FileLock(path, timeout=0)
+    lock.acquire()  # the dead holder's lock went with it
+    with pytest.raises(LockTimeout):
+        FileLock(path, timeout=0.05).acquire()
+    releaser = threading.Thread(target=lock.release)
+    releaser.start()
+    releaser.join()
+    with FileLock(path, timeout=0):
+        pass
+    assert mode(path) == 0o600 and mode(path.parent) == 0o700
 
 
 def _entry(ident: str, **kw) -> AdapterEntry:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import json
 import os
 import re
@@ -223,42 +222,36 @@ class LockTimeout(OSError):
 
 
 class FileLock:
-    """An exclusive `flock` on a lock file, shared by the app and the trainer process.
+    """An exclusive lock on a lock file, between Home's processes (the app, `home …`, the trainer) and threads.
 
-    Blocking with a timeout, so a stuck holder is reported instead of hanging the UI forever. Not
-    re-entrant: a process takes it around one read-modify-write.
+    `filelock` underneath (flock on Unix: the kernel drops it when its holder dies, so no lock is ever
+    stale; a soft lock with a pid where a filesystem has no flock). What Home adds: the file is 0600 in
+    a 0700 folder; a timeout (0: one try) raises `LockTimeout` naming the file, so a stuck holder is
+    reported instead of hanging the UI; any thread may release (filelock's default thread-local holds
+    would leave a lock taken on one thread and released on another held: the memory store's is). Not
+    re-entrant: a second FileLock on the same path waits, in the same thread too.
     """
 
     def __init__(self, path: str | os.PathLike, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        self._fd: int | None = None
+        self._lock: Any = None
 
     def acquire(self) -> None:
+        import filelock
+
         ensure_private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        deadline = time.monotonic() + self.timeout
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fd = fd
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise LockTimeout(f"{self.path}: still locked by another process after {self.timeout:g} s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        lock = filelock.FileLock(self.path, timeout=self.timeout, mode=FILE_MODE, thread_local=False)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise LockTimeout(f"{self.path}: still locked by another process after {self.timeout:g} s") from None
+        self._lock = lock
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> FileLock:
         self.acquire()

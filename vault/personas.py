@@ -14,9 +14,7 @@ import copy
 import json
 import math
 import re
-import struct
 import unicodedata
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +23,11 @@ from .errors import PersonaError
 from .fsio import atomic_write_json
 from .jsonparse import JSONProblem, loads
 from .layout import Vault
+from .png_text import PNG_SIGNATURE, png_text_chunks
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_personas"
 SPEC_V2, SPEC_V3 = "chara_card_v2", "chara_card_v3"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CARD_KEYWORDS = ("ccv3", "chara")  # preference order: the V3 spec says ccv3 wins when both are present
-MAX_TEXT_BYTES = 32 * 1024 * 1024  # a compressed chunk may not inflate past this (zip-bomb guard)
 
 # V2 `data` fields in spec order, with the value a missing (or null) field gets.
 V2_FIELDS: dict[str, Any] = {
@@ -307,7 +304,7 @@ def _parse_json(blob: bytes, src: str, where: str = "") -> Any:
 
 def _card_from_png(blob: bytes, src: str) -> Any:
     """The card JSON from a PNG's `ccv3` (preferred) or `chara` text chunk: base64 of a V3/V2 card."""
-    chunks = _png_card_chunks(blob, src)
+    chunks = png_text_chunks(blob, src, CARD_KEYWORDS)
     keyword = next((k for k in CARD_KEYWORDS if k in chunks), None)
     if keyword is None:
         raise PersonaError(f"{src}: PNG has no character card (no 'chara' or 'ccv3' text chunk)")
@@ -320,65 +317,3 @@ def _card_from_png(blob: bytes, src: str) -> Any:
     except (binascii.Error, ValueError):
         raise PersonaError(f"{src}: '{keyword}' chunk: not valid base64") from None
     return _parse_json(payload, src, f"'{keyword}' chunk: ")
-
-
-def _png_card_chunks(blob: bytes, src: str) -> dict[str, str]:
-    """Walk the chunks up to IEND, checking the signature, every length, and the CRC of text chunks."""
-    if not blob.startswith(PNG_SIGNATURE):
-        raise PersonaError(f"{src}: not a PNG file (bad signature)")
-    found: dict[str, str] = {}
-    pos = len(PNG_SIGNATURE)
-    while True:
-        if pos + 12 > len(blob):
-            raise PersonaError(f"{src}: truncated PNG (ends at byte {len(blob)} before the IEND chunk)")
-        length, ctype = struct.unpack(">I4s", blob[pos:pos + 8])
-        end = pos + 12 + length
-        if end > len(blob):
-            raise PersonaError(f"{src}: truncated PNG ({ctype.decode('latin-1')!r} chunk at byte {pos} "
-                               f"declares {length} bytes, {len(blob) - pos - 12} remain)")
-        body = blob[pos + 8:pos + 8 + length]
-        if ctype in (b"tEXt", b"zTXt", b"iTXt"):
-            keyword, _, rest = body.partition(b"\0")
-            name = keyword.decode("latin-1").lower()
-            if name in CARD_KEYWORDS and name not in found:
-                where = f"{ctype.decode()} chunk '{name}' at byte {pos}"
-                if zlib.crc32(ctype + body) != struct.unpack(">I", blob[end - 4:end])[0]:
-                    raise PersonaError(f"{src}: corrupt PNG ({where} fails its CRC check)")
-                found[name] = _chunk_text(ctype, rest, src, where)
-        if ctype == b"IEND":
-            return found
-        pos = end
-
-
-def _chunk_text(ctype: bytes, rest: bytes, src: str, where: str) -> str:
-    """The text after the keyword: tEXt is Latin-1, zTXt is zlib'd Latin-1, iTXt is UTF-8, maybe zlib'd."""
-    try:
-        if ctype == b"tEXt":
-            return rest.decode("latin-1")
-        if ctype == b"zTXt":
-            if rest[:1] != b"\0":
-                raise PersonaError(f"{src}: {where}: unknown compression method")
-            return _inflate(rest[1:], src, where).decode("latin-1")
-        flag, method = rest[:1], rest[1:2]
-        _lang, _, tail = rest[2:].partition(b"\0")
-        _translated, _, text = tail.partition(b"\0")
-        if flag == b"\1":
-            if method != b"\0":
-                raise PersonaError(f"{src}: {where}: unknown compression method")
-            text = _inflate(text, src, where)
-        return text.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PersonaError(f"{src}: {where}: text is not valid UTF-8") from None
-
-
-def _inflate(data: bytes, src: str, where: str) -> bytes:
-    d = zlib.decompressobj()
-    try:
-        out = d.decompress(data, MAX_TEXT_BYTES)
-    except zlib.error as exc:
-        raise PersonaError(f"{src}: {where}: bad compressed data ({exc})") from None
-    if d.unconsumed_tail:
-        raise PersonaError(f"{src}: {where}: inflates past {MAX_TEXT_BYTES // (1024 * 1024)} MiB")
-    if not d.eof:
-        raise PersonaError(f"{src}: {where}: compressed data is truncated")
-    return out
