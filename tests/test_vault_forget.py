@@ -6,13 +6,15 @@ Real files, the real ChromaDB store and MiniLM embedder.
 
 from __future__ import annotations
 
+import multiprocessing
+
 import pytest
 
 from tests.test_vault_memory import write_session
 from vault import gestalts as gs
 from vault.forget import forget
 from vault.layout import Vault
-from vault.logs import read_log
+from vault.logs import ConversationLog, read_log
 from vault.memory import MemoryStore, MemoryStoreError, index_logs, reindex, sync_gestalts
 
 TURNS = [("user", "My bank PIN is 4921.", 0), ("assistant", "Please keep that private.", 0),
@@ -93,3 +95,42 @@ def test_with_the_index_it_is_told_and_writes_no_source(seeded, embedder):
             with pytest.raises(MemoryStoreError, match="unknown memory id"):
                 forget(vault, ["s1:1", bad], store=store)
         assert events(vault, "s1") == [("exclude", "s1:3")] and store.get("s1:1") is not None  # nothing changed
+
+
+def _chat(root, stop, said) -> None:
+    """The app with memory off: its one open log of the session, a question and a reply per turn."""
+    log = ConversationLog.open(Vault.open(root), "s1")
+    while not stop.is_set() or said.value < 20:
+        log.append({"role": "user", "user": "me", "text": f"question {said.value}"})
+        log.append({"role": "assistant", "text": f"answer {said.value}"})
+        said.value += 1
+
+
+def test_forget_while_the_app_writes_the_same_log_loses_nothing(tmp_path):
+    """`home memory forget` in one process while the app (memory off) appends to the session it names:
+    every record of both lands once, turn numbers stay one per record (each append takes the log's lock
+    and numbers from the file), and each forgotten turn has one exclude event."""
+    vault = Vault.open(tmp_path / "v")
+    log = ConversationLog.create(vault, "s1")
+    old = [log.append({"role": "user", "user": "me", "text": f"old {i}"})["id"] for i in range(20)]
+    ctx = multiprocessing.get_context("fork")
+    stop, said = ctx.Event(), ctx.Value("i", 0)
+    chat = ctx.Process(target=_chat, args=(vault.root, stop, said))
+    chat.start()
+    try:
+        for ident in old:
+            assert forget(vault, [ident]).ids == [ident]
+        stop.set()
+        chat.join(60)
+    finally:
+        chat.kill()
+    assert chat.exitcode == 0
+    read = read_log(log.path)
+    assert read.problems == []
+    records = read.records
+    assert [r["turn"] for r in records] == list(range(1, len(records) + 1))
+    assert len({r["id"] for r in records}) == len(records)
+    chat_texts = [r["text"] for r in records if r["role"] != "event" and not r["text"].startswith("old")]
+    assert chat_texts == [f"{kind} {n}" for n in range(said.value) for kind in ("question", "answer")]
+    excluded = [r["target"] for r in records if r.get("event") == "exclude"]
+    assert sorted(excluded) == sorted(old)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import LogError
-from .fsio import FILE_MODE, append_line_fsync, fsync_dir
+from .fsio import FILE_MODE, fsync_dir
 from .jsonparse import JSONProblem, loads
 from .layout import Vault
 
@@ -91,13 +91,7 @@ class ConversationLog:
             raise LogError(f"no session '{session_id}' in {vault.logs_dir} (latest: {known})")
         records = read_log(path).records
         last = max((r.get("turn", 0) for r in records if isinstance(r.get("turn"), int)), default=0)
-        with open(path, "rb") as fh:  # a torn last line must not swallow the next record
-            fh.seek(0, os.SEEK_END)
-            if fh.tell():
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    append_line_fsync(path, "")
-        return cls(path, session_id, last + 1)
+        return cls(path, session_id, last + 1)  # writes nothing: a torn last line is ended by `append`, under the lock
 
     def append(self, record: dict) -> dict:
         """Stamp (v, id, session, turn, time), write one line, fsync. Returns the record as written.
