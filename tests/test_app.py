@@ -59,6 +59,22 @@ async def say(pilot, app: HomeApp, text: str) -> None:
     await wait_for(pilot, lambda: app.session.conversation.last is not before and not app.chat.generating)
 
 
+def footer(app: HomeApp) -> dict[str, str]:
+    """The keys the footer shows now: {key: label}."""
+    return {key: b.binding.description for key, b in app.screen.active_bindings.items()
+            if b.binding.show and b.enabled}
+
+
+def keys_panel_text(app: HomeApp) -> str:
+    """What F12's keys panel lists, as plain text."""
+    from rich.console import Console
+    from textual.widgets._key_panel import BindingsTable
+
+    console = Console(width=100, record=True, color_system=None)
+    console.print(app.screen.query_one(BindingsTable).render_bindings_table())
+    return console.export_text()
+
+
 def drive(app: HomeApp, scenario: Callable[..., Awaitable[None]]) -> None:
     async def main() -> None:
         async with app.run_test(size=SIZE) as pilot:
@@ -120,13 +136,27 @@ def test_escape_stops_a_long_reply_and_logs_it_partial(tmp_path):
 
     async def scenario(pilot):
         await wait_ready(pilot, app)
+        assert "escape" not in footer(app) and footer(app)["f12"] == "Keys"  # nothing to stop: Esc not offered
         app.chat.query_one(PromptInput).insert("Write a long essay about the history of Rome, with many sections.")
         await pilot.press("enter")
         await wait_for(pilot, lambda: (r := app.chat.query_one(MessageList).last_reply) and r.text)
+        assert footer(app)["escape"] == "Stop reply"
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.chat.generating)
         reply = app.chat.query_one(MessageList).last_reply
         assert reply.border_subtitle == "(stopped)"
+        await pilot.pause()
+        assert "escape" not in footer(app)
+        # F12: every key, those the footer has no room for too (the README's list).
+        await pilot.press("f12")
+        await pilot.pause()
+        keys = keys_panel_text(app)
+        for key, what in [("^b", "Pick best"), ("^f", "Search"), ("^y", "Copy"), ("^o", "Memory"), ("^t", "Retrain"),
+                          ("^v", "Voice"), ("f1", "Base")]:
+            assert any(key in line and what in line for line in keys.splitlines()), (key, what, keys)
+        await pilot.press("f12")
+        await pilot.pause()
+        assert not app.screen.query("HelpPanel")
 
     drive(app, scenario)
     (reply,) = [r for r in records(vault) if r["role"] == "assistant"]

@@ -11,7 +11,7 @@ import pytest
 
 from home.app.commands import HomeCommands
 from home.app.widgets.train_panel import TrainPanel, TrainView
-from tests.test_app import drive, make_app, records, say, wait_for, wait_ready
+from tests.test_app import drive, footer, make_app, records, say, wait_for, wait_ready
 from tests.test_app_palette import run_command
 from tests.test_trainer_e2e import write_logs
 
@@ -27,7 +27,7 @@ def manifest(vault) -> dict:
 def test_retrain_registers_hot_loads_and_announces_while_the_chat_answers(tmp_path):
     vault = tmp_path / "v"
     write_logs(vault)
-    app = make_app(vault, user="bo", train_steps=6, train_args=TINY)
+    app = make_app(vault, user="bo", train_steps=3, train_args=TINY)
     chat_log: list[str] = []
 
     async def scenario(pilot):
@@ -39,12 +39,14 @@ def test_retrain_registers_hot_loads_and_announces_while_the_chat_answers(tmp_pa
         assert "Cancel training" in [name for name, _, _ in HomeCommands(app.screen)._commands()]
         await say(pilot, app, "hello")  # the worker is another process: the chat keeps answering
         assert app.training_running
+        assert footer(app)["escape"] == "Cancel training"  # no reply to stop: Esc would stop the training
         chat_log.append(app.session.conversation.log.session)
         await wait_for(pilot, lambda: panel.view.finished and not app.training_running, timeout=300)
         view = panel.view
         assert view.outcome.startswith("registered bo-voice-1 · held-out perplexity"), panel.text
-        assert view.step == view.total == 6 and len(view.losses) >= 1 and view.base_val_loss is not None
+        assert view.step == view.total == 3 and len(view.losses) >= 1 and view.base_val_loss is not None
         assert app.retrain.code == 0 and "stage: done" in panel.text
+        assert "escape" not in footer(app)
         await wait_for(pilot, lambda: "bo-voice-1" in app.session.engine.loaded_adapters, timeout=30)
         await wait_for(pilot, lambda: any("your new voice adapter bo-voice-1 is loaded" in str(w.render())
                                           for w in app.chat.query("SystemLine")), timeout=30)
@@ -70,11 +72,13 @@ def test_cancel_stops_with_a_checkpoint_and_registers_nothing(tmp_path):
         panel = app.chat.query_one(TrainPanel)
         await wait_for(pilot, lambda: panel.view.step >= 1 or panel.view.finished, timeout=240)
         panel.query_one("#train-cancel").focus()
+        assert footer(app)["escape"] == "Cancel training"
         await pilot.press("escape")  # the panel's own Esc: cancel training (not the reply)
         assert app.retrain.interrupted, panel.text
         await wait_for(pilot, lambda: panel.view.finished and not app.training_running, timeout=120)
         assert "stopped at step" in panel.view.outcome and "home train --resume" in panel.view.outcome
         assert app.retrain.code == 130
+        assert footer(app)["escape"] == "Close"  # the panel's Esc now closes it
         await pilot.click("#train-cancel")  # now "Close"
         assert not panel.display
 
@@ -98,7 +102,8 @@ def test_panel_state_follows_trainer_events():
     view.apply({"event": "eval", "stage": "heldout", "perplexity_base": 9.0, "perplexity_adapter": 4.5})
     view.apply({"event": "registered", "id": "bo-voice-1"})
     view.apply({"event": "done", "id": "bo-voice-1"})
-    assert view.finished and view.outcome == "registered bo-voice-1 · held-out perplexity 9.00 → 4.50"
+    assert view.finished and view.outcome == ("registered bo-voice-1 · held-out perplexity 9.00 → 4.50 · "
+                                         "sounds 50% more like you than the base")
     stopped = TrainView()
     stopped.apply({"event": "stopped", "step": 2, "total": 40})
     stopped.apply({"event": "error", "message": "late"})

@@ -37,6 +37,7 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         Binding("ctrl+t", "retrain", "Retrain", id="retrain", show=False, priority=True),
         Binding("ctrl+b", "pick_best", "Pick best", id="pick_best", show=False),
         Binding("ctrl+f", "search", "Search", id="search", show=False),
+        Binding("f12", "toggle_keys", "Keys", id="keys"),  # every key, the hidden ones too (Textual's panel)
     ]
 
     def __init__(self, options: AppOptions | None = None, **kwargs: object) -> None:
@@ -73,7 +74,10 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
             self.show_error(exc)
             return
         keys = self.session.config.keys
-        self.set_keymap({k: v for k, v in keys.items() if k in BINDING_IDS})
+        keymap = {k: v for k, v in keys.items() if k in BINDING_IDS}
+        if "cancel" in keymap:  # one key stops what runs: the reply, else the training
+            keymap["cancel_training"] = keymap["cancel"]
+        self.set_keymap(keymap)
         for p in self.session.personas:
             hotkey = p.home.get("hotkey")
             if hotkey:  # priority: a focused TextArea binds f6/f7 itself (select line / all)
@@ -222,12 +226,20 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
             panel.refuse(refusal)
             return
         panel.start()
+        self._keys_changed()
         self._read_training(self.retrain, panel)
+
+    def action_toggle_keys(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
 
     def action_cancel_training(self) -> None:
         if self.retrain is not None and self.retrain.cancel():
             if self.chat is not None:
                 self.chat.query_one(TrainPanel).stopping()
+            self._keys_changed()
 
     @work(thread=True, group="retrain", exit_on_error=False)
     def _read_training(self, run: RetrainRun, panel: TrainPanel) -> None:
@@ -236,6 +248,12 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         the pipe to its end and reaps the worker."""
         code, why = run.follow(lambda event: self.call_from_thread(self._training_event, panel, event))
         self.from_thread(panel.ended, code, why)
+        self.from_thread(self._keys_changed)
+
+    def _keys_changed(self) -> None:
+        """What Esc does (stop a reply, cancel training, nothing) changed: the footer asks again."""
+        if self.chat is not None:
+            self.chat.refresh_bindings()
 
     async def _training_event(self, panel: TrainPanel, event: dict) -> None:
         panel.show_event(event)

@@ -32,7 +32,10 @@ TRAIN_HINT = "No voice adapter for {user} yet: press ctrl+t (Retrain my voice) o
 
 class ChatScreen(Screen[None]):
     BINDINGS = [
-        Binding("escape", "cancel", "Stop", id="cancel"),
+        # Esc stops the reply when one streams, else cancels training when it runs, else is not shown:
+        # the footer says what it would do now (check_action).
+        Binding("escape", "cancel", "Stop reply", id="cancel"),
+        Binding("escape", "cancel_training", "Cancel training", id="cancel_training"),
         Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate"),
         Binding("ctrl+n", "new_chat", "New chat", id="new_chat"),
         Binding("ctrl+v", "toggle_voice", "Voice", id="voice", priority=True),
@@ -106,6 +109,7 @@ class ChatScreen(Screen[None]):
         await self.query_one(MessageList).add(reply)
         self._cancel = threading.Event()
         self.generating = True
+        self.refresh_bindings()
         self._generate(text, reply, self._cancel)
 
     @work(thread=True, exclusive=True, group="turn", exit_on_error=False)
@@ -132,10 +136,21 @@ class ChatScreen(Screen[None]):
         await reply.finish(stopped=stopped, error=error)
         self.generating = False
         self._cancel = None
+        self.refresh_bindings()
         if error:
             self.notify(error, severity="error", timeout=8)
         self.refresh_status()
         self.app.after_turn()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel":
+            return self.generating
+        if action == "cancel_training":  # bound here, not on the app, so that a reply's Esc comes first
+            return self.app.training_running and not self.app.retrain.interrupted
+        return True
+
+    def action_cancel_training(self) -> None:
+        self.app.action_cancel_training()
 
     def action_cancel(self) -> None:
         if self._cancel is not None:

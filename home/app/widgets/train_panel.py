@@ -114,7 +114,7 @@ class TrainView:
 class TrainPanel(Vertical):
     """Hidden until a run starts; stays up with the outcome until closed (its button or Esc)."""
 
-    BINDINGS = [Binding("escape", "cancel_or_close", "Cancel training")]
+    BINDINGS = [Binding("escape", "cancel_training", "Cancel training"), Binding("escape", "close", "Close")]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -184,8 +184,24 @@ class TrainPanel(Vertical):
             event.stop()
             self.action_cancel_or_close()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc cancels the run while it trains, then closes the panel: the footer shows the one that applies."""
+        done = self.view.finished and not self.app.training_running  # type: ignore[attr-defined]
+        if action == "close":
+            return done
+        if action == "cancel_training":
+            run = self.app.retrain  # type: ignore[attr-defined]
+            return not done and not (run is not None and run.interrupted)
+        return True
+
     def action_cancel_or_close(self) -> None:
         if self.view.finished and not self.app.training_running:  # type: ignore[attr-defined]
-            self.display = False
+            self.action_close()
             return
+        self.action_cancel_training()
+
+    def action_cancel_training(self) -> None:
         self.app.action_cancel_training()  # type: ignore[attr-defined]
+
+    def action_close(self) -> None:
+        self.display = False
