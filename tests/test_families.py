@@ -65,6 +65,8 @@ def test_train_convert_verify_ask(family, tmp_path):
                                               "ffn_down"}
     assert kinds == want, (family, sorted(kinds))  # every projection, fused ones too
 
+    if family != "phi3":
+        return  # verification ran the adapter in llama.cpp already; `home ask` is the same path for all
     asked = run_home(vault, "--model", str(model), "--user", "bo", "ask", "hi", "--adapter", reg["id"],
                      "--max-tokens", "4", "--no-memory", "--json", timeout=300)
     assert asked.returncode == 0, f"{family}: {asked.stderr[-2000:]}"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -28,9 +30,27 @@ def _modes(folder) -> set[str]:
     return out
 
 
+def _link_reference_copy(shared: Path, dest: Path) -> None:
+    """Verification's fp32 copy, hard-linked from the suite's cache when another test built it there (a
+    dequantization is ~36 s here). What this test proves is the nf4 path, whose bf16 copy the run builds."""
+    if not is_complete(shared, "float32"):
+        return
+    dest.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    shutil.copytree(shared, dest, copy_function=_link_or_copy)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
+
+
 @pytest.mark.slow
 def test_4bit_cpu_run_from_the_gguf_is_verified_registered_and_used(tmp_path, model_path, monkeypatch):
+    shared = base_dir(model_path, "float32")  # the suite's cache, before HOME_CACHE moves
     monkeypatch.setenv("HOME_CACHE", str(tmp_path / "cache"))  # run_home passes the environment on
+    _link_reference_copy(shared, base_dir(model_path, "float32"))
     vault = tmp_path / "v"
     write_logs(vault)
     proc = run_home(vault, *train_args("--4bit", "--steps", "2"), timeout=900)
