@@ -113,6 +113,10 @@ CARD = {**GOOD_CARD, "data": {**GOOD_CARD["data"], "name": "Newcomer",
 
 @st.composite
 def card_json(draw, size: int = 64) -> Case:
+    if draw(st.integers(0, 7)) == 0:  # a persona named on the command line (as --persona and config do)
+        which, name = draw(st.sampled_from([("trick", t) for t in TRICKS] + [("huge", "x" * size * 1024)]))
+        return Case("card-json", f"name-arg-{which}", {}, ["personas", "show", name], ("unknown persona",),
+                    must_fail=True)
     kind, data, fld = draw(json_doc(CARD, CARD_PATHS, size))
     names = ("card.json",)
     if draw(st.booleans()) and kind in ("wrong-type", "path-trick"):  # the same card over a link out of the vault

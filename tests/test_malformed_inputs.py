@@ -20,6 +20,7 @@ EXAMPLES = {"card-json": 8, "card-png": 6, "manifest": 8, "config": 8, "gestalt"
 # Each defect the campaign found, by the mutation that found it (fixed in the same commit).
 FIXED = [
     ("card-json", "huge-huge-int"),  # json.loads' 4300-digit ValueError escaped the card reader
+    ("card-json", "name-arg-huge"),  # `--persona <a megabyte>` echoed whole into "unknown persona …"
     ("manifest", "huge-huge-int"),  # ... and the manifest reader
     ("manifest", "huge-long-string"),  # a megabyte name echoed whole into the error line
     ("config", "huge-int"),  # tomllib's ValueError for a long integer escaped as a traceback

@@ -120,7 +120,8 @@ def get_persona(vault: Vault, name: str) -> Persona:
             return p
     known = ", ".join(p.id for p in personas) or "none"
     broken = f"; unreadable: {' | '.join(errors)}" if errors else ""
-    raise PersonaError(f"unknown persona '{name}' (known: {known}){broken}")
+    shown = str(name) if len(str(name)) <= 60 else str(name)[:59] + "…"  # a name may be megabytes
+    raise PersonaError(f"unknown persona '{shown}' (known: {known}){broken}")
 
 
 def _builtins() -> list[Persona]:
