@@ -191,9 +191,12 @@ def decode(
         gen.close()
 
 
-def batch_logits(llm: Any, tokens: list[int], n_batch: int, n_vocab: int, all_positions: bool) -> Any:
+def batch_logits(llm: Any, tokens: list[int], n_batch: int, n_vocab: int, all_positions: bool,
+                 first: int = 0) -> Any:
     """Logits after `tokens`, evaluated from position 0 in batches of `n_batch` (the caller clears the
-    cache before and after)."""
+    cache before and after). With `all_positions`, rows for positions `first`… only: llama.cpp computes
+    no output (last layer's rows, the vocabulary projection) for the others, which is most of the cost
+    of scoring a short reply after a long context."""
     import llama_cpp
     import numpy as np
 
@@ -201,11 +204,17 @@ def batch_logits(llm: Any, tokens: list[int], n_batch: int, n_vocab: int, all_po
     for i in range(0, len(tokens), n_batch):
         chunk = tokens[i : i + n_batch]
         llm._batch.set_batch(chunk, n_past=i, logits_all=all_positions)
+        wanted = len(chunk)
+        if all_positions and first > i:
+            flags = llm._batch.batch.logits
+            for j in range(len(chunk)):
+                flags[j] = i + j >= first
+            wanted = max(0, i + len(chunk) - first)
         llm._ctx.decode(llm._batch)
-        if all_positions:
+        if all_positions and wanted:
             ptr = llama_cpp.llama_get_logits(llm.ctx)
-            rows.append(np.ctypeslib.as_array(ptr, shape=(len(chunk), n_vocab)).copy())
+            rows.append(np.ctypeslib.as_array(ptr, shape=(wanted, n_vocab)).copy())
     if all_positions:
-        return np.concatenate(rows)
+        return np.concatenate(rows) if rows else np.zeros((0, n_vocab), dtype=np.float32)
     ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
     return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()

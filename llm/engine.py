@@ -236,9 +236,10 @@ class Engine:
         """The whole reply as one string (for scripts and tests)."""
         return "".join(self.stream(messages, params, cancel))
 
-    def logits(self, tokens: Sequence[int], all_positions: bool = False) -> np.ndarray:
-        """Logits after `tokens` (float32, shape (n_vocab,), or (len, n_vocab) with all_positions),
-        computed from an empty KV cache under the active stack: bit-for-bit reproducible."""
+    def logits(self, tokens: Sequence[int], all_positions: bool = False, first: int = 0) -> np.ndarray:
+        """Logits after `tokens` (float32, shape (n_vocab,), or (len - first, n_vocab) with all_positions:
+        the rows of positions `first`…, the only ones llama.cpp computes), from an empty KV cache under
+        the active stack: reproducible."""
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise ValueError("logits: no tokens")
@@ -247,7 +248,7 @@ class Engine:
         with self._locked():
             self._cache.clear()
             try:
-                return batch_logits(self._llm, tokens, self.n_batch, self._n_vocab, all_positions)
+                return batch_logits(self._llm, tokens, self.n_batch, self._n_vocab, all_positions, first)
             finally:
                 self._cache.clear()  # the next reply starts clean too (no half-known prefix)
 

@@ -143,3 +143,20 @@ def test_pick_heldout_and_losses(tmp_path):
               "perplexity": {"base": 9.0, "adapter": 7.0, "base_with_persona": None}, "training": losses,
               "vocab_overlap": stats, "distinct_2": stats, "catchphrases": stats, "cliches": stats}
     assert plot_report(report)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_recorded_time_split_is_evaluated_held_out():
+    from trainer.data.examples import Example
+    from trainer.evaluation.evaluate import likeness, validation_split
+
+    exs = [Example(context=({"role": "user", "content": f"q{i}"},), target=f"a{i}", source="jsonl", origin=str(i))
+           for i in range(10)]
+    entry = AdapterEntry(id="me-voice-1", name="me-voice", file="x.gguf", kind="voice",
+                         dataset={"hash": "h1", "split": "time", "counts": {"train": 7, "validation": 3}})
+    assert validation_split(entry, exs, "h1") == exs[-3:]  # the run's latest examples
+    assert validation_split(entry, exs, "h2") is None  # other data: judged by its hash as before
+    random_split = AdapterEntry(id="b", name="b", file="x.gguf", dataset={**entry.dataset, "split": "random"})
+    assert validation_split(random_split, exs, "h1") is None  # a random split is not recorded by example
+    assert heldout_status(entry, "h1", "jsonl", validation=True)[0] is True
+    assert heldout_status(entry, "h1", "jsonl")[0] is False
+    assert likeness(10.0, 6.0) == 40.0 and likeness(10.0, 12.5) == -25.0 and likeness(None, 6.0) is None

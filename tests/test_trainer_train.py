@@ -89,6 +89,14 @@ def test_split_is_seeded_and_never_leaves_validation_empty():
     assert len(val) >= 1 and len(train) >= 3
 
 
+def test_time_split_holds_out_the_latest_examples():
+    exs = make_examples()
+    train, val = split_examples(exs, 0.25, seed=3, by_time=True)
+    assert val == exs[-3:] and train == exs[:-3]  # the later words, whatever the seed
+    assert split_examples(exs, 0.25, seed=4, by_time=True) == (train, val)
+    assert split_examples(exs, 0.25, seed=3)[1] != val  # the random split is another one
+
+
 def test_split_refuses_too_few_examples():
     with pytest.raises(DataError, match="only 3 examples") as err:
         split_examples(make_examples(3))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
+import time
 
 from home.context import Context
 from home.errors import UsageError
@@ -48,17 +50,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, metavar="N", help="tokens per greedy sample (default 48)")
     p.add_argument("--max-examples", type=int, default=64, metavar="N",
                    help="examples to score, spread evenly over the data (default 64)")
+    p.add_argument("--all-data", action="store_true",
+                   help="score the whole source even when it is the adapter's own training data (default there: "
+                        "only the validation split its run held out, the latest examples for a voice adapter)")
+    p.add_argument("--exact", action="store_true",
+                   help="score every example in its own context window, as trained (slower); default: "
+                        "consecutive examples of a conversation share one pass, each target seeing at least its window")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from trainer.data.sources import SourceError, load_source
+    from trainer.evaluation.chains import MAX_GROUP as RUN
     from trainer.evaluation.evaluate import (
         SAMPLE_PARAMS,
         adapter_persona,
         evaluate_adapter,
         pick_examples,
+        validation_split,
         write_report,
     )
 
@@ -72,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     entry = manifest.adapters[adapter_id]
 
     persona = get_persona(ctx.vault, args.persona) if args.persona else adapter_persona(ctx.vault, entry)
-    if persona is None and ctx.config.persona:
+    if persona is None and ctx.config.persona and entry.kind != "voice":
+        # a voice adapter speaks as the user: the assistant's persona prompt is no bar for it (a pass saved)
         persona = get_persona(ctx.vault, ctx.config.persona)
     # A persona adapter is judged on its persona's lines: its replies in the logs, or (when --persona
     # names it) its records in a jsonl file; otherwise the persona only sets the comparison's prompt.
@@ -87,13 +98,15 @@ def run(args: argparse.Namespace) -> int:
         why = f"; first rejection: {data.rejected[0]}" if data.rejected else ""
         raise UsageError(f"{path or source}: no examples to evaluate on "
                          f"({len(data.rejected)} rejected{why})")
-    examples = pick_examples(data.examples, args.max_examples)
+    held = None if args.all_data else validation_split(entry, data.examples, data.dataset_hash())
+    examples = pick_examples(held or data.examples, args.max_examples, run=1 if args.exact else RUN)
 
     report = evaluate_adapter(
         ctx.engine(), ctx.vault, adapter_id, scale, examples,
         persona_system=system_prompt(persona, ctx.user), samples=args.samples,
         persona_name=persona.id if persona else None, dataset_hash=data.dataset_hash(), source=source,
-        params=SAMPLE_PARAMS.merged(max_tokens=args.max_tokens),
+        params=SAMPLE_PARAMS.merged(max_tokens=args.max_tokens), progress=progress_line(), shared=not args.exact,
+        validation=held is not None,
     )
     report["data"] = {"source": source, "path": path, "available": len(data.examples),
                       "rejected": len(data.rejected)}
@@ -103,6 +116,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(report))
     return 0
+
+
+def progress_line():
+    """Progress on stderr (stdout stays the report or its JSON), each line with the time since the start."""
+    t0 = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"eval [{time.monotonic() - t0:5.0f} s] {line}", file=sys.stderr, flush=True)
+
+    return say
 
 
 def source_and_path(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -128,8 +151,13 @@ def render(report: dict) -> str:
     persona = f"+ {report['persona']}" if report["persona"] else "+ persona"
     lines = [
         f"eval of '{a['id']}' (scale {a['scale']:g}) on {report['examples']} of {d.get('available', '?')} "
-        f"examples from {where}, {report['scored_tokens']} target tokens",
+        f"examples from {where}, {report['scored_tokens']} target tokens"
+        + (" (shared-prefix scoring: each target sees at least its window; --exact for windows alone)"
+           if report.get("scoring") == "shared" else ""),
         f"{'held-out' if report['heldout'] else 'NOT held-out'}: {report['heldout_note']}",
+        *([f"sounds {report['likeness']:g}% more like {'you' if a.get('kind') == 'voice' else 'them'} than the base "
+           f"(held-out perplexity {_num(ppl['base'])} → {_num(ppl['adapter'])})"]
+          if report.get("likeness") is not None else []),
         "",
         f"{'':<22}{'base':>10}{persona:>14}{'adapter':>10}{'targets':>10}",
         f"{'perplexity':<22}{_num(ppl['base']):>10}{_num(ppl['base_with_persona']):>14}"

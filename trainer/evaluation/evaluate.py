@@ -14,7 +14,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from llm.fingerprint import base_refusal
 from llm.params import GenParams
 from trainer.data import textstats
 from trainer.data.examples import Example
-from trainer.evaluation.perplexity import compare, score
+from trainer.evaluation.perplexity import compare, likeness, score
 from vault.fsio import atomic_write_bytes, atomic_write_json, ensure_private_dir
 from vault.layout import Vault
 from vault.manifest import AdapterEntry, ManifestStore
@@ -34,18 +34,42 @@ COLORS = {"base": "#55a868", "base_with_persona": "#8172b3", "adapter": "#dd8452
 ACCUMULATING = ("logs", "gestalts")  # sources that grow in the vault: a later load contains the old one
 
 
-def pick_examples(examples: Sequence[Example], limit: int) -> list[Example]:
+def pick_examples(examples: Sequence[Example], limit: int, run: int = 1) -> list[Example]:
     """At most `limit` examples spread evenly over the data (deterministic: same data, same choice),
-    so a long file is not judged by its first pages alone."""
+    so a long file is not judged by its first pages alone; in runs of `run` consecutive examples, which
+    shared-prefix scoring (`chains`) reads in one pass each."""
     n = len(examples)
     if n <= limit:
         return list(examples)
-    return [examples[(i * n) // limit] for i in range(limit)]
+    run = max(1, min(run, limit))
+    if run == 1:
+        return [examples[(i * n) // limit] for i in range(limit)]
+    blocks = -(-limit // run)
+    idx: set[int] = set()
+    for b in range(blocks):
+        start = (b * (n - run)) // (blocks - 1) if blocks > 1 else 0
+        idx.update(range(start, start + min(run, limit - b * run)))
+    return [examples[i] for i in sorted(idx)]
 
 
-def heldout_status(entry: AdapterEntry, dataset_hash: str | None, source: str | None) -> tuple[bool, str]:
-    """(held out?, why). The manifest records only a hash of the whole training set, not its split, so
-    data is called held-out only when it is provably other data than the adapter was trained on."""
+def validation_split(entry: AdapterEntry, examples: Sequence[Example], dataset_hash: str | None) -> list[Example] | None:
+    """The examples the adapter's run held out, when `examples` are exactly the data it trained on (same
+    hash) and the run recorded a time split (a voice adapter: its latest `validation` examples); else None."""
+    ds = entry.dataset or {}
+    n_val = (ds.get("counts") or {}).get("validation")
+    if (ds.get("split") != "time" or not dataset_hash or dataset_hash != ds.get("hash")
+            or not isinstance(n_val, int) or not 0 < n_val <= len(examples)):
+        return None
+    return list(examples[-n_val:])
+
+
+def heldout_status(entry: AdapterEntry, dataset_hash: str | None, source: str | None,
+                   validation: bool = False) -> tuple[bool, str]:
+    """(held out?, why). `validation`: the examples are the run's own recorded time split. Otherwise the
+    manifest holds only a hash of the whole training set, so data is called held-out only when it is
+    provably other data than the adapter was trained on."""
+    if validation:
+        return True, "the adapter's validation split: the latest examples of its data, held out at training"
     trained = (entry.dataset or {}).get("hash")
     trained_source = (entry.training or {}).get("source")
     if not trained:
@@ -141,12 +165,18 @@ def evaluate_adapter(
     dataset_hash: str | None = None,
     source: str | None = None,
     params: GenParams = SAMPLE_PARAMS,
+    progress: Callable[[str], None] | None = None,
+    shared: bool = True,
+    validation: bool = False,
 ) -> dict:
     """Measure `adapter_id` at `scale` against the base on `examples`; the caller's stack is restored.
 
     Returns the report (JSON-ready; unmeasurable numbers are null). `persona_system` None → the
-    "base with persona" perplexity is null. The first `samples` examples are generated greedily.
+    "base with persona" perplexity is null (a pass skipped). The first `samples` examples are generated
+    greedily. `shared`: consecutive examples of a conversation are scored in one pass (`chains`).
+    `progress(line)`: one line per stage and about every tenth of a scoring pass.
     """
+    say = progress or (lambda line: None)
     entry = ManifestStore(vault).read().adapter(adapter_id)
     why = base_refusal(entry.base, engine.info.fingerprint, engine.info.name)
     if why:
@@ -155,23 +185,28 @@ def evaluate_adapter(
     examples = list(examples)
     before = engine.adapters
     try:
-        ppl = compare(engine, examples, adapter_id, scale)
+        ppl = compare(engine, examples, adapter_id, scale, shared=shared,
+                      progress=lambda who, done, total: _tick(say, f"perplexity, {who}", done, total))
         with_persona = None
         if persona_system:
             engine.set_adapters([])
-            with_persona = score(engine, examples, system=persona_system)
+            with_persona = score(engine, examples, system=persona_system, shared=shared,
+                                 progress=lambda done, total: _tick(say, "perplexity, base + persona", done, total))
         chosen = examples[: max(0, samples)]
         outputs: dict[str, list[str]] = {}
         for label, stack in (("base", []), ("adapter", [(adapter_id, scale)])):
             engine.set_adapters(stack)
-            outputs[label] = [engine.generate_text(ex.prompt_messages(), params).strip() for ex in chosen]
+            outputs[label] = []
+            for i, ex in enumerate(chosen, 1):
+                outputs[label].append(engine.generate_text(ex.prompt_messages(), params).strip())
+                say(f"samples, {label}: {i}/{len(chosen)}")
     finally:
         engine.set_adapters(before)
 
     targets = [ex.target for ex in examples]
     phrases = textstats.catchphrases(targets)
     base, tuned = outputs["base"], outputs["adapter"]
-    heldout, note = heldout_status(entry, dataset_hash, source)
+    heldout, note = heldout_status(entry, dataset_hash, source, validation)
     return {
         "adapter": {"id": entry.id, "name": entry.name, "kind": entry.kind, "scale": scale},
         "model": {"name": engine.info.name, "fingerprint": engine.info.fingerprint},
@@ -180,11 +215,13 @@ def evaluate_adapter(
         "heldout": heldout,
         "heldout_note": note,
         "persona": persona_name if persona_system else None,
+        "likeness": likeness(_finite(ppl["base"]), _finite(ppl["adapter"])) if heldout else None,
         "perplexity": {"base": _finite(ppl["base"]), "adapter": _finite(ppl["adapter"]),
                        "base_with_persona": _finite(with_persona.perplexity) if with_persona else None},
         "loss": {"base": _finite(ppl["base_loss"]), "adapter": _finite(ppl["adapter_loss"]),
                  "base_with_persona": _finite(with_persona.loss) if with_persona else None},
         "scored_tokens": ppl["tokens"],
+        "scoring": "shared" if shared else "exact",  # shared: consecutive examples in one pass (chains)
         "sample_count": len(chosen),
         "vocab_overlap": {"base": textstats.vocab_overlap(base, targets),
                           "adapter": textstats.vocab_overlap(tuned, targets)},
@@ -202,6 +239,13 @@ def evaluate_adapter(
                     for ex, b, a in zip(chosen, base, tuned, strict=True)],
         "training": training_losses(entry),
     }
+
+
+def _tick(say: Callable[[str], None], what: str, done: int, total: int) -> None:
+    """A progress line at the first pass, about every tenth, and the last."""
+    step = max(1, total // 10)
+    if done == total or done // step != (done - 1) // step or done == 1:
+        say(f"{what}: {done}/{total} examples")
 
 
 def write_report(vault: Vault, report: dict) -> tuple[Path, Path]:

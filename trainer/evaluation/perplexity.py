@@ -9,7 +9,7 @@ Torch-free: `home eval` and the worker both use it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,14 @@ class Score:
     @property
     def perplexity(self) -> float:
         return math.exp(self.loss) if self.tokens else float("nan")
+
+
+def likeness(base_ppl: float | None, adapter_ppl: float | None) -> float | None:
+    """How much more like the speaker the adapter sounds than the base, in percent: the drop in held-out
+    perplexity on their words (38 means the adapter finds their later words 38 % less surprising)."""
+    if base_ppl is None or adapter_ppl is None or not base_ppl > 0 or not math.isfinite(adapter_ppl):
+        return None
+    return round(100.0 * (1.0 - adapter_ppl / base_ppl), 1)
 
 
 def example_tokens(engine, example: Example, system: str | None = None) -> tuple[list[int], int]:
@@ -65,35 +73,57 @@ def target_nll(rows: np.ndarray, targets: np.ndarray, chunk: int = 64) -> float:
     return total
 
 
-def score(engine, examples: Sequence[Example], system: str | None = None, max_tokens: int | None = None) -> Score:
-    """Summed target-token NLL of `examples` under the engine's active adapter stack."""
-    nll, n = 0.0, 0
+def score(engine, examples: Sequence[Example], system: str | None = None, max_tokens: int | None = None,
+          progress: Callable[[int, int], None] | None = None, shared: bool = False) -> Score:
+    """Summed target-token NLL of `examples` under the engine's active adapter stack.
+
+    llama.cpp computes output rows only from the first target position on (`Engine.logits(first=…)`).
+    `shared`: consecutive examples of one conversation are read from one pass (`chains`: each target
+    then sees at least its own window of context, the context is evaluated once); otherwise each example
+    in its own window, exactly as trained. `progress(done, total)` after each pass."""
+    from trainer.evaluation.chains import build_chains
+
     limit = max_tokens or engine.n_ctx
-    for ex in examples:
-        tokens, start = example_tokens(engine, ex, system)
-        if len(tokens) > limit:  # keep the target end, drop the oldest context
-            cut = len(tokens) - limit
-            tokens, start = tokens[cut:], max(1, start - cut)
-        if start >= len(tokens):
-            continue
-        logits = engine.logits(tokens[:-1], all_positions=True)  # float32 (positions, vocab)
-        targets = np.asarray(tokens[start:])
-        nll += target_nll(logits[start - 1 :], targets)
-        n += len(targets)
+    units = build_chains(engine, examples, system, limit) if shared else list(range(len(examples)))
+    nll, n, done = 0.0, 0, 0
+    for unit in units:
+        if isinstance(unit, int):
+            tokens, start = example_tokens(engine, examples[unit], system)
+            if len(tokens) > limit:  # keep the target end, drop the oldest context
+                cut = len(tokens) - limit
+                tokens, start = tokens[cut:], max(1, start - cut)
+            spans, size = ([(start, len(tokens))] if start < len(tokens) else []), 1
+        else:
+            tokens, spans, size = unit.tokens, unit.spans, unit.size
+        if spans:
+            first = spans[0][0] - 1
+            rows = engine.logits(tokens[: spans[-1][1] - 1], all_positions=True, first=first)  # (…, vocab)
+            pick = np.concatenate([np.arange(a - 1 - first, b - 1 - first) for a, b in spans])
+            targets = np.concatenate([np.asarray(tokens[a:b]) for a, b in spans])
+            nll += target_nll(rows[pick], targets)
+            n += len(targets)
+        done += size
+        if progress is not None:
+            progress(done, len(examples))
     return Score(nll, n)
 
 
 def compare(engine, examples: Sequence[Example], adapter_id: str, scale: float = 1.0,
-            system: str | None = None, under: Sequence[tuple[str, float]] = ()) -> dict:
+            system: str | None = None, under: Sequence[tuple[str, float]] = (), shared: bool = False,
+            progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Perplexity of the base and of base + adapter on the same examples; restores the caller's stack.
 
-    `under`: adapters the candidate was trained on top of (two-phase), applied beneath it."""
+    `under`: adapters the candidate was trained on top of (two-phase), applied beneath it. `shared`, see
+    `score`. `progress(who, done, total)`, who = "base" | "adapter"."""
+    def tick(who: str):
+        return None if progress is None else (lambda done, total: progress(who, done, total))
+
     before = engine.adapters
     try:
         engine.set_adapters([])
-        base = score(engine, examples, system)
+        base = score(engine, examples, system, shared=shared, progress=tick("base"))
         engine.set_adapters([*under, (adapter_id, scale)])
-        tuned = score(engine, examples, system)
+        tuned = score(engine, examples, system, shared=shared, progress=tick("adapter"))
     finally:
         engine.set_adapters(before)
     return {"base": base.perplexity, "adapter": tuned.perplexity, "base_loss": base.loss,

@@ -31,9 +31,12 @@ class DataError(ValueError):
 
 
 def split_examples(examples: Sequence[Example], val_fraction: float = 0.1, seed: int = 0,
-                   min_val: int = 2) -> tuple[list[Example], list[Example]]:
-    """Shuffle with `seed` and hold out `val_fraction` (at least `min_val`, at most a third) for validation.
+                   min_val: int = 2, by_time: bool = False) -> tuple[list[Example], list[Example]]:
+    """Hold out `val_fraction` (at least `min_val`, at most a third) for validation: a seeded shuffle's
+    share, or with `by_time` the *last* examples in source order (logs and transcripts are in time order).
 
+    A voice adapter is used on words its user has not written yet, so it is judged (and early-stopped)
+    on their later words: a random split scores it on sentences between ones it trained on, which flatters it.
     Deterministic for a given seed and input order. The validation set is never empty: early stopping and
     the "adapter beats the base" check both read it.
     """
@@ -48,7 +51,10 @@ def split_examples(examples: Sequence[Example], val_fraction: float = 0.1, seed:
     n_val = max(min_val, math.ceil(n * val_fraction), 1)
     n_val = min(n_val, max(1, n // 3))  # keep at least two thirds for training
     order = list(range(n))
-    random.Random(seed).shuffle(order)
+    if by_time:
+        order.reverse()
+    else:
+        random.Random(seed).shuffle(order)
     val_idx = set(order[:n_val])
     train = [ex for i, ex in enumerate(examples) if i not in val_idx]
     val = [ex for i, ex in enumerate(examples) if i in val_idx]

@@ -18,6 +18,7 @@ def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit
     from trainer.protocol.guard import check_cpu
     from trainer.worker.base import load_base, pick_device
     from trainer.worker.dataset import split_examples
+    from trainer.worker.stages import time_split
 
     t0 = time.time()
     # 1. dataset, with its QA report before anything expensive
@@ -29,7 +30,7 @@ def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit
         first = f"; first: {report.rejected[0]}" if report.rejected else ""
         raise DatasetTooSmall(f"{where}: {len(report.examples)} usable examples, at least 4 are needed "
                               f"({len(report.rejected)} lines rejected{first})")
-    train_ex, val_ex = split_examples(report.examples, job.val_fraction, seed=job.seed)
+    train_ex, val_ex = split_examples(report.examples, job.val_fraction, seed=job.seed, by_time=time_split(job))
 
     device = pick_device(job.device, job.four_bit)
     check_cpu(device.kind, info, report.examples, job.epochs, job.steps, job.batch_size, job.allow_cpu)

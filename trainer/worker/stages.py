@@ -18,6 +18,12 @@ Emit = Callable[..., dict]
 PROBES = 6  # validation examples used as verification probes
 
 
+def time_split(job: Job) -> bool:
+    """Whether the run holds out its *latest* examples (a voice adapter: judged and early-stopped on
+    words later than the ones it learned from, as its user meets it) rather than a seeded random share."""
+    return job.adapter_kind == "voice" and not job.per_persona and job.source != "preferences"
+
+
 class RunStopped(Exception):
     """SIGINT/SIGTERM stopped training at a step boundary; a checkpoint was saved."""
 
@@ -133,7 +139,8 @@ def register_candidates(job: Job, vault, info, report, candidates: list[Candidat
             vault, name=c.name, gguf=c.gguf, peft_dir=c.peft_dir, extra_files=[c.png],
             base={"fingerprint": info.fingerprint, "name": info.name}, owner=owner or job.user, kind=c.kind,
             tasks=job.tasks, tones=job.tones, rank=c.conv.rank, alpha=c.conv.alpha,
-            dataset={"hash": report.dataset_hash(), "source": job.source, "counts": {
+            dataset={"hash": report.dataset_hash(), "source": job.source,
+                     "split": "time" if time_split(job) else "random", "counts": {
                 "examples": len(report.examples), "train": c.n_train, "validation": c.n_val,
                 "rejected": len(report.rejected), "duplicates_removed": report.duplicates_removed}},
             metrics={"perplexity": {"base": c.ppl["base"], "adapter": c.ppl["adapter"]},

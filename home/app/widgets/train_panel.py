@@ -15,6 +15,7 @@ from textual.containers import Vertical
 from textual.widgets import Button, ProgressBar, Sparkline, Static
 
 from home.progress import fmt_duration
+from trainer.evaluation.perplexity import likeness
 
 # trainer `phase` names → the stage the panel shows
 PHASE_STAGE = {"load": "dataset", "tokenize": "dataset", "baseline": "dataset", "identity": "training",
@@ -93,6 +94,9 @@ class TrainView:
         line = f"registered {', '.join(self.registered)}"
         if self.perplexity:
             line += f" · held-out perplexity {self.perplexity[0]:.2f} → {self.perplexity[1]:.2f}"
+            closer = likeness(*self.perplexity)  # a voice run holds out the user's latest words
+            if closer is not None:
+                line += f" · sounds {abs(closer):g}% {'more' if closer >= 0 else 'less'} like you than the base"
         return line
 
     def finish(self, outcome: str) -> None:
