@@ -97,7 +97,8 @@ def seed(root: Path) -> Path:
     for name, data in OUTSIDE_FILES.items():
         (root / "outside" / name).write_bytes(data)
     vault = Vault.open(root / "vault")
-    atomic_write_text(vault.config_path, default_text("me"))
+    # memory off: a case that succeeds (forgetting a gestalt) would otherwise open ChromaDB and the embedder
+    atomic_write_text(vault.config_path, default_text("me").replace("[memory]\nenabled = true", "[memory]\nenabled = false", 1))
     save_persona(vault, Persona("keeper", normalise_card(GOOD_CARD, "seed")))
     with ManifestStore(vault).update() as m:
         m.ensure_user("me")
