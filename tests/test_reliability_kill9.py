@@ -94,4 +94,4 @@ def test_the_checks_catch_memory_holding_what_the_logs_lost(tmp_path, embedder):
     found = check(vault, ledger, embedder=embedder, rebuild=True)
     assert any("s1:6" in x for x in found.losses), found
     assert any("memory (vector): 1 items the sources do not hold" in x for x in found.corruptions), found
-    assert any("memory: rebuilt 5/5 items, caught up 6/6" in x for x in found.corruptions), found
+    assert any("memory: rebuilt 5/5 items, caught up 6/6; differing: ['s1:6']" in x for x in found.corruptions), found

@@ -180,6 +180,12 @@ def sweep(vault: Vault, out: Findings) -> None:
                 out.exposed.append(f"{rel} {oct(mode)}")
 
 
+def _stored(store) -> tuple[set[str], set[str]]:
+    """The ids in the vector store and in the keyword store, sentence items included."""
+    return (set(store._col.get(include=[])["ids"]),
+            {i for (i,) in store._db.execute("SELECT id FROM docs")})
+
+
 def check_memory(vault: Vault, records: list[dict], gestalts: dict[str, str], out: Findings, embedder=None,
                  rebuild: bool = True) -> None:
     """The store catches up to exactly the sources' items (every indexable turn not forgotten, every
@@ -193,8 +199,7 @@ def check_memory(vault: Vault, records: list[dict], gestalts: dict[str, str], ou
         with MemoryStore.open(vault, embedder) as store:
             index_logs(vault, store)
             sync_gestalts(vault, store)
-            vec = set(store._col.get(include=[])["ids"])
-            words = {i for (i,) in store._db.execute("SELECT id FROM docs")}
+            vec, words = _stored(store)
             out.memory = len(vec)
             for name, items in (("vector", vec), ("keyword", words)):
                 have = {i.split(PART, 1)[0] for i in items}  # a turn's sentence items: `<turn id>#<n>`
@@ -207,9 +212,10 @@ def check_memory(vault: Vault, records: list[dict], gestalts: dict[str, str], ou
                                            f"e.g. {sorted(extra)[:3]}")
             if rebuild:
                 reindex(vault, store, rebuild=True)
-                if store.count() != len(vec) or store.keyword_count() != len(words):
-                    out.corruptions.append(f"memory: rebuilt {store.count()}/{store.keyword_count()} items, "
-                                           f"caught up {len(vec)}/{len(words)}")
+                vec2, words2 = _stored(store)
+                if (vec2, words2) != (vec, words):
+                    out.corruptions.append(f"memory: rebuilt {len(vec2)}/{len(words2)} items, caught up "
+                                           f"{len(vec)}/{len(words)}; differing: {sorted(vec ^ vec2)[:3]}")
     except MemoryStoreError as exc:
         out.corruptions.append(f"memory: {exc}")
 
