@@ -106,8 +106,29 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def item_cost(people: list[dict], embedder) -> dict:  # noqa: ANN001
+    """Embedding time of the whole turns alone vs the turns and their sentence items, in one run (what
+    sentence items add to ingest; the ChromaDB/FTS5 writes grow with the item count too)."""
+    from vault.blas import all_blas_threads
+    from vault.memory_items import turn_items
+    from vault.memory_store import MemoryItem
+
+    turns = [MemoryItem(f"{s['id']}:{i}", text, s["id"], i, role, u["user"], "", "")
+             for u in people for s in u["sessions"] for i, (role, text) in enumerate(s["turns"], 1)]
+    items = [it.text for t in turns for it in turn_items(t)]
+    out = {}
+    with all_blas_threads():
+        for name, texts in (("turns", [t.text for t in turns]), ("items", items)):
+            t0 = time.perf_counter()
+            for i in range(0, len(texts), 256):
+                embedder.embed(texts[i:i + 256])
+            out[f"embed_{name}_s"] = round(time.perf_counter() - t0, 2)
+    out["embed_ratio"] = round(out["embed_items_s"] / out["embed_turns_s"], 2)
+    return out
+
+
 def run(path: Path, users: list[str] | None, sessions: int | None, progress: bool = False,
-        keep: Path | None = None) -> dict:
+        keep: Path | None = None, cost: bool = False) -> dict:
     from home.recall import Recall
     from vault.blas import all_blas_threads
     from vault.config import MemorySettings
@@ -150,6 +171,8 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
                    "recall_p50_ms": round(c.pct(times, 50), 1) if times else None,
                    "recall_p95_ms": round(c.pct(times, 95), 1) if times else None,
                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    if cost:
+        out["cost"].update(item_cost(people, embedder))
     out["rows"] = rows
     return out
 
@@ -174,6 +197,9 @@ def table(res: dict) -> str:
     lines.append(f"\ningest: {co['turns']} turns -> {co['items']} items ({co['items_per_turn']}/turn), "
                  f"{co['ingest_s']} s ({co['ingest_ms_per_turn']} ms/turn, CPU {co['ingest_cpu_s']} s); recall p50 {co['recall_p50_ms']} ms, "
                  f"p95 {co['recall_p95_ms']} ms; peak RSS {co['peak_rss_mb']} MB")
+    if "embed_ratio" in co:
+        lines.append(f"embedding alone: whole turns {co['embed_turns_s']} s, turns + sentence items "
+                     f"{co['embed_items_s']} s ({co['embed_ratio']}x)")
     return "\n".join(lines)
 
 
@@ -185,13 +211,15 @@ def main() -> int:
     p.add_argument("--json", action="store_true", help="one JSON object: overall, per type, cost")
     p.add_argument("--keep", type=Path, default=None,
                    help="build the vault here once and reuse it (query-side experiments; ingest is not re-timed)")
+    p.add_argument("--cost", action="store_true", help="also time embedding whole turns vs turns + sentence items")
     p.add_argument("--rows", action="store_true", help="with --json: every question's ranked ids too")
     args = p.parse_args()
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     try:
-        res = run(args.data, args.users, args.sessions, progress=not args.json, keep=args.keep)
+        res = run(args.data, args.users, args.sessions, progress=not args.json, keep=args.keep,
+                  cost=args.cost)
     except (OSError, ValueError, KeyError) as exc:
         print(f"{args.data}: cannot read the set ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
