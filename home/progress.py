@@ -96,6 +96,11 @@ def _describe(e: dict) -> str | None:
                     f"{e['perplexity_adapter']:.2f} over {e.get('tokens')} tokens")
         if e.get("val_loss") is not None:
             return f"  validation loss {e['val_loss']:.4f} at step {e.get('step')}"
+        if e.get("stage") == "preference":
+            return (f"preference accuracy on {e.get('pairs')} held-out pairs: {e.get('accuracy_before')} → "
+                    f"{e.get('accuracy_after')}, reward margin {e.get('reward_margin_after')}")
+        if e.get("stage") == "promotion":
+            return ("made your voice: " if e.get("decision") == "promoted" else "") + str(e.get("why"))
         return None
     if kind == "checkpoint":
         return f"  checkpoint saved at step {e.get('step')}"
@@ -108,7 +113,10 @@ def _describe(e: dict) -> str | None:
         return (f"verification {ok}: logits correlation {e.get('correlation', 0):.4f}, "
                 f"top-1 agreement {e.get('top1_agreement', 0):.3f}" + (f" ({e['reason']})" if e.get("reason") else ""))
     if kind == "registered":
-        return f"registered adapter '{e.get('id')}' ({e.get('path')}); plot: {e.get('plot')}"
+        line = f"registered adapter '{e.get('id')}' ({e.get('path')}); plot: {e.get('plot')}"
+        if (e.get("promotion") or {}).get("decision") == "candidate":
+            line += f"\n  a candidate, not your voice: switch by hand with `home adapters voice {e.get('id')}`"
+        return line
     if kind == "done":
         mem = f" (peak memory {fmt_bytes(e['peak_host_bytes'])}" if e.get("peak_host_bytes") else ""
         if mem and e.get("peak_gpu_bytes"):

@@ -99,3 +99,22 @@ def test_gate_keeps_a_worse_voice_as_a_candidate(engine, loras):
         for ident in loras:
             engine.unload_adapter(ident)
         clean(engine)
+
+
+def test_adapters_voice_switches_to_a_candidate_by_hand(tmp_path, model_path):
+    from tests.cli_helpers import one_error_line, run_home
+    from tests.loras import register_voice
+    from vault.manifest import ManifestStore
+
+    vault = Vault.open(tmp_path / "v")
+    register_voice(vault, model_path, user="bo", ident="bo-voice-1")
+    register_voice(vault, model_path, user="bo", ident="bo-voice-2")
+    with ManifestStore(vault).update() as m:  # as the gate leaves a candidate: registered, not the voice
+        m.users["bo"]["voice_adapter"] = "bo-voice-1"
+    switched = run_home(vault.root, "--user", "bo", "adapters", "voice", "bo-voice-2")
+    assert switched.returncode == 0, switched.stderr
+    assert "bo's voice is now bo-voice-2 (was bo-voice-1)" in switched.stdout
+    assert ManifestStore(vault).read().users["bo"]["voice_adapter"] == "bo-voice-2"
+    unknown = run_home(vault.root, "--user", "bo", "adapters", "voice", "nope")
+    assert unknown.returncode != 0 and "unknown adapter 'nope'" in one_error_line(unknown)
+    assert ManifestStore(vault).read().users["bo"]["voice_adapter"] == "bo-voice-2"  # nothing changed

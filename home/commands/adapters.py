@@ -53,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm.add_argument("id", metavar="ID|NAME")
     rm.add_argument("--all", action="store_true", help="every version of the name, not only the newest")
     rm.set_defaults(func=run_remove)
+    voice = verbs.add_parser("voice", help="make a voice adapter your voice (e.g. a candidate the promotion gate kept)",
+                             description="Set the current user's voice adapter by hand. A newly trained voice "
+                                         "that was not at least as good as the one it would replace is registered "
+                                         "as a candidate (its entry's `promotion` says why); this switches to it "
+                                         "anyway, or back to an older version.")
+    voice.add_argument("id", metavar="ID|NAME", help="a voice adapter: an id, or a name (its newest version)")
+    voice.set_defaults(func=run_voice)
 
 
 def slug(name: str) -> str:
@@ -153,4 +160,22 @@ def run_remove(args: argparse.Namespace) -> int:
         print(f"removed adapter '{entry.id}'")
     if left:
         print(f"'{name_key(removed[0].name)}' now means {left[-1].id}")
+    return 0
+
+
+def run_voice(args: argparse.Namespace) -> int:
+    from llm.fingerprint import base_refusal
+
+    ctx = Context(args)
+    info = ctx.model_info
+    with ctx.manifests.update() as manifest:
+        entry = manifest.resolve(args.id)
+        if entry.kind != "voice":
+            raise AdapterError(f"adapter '{entry.id}' is of kind {entry.kind}, not a voice")
+        why = base_refusal(entry.base, info.fingerprint, info.name)
+        if why:
+            raise AdapterError(why)
+        user = manifest.ensure_user(ctx.user)
+        before, user["voice_adapter"] = user.get("voice_adapter"), entry.id
+    print(f"{ctx.user}'s voice is now {entry.id}" + (f" (was {before})" if before and before != entry.id else ""))
     return 0

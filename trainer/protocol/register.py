@@ -78,8 +78,10 @@ def register_adapter(
     parent: str | None = None,
     stack: list[dict] | None = None,
     set_voice: bool = False,
+    promotion: dict | None = None,
 ) -> Registered:
-    """Copy the adapter (GGUF, peft source, reports) into `adapters/<id>/` and add its manifest entry."""
+    """Copy the adapter (GGUF, peft source, reports) into `adapters/<id>/` and add its manifest entry.
+    `promotion`: the gate's record (trainer/evaluation/gate.py), kept in the entry as `promotion`."""
     store = ManifestStore(vault)
     with adapters_lock(vault):
         clean_leftovers(vault, locked=True)  # what a killed registration left, before choosing an id
@@ -89,7 +91,7 @@ def register_adapter(
             id=adapter_id, name=name, file=f"adapters/{adapter_id}/adapter.gguf", sha256=_sha256(gguf),
             base=base, owner=owner, kind=kind, tasks=list(tasks), tones=list(tones), rank=rank, alpha=float(alpha),
             dataset=dataset, metrics=metrics, training=training, verification=verification, parent=parent,
-            stack=list(stack or []), created=now_iso(),
+            stack=list(stack or []), created=now_iso(), extra={"promotion": promotion} if promotion else {},
         )
         with replacing_dir(final) as tmp:
             _copy_private(gguf, tmp / "adapter.gguf")

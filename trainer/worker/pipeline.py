@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from trainer.protocol.job import Job
-from trainer.worker.stages import DatasetTooSmall, Emit, register_candidates, train_candidate
+from trainer.worker.stages import DatasetTooSmall, Emit, gate_voice, register_candidates, train_candidate
 
 
 def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit) -> dict:
@@ -39,7 +39,8 @@ def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit
 
     if not job.two_phase:
         only = train_candidate(job, base, model_path, train_ex, val_ex, run_dir, job.adapter_name, job.adapter_kind, emit)
-        return register_candidates(job, vault, info, report, [only], t0, emit)[-1]
+        gate = gate_voice(job, vault, info, model_path, only, train_ex, val_ex, emit) if only.kind == "voice" else None
+        return register_candidates(job, vault, info, report, [only], t0, emit, promotion=gate)[-1]
 
     # --two-phase: 1. identity (who speaks: markers in most examples), 2. style on top of it, frozen.
     # Training phase 2 on the base with phase 1 merged in is the same as training it over the frozen
@@ -53,7 +54,9 @@ def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit
     emit("phase", name="style", detail="phase 2/2: style adapter on top of the identity adapter")
     phase2 = train_candidate(job, base, model_path, train_ex, val_ex, run_dir / "phase2", job.adapter_name,
                       job.adapter_kind, emit, under=phase1)
-    return register_candidates(job, vault, info, report, [phase1, phase2], t0, emit)[-1]
+    gate = (gate_voice(job, vault, info, model_path, phase2, train_ex, val_ex, emit, under=phase1)
+            if phase2.kind == "voice" else None)
+    return register_candidates(job, vault, info, report, [phase1, phase2], t0, emit, promotion=gate)[-1]
 
 
 def mark_identity(examples: list, who: str, seed: int, share: float = 0.8) -> list:

@@ -61,18 +61,26 @@ def train_candidate(job: Job, base, model_path: Path, train_ex: list, val_ex: li
 
     On --resume a phase continues from its checkpoint if it has one and had not finished; a phase that
     finished is trained again from the same seed (same result), one that never started starts."""
-    from llm.engine import Engine
-    from trainer.evaluation.perplexity import compare
-    from trainer.evaluation.plot import plot_training
-    from trainer.worker.convert import convert_peft_to_gguf
     from trainer.worker.train import TrainSettings, train_adapter
-    from trainer.worker.verify import verify_adapter
 
     settings = TrainSettings(steps=job.steps, epochs=job.epochs if job.steps is None else None, rank=job.rank,
                              alpha=job.alpha or 2.0 * job.rank, batch_size=job.batch_size, lr=job.lr,
                              max_length=job.max_length, val_fraction=job.val_fraction, seed=job.seed)
     resume = job.resume and any((out_dir / "checkpoints").glob("checkpoint-*")) and not (out_dir / "peft").exists()
     result = train_adapter(base, train_ex, val_ex, settings, out_dir, emit=emit, resume=resume)
+    return finish_candidate(job, base, model_path, result, train_ex, val_ex, out_dir, name, kind, emit, under)
+
+
+def finish_candidate(job: Job, base, model_path: Path, result, train_ex: list, val_ex: list, out_dir: Path,
+                     name: str, kind: str, emit: Emit, under: Candidate | None = None) -> Candidate:
+    """A trained adapter (SFT or DPO) → convert → verify → held-out perplexity on `val_ex` → plot.
+    `under`: what it was trained over (an object with `gguf` and `peft_dir`), applied beneath it."""
+    from llm.engine import Engine
+    from trainer.evaluation.perplexity import compare
+    from trainer.evaluation.plot import plot_training
+    from trainer.worker.convert import convert_peft_to_gguf
+    from trainer.worker.verify import verify_adapter
+
     if result.stopped:
         emit("stopped", step=result.steps_done, total=result.total_steps, run_dir=str(out_dir),
              hint="continue with --resume")
@@ -116,10 +124,43 @@ def _reference(result, under: Candidate | None = None) -> Any:
     return [under.peft_dir, result.adapter_dir] if under is not None else result.adapter_dir
 
 
+def gate_voice(job: Job, vault, info, model_path: Path, cand: Candidate, train_ex: list, val_ex: list,
+               emit: Emit, under: Candidate | None = None) -> dict:
+    """The promotion gate for a new voice adapter (trainer/evaluation/gate.py): measured against the
+    user's current voice on their most recent held-out turns (the run's validation split when it trained
+    on the logs, else the newest log turns it never saw). Returns the `promotion` record."""
+    from llm.engine import Engine
+    from trainer.evaluation.gate import current_voice, judge, recent, stack_of, user_turns
+    from vault.manifest import ManifestStore
+
+    manifest = ManifestStore(vault).read()
+    old, why = current_voice(vault, manifest, job.user, info.fingerprint)
+    if old is None:
+        promotion = judge(None, [], None, None, [], why_none=why)
+    else:
+        emit("phase", name="gate", detail=f"comparing with your current voice {old.id} on recent held-out turns")
+        trained = {ex.key() for ex in train_ex}
+        turns = recent(val_ex) if job.source == "logs" else user_turns(vault, job.user, trained)
+        with Engine(model_path, n_ctx=max(1024, job.max_length + 64)) as engine:
+            new_stack = []
+            if under is not None:
+                engine.load_adapter("under", under.gguf)
+                new_stack.append(("under", 1.0))
+            engine.load_adapter("candidate", cand.gguf)
+            new_stack.append(("candidate", 1.0))
+            old_stack = stack_of(vault, manifest, old, "old:")
+            for ident, path in old_stack:
+                engine.load_adapter(ident, path)
+            promotion = judge(engine, new_stack, [(i, 1.0) for i, _ in old_stack], old.id, turns)
+    emit("eval", stage="promotion", **promotion)
+    return promotion
+
+
 def register_candidates(job: Job, vault, info, report, candidates: list[Candidate], t0: float, emit: Emit,
-              owner: str | None = None) -> list[dict]:
+              owner: str | None = None, promotion: dict | None = None) -> list[dict]:
     """Files into the vault, then manifest entries (under its lock); a later phase stacks on the earlier.
-    `owner`: whose adapter it is (default the user; a per-persona run passes the persona id)."""
+    `owner`: whose adapter it is (default the user; a per-persona run passes the persona id). `promotion`:
+    the gate's record for the last (voice) candidate; a "candidate" decision leaves the user's voice as is."""
     from trainer.protocol.register import register_adapter
 
     emit("phase", name="register", detail="registering in the vault")
@@ -140,17 +181,21 @@ def register_candidates(job: Job, vault, info, report, candidates: list[Candidat
             base={"fingerprint": info.fingerprint, "name": info.name}, owner=owner or job.user, kind=c.kind,
             tasks=job.tasks, tones=job.tones, rank=c.conv.rank, alpha=c.conv.alpha,
             dataset={"hash": report.dataset_hash(), "source": job.source,
-                     "split": "time" if time_split(job) else "random", "counts": {
+                     "split": "time" if time_split(job) else "random",
+                     # the newest example trained on: in logs that grew since, everything after it is held out
+                     "last_trained": report.examples[c.n_train - 1].key() if time_split(job) else None, "counts": {
                 "examples": len(report.examples), "train": c.n_train, "validation": c.n_val,
                 "rejected": len(report.rejected), "duplicates_removed": report.duplicates_removed}},
             metrics={"perplexity": {"base": c.ppl["base"], "adapter": c.ppl["adapter"]},
                      "heldout_tokens": c.ppl["tokens"]},
             training=training, verification=c.ver.to_dict(), parent=parent,
             stack=[{"id": parent, "scale": 1.0}] if parent else [],
-            set_voice=c.kind == "voice" and i == len(candidates) - 1,
+            set_voice=c.kind == "voice" and i == len(candidates) - 1
+            and (promotion is None or promotion["decision"] == "promoted"),
+            promotion=promotion if i == len(candidates) - 1 else None,
         )
         emit("registered", id=reg.id, path=str(reg.path), plot=str(reg.path.parent / c.png.name),
-             stack=[e["id"] for e in entries] + [reg.id])
+             stack=[e["id"] for e in entries] + [reg.id], promotion=promotion if i == len(candidates) - 1 else None)
         entries.append(reg.entry)
     return entries
 
