@@ -109,3 +109,12 @@ def test_greetings_with_a_memory_cue_still_skip_memory():
     assert not should_retrieve("Good morning! How are you doing today, my friend?")
     assert not should_retrieve("Hey, thanks again for earlier, you're great!")
     assert should_retrieve("Hi, where do I live?") and should_retrieve("Thanks! What is my job?")
+
+
+def test_a_second_hop_adds_the_names_the_first_hit_holds():
+    from vault.query_plan import bridge
+
+    assert bridge("where is my friend moving", "My best friend Sophie just got a job as an architect.") \
+        == "where is my friend moving Sophie"
+    assert bridge("where does Sophie live", "Sophie is moving to Hamburg.") == "where does Sophie live Hamburg"
+    assert bridge("what do I play", "I play the cello. Anyway, how are you?") is None

@@ -127,3 +127,16 @@ def time_window(text: str, now: datetime) -> tuple[float, float] | None:
         back = {"yesterday": 2, "last week": 14, "last month": 62, "last year": 731}[m.group(1)]
         return (now - timedelta(days=back)).timestamp(), (now - timedelta(days=back - span - 1)).timestamp()
     return None
+
+
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][a-z]{2,})\b")
+_NOT_NAMES = {"I", "I'm", "I've", "Dr", "Mr", "Mrs", "Ms", "Also", "Anyway", "Today", "The", "And", "But"}
+
+
+def bridge(query: str, hit_text: str, most: int = 2) -> str | None:
+    """A second hop: the names in the best hit that the query does not hold, added to it. "Where is my
+    friend moving?" finds "My best friend Sophie got a job…"; "where is my friend moving Sophie" then
+    finds "Sophie is moving to Hamburg" (keyword search weighs the rare name). None without a new name."""
+    have = {w.lower() for w in re.findall(r"[\w']+", query)}
+    names = [n for n in dict.fromkeys(_NAME.findall(hit_text)) if n not in _NOT_NAMES and n.lower() not in have]
+    return f"{query} {' '.join(names[:most])}" if names else None
