@@ -86,7 +86,7 @@ def test_tolerant_format(tmp_path):
     (b"\x00\x01binary", "binary file"),
     (b"\xff\xfe bad", "not UTF-8"),
     (b"Notes.\n\n## Traits\nQuiet.\n", "no name: start the sheet with '# Name'"),
-    (b"---\nname: X\n", ":1: front matter opened with '---' is never closed"),
+    (b"---\nname: X\n", ":1: front matter: no closing '---' line"),
     (b"---\nname: X\njust words\n---\n", ":3: front matter: expected 'key: value'"),
     (b"# !!!\n\nText.\n", "has no letters or digits"),
     (b"# Lonely\n", "has a name but no text"),

@@ -75,7 +75,7 @@ GOOD = ("---\nid: g-1\nuser: maya\nkind: fact\nsaid: 2026-01-05T09:00:00Z\ncreat
     ("kind: fact", "kind: fact\nkind: habit", ":5: kind: given twice (first on line 4)"),
     ("The user lives in Berlin.\n", "\n", ":10: body: empty"),
     ("sources: [s1:3]\n---\n", "sources: [s1:3]\n", ":1: header: no closing '---' line"),
-    ("kind: fact", "just words", ":4: header: expected 'field: value'"),
+    ("kind: fact", "just words", ":4: header: expected 'key: value', got 'just words'"),
 ])
 def test_a_malformed_file_is_named_by_line_and_field_skipped_and_never_rewritten(vault, old, new, where):
     folder = vault.gestalts_dir / "maya"

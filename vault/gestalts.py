@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import VaultError
+from .frontmatter import FrontMatterError, read_front_matter
 from .fsio import FileLock, atomic_write_text, ensure_private_dir
 from .layout import Vault
 
@@ -143,30 +144,19 @@ def render(g: Gestalt) -> str:
 
 def parse(text: str, path: Path, ident: str, user: str, mtime: float | None = None) -> Gestalt:
     """The gestalt in `text` (the file `path`, named `ident`, in `user`'s folder), or GestaltError."""
-    lines = text.removeprefix("\ufeff").split("\n")
-    if lines[0].strip() != "---":
-        raise _bad(path, 1, "header", "expected '---' (the file starts with a header between '---' lines)")
-    end = next((n for n, raw in enumerate(lines[1:], 2) if raw.strip() == "---"), None)
-    if end is None:
-        raise _bad(path, 1, "header", "no closing '---' line")
+    try:
+        header = read_front_matter(text, required=True, fences=("---",))
+    except FrontMatterError as exc:
+        raise _bad(path, exc.line, "header", exc.reason) from None
+    end = header.body_line - 1  # the closing '---'
     values: dict[str, tuple[int, str]] = {}
-    for n, raw in enumerate(lines[1:end - 1], 2):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition(":")
-        key = key.strip()
-        if not sep or not key:
-            raise _bad(path, n, "header", f"expected 'field: value', got {line[:40]!r}")
-        if key not in FIELDS:
-            raise _bad(path, n, key, f"unknown field (known: {', '.join(FIELDS)})")
-        if key in values:
-            raise _bad(path, n, key, f"given twice (first on line {values[key][0]})")
-        value = value.split(" #", 1)[0].strip()  # a YAML comment after the value
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = (n, value)
-    body = "\n".join(lines[end:]).strip()
+    for f in header.fields:
+        if f.key not in FIELDS:
+            raise _bad(path, f.line, f.key, f"unknown field (known: {', '.join(FIELDS)})")
+        if f.key in values:
+            raise _bad(path, f.line, f.key, f"given twice (first on line {values[f.key][0]})")
+        values[f.key] = (f.line, f.value)
+    body = header.body.strip()
     if not body:
         raise _bad(path, end, "body", "empty: write the fact below the header (or delete the file to forget it)")
     if len(body) > MAX_CHARS:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PersonaError
+from .frontmatter import FrontMatterError, parse_field, read_front_matter
 from .personas import V2_FIELDS, Persona, slug
 
 SUFFIXES = (".md", ".markdown", ".txt")
@@ -54,7 +55,6 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 _ALIAS = {alias: key for key, aliases in SECTIONS.items() for alias in aliases}
 META_KEYS = ("name", "hotkey", "tags", "nickname", "creator", "version")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-_META = re.compile(r"^\s*(?:[-*]\s*)?\**([A-Za-z][A-Za-z ]{0,20}?)\**\s*:\s*\**\s*(.+?)\s*$")
 _BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.*)$")
 
 
@@ -131,17 +131,13 @@ def read_sheet(path: str | Path) -> Sheet:
 
 
 def parse_sheet(text: str, path: Path, sha256: str = "") -> Sheet:
+    try:
+        header = read_front_matter(text)
+    except FrontMatterError as exc:
+        raise SheetError(f"{path}:{exc.line}: front matter: {exc.reason}") from None
+    meta = {f.key.lower(): f.value for f in header.fields}
     lines = text.split("\n")
-    meta: dict[str, str] = {}
-    i = 0
-    if lines and lines[0].strip() in ("---", "+++"):  # front matter
-        fence = lines[0].strip()
-        end = next((k for k in range(1, len(lines)) if lines[k].strip() == fence), None)
-        if end is None:
-            raise SheetError(f"{path}:1: front matter opened with '{fence}' is never closed")
-        for n in range(1, end):
-            _meta_line(lines[n], meta, path, n + 1, strict=True)
-        i = end + 1
+    i = header.body_line - 1
     name = meta.get("name", "").strip()
     sections: list[Section] = [Section("(summary)", "summary", "")]
     body: list[str] = []
@@ -165,7 +161,7 @@ def parse_sheet(text: str, path: Path, sha256: str = "") -> Sheet:
             prose_seen = False
             continue
         if not prose_seen and len(sections) == 1 and line.strip():
-            if _meta_line(line, meta, path, n + 1, strict=False):
+            if _meta_line(line, meta):
                 name = name or meta.get("name", "").strip()
                 continue
         if line.strip():
@@ -182,17 +178,12 @@ def parse_sheet(text: str, path: Path, sha256: str = "") -> Sheet:
     return Sheet(path, name, meta, [s for s in sections if s.text or s.key != "summary"], sha256)
 
 
-def _meta_line(line: str, meta: dict[str, str], path: Path, lineno: int, strict: bool) -> bool:
-    """`key: value`; in front matter every line must be one, under the name only known keys count."""
-    if not line.strip() or line.strip().startswith("#"):
-        return strict
-    m = _META.match(line)
-    key = m.group(1).strip().lower() if m else ""
-    if not m or (not strict and key not in META_KEYS):
-        if strict:
-            raise SheetError(f"{path}:{lineno}: front matter: expected 'key: value', got {line.strip()[:40]!r}")
+def _meta_line(line: str, meta: dict[str, str]) -> bool:
+    """A known `key: value` line right under the sheet's name (what front matter would hold)."""
+    pair = parse_field(line)
+    if pair is None or pair[0].lower() not in META_KEYS:
         return False
-    meta[key] = m.group(2).strip().strip("\"'")
+    meta[pair[0].lower()] = pair[1]
     return True
 
 

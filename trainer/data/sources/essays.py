@@ -27,6 +27,7 @@ from pathlib import Path
 
 from trainer.data.examples import DatasetReport, Example
 from trainer.data.sources import SourceError, read_text
+from vault.frontmatter import read_front_matter
 
 SUFFIXES = (".md", ".markdown", ".txt")
 CHUNK_WORDS = 300  # opening/revision targets and the context before a continuation
@@ -35,8 +36,6 @@ NOTE_WORDS = 60
 THESIS_WORDS = 50
 TITLE_WORDS = 12
 
-FRONT_MATTER = re.compile(r"\A(---|\+\+\+)[ \t]*\n(.*?)\n\1[ \t]*(?:\n|\Z)", re.S)
-FM_TITLE = re.compile(r"""^title\s*[:=]\s*["']?(.*?)["']?\s*$""", re.M | re.I)
 COMMENT = re.compile(r"<!--.*?-->", re.S)
 ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 SETEXT = re.compile(r"^(=+|-+)\s*$")
@@ -158,13 +157,9 @@ def _join(lines: list[str]) -> str:
 
 def parse_essay(text: str, path: Path) -> Essay | str:
     """The essay's title and paragraphs, or the reason there is nothing to learn from."""
-    title = None
-    offset = 1
-    if m := FRONT_MATTER.match(text):
-        if t := FM_TITLE.search(m.group(2)):
-            title = t.group(1).strip() or None
-        offset += text[: m.end()].count("\n")
-        text = text[m.end():]
+    header = read_front_matter(text, strict=False)  # an essay's YAML may hold lists: only the title counts
+    title = header.get("title") or None
+    offset, text = header.body_line, header.body
     text = COMMENT.sub(lambda c: "\n" * c.group(0).count("\n"), text)
     paras = _blocks(text.split("\n"), offset)
     top = ATX.match(paras[0].text) if paras and paras[0].heading else None
