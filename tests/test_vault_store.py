@@ -187,3 +187,15 @@ def test_truncated_manifest_names_line_and_backup(tmp_path):
     v.manifest_path.write_text('{"schema": 1,\n "adapters": {')
     with pytest.raises(ManifestError, match=r"manifest.json: line 2 column \d+: invalid JSON .*manifest.json.bak"):
         store.read()
+
+
+def test_a_lock_timeout_reaches_the_user_as_one_line(tmp_path, capsys):
+    """`home adapters add` while a training registers (the adapters lock, 120 s) ended in a traceback."""
+    from home.errors import report_error
+
+    with FileLock(tmp_path / "a.lock"):
+        try:
+            FileLock(tmp_path / "a.lock", timeout=0).acquire()
+        except LockTimeout as exc:
+            assert report_error(exc) == 1
+    assert capsys.readouterr().err == f"home: error: {tmp_path / 'a.lock'}: still locked by another process after 0 s\n"

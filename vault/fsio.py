@@ -218,7 +218,10 @@ def append_line_fsync(path: str | os.PathLike, line: str) -> None:
 
 
 class LockTimeout(OSError):
-    """Another process held the lock for longer than we were willing to wait."""
+    """Another process held the lock for longer than we were willing to wait. The CLI prints it as one
+    line (exit 1: nothing was wrong with the input; try again when the other process is done)."""
+
+    exit_code = 1
 
 
 class FileLock:
