@@ -88,6 +88,31 @@ def test_unknown_adapter_and_missing_data_are_one_line(evaluated):
     assert none.returncode == 2 and "no examples" in one_error_line(none)
 
 
+def test_a_voice_run_is_evaluated_on_its_time_split_by_default(evaluated):
+    """What a voice run records (trainer/worker/stages.py) makes `home eval` on the same data score only
+    the held-out latest examples (--all-data: everything, as before)."""
+    from dataclasses import replace
+
+    from trainer.data.sources import load_source
+    from vault.manifest import ManifestStore
+
+    vault, data, _ = evaluated
+    report = load_source("jsonl", str(data))
+    store = ManifestStore(Vault.open(vault))
+    with store.update() as m:
+        m.adapters["rnd"] = replace(m.adapters["rnd"], kind="voice", dataset={
+            "hash": report.dataset_hash(), "source": "jsonl", "split": "time",
+            "counts": {"examples": 4, "train": 3, "validation": 1}})
+    try:
+        held = run_home(vault, "eval", "rnd", "--source", "jsonl", str(data), "--samples", "0")
+        assert held.returncode == 0, held.stderr
+        assert "held-out: the adapter's time split" in held.stdout and "more like you than the base" in held.stdout
+        assert "on 1 of 4 examples" in held.stdout and "eval [" in held.stderr  # progress on stderr
+    finally:
+        with store.update() as m:
+            m.adapters["rnd"] = replace(m.adapters["rnd"], kind="other", dataset={})
+
+
 def test_evaluate_module_is_torch_free():
     code = "import sys, trainer.evaluation.evaluate, home.commands.eval; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
@@ -155,6 +180,10 @@ def test_a_recorded_time_split_is_evaluated_held_out():
                          dataset={"hash": "h1", "split": "time", "counts": {"train": 7, "validation": 3}})
     assert validation_split(entry, exs, "h1") == exs[-3:]  # the run's latest examples
     assert validation_split(entry, exs, "h2") is None  # other data: judged by its hash as before
+    grown = AdapterEntry(id="me-voice-2", name="me-voice", file="x.gguf", kind="voice",
+                         dataset={**entry.dataset, "last_trained": exs[6].key()})
+    assert validation_split(grown, exs, "h3") == exs[7:]  # logs that grew: everything after it
+    assert validation_split(grown, exs[:7], "h4") is None  # nothing written since
     random_split = AdapterEntry(id="b", name="b", file="x.gguf", dataset={**entry.dataset, "split": "random"})
     assert validation_split(random_split, exs, "h1") is None  # a random split is not recorded by example
     assert heldout_status(entry, "h1", "jsonl", validation=True)[0] is True

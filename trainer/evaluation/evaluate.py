@@ -53,14 +53,18 @@ def pick_examples(examples: Sequence[Example], limit: int, run: int = 1) -> list
 
 
 def validation_split(entry: AdapterEntry, examples: Sequence[Example], dataset_hash: str | None) -> list[Example] | None:
-    """The examples the adapter's run held out, when `examples` are exactly the data it trained on (same
-    hash) and the run recorded a time split (a voice adapter: its latest `validation` examples); else None."""
+    """The examples the adapter never trained on, from a run that recorded a time split (a voice adapter):
+    its latest `validation` examples when `examples` are exactly its data (same hash); in data that grew
+    since (the logs), every example after the newest one it trained on. None otherwise."""
     ds = entry.dataset or {}
-    n_val = (ds.get("counts") or {}).get("validation")
-    if (ds.get("split") != "time" or not dataset_hash or dataset_hash != ds.get("hash")
-            or not isinstance(n_val, int) or not 0 < n_val <= len(examples)):
+    if ds.get("split") != "time":
         return None
-    return list(examples[-n_val:])
+    n_val = (ds.get("counts") or {}).get("validation")
+    if dataset_hash and dataset_hash == ds.get("hash"):
+        return list(examples[-n_val:]) if isinstance(n_val, int) and 0 < n_val <= len(examples) else None
+    last = ds.get("last_trained")
+    at = [i for i, ex in enumerate(examples) if ex.key() == last] if isinstance(last, str) else []
+    return list(examples[at[-1] + 1:]) or None if at else None
 
 
 def heldout_status(entry: AdapterEntry, dataset_hash: str | None, source: str | None,
@@ -69,7 +73,8 @@ def heldout_status(entry: AdapterEntry, dataset_hash: str | None, source: str | 
     manifest holds only a hash of the whole training set, so data is called held-out only when it is
     provably other data than the adapter was trained on."""
     if validation:
-        return True, "the adapter's validation split: the latest examples of its data, held out at training"
+        return True, ("the adapter's time split: only examples later than the newest it trained on "
+                      "(its validation split, or what was written since)")
     trained = (entry.dataset or {}).get("hash")
     trained_source = (entry.training or {}).get("source")
     if not trained:
