@@ -118,3 +118,17 @@ def test_adapters_voice_switches_to_a_candidate_by_hand(tmp_path, model_path):
     unknown = run_home(vault.root, "--user", "bo", "adapters", "voice", "nope")
     assert unknown.returncode != 0 and "unknown adapter 'nope'" in one_error_line(unknown)
     assert ManifestStore(vault).read().users["bo"]["voice_adapter"] == "bo-voice-2"  # nothing changed
+
+
+def test_a_dpo_job_is_the_users_voice_from_preferences():
+    from trainer.protocol.job import Job, JobError
+
+    Job(vault="v", method="dpo", source="preferences").validate()
+    for bad, why in ((dict(method="dpo"), "preference training is --method dpo --source preferences"),
+                     (dict(source="preferences"), "both, or neither"),
+                     (dict(method="dpo", source="preferences", two_phase=True), "no --two-phase"),
+                     (dict(method="dpo", source="preferences", kind="persona"), "trains a voice adapter"),
+                     (dict(method="dpo", source="preferences", beta=0.0), "beta"),
+                     (dict(method="ppo"), "expected one of sft, dpo")):
+        with pytest.raises(JobError, match=why):
+            Job(vault="v", **bad).validate()

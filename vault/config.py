@@ -65,6 +65,13 @@ class GestaltSettings:
 
 
 @dataclass(frozen=True)
+class TrainingSettings:
+    """[training]: when the app offers to retrain (home/app/retrain.py)."""
+
+    learn_from_picks_after: int = 20  # new pick-best pairs before the retrain panel offers "learn from your picks"; 0: never
+
+
+@dataclass(frozen=True)
 class RouterSettings:
     """[router]: the per-turn adapter choice (home/router). Labels need example sentences: the built-in
     ones cover the defaults; `task_examples` / `tone_examples` add labels or extend them."""
@@ -91,6 +98,7 @@ class Config:
     memory: MemorySettings = field(default_factory=MemorySettings)
     router: RouterSettings = field(default_factory=RouterSettings)
     gestalts: GestaltSettings = field(default_factory=GestaltSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
 
 
 def _default_user() -> str:
@@ -141,6 +149,9 @@ embedder = ""         # "" = bundled all-MiniLM-L6-v2, a sentence-transformers f
 [gestalts]
 enabled = {str(gst.enabled).lower()}      # distil lasting facts about you into <vault>/gestalts/<user>/ (`home gestalts …`)
 every_n_turns = {gst.every_n_turns}   # also every N of your turns, not only when a session ends (0: only then)
+
+[training]
+learn_from_picks_after = {TrainingSettings().learn_from_picks_after}  # new pick-best choices before the app offers "learn from your picks" (0: never)
 
 [router]
 enabled = {str(r.enabled).lower()}      # pick adapters per turn by user, persona, task and tone (`home route TEXT` says why)
@@ -276,7 +287,7 @@ def _parse(text: str, path: str) -> Config:
     except ValueError as exc:  # tomllib lets Python's 4300-digit integer limit through
         why = "a number longer than 4300 digits" if "digits" in str(exc) else str(exc).split(":")[0]
         raise ConfigError(f"{path}: invalid TOML: {why}") from None
-    allowed = {"user", "model", "persona", "generation", "context", "keys", "memory", "router", "gestalts"}
+    allowed = {"user", "model", "persona", "generation", "context", "keys", "memory", "router", "gestalts", "training"}
     for key in data:
         if key not in allowed:
             raise ConfigError(f"{path}: {key}: unknown setting (known: {', '.join(sorted(allowed))})")
@@ -299,6 +310,9 @@ def _parse(text: str, path: str) -> Config:
     mem = _section(path, data, "memory", MemorySettings)
     router = _router_section(path, data)
     gestalts = _section(path, data, "gestalts", GestaltSettings)
+    training = _section(path, data, "training", TrainingSettings)
+    if training.learn_from_picks_after < 0:
+        raise ConfigError(f"{path}: training.learn_from_picks_after: expected >= 0, got {training.learn_from_picks_after}")
     if gestalts.every_n_turns < 0:
         raise ConfigError(f"{path}: gestalts.every_n_turns: expected >= 0, got {gestalts.every_n_turns}")
     if mem.k < 0 or mem.budget_tokens < 0:
@@ -311,7 +325,8 @@ def _parse(text: str, path: str) -> Config:
         raise ConfigError(f"{path}: context.n_ctx: expected at least 256, got {ctx.n_ctx}")
     if ctx.gpu_layers < -1:
         raise ConfigError(f"{path}: context.gpu_layers: expected -1 (all) or a number of layers >= 0, got {ctx.gpu_layers}")
-    return Config(generation=gen, context=ctx, keys=keymap, memory=mem, router=router, gestalts=gestalts, **top)
+    return Config(generation=gen, context=ctx, keys=keymap, memory=mem, router=router, gestalts=gestalts,
+                  training=training, **top)
 
 
 def load_config(vault: Vault) -> Config:

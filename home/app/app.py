@@ -13,7 +13,7 @@ from textual.binding import Binding
 
 from home.app.commands import HomeCommands
 from home.app.features import FeaturesMixin
-from home.app.retrain import RetrainRun, build_job, cpu_refusal_for
+from home.app.retrain import RetrainRun, build_job, cpu_refusal_for, picks_refusal, picks_waiting
 from home.app.screens.adapters import AdaptersScreen
 from home.app.screens.chat import ChatScreen
 from home.app.screens.error import ErrorScreen
@@ -208,6 +208,26 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
 
     def action_retrain(self) -> None:
         """Start the trainer worker on the user's chat logs; the panel follows its events."""
+        self._start_training("sft")
+
+    def action_learn_from_picks(self) -> None:
+        """"Learn from your picks": DPO from the user's pick-best pairs over their voice (the panel offers it
+        after [training] learn_from_picks_after new pairs; the palette always has it)."""
+        self._start_training("dpo")
+
+    def offer_picks(self) -> None:
+        """After a pick: enough new pairs and nothing training → the retrain panel offers to learn from them."""
+        need = self.session.config.training.learn_from_picks_after if self.session is not None else 0
+        if need <= 0 or self.chat is None or self.training_running:
+            return
+        try:
+            waiting = picks_waiting(self.session)
+        except (VaultError, OSError):
+            return
+        if waiting >= need:
+            self.chat.query_one(TrainPanel).offer(waiting)
+
+    def _start_training(self, method: str) -> None:
         if self.session is None or self.chat is None:
             return
         if self.training_running:
@@ -215,8 +235,9 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
             return
         panel = self.chat.query_one(TrainPanel)
         try:
-            job = build_job(self.session)
-            refusal = cpu_refusal_for(job, self.session.engine)
+            job = build_job(self.session, method)
+            refusal = (picks_refusal(self.session) if method == "dpo" else None) or cpu_refusal_for(
+                job, self.session.engine)
             if refusal is None:
                 self.retrain = RetrainRun(job, self.session.vault.runs_dir)
         except (JobError, LLMError, VaultError, OSError) as exc:

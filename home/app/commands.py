@@ -26,6 +26,9 @@ class HomeCommands(Provider):
             ("View adapters", app.action_adapters, "the registered adapters and their metrics"),
             ("Persona: base (no persona)", partial(app.action_persona, ""), "the model's own manner"),
             ("Retrain my voice", app.action_retrain, "train your voice adapter on your chat logs (ctrl+t)"),
+            ("Learn from your picks", app.action_learn_from_picks,
+             "preference training (DPO) of your voice from your pick-best choices; it becomes your voice only "
+             "if at least as good"),
             ("Roundtable…", app.action_roundtable, "two or more personas take turns on a topic; you can interject"),
             ("Pick best of two replies", app.action_pick_best,
              "two candidates for your last message side by side; your pick is kept as a preference (ctrl+b)"),

@@ -115,6 +115,8 @@ class FeaturesMixin:
             await reply.finish()
             reply.border_subtitle = f"picked {k + 1} of 2 · {chosen.label}"
         self._back_to_chat()
+        if k is not None:
+            self.offer_picks()  # type: ignore[attr-defined]
 
     # --- search past sessions -----------------------------------------------------------------
 

@@ -29,19 +29,66 @@ def cpu_refusal_for(job: Job, engine) -> str | None:
     return cpu_refusal(engine.info.name, model_params(engine.info))
 
 
-def build_job(session) -> Job:
-    """The user's voice from their chat logs, for the model the app runs, with the Job's own defaults
-    (those of `home train` with no flags: rank 16, batch 8, lr 2e-4, 512 tokens, auto device).
+def build_job(session, method: str = "sft") -> Job:
+    """The user's voice from their chat logs (sft), or from their pick-best pairs over their current voice
+    (dpo, "learn from your picks"), for the model the app runs, with the Job's own defaults (those of
+    `home train` with no flags: rank 16, batch 8, lr 2e-4, 512 tokens, auto device).
     AppOptions.train_steps / train_args override them (tests train 6 tiny steps on the CPU)."""
     o = session.options
     fields = dict(o.train_args or {})
     if o.train_steps:
         fields["steps"] = o.train_steps
     model = session.engine.path if session.engine is not None else session.ctx.model_path
-    job = Job(vault=str(session.vault.root), source="logs", target="user", user=session.user,
+    source = "preferences" if method == "dpo" else "logs"
+    job = Job(vault=str(session.vault.root), source=source, method=method, target="user", user=session.user,
               model=str(model), **fields)
+    if method == "dpo":  # the voice's next version, its current version the reference
+        voice = _fitting_voice(session)
+        if voice is not None:
+            job.start, job.name = voice.id, job.name or voice.name
     job.validate("retrain")
     return job
+
+
+def _fitting_voice(session):
+    from llm.fingerprint import same_base
+
+    manifest = session.manifest()
+    vid = (manifest.users.get(session.user) or {}).get("voice_adapter")
+    entry = manifest.adapters.get(vid) if vid else None
+    fp = session.engine.info.fingerprint if session.engine is not None else None
+    if entry is None or fp is None or not same_base((entry.base or {}).get("fingerprint"), fp):
+        return None
+    return entry
+
+
+def picks_refusal(session) -> str | None:
+    """Why "learn from your picks" cannot start (too few usable pairs to hold some out), said before a
+    worker starts; None when it can. The worker checks the same (trainer.data.preferences.split_pairs)."""
+    from trainer.data.preferences import load_pairs, split_pairs
+
+    fp = session.engine.info.fingerprint if session.engine is not None else None
+    report = load_pairs(session.vault, session.user, fp, set(session.manifest().adapters), forgotten=set())
+    try:
+        split_pairs(report.pairs)
+    except ValueError as exc:
+        skipped = f" ({len(report.skipped)} skipped: {', '.join(f'{n} {k}' for k, n in report.counts().items())})"
+        return f"{exc}{skipped if report.skipped else ''}"
+    return None
+
+
+def picks_waiting(session) -> int:
+    """Usable pick-best pairs made since the user's voice last learnt from picks (all of them before the
+    first time): what "learn from your picks" is offered on. Reads one small JSONL file and the manifest;
+    forgotten turns are not looked up here (the trainer skips them and says so)."""
+    from trainer.data.preferences import load_pairs
+
+    manifest = session.manifest()
+    fp = session.engine.info.fingerprint if session.engine is not None else None
+    last = max((e.created for e in manifest.adapters.values()
+                if e.owner == session.user and (e.training or {}).get("method") == "dpo"), default="")
+    report = load_pairs(session.vault, session.user, fp, set(manifest.adapters), forgotten=set())
+    return sum(1 for p in report.pairs if p.time > last)
 
 
 class RetrainRun:

@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "- the samples side by side, base vs adapter.\n"
                     "Writes report.json and report.png under <vault>/runs/eval-<adapter>-<time>/.",
         epilog="examples:\n  home eval me-voice-1 --source logs\n"
+               "  home eval me-voice-3 --source preferences   # preference accuracy on held-out pick-best pairs\n"
                "  home eval quill-persona-1 --source jsonl quill.jsonl --persona quill --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -38,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a registered adapter: an id (that version) or a name (its newest version); "
                         "see `home adapters list`")
     p.add_argument("--source", nargs="+", required=True, metavar=("SOURCE", "PATH"),
-                   help=f"where the examples come from ({', '.join(KINDS)}) and the file or folder "
+                   help=f"where the examples come from ({', '.join(KINDS)}, or preferences: your pick-best pairs, "
+                        "for preference accuracy and reward margin) and the file or folder "
                         "(logs/gestalts: optional, default the vault)")
     p.add_argument("path", nargs="?", help=argparse.SUPPRESS)  # `home eval ID PATH --source jsonl` works too
     p.add_argument("--speaker", metavar="NAME", help="transcript: whose lines are the targets")
@@ -72,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
+    if args.source and args.source[0] == "preferences":  # pick-best pairs: preference accuracy, not perplexity
+        from home.commands import eval_preferences
+
+        return eval_preferences.run(args)
     if args.samples < 0 or args.max_examples < 1 or (args.max_tokens is not None and args.max_tokens < 1):
         raise UsageError("--samples must be >= 0, --max-examples and --max-tokens >= 1")
     source, path = source_and_path(args)

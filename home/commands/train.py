@@ -18,7 +18,7 @@ from home.errors import UsageError
 from home.progress import ProgressPrinter
 from home.worker import start_worker
 from trainer.protocol.events import read_events
-from trainer.protocol.job import SOURCES, Job
+from trainer.protocol.job import METHODS, SOURCES, Job
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,10 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  home train --source transcript play.txt --speaker HAMLET --name hamlet\n"
                "  home train --source jsonl data.jsonl --persona quill --target persona quill\n"
                "  home train --source jsonl cast/train.jsonl --per-persona      # one adapter per persona\n"
+               "  home train --method dpo --source preferences          # learn from your pick-best choices\n"
                "  home train --resume",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--source", choices=SOURCES, default="logs", help="where the examples come from (default logs)")
+    p.add_argument("--source", choices=SOURCES, default=None,
+                   help="where the examples come from (default logs; preferences: your pick-best pairs, for dpo)")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="sft: learn the examples (default); dpo: learn from your pick-best choices "
+                        "(--source preferences), starting from your voice adapter, which is the reference")
+    p.add_argument("--beta", type=float, default=0.1, metavar="B",
+                   help="dpo: how far the adapter may move from where it starts (default 0.1)")
+    p.add_argument("--start", metavar="ADAPTER", help="dpo: the voice adapter to start from (default: your voice)")
     p.add_argument("path", nargs="?", help="the file or folder for transcript, essays, jsonl (logs/gestalts: optional)")
     p.add_argument("--speaker", metavar="NAME", help="transcript: whose lines to learn")
     p.add_argument("--target", nargs="+", metavar=("user|persona", "NAME"), default=["user"],
@@ -76,15 +84,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_job(ctx: Context, args: argparse.Namespace) -> Job:
+    method, source = training_method(args)
     target = args.target[0]
     if target not in ("user", "persona") or (target == "user" and len(args.target) > 1) or len(args.target) > 2:
         raise UsageError(f"--target {' '.join(args.target)}: expected `user` or `persona NAME`")
     persona = args.target[1] if target == "persona" and len(args.target) == 2 else args.persona
-    if args.path and args.source == "logs" and not os.path.exists(args.path):
+    if args.path and source == "logs" and not os.path.exists(args.path):
         raise UsageError(f"{args.path}: no such log file or folder")
     model = getattr(args, "model", None) or ctx.config.model or None
     job = Job(
-        vault=str(ctx.vault.root), source=args.source, path=os.path.abspath(args.path) if args.path else None,
+        vault=str(ctx.vault.root), source=source, method=method, beta=args.beta,
+        path=os.path.abspath(args.path) if args.path else None,
         speaker=args.speaker, target=target, persona=persona, user=ctx.user, name=args.name, kind=args.kind,
         tasks=args.tasks, tones=args.tones, model=str(ctx.model_path) if model is None else model,
         base=args.base, steps=args.steps, epochs=args.epochs, rank=args.rank, window=args.window,
@@ -98,6 +108,8 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
         job.validate("home train")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if method == "dpo":
+        dpo_start(ctx, job, args.start)
     if not job.per_persona:  # a name another kind holds would be refused at registration, after the training
         manifest = ctx.manifest()
         manifest.check_name(job.adapter_name, job.adapter_kind)
@@ -123,6 +135,39 @@ def check_dataset(ctx: Context, job: Job) -> int:
         print(f"home: error: {where}: no usable examples", file=sys.stderr)
         return 2
     return 0
+
+
+def training_method(args: argparse.Namespace) -> tuple[str, str]:
+    """(method, source): `--method dpo` alone means the preferences, `--source preferences` alone means dpo."""
+    method, source = getattr(args, "method", None), getattr(args, "source", None)
+    if method is None:
+        method = "dpo" if source == "preferences" else "sft"
+    if source is None:
+        source = "preferences" if method == "dpo" else "logs"
+    return method, source
+
+
+def dpo_start(ctx: Context, job: Job, start: str | None) -> None:
+    """The adapter DPO starts from (and measures against): `--start`, else the user's voice when it fits
+    the model; its name is the new version's name, so the result is the voice's next version."""
+    from llm.fingerprint import base_refusal
+
+    manifest = ctx.manifest()
+    if start:
+        entry = manifest.resolve(start)
+        if entry.kind != "voice":
+            raise UsageError(f"--start {start}: {entry.id} is of kind {entry.kind}, not a voice adapter")
+    else:
+        vid = (manifest.users.get(job.user) or {}).get("voice_adapter")
+        entry = manifest.adapters.get(vid) if vid else None
+    if entry is not None and base_refusal(entry.base, ctx.model_info.fingerprint, ctx.model_info.name):
+        if start:
+            raise UsageError(f"--start {start}: " + base_refusal(entry.base, ctx.model_info.fingerprint,
+                                                                 ctx.model_info.name))
+        entry = None  # a voice for another model: start from the base
+    if entry is not None:
+        job.start = entry.id
+        job.name = job.name or entry.name
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SOURCES = ("logs", "transcript", "essays", "jsonl", "gestalts")
+SOURCES = ("logs", "transcript", "essays", "jsonl", "gestalts", "preferences")
+METHODS = ("sft", "dpo")
 DEVICES = ("auto", "cpu", "cuda")
 KINDS = ("voice", "persona", "task", "style", "other")
 
@@ -53,6 +54,9 @@ class Job:
     two_phase: bool = False
     per_persona: bool = False  # jsonl persona records → one adapter per persona (trainer/worker/per_persona.py)
     personas: list[str] = field(default_factory=list)  # --per-persona: only these (default: every one)
+    method: str = "sft"  # sft: examples; dpo: pick-best pairs (source preferences, trainer/worker/preference_run.py)
+    beta: float = 0.1  # dpo: how far from the starting point (the reference) the adapter may move
+    start: str | None = None  # dpo: the adapter id to start from; None: the user's voice adapter, else the base
     resume: bool = False
     run_dir: str | None = None  # set by the worker; fixed on resume
 
@@ -103,6 +107,17 @@ class Job:
             raise bad("path", f"--source {self.source} needs a path")
         if self.source == "transcript" and not self.speaker:
             raise bad("speaker", "--source transcript needs --speaker NAME")
+        if self.method not in METHODS:
+            raise bad("method", f"expected one of {', '.join(METHODS)}, got {self.method!r}")
+        if (self.method == "dpo") != (self.source == "preferences"):
+            raise bad("method", "preference training is --method dpo --source preferences (both, or neither)")
+        if self.method == "dpo":
+            if self.two_phase or self.per_persona or self.target != "user":
+                raise bad("method", "--method dpo trains the user's voice: no --two-phase, --per-persona or --target persona")
+            if self.kind not in (None, "voice"):
+                raise bad("kind", "--method dpo trains a voice adapter")
+            if not 0 < self.beta <= 10:
+                raise bad("beta", f"expected a number in (0, 10], got {self.beta}")
         if self.target not in ("user", "persona"):
             raise bad("target", f"expected user or persona, got {self.target!r}")
         if self.target == "persona" and not self.persona:

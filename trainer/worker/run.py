@@ -1,6 +1,6 @@
 """One run's lifecycle: its folder and state (`runs/`), leftovers cleaned first, the architecture checked,
-then the recipe (`pipeline` for one adapter, `per_persona` for one per persona). A run that stops or
-fails is recorded as such and registers nothing.
+then the recipe (`pipeline` for one adapter, `per_persona` for one per persona, `preference_run` for
+DPO from pick-best pairs). A run that stops or fails is recorded as such and registers nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +32,11 @@ def run(job: Job, emit: Emit) -> dict:
         from trainer.worker.convert import check_architecture
 
         check_architecture(info.arch, model_path)  # before the dataset, the load and the training
-        if job.per_persona:
+        if job.method == "dpo":
+            from trainer.worker.preference_run import train_preferences
+
+            entry = train_preferences(job, vault, run_dir, model_path, info, emit)
+        elif job.per_persona:
             from trainer.worker.per_persona import train_each
 
             entry = train_each(job, vault, run_dir, model_path, info, emit)

@@ -21,7 +21,7 @@ from trainer.evaluation.perplexity import likeness
 PHASE_STAGE = {"load": "dataset", "tokenize": "dataset", "baseline": "dataset", "identity": "training",
                "style": "training", "train": "training", "saved": "converting", "best": "converting",
                "convert": "converting", "verify": "verifying", "heldout": "evaluating",
-               "register": "registering"}
+               "register": "registering", "start": "dataset", "preference": "evaluating", "gate": "evaluating"}
 EVENT_STAGE = {"started": "starting", "dataset": "dataset", "step": "training", "checkpoint": "training",
                "converted": "verifying", "verified": "registering", "registered": "registered",
                "done": "done", "stopped": "stopped", "error": "failed"}
@@ -44,6 +44,8 @@ class TrainView:
     base_val_loss: float | None = None
     perplexity: tuple[float, float] | None = None
     registered: list[str] = field(default_factory=list)
+    preference: tuple[float, float] | None = None  # DPO: held-out preference accuracy before, after
+    promotion: dict | None = None  # the gate's decision about the new voice (trainer/evaluation/gate.py)
     outcome: str | None = None  # the final line: result, stop or error
     finished: bool = False
 
@@ -64,6 +66,10 @@ class TrainView:
             self.loss, self.tok_per_s, self.eta_s = e.get("loss"), e.get("tokens_per_s"), e.get("eta_s")
             if self.loss is not None:
                 self.losses.append(float(self.loss))
+        elif kind == "eval" and e.get("stage") == "preference":
+            self.preference = (e.get("accuracy_before"), e.get("accuracy_after"))
+        elif kind == "eval" and e.get("stage") == "promotion":
+            self.promotion = {k: e.get(k) for k in ("decision", "why", "replaces")}
         elif kind == "eval" and e.get("perplexity_base") is not None:
             self.perplexity = (float(e["perplexity_base"]), float(e["perplexity_adapter"]))
             self.detail = "held-out perplexity measured; registering"
@@ -97,6 +103,10 @@ class TrainView:
             closer = likeness(*self.perplexity)  # a voice run holds out the user's latest words
             if closer is not None:
                 line += f" · sounds {abs(closer):g}% {'more' if closer >= 0 else 'less'} like you than the base"
+        if self.preference and None not in self.preference:
+            line += f" · picks agreed with {self.preference[0]:.0%} → {self.preference[1]:.0%}"
+        if self.promotion and self.promotion.get("decision") == "candidate":
+            line += f"\n{self.promotion.get('why')} (switch by hand: `home adapters voice {self.registered[-1]}`)"
         return line
 
     def finish(self, outcome: str) -> None:
@@ -133,14 +143,29 @@ class TrainPanel(Vertical):
         yield Sparkline([], id="train-losses")
         yield Static("", id="train-val", markup=False)
         yield Static("", id="train-outcome", markup=False)
+        yield Button("Learn from your picks", id="train-picks", variant="success")
         yield Button("Cancel", id="train-cancel", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#train-picks", Button).display = False
 
     def start(self) -> None:
         """A fresh run: reset and show."""
         self.view = TrainView()
-        self.query_one(Button).label = "Cancel"
+        self.query_one("#train-picks", Button).display = False
+        self.query_one("#train-cancel", Button).label = "Cancel"
         self.query_one(ProgressBar).update(total=None, progress=0)
         self.display = True
+        self.refresh_view()
+
+    def offer(self, picks: int) -> None:
+        """Enough new pick-best choices ([training] learn_from_picks_after): offer preference training."""
+        self.start()
+        self.view.stage = "ready"
+        self.view.detail = "DPO over your voice: it replaces it only if at least as good"
+        self.view.finish(f"{picks} new pick-best choices: learn from your picks?")
+        self.query_one("#train-picks", Button).display = True
+        self.query_one("#train-cancel", Button).label = "Not now"
         self.refresh_view()
 
     def refuse(self, why: str) -> None:
@@ -148,7 +173,7 @@ class TrainPanel(Vertical):
         self.start()
         self.view.stage = "not started"
         self.view.finish(why)
-        self.query_one(Button).label = "Close"
+        self.query_one("#train-cancel", Button).label = "Close"
         self.refresh_view()
 
     def show_event(self, event: dict) -> None:
@@ -164,7 +189,7 @@ class TrainPanel(Vertical):
         if not self.view.finished:
             self.view.finish(self.view.result_line() if code == 0 else
                              f"error: the trainer exited with code {code}" + (f": {why}" if why else ""))
-        self.query_one(Button).label = "Close"
+        self.query_one("#train-cancel", Button).label = "Close"
         self.refresh_view()
 
     def refresh_view(self) -> None:
@@ -187,6 +212,9 @@ class TrainPanel(Vertical):
         if event.button.id == "train-cancel":
             event.stop()
             self.action_cancel_or_close()
+        elif event.button.id == "train-picks":
+            event.stop()
+            self.app.action_learn_from_picks()  # type: ignore[attr-defined]
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Esc cancels the run while it trains, then closes the panel: the footer shows the one that applies."""
