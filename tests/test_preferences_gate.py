@@ -132,3 +132,19 @@ def test_a_dpo_job_is_the_users_voice_from_preferences():
                      (dict(method="ppo"), "expected one of sft, dpo")):
         with pytest.raises(JobError, match=why):
             Job(vault="v", **bad).validate()
+
+
+def test_train_check_reports_the_pairs_without_training(tmp_path, model_path):
+    from llm.gguf_meta import read_model_info
+    from tests.cli_helpers import one_error_line, run_home
+
+    vault = Vault.open(tmp_path / "v")
+    fp = read_model_info(model_path).fingerprint
+    for i in range(3):
+        append_preference(vault, pair_record(i, fp=fp))
+    append_preference(vault, pair_record(9))  # made on another model
+    proc = run_home(vault.root, "--user", "bo", "train", "--method", "dpo", "--check")
+    assert proc.returncode == 2
+    assert "3 pairs kept, 1 skipped" in proc.stdout and "made on another model" in proc.stdout
+    assert "bo.jsonl: only 3 usable preference pairs: at least 6 are needed" in one_error_line(proc)
+    assert not list(vault.runs_dir.iterdir())  # nothing started

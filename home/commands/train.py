@@ -121,6 +121,8 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
 def check_dataset(ctx: Context, job: Job) -> int:
     """`--check`: the report the worker prints first, read here with the same `load_source` (torch-free),
     so bad data is found in a second, not after the model has loaded."""
+    if job.method == "dpo":
+        return check_pairs(ctx, job)
     from trainer.data.sources import load_source
 
     report = load_source(job.source, job.path, vault=ctx.vault, speaker=job.speaker, target=job.target,
@@ -133,6 +135,20 @@ def check_dataset(ctx: Context, job: Job) -> int:
         return 2
     if not report.examples:
         print(f"home: error: {where}: no usable examples", file=sys.stderr)
+        return 2
+    return 0
+
+
+def check_pairs(ctx: Context, job: Job) -> int:
+    """`--check` for `--method dpo`: the pairs kept and skipped (and why), as the worker will see them."""
+    from trainer.data.preferences import load_pairs, split_pairs
+
+    report = load_pairs(ctx.vault, job.user, ctx.model_info.fingerprint, set(ctx.manifest().adapters))
+    print(report.render())
+    try:
+        split_pairs(report.pairs)
+    except ValueError as exc:
+        print(f"home: error: {report.file}: {exc}", file=sys.stderr)
         return 2
     return 0
 
