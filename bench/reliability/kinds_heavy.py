@@ -1,6 +1,6 @@
 """The expensive kill -9 kinds: the Textual app driven in tmux, and `home train` at tiny settings.
 
-Each run of these takes the shared heavy lock (`/tmp/home-heavy.lock`, fcntl) for itself, so other
+Each training run takes the shared heavy lock (`/tmp/home-heavy.lock`, fcntl) for itself, so other
 trainings on the machine wait for one run, not for the campaign; do not wrap the script in `flock` too.
 """
 
@@ -85,43 +85,45 @@ class App(Kind):
         return time.monotonic()
 
     def calibrate(self, ledger: Ledger) -> None:
-        with heavy_lock():
-            t0, pid = self._launch()
-            self._wait(self._ready, pid)
-            self.startup = time.monotonic() - t0
-            sent = self._send("Hello there, this is the first message.")
-            self._wait(lambda: self._replies() == 1, pid)
-            self.reply = time.monotonic() - sent
-            self.tmux("send-keys", "-t", "home", "C-q")
-            self._wait(lambda: not self._alive(pid), pid)  # raises only on timeout
-            self.tmux("kill-server", check=False)
+        t0, pid = self._launch()
+        self._wait(self._ready, pid)
+        self.startup = time.monotonic() - t0
+        sent = self._send("Hello there, this is the first message.")
+        self._wait(lambda: self._replies() == 1, pid)
+        self.reply = time.monotonic() - sent
+        self.tmux("send-keys", "-t", "home", "C-q")
+        self._wait(lambda: not self._alive(pid), pid)  # raises only on timeout
+        self.tmux("kill-server", check=False)
 
     def run(self, i: int, ledger: Ledger) -> Outcome:
         early = self.rng.random() < 0.2
         delay = self.rng.uniform(0, self.startup if early else 1.5 * self.reply)
-        with heavy_lock():
-            t0, pid = self._launch()
-            where = "start-up"
-            try:
-                if not early:
-                    self._wait(self._ready, pid)
-                    t0 = self._send(f"Run {i}: {self.rng.choice(TOPICS)}")
-                    where = "message sent"
-                while time.monotonic() < t0 + delay and self._alive(pid):
-                    time.sleep(0.002)
-                at = time.monotonic() - t0
-                killed = self._alive(pid)
+        t0, pid = self._launch()
+        where = "start-up"
+        try:
+            if not early:
+                self._wait(self._ready, pid)
+                t0 = self._send(f"Run {i}: {self.rng.choice(TOPICS)}")
+                where = "message sent"
+            while time.monotonic() < t0 + delay and self._alive(pid):
+                time.sleep(0.002)
+            at = time.monotonic() - t0
+            killed = self._alive(pid)
+            if killed:
                 os.killpg(pid, signal.SIGKILL)
-            except (RuntimeError, ProcessLookupError) as exc:
-                return Outcome(False, 0.0, where, failure=str(exc)[:300])
-            finally:
-                while self._alive(pid):
-                    time.sleep(0.01)
-                self.tmux("kill-server", check=False)
+        except (RuntimeError, ProcessLookupError) as exc:
+            return Outcome(False, 0.0, where, failure=str(exc)[:300])
+        finally:
+            # Gone, not only a zombie leader: its other threads (one may sit in fsync) hold its files, and
+            # with them the memory lock, until the last one exits and tmux reaps it.
+            deadline = time.monotonic() + 60
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.tmux("kill-server", check=False)
         return Outcome(killed, at, where, failure=None if killed else "the app exited by itself")
 
 
-TRAIN_ARGS = ["train", "--steps", "2", "--rank", "4", "--batch-size", "2", "--max-length", "64",
+TRAIN_ARGS = ["train", "--steps", "3", "--rank", "8", "--lr", "1e-2", "--batch-size", "2", "--max-length", "64",
               "--device", "cpu", "--json", "--name", "me-voice"]
 VOICE = ["Groceries first, then the bike shop. Keep it simple, yeah?", "A long ride by the river and a nap.",
          "Short and sweet, nobody argued.", "Pasta with whatever greens we have.", "Not yet, tonight after dinner.",
@@ -131,8 +133,8 @@ VOICE = ["Groceries first, then the bike shop. Keep it simple, yeah?", "A long r
 
 
 class Train(Kind):
-    """`home train` (2 steps, rank 4, CPU, the default model from the cached base), killed with its
-    worker at once anywhere: data, base load, the steps, checkpoints, conversion, verification, the plot,
+    """`home train` (3 steps, rank 8, a high learning rate so that conversion's check sees the adapter
+    move; CPU, the default model from the cached base), killed with its worker at once anywhere: data, base load, the steps, checkpoints, conversion, verification, the plot,
     registration. A run whose `registered` event was printed must be in the manifest (adopted, if the
     kill came before the manifest write)."""
 

@@ -1,0 +1,174 @@
+"""Two processes at once on one vault, for M minutes: no lost records, no torn manifest, every refusal one
+clear line.
+
+    .venv/bin/python bench/reliability/two_procs.py --minutes 10 [--train] [--seed 1]
+
+Loop A is a conversation, as the app holds one: `home ask --continue A_SESSION` again and again. Loop B is
+everything else a user runs meanwhile, in turn: `home ask` (a new session, or `--continue` of the
+latest, which may be A's), `home memory search/reindex/stats`, `home adapters add/remove/list`,
+`home gestalts list`, and with `--train` a 1-step `home train` (under the shared heavy lock). At the end
+the invariants of bench/reliability/invariants.py are checked: every turn a command reported done is
+in the log once with its reply, every adapter added and not removed is in the manifest (which parses and
+names only complete files), memory catches up to the logs, nothing left over. Every command that exited
+non-zero must have said why in one `home: …` line and no traceback; the distinct lines are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.reliability.invariants import Ledger, check  # noqa: E402
+from bench.reliability.kinds import TOPICS, new_vault  # noqa: E402
+from bench.reliability.kinds_heavy import heavy_lock  # noqa: E402
+from bench.reliability.procs import Watched, home_argv, home_env  # noqa: E402
+
+
+class Loops:
+    def __init__(self, vault, lora: Path, seed: int, train: bool) -> None:
+        self.vault, self.lora, self.train = vault, lora, train
+        self.env = home_env(vault.root)
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.ledger = Ledger()
+        self.commands: Counter = Counter()
+        self.refusals: Counter = Counter()  # distinct first lines of non-zero exits
+        self.unclear: list[str] = []  # non-zero exits without one clear line
+        self.notes: Counter = Counter()  # what a command that succeeded said on stderr
+        self.added: list[str] = []
+
+    def home(self, name: str, *args: str) -> Watched:
+        p = Watched(home_argv(*args), self.env)
+        p.finish()
+        lines = [ln for ln in p.error_lines() if "Warning" not in ln and not ln.startswith(" ")]
+        shown = [re.sub(re.escape(str(self.vault.root)), "VAULT", ln) for ln in lines]
+        with self.lock:
+            self.commands[name] += 1
+            if p.proc.returncode != 0:
+                if len(p.error_lines()) == 1 and shown[0].startswith("home: ") and b"Traceback" not in p.stderr:
+                    self.refusals[f"{name}: {shown[0]}"] += 1
+                else:
+                    self.unclear.append(f"{name} exit {p.proc.returncode}: " + " | ".join(p.error_lines()[-3:]))
+            else:
+                for ln in shown:
+                    if ln.startswith("home: "):
+                        self.notes[f"{name}: {ln}"] += 1
+        return p
+
+    def ask(self, name: str, text: str, *more: str) -> None:
+        p = self.home(name, "ask", text, "--max-tokens", "24", *more)
+        if p.proc.returncode == 0:
+            with self.lock:
+                self.ledger.answered.append(text)
+
+    def loop_a(self, session: str, deadline: float) -> None:
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            self.ask("ask --continue A", f"A{n}: {self.rng.choice(TOPICS)}", "--continue", session)
+
+    def loop_b(self, deadline: float) -> None:
+        ops = ["ask", "ask --continue", "memory search", "memory reindex", "memory stats", "adapters add",
+               "adapters remove", "adapters list", "gestalts list"] + (["train"] if self.train else [])
+        n = 0
+        while time.monotonic() < deadline:
+            op = ops[n % len(ops)]
+            n += 1
+            if op == "ask":
+                self.ask(op, f"B{n}: {self.rng.choice(TOPICS)}")
+            elif op == "ask --continue":
+                self.ask(op, f"B{n}: {self.rng.choice(TOPICS)}", "--continue")
+            elif op == "memory search":
+                self.home(op, "memory", "search", "sea")
+            elif op == "memory reindex":
+                self.home(op, "memory", "reindex")
+            elif op == "memory stats":
+                self.home(op, "memory", "stats")
+            elif op == "adapters add":
+                p = self.home(op, "adapters", "add", str(self.lora), "--name", f"b{n}", "--kind", "style")
+                m = re.search(r"registered adapter '([^']+)'", "\n".join(ln for _, ln in p.lines))
+                if m:
+                    with self.lock:
+                        self.ledger.added(m.group(1))
+                        self.added.append(m.group(1))
+            elif op == "adapters remove" and self.added:
+                ident = self.added.pop(0)
+                if self.home(op, "adapters", "remove", ident).proc.returncode == 0:
+                    with self.lock:
+                        self.ledger.dropped(ident)
+            elif op == "adapters list":
+                self.home(op, "adapters", "list")
+            elif op == "gestalts list":
+                self.home(op, "gestalts", "list")
+            elif op == "train":
+                with heavy_lock():
+                    self.home(op, "train", "--steps", "1", "--rank", "2", "--batch-size", "2", "--max-length", "48",
+                              "--device", "cpu", "--name", "me-voice")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--train", action="store_true", help="loop B trains too (1 step, under the heavy lock)")
+    p.add_argument("--workdir", type=Path, default=None)
+    args = p.parse_args(argv)
+    from llm.models import default_model_path
+    from tests.loras import make_random_lora
+    from vault.embedder import load_embedder
+    from vault.logs import ConversationLog
+
+    with tempfile.TemporaryDirectory(prefix="home-two-procs-") as tmp:
+        work = args.workdir or Path(tmp)
+        vault = new_vault(work / "v")
+        lora = make_random_lora(default_model_path(), work / "lora.gguf", rank=2, targets=("attn_q",))
+        log = ConversationLog.create(vault, "a-conversation")
+        for n in range(6):  # something to train on and to remember
+            log.append({"role": "user", "user": "me", "persona": "", "text": f"I like walking by the sea, day {n}."})
+            log.append({"role": "assistant", "user": "me", "persona": "", "text": "The sea is lovely."})
+        loops = Loops(vault, lora, args.seed, args.train)
+        t0 = time.monotonic()
+        deadline = t0 + args.minutes * 60
+        a = threading.Thread(target=loops.loop_a, args=("a-conversation", deadline))
+        a.start()
+        loops.loop_b(deadline)
+        a.join()
+        found = check(vault, loops.ledger, embedder=load_embedder())
+        seconds = time.monotonic() - t0
+    print(f"{sum(loops.commands.values())} commands in {seconds / 60:.1f} min: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(loops.commands.items())))
+    print(f"\nrefusals ({sum(loops.refusals.values())}, {len(loops.refusals)} distinct, each one line):")
+    for line, n in loops.refusals.most_common():
+        print(f"  {n:4d}× {line}")
+    if loops.notes:
+        print("\nsaid on stderr by commands that succeeded:")
+        for line, n in loops.notes.most_common():
+            print(f"  {n:4d}× {line}")
+    print(f"\nunclear failures: {len(loops.unclear)}")
+    for line in loops.unclear[:20]:
+        print(f"  {line}")
+    print(f"losses: {len(found.losses)}, corruptions: {len(found.corruptions)}, swept: {len(found.cleaned)}")
+    for x in found.losses + found.corruptions:
+        print(f"  {x}")
+    bad = len(found.losses) + len(found.corruptions) + len(loops.unclear)
+    import json
+
+    print(json.dumps({"bench": "two_procs", "minutes": round(seconds / 60, 1), "commands": sum(loops.commands.values()),
+                      "losses": len(found.losses), "corruptions": len(found.corruptions),
+                      "unclear": len(loops.unclear), "refusals": dict(loops.refusals)}))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
