@@ -69,9 +69,17 @@ def test_route_json_is_the_logged_record(route_vault):
                                                                          "angry"}
     [foreign] = [c for c in d["candidates"] if c["id"] == "foreign"]
     assert foreign["score"] is None and not foreign["chosen"] and "Llama 3 8B" in foreign["why"]
+    # dual mode (issue 14 item 2): a coding task is answered focused, and the record says why
+    assert d["mode"]["name"] == "focused" and "task coding" in d["mode"]["reason"] and not d["mode"]["pinned"]
 
     base = json.loads(run_home(route_vault, "route", CODING, "--no-adapters", "--json").stdout)
     assert base["chosen"] == [] and base["reason"].startswith("explicit choice wins")
+
+
+def test_route_mode_pinned(route_vault):
+    proc = run_home(route_vault, "route", CODING, "--mode", "character")
+    assert proc.returncode == 0, proc.stderr
+    assert "mode   character   (pinned by the user (character); no persona, nothing to adjust)" in proc.stdout
 
 
 def test_route_refusals_are_one_line(route_vault):

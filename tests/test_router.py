@@ -214,3 +214,18 @@ def test_decision_is_json_and_activates_on_the_real_engine(setup, engine):
         assert abs(engine.logits(engine.tokenize("Hello there"))[-1] - before).max() > 1e-3
     finally:
         engine.set_adapters([])
+
+
+def test_the_task_class_picks_the_mode_and_scales_the_persona_adapter(setup):
+    """Dual mode (issue 14 item 2): a task → focused (the persona adapter turned down, the prompt line
+    recorded), chit-chat → character (full scale); a pin wins; the record says which and why."""
+    sage = get_persona(setup[0], "sage")
+    task = decide(setup, CODING, persona=sage)
+    assert task.mode.name == "focused" and "task coding" in task.mode.reason and not task.mode.pinned
+    assert dict(task.stack)["sage-persona-1"] == pytest.approx(0.6)
+    assert task.to_dict()["mode"]["scaled"] == ["sage-persona-1"] and "directly" in task.to_dict()["mode"]["system"]
+    chat = decide(setup, SMALL_TALK, persona=sage)
+    assert chat.mode.name == "character" and dict(chat.stack)["sage-persona-1"] == 1.0 and chat.mode.system == ""
+    pinned = decide(setup, CODING, persona=sage, mode="character")
+    assert pinned.mode.pinned and pinned.mode.name == "character" and dict(pinned.stack)["sage-persona-1"] == 1.0
+    assert json.loads(json.dumps(pinned.to_dict()))["mode"]["reason"] == "pinned by the user (character)"

@@ -47,6 +47,9 @@ GENERATION: dict[str, tuple[type, Any, str]] = {
     "max_tokens": (int, lambda v: v >= 1, ">= 1"),
     "seed": (int, lambda v: True, ""),
 }
+# extensions.home.modes: how the persona answers a task ("focused") and everything else ("character"):
+# {"system": a line added to the prompt, "scale": a factor on its adapters' scales}; home/router/mode.py.
+MODES = ("focused", "character")
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Persona:
 
     @property
     def home(self) -> dict:
-        """Home's settings (hotkey, adapters, generation, tasks, tones); {} when the card has none."""
+        """Home's settings (hotkey, adapters, generation, tasks, tones, modes); {} when the card has none."""
         ext = self.data.get("extensions")
         home = ext.get("home") if isinstance(ext, dict) else None
         return home if isinstance(home, dict) else {}
@@ -254,6 +257,18 @@ def _check_home(home: Any, src: str, where: str) -> None:
             raise PersonaError(f"{src}: {at}: expected {rule}, got {_show(value)}")
     for key in ("tasks", "tones"):
         _expect_str_list(home.get(key, []), src, f"{where}.{key}")
+    modes = _expect(home.get("modes", {}), dict, src, f"{where}.modes")
+    for mode, settings in modes.items():
+        at = f"{where}.modes.{mode}"
+        if mode not in MODES:
+            raise PersonaError(f"{src}: {at}: unknown mode (known: {', '.join(MODES)})")
+        for key, value in _expect(settings, dict, src, at).items():
+            if key not in ("system", "scale"):
+                raise PersonaError(f"{src}: {at}.{key}: unknown setting (known: system, scale)")
+            if key == "system" and value is not None:
+                _expect(value, str, src, f"{at}.system")
+            if key == "scale" and value is not None and _expect(value, float, src, f"{at}.scale") < 0:
+                raise PersonaError(f"{src}: {at}.scale: expected >= 0, got {_show(value)}")
 
 
 _KIND_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", int: "an integer"}

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapter", metavar="ID[:SCALE]", action="append", default=[],
                    help="an explicit choice, as `home ask --adapter` (repeatable)")
     p.add_argument("--no-adapters", action="store_true", help="an explicit choice of the base model alone")
+    p.add_argument("--mode", choices=("auto", "focused", "character"), default="auto",
+                   help="pin the reply mode (default auto: the task class picks focused or character)")
     p.add_argument("--json", action="store_true", help="print the decision as one JSON object (as logged)")
     p.set_defaults(func=run)
 
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     info = ctx.model_info
     router = Router.load(ctx.vault, ctx.config)
     decision = router.decide(manifest, user=ctx.user, persona=persona, text=args.text, explicit=explicit,
-                             model_fingerprint=info.fingerprint, model_name=info.name)
+                             model_fingerprint=info.fingerprint, model_name=info.name, mode=args.mode)
     if args.json:
         print(json.dumps(decision.to_dict(), ensure_ascii=False))
     else:
@@ -68,5 +70,9 @@ def render(d: dict, user: str, persona: str | None) -> str:
         score = f"{c['score']:.2f}" if c["score"] is not None else "-"
         lines.append(f"  {mark} {c['id']:<24} {c['kind']:<8} {score:>5}  {c['why']}")
     stack = ", ".join(f"{a['id']}:{a['scale']:g}" for a in d["chosen"]) or "(base model, no adapters)"
+    mode = d.get("mode")
+    if mode:
+        scaled = f", persona adapters x{mode['scale']:g}" if mode["scaled"] else ""
+        lines.append(f"mode   {mode['name']}{scaled}   ({mode['reason']})")
     lines += [f"stack  {stack}", f"reason {d['reason']}", f"({d['ms']:.1f} ms; * chosen, + fits, - turned down)"]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from home.router.classify import Classifier, Prediction, label_examples, load_classifiers
+from home.router.mode import Mode, apply_mode, choose_mode, persona_adapters
 from home.router.score import Candidate, choose, score_candidates, stack_order
 from home.stack import Stack, StackSpec, persona_specs, resolve_stack
 from llm.errors import AdapterError
@@ -36,6 +37,7 @@ class Decision:
     task_probs: dict | None = None
     tone_probs: dict | None = None
     ms: float = 0.0  # time spent deciding (classification + scoring)
+    mode: Mode | None = None  # focused or character (home/router/mode.py): the stack's scales include it
 
     def to_dict(self) -> dict:
         """What the turn's log record keeps under "router" (JSON-able)."""
@@ -47,6 +49,7 @@ class Decision:
             "reason": self.reason,
             "explicit": self.explicit,
             "ms": round(self.ms, 2),
+            "mode": self.mode.to_dict() if self.mode else None,
         }
 
 
@@ -96,13 +99,15 @@ class Router:
 
     def decide(self, manifest: Manifest, *, user: str, persona=None, text: str,
                explicit: list[StackSpec] | None = None, model_fingerprint: str, model_name: str,
-               vector: np.ndarray | None = None) -> Decision:
+               vector: np.ndarray | None = None, mode: str | None = None) -> Decision:
         """The adapter stack for this turn and why. `persona`: a vault.personas.Persona, its id, or None.
         `vector`: the message's embedding by this router's embedder, when the caller already has it (memory
         search embeds the same text): then deciding costs well under a millisecond.
 
         An explicit choice that names an unknown adapter or one made for another base raises
-        `AdapterError` (exit 3), as `home ask --adapter` does; the router's own picks never do."""
+        `AdapterError` (exit 3), as `home ask --adapter` does; the router's own picks never do.
+        `mode`: a pinned mode (focused/character); None or "auto" → the task's (home/router/mode.py). The
+        mode's factor multiplies the persona's adapters' scales in the returned stack, explicit or not."""
         started = time.perf_counter()
         persona_id = getattr(persona, "id", persona) or None
         task, tone = self.classify(text, vector)
@@ -121,9 +126,13 @@ class Router:
             picked = stack_order(candidates)
             stack = resolve_stack(manifest, [StackSpec(c.id) for c in picked], model_fingerprint, model_name)
             reason = _reason(picked, stack, user, persona_id, task, tone)
+        chosen_mode = choose_mode(persona if hasattr(persona, "home") else None, task.label, task.confidence,
+                                  mode, user)
+        stack, chosen_mode = apply_mode(chosen_mode, stack, persona_adapters(manifest, persona)
+                                        if hasattr(persona, "home") else set())
         return Decision(stack, (task.label, task.confidence), (tone.label, tone.confidence), tuple(candidates),
                         reason, explicit is not None, task.probs, tone.probs,
-                        (time.perf_counter() - started) * 1000)
+                        (time.perf_counter() - started) * 1000, chosen_mode)
 
 
     def _loadable(self, manifest: Manifest, candidates: list[Candidate], fingerprint: str,
