@@ -122,11 +122,11 @@ def test_a_second_hop_adds_the_names_the_first_hit_holds():
 
 def test_a_changed_text_loses_the_sentence_items_it_no_longer_has(tmp_path, embedder):
     vault = Vault.open(tmp_path / "v")
-    rec = {"id": "lore-sage:1", "session": "lore-sage", "turn": 1, "role": "assistant", "user": "me",
-           "text": "Sage grew up by the sea. She keeps bees on the roof. Her tea is always too strong."}
+    rec = {"id": "s1:1", "session": "s1", "turn": 1, "role": "user", "user": "me",
+           "text": "I grew up by the sea. I keep bees on the roof. My tea is always too strong."}
     with MemoryStore.open(vault, embedder) as store:
         store.upsert([rec])
         assert store.stats()["parts"] == 3 and store.count() == 1
-        store.upsert([dict(rec, text="Sage grew up in the mountains and never saw the sea.")])
+        store.upsert([dict(rec, text="I grew up in the mountains and never saw the sea.")])
         assert store.stats()["parts"] == 0 and store.count() == 1
-        assert [h.text for h in store.search("Who keeps bees?", k=3)] == []
+        assert [h.text for h in store.search("Do I keep bees?", k=3)] == []

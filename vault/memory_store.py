@@ -200,8 +200,8 @@ class MemoryStore:
 
     def upsert(self, records: Sequence[dict]) -> None:
         """Index log records (ids are their log ids; a turn's sentences under `<id>#<n>`, vault/memory_items.py);
-        anything `indexable` refuses is left out. A text that changed (a persona sheet's section) loses the
-        sentence items it no longer has."""
+        anything `indexable` refuses is left out. A text that changed (an edited record) loses the sentence
+        items it no longer has."""
         items = [it for r in records if indexable(r) for it in turn_items(item_from_record(r))]
         with self._mutex:
             stale = set(self._parts([it.id for it in items])) - {it.id for it in items}
