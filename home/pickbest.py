@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from home.prompt import build_messages
+from home.prompt import build_messages, prompt_budget
 from home.reply import Reply
 from home.stack import Stack
 from home.turn import TurnResult
@@ -83,7 +83,8 @@ class Pick:
         if len(history) < 2 or history[-2]["role"] != "user":
             return None
         text = history[-2]["content"]
-        messages = build_messages(conversation.persona, history[:-2], text, conversation.user)
+        messages = build_messages(conversation.persona, history[:-2], text, conversation.user,
+                                  budget=prompt_budget(conversation.engine))
         last = conversation.last
         replaced = last.record.get("id") if last is not None and last.text == history[-1]["content"] else None
         return cls(conversation, text, messages, candidates, replaced)
@@ -98,7 +99,8 @@ class Pick:
                                        persona=convo.persona.id if convo.persona else None)
         self.memory_ids = list(recalled.ids or [])
         if recalled.block:
-            self.messages = build_messages(convo.persona, convo.history[:-2], self.text, convo.user, recalled.block)
+            self.messages = build_messages(convo.persona, convo.history[:-2], self.text, convo.user, recalled.block,
+                                           prompt_budget(convo.engine))
 
     def reply(self, k: int) -> Reply:
         c = self.candidates[k]

@@ -13,7 +13,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from home.prompt import build_messages
+from home.prompt import build_messages, greeting, prompt_budget
 from home.stack import Stack
 from llm.params import GenParams
 from vault.logs import ConversationLog
@@ -41,6 +41,22 @@ class Conversation:
     history: list[dict] = field(default_factory=list)
     last: TurnResult | None = None
     recall: Recall | None = None  # memory: searched before each reply, fed each logged turn
+
+    def greet(self) -> str | None:
+        """A chat the user has not spoken in yet opens with the persona's greeting (the card's `first_mes`),
+        logged as the persona's (`greeting: true`) and given to the model as the chat's first turn. Called
+        again after a persona switch before the user's first message, the new greeting replaces the old in
+        what the model sees (the log, append-only, keeps both)."""
+        if any(m["role"] == "user" for m in self.history):
+            return None
+        self.history[:] = [m for m in self.history if not m.get("greeting")]
+        text = greeting(self.persona, self.user)
+        if text is None:
+            return None
+        self.log.append({"user": self.user, "persona": self.persona.id, "role": "assistant", "text": text,
+                         "greeting": True})
+        self.history.append({"role": "assistant", "content": text, "greeting": True})
+        return text
 
     @property
     def model_meta(self) -> dict:
@@ -73,7 +89,7 @@ class Conversation:
                                           lambda s: len(self.engine.tokenize(s)), query_vector, persona_id)
             memory_block, memory_ids = recalled.block, recalled.ids
             memory_ms = round(recalled.ms, 1) if recalled.searched else None
-        messages = build_messages(persona, self.history, text, self.user, memory_block)
+        messages = build_messages(persona, self.history, text, self.user, memory_block, prompt_budget(self.engine))
         previous = self.engine.last
         pieces: list[str] = []
         try:

@@ -78,6 +78,17 @@ def merge_late_system(messages: list[dict]) -> list[dict]:
     return out
 
 
+NEW_CHAT = "[Start a new chat]"
+
+
+def lead_with_user(messages: list[dict]) -> list[dict]:
+    """A user turn (NEW_CHAT) before a chat whose first turn after the system prompt is the assistant's."""
+    first = next((i for i, m in enumerate(messages) if m.get("role") != "system"), None)
+    if first is None or messages[first].get("role") != "assistant":
+        return messages
+    return [*messages[:first], {"role": "user", "content": NEW_CHAT}, *messages[first:]]
+
+
 class ChatTemplate:
     """A compiled chat template plus the text markers that end an assistant turn."""
 
@@ -94,15 +105,23 @@ class ChatTemplate:
         A system message after the first position (Home puts the turn's memory there, so the history
         before it stays a cached prefix) is kept where it is when the template accepts it; a template
         that refuses one ("roles must alternate", "system role not supported") gets it merged into the
-        user message that follows it."""
+        user message that follows it; one that refuses a chat opened by the assistant (a greeting) gets a
+        user turn before it."""
         msgs = [dict(m) for m in messages]
         try:
             return self._render(msgs, add_generation_prompt)
-        except TemplateError:
-            merged = merge_late_system(msgs)
-            if merged == msgs:
-                raise
-            return self._render(merged, add_generation_prompt)
+        except TemplateError as exc:
+            error = exc
+        # A persona's greeting opens the chat as the assistant; templates that insist on a user turn first
+        # get the marker card users know from SillyTavern before it.
+        for attempt in (merge_late_system(msgs), lead_with_user(merge_late_system(msgs))):
+            if attempt == msgs:
+                continue
+            try:
+                return self._render(attempt, add_generation_prompt)
+            except TemplateError as exc:
+                error = exc
+        raise error
 
     def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         return self._template.render(

@@ -18,6 +18,8 @@ from home.app.widgets.prompt_input import PromptInput
 from tests.cli_helpers import REPO, home_env
 
 SIZE = (100, 30)
+SAGE_HELLO = "Hello. What would you like to work through today?"  # the built-in cards' greetings
+QUILL_HELLO = "Send me a paragraph and I will make it shorter and clearer."
 
 
 def make_app(vault: Path, **overrides: object) -> HomeApp:
@@ -114,8 +116,11 @@ def test_persona_hotkey_switches_without_reload(tmp_path):
     async def scenario(pilot):
         await wait_ready(pilot, app)
         engine = app.session.engine
+        await pilot.press("f2")  # before the user's first message: Sage greets, then Quill instead
         await pilot.press("f3")
         assert app.session.persona.id == "quill"
+        shown = [m.text for m in app.chat.query_one(MessageList).query("AssistantMessage")]
+        assert shown == [SAGE_HELLO, QUILL_HELLO]  # each card's first_mes, as the persona's message
         await say(pilot, app, "Fix: me and him goes.")
         await pilot.press("f1")
         assert app.session.persona is None
@@ -123,9 +128,13 @@ def test_persona_hotkey_switches_without_reload(tmp_path):
         assert app.session.engine is engine  # the model was not reloaded
         notes = [str(w.render()) for w in app.chat.query("SystemLine")]
         assert any("Quill" in n for n in notes) and any("base" in n for n in notes)
+        # the model saw Quill's greeting as the chat's first turn, Sage's no more (the log keeps both)
+        assert [m["content"] for m in app.session.conversation.history][:2] == [QUILL_HELLO, "Fix: me and him goes."]
 
     drive(app, scenario)
-    replies = [r for r in records(vault) if r["role"] == "assistant"]
+    greetings = [(r["persona"], r["text"]) for r in records(vault) if r.get("greeting")]
+    assert greetings == [("sage", SAGE_HELLO), ("quill", QUILL_HELLO)]
+    replies = [r for r in records(vault) if r["role"] == "assistant" and not r.get("greeting")]
     assert [r["persona"] for r in replies] == ["quill", None]
     assert replies[0]["adapters"] == []
 

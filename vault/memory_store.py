@@ -79,8 +79,10 @@ def item_from_record(rec: dict) -> MemoryItem:
 
 
 def indexable(rec: dict) -> bool:
-    """User turns and complete assistant replies with text; never events, partial or excluded turns."""
+    """User turns and complete assistant replies with text; never events, partial or excluded turns, nor a
+    persona's card greeting (the same words each new chat: nothing the user said or learnt)."""
     return (rec.get("role") in ("user", "assistant") and not rec.get("partial") and not rec.get("excluded")
+            and not rec.get("greeting")
             and isinstance(rec.get("text"), str) and bool(rec["text"].strip())
             and isinstance(rec.get("turn"), int) and isinstance(rec.get("id"), str))
 

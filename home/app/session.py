@@ -138,9 +138,19 @@ class ChatSession(MemoryMixin):
         else:
             log = ConversationLog.open(self.vault, session_id)
             records = [r for r in log.records() if r.get("role") in ("user", "assistant")]
-            history = [{"role": r["role"], "content": r.get("text", "")} for r in records if not r.get("partial")]
+            history = [{"role": r["role"], "content": r.get("text", ""), **({"greeting": True} if r.get("greeting") else {})}
+                       for r in records if not r.get("partial")]
         self.conversation = Conversation(self.engine, log, self.user, self.persona, history, recall=self.recall)
+        if session_id is None:  # a new chat opens with the persona's greeting, when its card has one
+            text = self.conversation.greet()
+            if text is not None:
+                records = [{"role": "assistant", "persona": self.persona.id, "text": text, "greeting": True}]
         return records
+
+    def greet(self) -> str | None:
+        """After a persona switch: the new persona's greeting when the user has not spoken in this chat yet."""
+        with self._state:
+            return self.conversation.greet() if self.conversation is not None else None
 
     def recent_sessions(self, limit: int = 20) -> list[str]:
         return [s.id for s in list_sessions(self.vault)[:limit]]

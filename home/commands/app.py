@@ -43,6 +43,7 @@ def run_plain(args: argparse.Namespace) -> int:
     engine = ctx.engine()
     convo = _new_conversation(ctx, engine, persona)
     print(f"Home — {engine.info.name}, persona: {persona.name if persona else 'none'}. {HELP}", file=sys.stderr)
+    _greet(convo)
     while True:
         try:
             text = input(f"{ctx.user}> ").strip()
@@ -56,12 +57,14 @@ def run_plain(args: argparse.Namespace) -> int:
         if text == "/new":
             convo = _new_conversation(ctx, engine, convo.persona)
             print("(new chat)", file=sys.stderr)
+            _greet(convo)
             continue
         if text.startswith("/persona"):
             wanted = text.partition(" ")[2].strip()
             persona = None if wanted in ("", "none") else get_persona(ctx.vault, wanted)
             convo.persona = persona
             print(f"(persona: {persona.name if persona else 'none'})", file=sys.stderr)
+            _greet(convo)
             continue
         params = generation_params(ctx, convo.persona, argparse.Namespace(
             temperature=None, top_p=None, top_k=None, repeat_penalty=None,
@@ -78,6 +81,13 @@ def run_plain(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             sys.stdout.write(" [stopped]")
         sys.stdout.write("\n")
+
+
+def _greet(convo: Conversation) -> None:
+    """A chat the user has not spoken in yet opens with the persona's greeting (logged as the persona's)."""
+    opening = convo.greet()
+    if opening is not None:
+        print(f"{convo.persona.name}> {opening}", flush=True)
 
 
 def _new_conversation(ctx: Context, engine, persona) -> Conversation:

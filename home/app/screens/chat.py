@@ -75,6 +75,16 @@ class ChatScreen(Screen[None]):
         self.query_one(PromptInput).placeholder = "Message (Enter sends, ctrl+j new line)"
         self.stack_applied = list(self.session.stack)
         self.refresh_status()
+        opening = next((m["content"] for m in self.session.conversation.history if m.get("greeting")), None)
+        if opening is not None:
+            self.call_later(self._show_greeting, opening)
+
+    async def _show_greeting(self, text: str) -> None:
+        """The persona's greeting, as its first message of the chat."""
+        persona = self.session.persona
+        reply = AssistantMessage(persona.name if persona else "home", text)
+        await self.query_one(MessageList).add(reply)
+        await reply.finish(stopped=False)
 
     def refresh_status(self) -> None:
         s, bar = self.session, self.query_one(StatusBar)
@@ -205,7 +215,8 @@ class ChatScreen(Screen[None]):
             if r["role"] == "user":
                 await messages.add(UserMessage(r.get("user") or self.session.user, r.get("text", "")))
             else:
-                reply = AssistantMessage(r.get("persona") or "home", r.get("text", ""))
+                persona = self.session.persona_by_id(r.get("persona"))
+                reply = AssistantMessage(persona.name if persona else r.get("persona") or "home", r.get("text", ""))
                 await messages.add(reply)
                 await reply.finish(stopped=bool(r.get("partial")))
         log = self.session.conversation.log
@@ -228,6 +239,9 @@ class ChatScreen(Screen[None]):
         self.query_one(PersonaBar).active = pid
         self._stack_changed()  # the switch first, the note after it: mounting a line takes a frame
         await self.note(f"— persona: {persona.name if persona else 'base'} · adapters {StatusBar.format_stack(stack)} —")
+        opening = self.session.greet()  # a chat the user has not spoken in yet: the new persona opens it
+        if opening is not None:
+            await self._show_greeting(opening)
 
     def _stack_changed(self) -> None:
         """Activate the new stack: right here when no reply holds the engine and every adapter is
