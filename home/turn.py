@@ -90,6 +90,9 @@ class Conversation:
             memory_block, memory_ids = recalled.block, recalled.ids
             memory_ms = round(recalled.ms, 1) if recalled.searched else None
         messages = build_messages(persona, self.history, text, self.user, memory_block, prompt_budget(self.engine))
+        mode_line = ((router or {}).get("mode") or {}).get("system")
+        if mode_line:  # dual mode (home/router/mode.py): next to the question, so the system prompt stays cached
+            messages.insert(len(messages) - 1, {"role": "system", "content": mode_line})
         previous = self.engine.last
         pieces: list[str] = []
         try:

@@ -37,6 +37,7 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         Binding("ctrl+t", "retrain", "Retrain", id="retrain", show=False, priority=True),
         Binding("ctrl+b", "pick_best", "Pick best", id="pick_best", show=False),
         Binding("ctrl+f", "search", "Search", id="search", show=False),
+        Binding("f9", "cycle_mode", "Mode", id="mode", show=False, priority=True),  # auto → focused → character
         Binding("f12", "toggle_keys", "Keys", id="keys"),  # every key, the hidden ones too (Textual's panel)
     ]
 

@@ -38,6 +38,12 @@ class HomeCommands(Provider):
              f"to the clipboard; click a message, then {keys.get('copy', 'ctrl+y')}, to copy that one"),
             ("Memory…", app.action_memory,
              f"what the last reply used, search, your gestalts; forget items ({keys.get('memory', 'ctrl+o')})"),
+            ("Mode: automatic", partial(app.pin_mode, "auto"),
+             "tasks answered focused, chat in character, from the router's task class (f9 cycles)"),
+            ("Mode: focused", partial(app.pin_mode, "focused"),
+             "every reply answers the task directly, in the persona's voice (its adapters turned down)"),
+            ("Mode: in character", partial(app.pin_mode, "character"),
+             "every reply in full character, whatever the message"),
         ]
         if app.training_running:
             out.append(("Cancel training", app.action_cancel_training, "stop at the next step, keep a checkpoint"))

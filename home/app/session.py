@@ -84,6 +84,7 @@ class ChatSession(MemoryMixin):
         self.conversation: Conversation | None = None
         self.voice_on = False
         self.voice_scale: float | None = None  # None: the adapter's own scale from the manifest
+        self.mode_pin = "auto"  # dual mode: "auto" (the router's task class decides), "focused" or "character"
         self.manual: list[StackSpec] | None = None
         """A stack picked by hand in the palette ([] = the base model); None: persona, voice and router
         decide. It replaces the persona's adapters until "automatic" is picked or the persona changes."""
@@ -352,11 +353,15 @@ class ChatSession(MemoryMixin):
                 vector = self.router.embedder.embed([text])[0]  # one embedding for the router and memory
                 decision = self.router.decide(self.manifest(), user=self.user, persona=self.persona, text=text,
                                               explicit=explicit, model_fingerprint=info.fingerprint,
-                                              model_name=info.name, vector=vector)
+                                              model_name=info.name, vector=vector, mode=self.mode_pin)
                 with self._state:
                     if self.explicit_specs() is None:  # still the router's call (the UI may have chosen meanwhile)
                         self._stack = list(decision.stack)
             stack = self.apply_stack()
+            if decision is not None and decision.explicit and explicit == self.explicit_specs():
+                # The same hand-made stack with this turn's mode factor on the persona's adapters: this
+                # turn only, so the status bar and the next turn start from the stack as chosen.
+                stack = list(decision.stack)
             yield from self.conversation.send(text, self.params(), stack, cancel=cancel,
                                               router=decision.to_dict() if decision else None, query_vector=vector)
 

@@ -1,4 +1,4 @@
-"""The app's small tools: copy a message, pick the adapter stack by hand, open the memory panel.
+"""The app's small tools: copy a message, pin the reply mode, pick the adapter stack by hand, open the memory panel.
 
 A mixin of HomeApp (app.py keeps the chat, the model and the retrain flow; features.py the other
 screens). The rules live elsewhere: which stack a manual pick gives is `ChatSession.set_manual`, what
@@ -10,6 +10,7 @@ from __future__ import annotations
 from home.app.screens.memory import MemoryScreen
 from home.app.widgets.messages import MessageList
 from home.app.widgets.status_bar import StatusBar
+from home.router.mode import AUTO, CHOICES, check_choice
 from home.stack import StackSpec
 from llm.errors import LLMError
 from llm.fingerprint import same_base
@@ -38,6 +39,27 @@ class ToolsMixin:
         """(Palette.) The last reply's text to the clipboard, whatever message is selected."""
         if self.chat is not None:
             self.chat.copy_message(self.chat.query_one(MessageList).last_reply)
+
+    # --- the reply mode (dual mode: home/router/mode.py) ------------------------------------------
+
+    def pin_mode(self, mode: str) -> None:
+        """(Palette.) Pin the reply mode: "focused" or "character" for every turn, "auto" to let the
+        router's task class choose again. Kept for the app's life, across chats and persona switches."""
+        if self.session is None:
+            return
+        self.session.mode_pin = check_choice(mode)
+        if self.session.router is None and self.session.mode_pin != AUTO:
+            self.notify("The router is off, so no mode is applied (config.toml [router] enabled).",
+                        severity="warning")
+        if self.chat is not None:
+            self.chat.refresh_status()
+        self.notify(f"Reply mode: {self.session.mode_pin}" + (" (the task decides)" if self.session.mode_pin == AUTO
+                                                            else " (pinned)"), title="Mode")
+
+    def action_cycle_mode(self) -> None:
+        """The mode key: auto → focused → character → auto."""
+        if self.session is not None:
+            self.pin_mode(CHOICES[(CHOICES.index(self.session.mode_pin) + 1) % len(CHOICES)])
 
     # --- the adapter stack by hand ------------------------------------------------------------
 

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat-penalty", type=float, metavar="R")
     p.add_argument("--seed", type=int, metavar="N", help="sampling seed (default: random)")
     p.add_argument("--no-memory", action="store_true", help="do not recall earlier conversations for this turn")
+    p.add_argument("--mode", choices=("auto", "focused", "character"), default="auto",
+                   help="pin the reply mode (default auto: a task is answered focused, chat in character)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the reply and its record")
     p.set_defaults(func=run)
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         vector = router.embedder.embed([args.text])[0]
         decision = router.decide(
             manifest, user=ctx.user, persona=persona, text=args.text, explicit=explicit,
-            model_fingerprint=info.fingerprint, model_name=info.name, vector=vector)
+            model_fingerprint=info.fingerprint, model_name=info.name, vector=vector, mode=args.mode)
         stack = decision.stack
     else:
         stack = resolve_stack(manifest, explicit or [], info.fingerprint, info.name)

@@ -96,6 +96,7 @@ class ChatScreen(Screen[None]):
         bar.tok_per_s = s.tok_per_s
         bar.ctx_used = s.context_used
         bar.memory = s.memory_status()
+        bar.mode = "" if s.mode_pin == "auto" else s.mode_pin
 
     async def note(self, text: str) -> None:
         await self.query_one(MessageList).add(SystemLine(text))

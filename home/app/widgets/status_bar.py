@@ -19,12 +19,14 @@ class StatusBar(Static):
     ctx_used: reactive[int] = reactive(0)
     n_ctx: reactive[int] = reactive(0)
     memory: reactive[str] = reactive("–")  # "N used · M items", "off", or "–" while it opens
+    mode: reactive[str] = reactive("")  # a pinned reply mode ("focused", "character"); "" when automatic
 
     def render(self) -> str:
         speed = f"{self.tok_per_s:.0f} tok/s" if self.tok_per_s else "– tok/s"
         model = self.model if len(self.model) <= MODEL_WIDTH else self.model[: MODEL_WIDTH - 1] + "…"
         ctx = f"ctx {self.ctx_used}/{self.n_ctx}" if self.n_ctx else "ctx –"
-        return " │ ".join([model, f"user {self.user}", f"persona {self.persona}", f"adapters {self.stack}",
+        mode = [f"mode {self.mode} (pinned)"] if self.mode else []
+        return " │ ".join([model, f"user {self.user}", f"persona {self.persona}", *mode, f"adapters {self.stack}",
                              speed, ctx, f"memory {self.memory}"])
 
     @staticmethod
