@@ -19,7 +19,7 @@ from vault.layout import Vault
 from vault.lore import lore_session
 from vault.memory import MemoryBusyError, MemoryStore, index_logs
 from vault.query_plan import bridge, plan
-from vault.retrieval import Hit, fit_memory, should_retrieve
+from vault.retrieval import FILL_FLOOR, Hit, fit_memory, should_retrieve
 
 LORE_PREFIX = lore_session("")
 
@@ -103,13 +103,14 @@ class Recall:
         t0 = time.perf_counter()
         qp = plan(text, now)  # two-part questions searched part by part; time words → a date window
         vectors = self._query_vectors(qp, vector)
-        lists = [self.store.search(q, k=self.settings.k + 4, user=user, vector=v, window=qp.window)
+        lists = [self.store.search(q, k=self.settings.k + 4, user=user, vector=v, window=qp.window, fill=FILL_FLOOR)
                  for q, v in zip(qp.queries, vectors, strict=True)]
         hops = [h for h in (bridge(q, found[0].text) for q, found in zip(qp.queries[1:], lists[1:], strict=True)
                             if found) if h]
         if hops:  # a two-part question's second hop, through the names its parts' first hits hold
             for q, v in zip(hops, self.store.embedder.embed(hops), strict=True):
-                lists.append(self.store.search(q, k=self.settings.k + 4, user=user, vector=v, window=qp.window))
+                lists.append(self.store.search(q, k=self.settings.k + 4, user=user, vector=v, window=qp.window,
+                                               fill=FILL_FLOOR))
         hits = interleave(lists)
         own_lore = lore_session(persona) if persona else None
         hits = [h for h in hits if h.session != session

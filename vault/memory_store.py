@@ -318,11 +318,13 @@ class MemoryStore:
         return Hit(row[0], row[1], 1.0, row[2], row[3], row[4]) if row else None
 
     def search(self, query: str, k: int = 5, user: str | None = None, pool: int | None = None,
-               vector=None, window: tuple[float, float] | None = None) -> list[Hit]:  # noqa: ANN001
+               vector=None, window: tuple[float, float] | None = None,
+               fill: float = 1.0) -> list[Hit]:  # noqa: ANN001
         """Hybrid search (exact vector + FTS5 keyword, fused, recency-ranked, deduplicated); `user` keeps
         only that user's turns. Empty list when nothing passes the similarity floor. `vector`: the
         query's embedding by this store's embedder, when the caller has it (the router made it). `window`:
-        the span (epoch seconds) the question's time words name (vault/query_plan.py), ranked up."""
+        the span (epoch seconds) the question's time words name (vault/query_plan.py), ranked up; `fill`:
+        see retrieval.rank (the turn path lets weaker turns join one that clears the floor)."""
         if not query.strip() or k <= 0:
             return []
         pool = pool or max(4 * k, 20)
@@ -345,7 +347,7 @@ class MemoryStore:
                 for r, ident in enumerate(ranked, 1):
                     if ident in cands:
                         setattr(cands[ident], attr, r)
-        return by_turn(rank(cands.values(), query, 3 * k, window=window), k)  # a turn's sentences compete as one turn
+        return by_turn(rank(cands.values(), query, 3 * k, window=window, fill=fill), k)  # a turn's sentences compete as one turn
 
     def warm(self) -> None:
         """Load the embedder and map the vectors now, e.g. in a background thread at app start, so the

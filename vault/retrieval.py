@@ -6,9 +6,10 @@ Ranking, in order:
 1. candidates = the vector list (cosine) and the keyword list (FTS5 bm25), each `pool` deep;
 2. reciprocal rank fusion (k=60): a turn found by both lists beats one found by one;
 3. a similarity floor on the cosine (every candidate has one, keyword-only ones too), so a shared word
-   alone never brings in an unrelated turn: nothing is shown unless one turn clears MIN_SIMILARITY, and
-   then others may join down to FILL_FLOOR of it (a fact that answers "would I enjoy…?" rarely shares
-   its words: measured on bench/memory_recall.py, R@10 0.75 → 0.87 with the no-answer blocks unchanged);
+   alone never brings in an unrelated turn; on the turn path nothing is shown unless one turn clears
+   MIN_SIMILARITY, and then others may join down to FILL_FLOOR of it (a fact that answers "would I
+   enjoy…?" rarely shares its words: measured on bench/memory_recall.py, R@10 0.75 → 0.87 with the
+   no-answer blocks unchanged; a search the user types in the memory panel keeps the plain floor);
    questions and requests count for less (they are not facts), and so do the assistant's replies (the
    user's own words are the ground truth; a reply may be invented);
 4. recency: among near-equal turns (fused score within 8 %, cosine within 20 %) the newer goes first —
@@ -236,10 +237,11 @@ def _best(sims: np.ndarray, n: int, mask: np.ndarray | None, offset: int) -> np.
 
 
 def rank(candidates: Iterable[Candidate], query: str, k: int, min_similarity: float = MIN_SIMILARITY,
-         window: tuple[float, float] | None = None) -> list[Hit]:
+         window: tuple[float, float] | None = None, fill: float = 1.0) -> list[Hit]:
     """Candidates (with `cosine` and the list ranks filled in) → the best `k` hits, as described above.
     `window` (epoch seconds, from the question's time words: vault/query_plan.py): turns said inside it
-    form a third fused list (by cosine) and weigh WINDOW_BOOST times more."""
+    form a third fused list (by cosine) and weigh WINDOW_BOOST times more. `fill` < 1 (the turn path passes
+    FILL_FLOOR): once one turn clears the floor, others may join down to `fill` of it."""
     qnorm = normalise(query)
     cands = list(candidates)
     for c in cands:
@@ -258,7 +260,7 @@ def rank(candidates: Iterable[Candidate], query: str, k: int, min_similarity: fl
     anchored = False
     for c in cands:
         floor = min_similarity * (WINDOW_FLOOR if c.win_rank is not None else 1.0)  # the date says much
-        if c.cosine < floor * FILL_FLOOR or normalise(c.text) == qnorm:
+        if c.cosine < floor * fill or normalise(c.text) == qnorm:
             continue  # below the floor, or the user's own question asked again
         anchored = anchored or c.cosine >= floor
         c.fused = sum(1.0 / (RRF_K + r) for r in (c.vec_rank, c.kw_rank, c.win_rank) if r is not None)
