@@ -22,10 +22,11 @@ from home.commands import (
     memory,
     personas,
     route,
+    serve,
     train,
 )
 
-GROUPS = (app, ask, adapters, personas, memory, gestalts, route, drift, data, train, eval, doctor)
+GROUPS = (app, ask, adapters, personas, memory, gestalts, route, drift, data, train, eval, serve, doctor)
 
 DESCRIPTION = """\
 Home: a terminal assistant that learns your voice.
@@ -43,9 +44,11 @@ examples:
   home personas import ./card.png
   home doctor
   home --gpu-layers 20 ask "hi"     (only 20 layers on the GPU: a model bigger than its memory)
+  home serve --host 0.0.0.0         (the model in a llama-server, for Home elsewhere: home --backend URL)
 
 environment:
-  HOME_VAULT   the vault directory (default: the platform's user data dir; --vault wins)"""
+  HOME_VAULT   the vault directory (default: the platform's user data dir; --vault wins)
+  HOME_API_KEY the API key of the --backend server (else config [backend] api_key)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="model layers on the GPU: -1 all, 0 none (default: config [context] gpu_layers, else all "
         "when llama.cpp was built with GPU offload)",
+    )
+    parser.add_argument(
+        "--backend",
+        metavar="URL",
+        help="reply through a llama-server at URL (http://HOST:PORT; `home serve` starts one) instead of "
+        "loading the model here (default: config [backend] url)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:

@@ -57,6 +57,27 @@ class Context:
 
         return read_model_info(self.model_path)
 
+    @property
+    def backend_url(self) -> str:
+        """`--backend URL` > config `[backend] url`; "" = the model runs in this process."""
+        return getattr(self.args, "backend", None) or self.config.backend.url
+
+    def backend(self, n_ctx: int | None = None):
+        """What chats reply through: with a backend URL a `LlamaServerBackend` (the model in that
+        server; same protocol, llm/backend.py), else the in-process `engine()`. Commands that need the
+        model's logits (eval, drift) call `engine()` and so always run the model here."""
+        if not self.backend_url:
+            return self.engine(n_ctx)
+        if "_backend" not in self.__dict__:
+            import os
+
+            from llm.servers.llama_server import LlamaServerBackend
+
+            cfg = self.config.backend
+            key = os.environ.get("HOME_API_KEY") or cfg.api_key or None
+            self._backend = LlamaServerBackend(self.backend_url, self.model_path, api_key=key, timeout=cfg.timeout)
+        return self._backend
+
     def engine(self, n_ctx: int | None = None):
         """Load the model once per process; adapters come and go on it afterwards."""
         if "_engine" not in self.__dict__:

@@ -72,6 +72,7 @@ class Reply:
             "text": self.text if text is None else text,
             "adapters": self.adapters,
             "model": {"name": info.name, "fingerprint": info.fingerprint},
+            "backend": getattr(self.engine, "backend", None) or "in-process",
             "params": self.params.to_dict(),
             "tokens": {"prompt": getattr(done, "prompt_tokens", None),
                        "completion": getattr(done, "completion_tokens", None)},

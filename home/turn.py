@@ -119,6 +119,7 @@ class Conversation:
                     "text": reply,
                     "adapters": adapters,
                     "model": self.model_meta,
+                    "backend": backend_of(self.engine),
                     "params": params.to_dict(),
                     "tokens": {
                         "prompt": getattr(done, "prompt_tokens", None),
@@ -142,6 +143,11 @@ class Conversation:
             self.last = TurnResult(reply, record, user_record)
             if self.recall is not None:
                 self.recall.index_soon(self.log.session)
+
+
+def backend_of(engine) -> str:
+    """Which backend and server served a reply: "in-process", or e.g. "llama-server http://127.0.0.1:8080"."""
+    return getattr(engine, "backend", None) or "in-process"
 
 
 def _adapters(stack) -> list[dict]:

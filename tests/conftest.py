@@ -36,6 +36,11 @@ def engine(model_path):
     yield eng
     eng.close()
 
+
+# --- llm.servers fixtures: one real llama-server per session (tests/servers.py) ---
+
+from tests.servers import llama_server, server_adapters  # noqa: E402, F401
+
 # --- two workers: trainings in one group, every other module its own (tests/xdist_groups.py) ---
 
 pytest_plugins = ["tests.xdist_groups"]

@@ -72,6 +72,9 @@ def test_config_default_is_written_once_and_parses(tmp_path):
     ("[context]\ngpu_layers = -2\n", "config.toml: context.gpu_layers: expected -1 (all) or a number of layers >= 0, got -2 (line 2)"),
     ("[context]\n\ngpu_layers = \"all\"  # on the GPU\n", "config.toml: context.gpu_layers: expected a whole number, got 'all' (line 3)"),
     ("[generation]\ntemperature = 1\n[context]\nn_ctx = 10\n", "context.n_ctx: expected at least 256, got 10 (line 4)"),
+    ("[backend]\nurl = \"gpu-box:8080\"\n", "config.toml: backend.url: expected http://HOST:PORT or \"\", got 'gpu-box:8080' (line 2)"),
+    ("[backend]\ntimeout = 0\n", "config.toml: backend.timeout: expected a number of seconds > 0, got 0.0 (line 2)"),
+    ("[backend]\nkey = \"x\"\n", "config.toml: backend.key: unknown setting (known: url, api_key, timeout)"),
 ])
 def test_bad_config_names_file_and_field(text, message):
     with pytest.raises(ConfigError) as err:
@@ -83,6 +86,14 @@ def test_invalid_toml_names_the_line():
     with pytest.raises(ConfigError, match=r"line 2"):
         parse_config('user = "me"\nmodel = \n', "config.toml")
     assert parse_config("[generation]\ntemperature = 1\n").generation.temperature == 1.0
+
+
+def test_backend_defaults_to_in_process_and_takes_a_server_url(tmp_path):
+    v = Vault.open(tmp_path / "v")
+    assert load_config(v).backend.url == ""
+    assert "[backend]" in v.config_path.read_text()
+    cfg = parse_config('[backend]\nurl = "http://gpu-box:8080"\napi_key = "k"\ntimeout = 30\n')
+    assert (cfg.backend.url, cfg.backend.api_key, cfg.backend.timeout) == ("http://gpu-box:8080", "k", 30.0)
 
 
 def test_gpu_layers_setting_defaults_to_all_and_old_configs_keep_working(tmp_path):

@@ -88,6 +88,16 @@ class RouterSettings:
 
 
 @dataclass(frozen=True)
+class BackendSettings:
+    """[backend]: where replies come from. `url` "" = the model runs inside Home; "http://HOST:PORT" = a
+    llama-server (`home serve` starts one; llm/servers). `home --backend URL` overrides."""
+
+    url: str = ""
+    api_key: str = ""  # the server's --api-key; $HOME_API_KEY overrides
+    timeout: float = 600.0  # seconds a request may wait for the server's next word
+
+
+@dataclass(frozen=True)
 class Config:
     user: str = "me"
     model: str = ""  # "" = the built-in SmolLM2-135M-Instruct
@@ -99,6 +109,7 @@ class Config:
     router: RouterSettings = field(default_factory=RouterSettings)
     gestalts: GestaltSettings = field(default_factory=GestaltSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    backend: BackendSettings = field(default_factory=BackendSettings)
 
 
 def _default_user() -> str:
@@ -164,6 +175,11 @@ drift_threshold = {r.drift_threshold}  # `home drift`: flag a loss this much (na
 # New labels need example sentences, e.g. after adding "cooking" to tasks:
 # [router.task_examples]
 # cooking = ["what can I make with leeks and potatoes?", "how long do I roast a chicken?"]
+
+[backend]
+url = ""              # "" = the model runs inside Home; "http://HOST:PORT" = a llama-server (`home serve`)
+api_key = ""          # the server's --api-key ($HOME_API_KEY overrides)
+timeout = {BackendSettings().timeout}       # seconds to wait for the server's next word
 
 [keys]
 {keys}
@@ -287,7 +303,8 @@ def _parse(text: str, path: str) -> Config:
     except ValueError as exc:  # tomllib lets Python's 4300-digit integer limit through
         why = "a number longer than 4300 digits" if "digits" in str(exc) else str(exc).split(":")[0]
         raise ConfigError(f"{path}: invalid TOML: {why}") from None
-    allowed = {"user", "model", "persona", "generation", "context", "keys", "memory", "router", "gestalts", "training"}
+    allowed = {"user", "model", "persona", "generation", "context", "keys", "memory", "router", "gestalts", "backend",
+               "training"}
     for key in data:
         if key not in allowed:
             raise ConfigError(f"{path}: {key}: unknown setting (known: {', '.join(sorted(allowed))})")
@@ -313,6 +330,11 @@ def _parse(text: str, path: str) -> Config:
     training = _section(path, data, "training", TrainingSettings)
     if training.learn_from_picks_after < 0:
         raise ConfigError(f"{path}: training.learn_from_picks_after: expected >= 0, got {training.learn_from_picks_after}")
+    backend = _section(path, data, "backend", BackendSettings)
+    if backend.url and not re.match(r"^https?://[^/\s]+", backend.url):
+        raise ConfigError(f"{path}: backend.url: expected http://HOST:PORT or \"\", got {backend.url!r}")
+    if backend.timeout <= 0:
+        raise ConfigError(f"{path}: backend.timeout: expected a number of seconds > 0, got {backend.timeout}")
     if gestalts.every_n_turns < 0:
         raise ConfigError(f"{path}: gestalts.every_n_turns: expected >= 0, got {gestalts.every_n_turns}")
     if mem.k < 0 or mem.budget_tokens < 0:
@@ -325,8 +347,8 @@ def _parse(text: str, path: str) -> Config:
         raise ConfigError(f"{path}: context.n_ctx: expected at least 256, got {ctx.n_ctx}")
     if ctx.gpu_layers < -1:
         raise ConfigError(f"{path}: context.gpu_layers: expected -1 (all) or a number of layers >= 0, got {ctx.gpu_layers}")
-    return Config(generation=gen, context=ctx, keys=keymap, memory=mem, router=router, gestalts=gestalts,
-                  training=training, **top)
+    return Config(generation=gen, context=ctx, keys=keymap, memory=mem, router=router, gestalts=gestalts, training=training,
+                  backend=backend, **top)
 
 
 def load_config(vault: Vault) -> Config:

@@ -46,6 +46,7 @@ class AppOptions:
     max_tokens: int | None = None
     n_ctx: int | None = None
     gpu_layers: int | None = None
+    backend: str | None = None  # a llama-server URL (`home --backend`); None: config [backend] url
     temperature: float | None = None
     seed: int | None = None
     train_steps: int | None = None
@@ -72,7 +73,7 @@ class ChatSession(MemoryMixin):
         self.options = options
         self.ctx = Context(argparse.Namespace(vault=options.vault and str(options.vault),
                                               model=options.model and str(options.model), user=options.user,
-                                              gpu_layers=options.gpu_layers))
+                                              gpu_layers=options.gpu_layers, backend=options.backend))
         self.vault = self.ctx.vault
         self.config = self.ctx.config
         self.user: str = self.ctx.user
@@ -106,7 +107,7 @@ class ChatSession(MemoryMixin):
 
     def load(self) -> None:
         """Resolve and load the model (seconds; a worker thread). ModelError if it cannot."""
-        self.engine = self.ctx.engine(n_ctx=self.options.n_ctx)
+        self.engine = self.ctx.backend(n_ctx=self.options.n_ctx)
         upgrade_fingerprints(self.vault, self.engine.info)  # adapters registered under the v1 fingerprint
         self.new_conversation()
         self.refresh_stack()

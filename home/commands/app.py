@@ -40,7 +40,7 @@ def run_plain(args: argparse.Namespace) -> int:
     ctx = Context(args)
     name = getattr(args, "persona", None) or ctx.config.persona or None
     persona = get_persona(ctx.vault, name) if name else None
-    engine = ctx.engine()
+    engine = ctx.backend()
     convo = _new_conversation(ctx, engine, persona)
     print(f"Home — {engine.info.name}, persona: {persona.name if persona else 'none'}. {HELP}", file=sys.stderr)
     _greet(convo)

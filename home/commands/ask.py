@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     explicit = explicit_choice(persona, args.adapter, args.no_adapters)
     params = generation_params(ctx, persona, args)
     manifest = ctx.manifest()
-    engine = ctx.engine()
+    engine = ctx.backend()
     info = engine.info
     if upgrade_fingerprints(ctx.vault, info, manifest):  # adapters registered under the v1 fingerprint
         manifest = ctx.manifest()

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
         line(False, "model", str(exc))
     line(None, "gpu", vram())  # after the model loaded: the VRAM it takes is in "used"
+    if ctx.backend_url:
+        line(*_backend(ctx))
     line(*_vault_privacy(ctx))
     line(*_leftovers(ctx))
     try:
@@ -52,6 +54,16 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001
         line(False, "manifest", str(exc))
     return 1 if failures else 0
+
+
+def _backend(ctx: Context) -> tuple[bool, str, str]:
+    """The configured server answers, runs this model, and which adapters it holds."""
+    try:
+        server = ctx.backend()
+        held = server.http.get("/lora-adapters") or []
+    except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+        return False, "backend", str(exc)
+    return True, "backend", f"{server.backend} runs {server.info.name} (n_ctx {server.n_ctx}), {len(held)} adapter(s)"
 
 
 def _layers(offload) -> str:

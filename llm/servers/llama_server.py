@@ -1,0 +1,314 @@
+"""`LlamaServerBackend`: the `Backend` protocol over llama.cpp's `llama-server` and its HTTP API.
+
+The model lives in the server (another process, or another machine with a GPU); Home keeps the same
+GGUF locally for what it decides before a reply: the fingerprint adapters are checked against and the
+chat template for the context policy (only its metadata is read; token counts come from the server's
+`/tokenize`, so no weights or vocabulary are loaded here).
+
+Adapters: llama-server loads its LoRAs at start (`--lora FILE … --lora-init-without-apply`, all at
+scale 0) and numbers them; `GET /lora-adapters` lists them. `load_adapter` maps Home's id to that number
+(refusing, with the file named, one the server does not hold) and each request carries
+`"lora": [{"id": N, "scale": S}, …]` with EVERY held adapter and an explicit scale, 0 for the inactive
+ones: a server does not reliably zero what a request leaves out. The server applies the chat template,
+stop strings and sampling; a reply is cancelled by closing its stream.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..decode import MIN_P, Completion
+from ..errors import AdapterError, LLMError
+from ..fit import fit_messages
+from ..gguf_meta import AdapterInfo, ModelInfo, check_adapter_fits, read_adapter_info, read_model_info
+from ..params import GenParams
+from ..template import ChatTemplate
+from .http import Http, ServerError, StreamCut
+
+Message = Mapping[str, Any]
+
+
+def _n_params(info: ModelInfo) -> int:
+    total = 0
+    for shape in info.tensors.values():
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total
+
+
+class LlamaServerBackend:
+    """Replies from a running llama-server at `url`, for the base model at `model_path`. An adapter the
+    server does not hold is refused, saying what to do (`home serve` restarts its own server with every
+    newly registered adapter, between turns)."""
+
+    kind = "llama-server"
+
+    def __init__(self, url: str, model_path: str | os.PathLike, api_key: str | None = None,
+                 timeout: float = 600.0) -> None:
+        self.http = Http(url, api_key, timeout)
+        self.url = self.http.url
+        self.path = Path(model_path)
+        self.info: ModelInfo = read_model_info(self.path)
+        self.template = ChatTemplate(self.info.chat_template, self.info.bos_token, self.info.eos_token)
+        self._lock = threading.Lock()
+        self._loaded: dict[str, tuple[Path, AdapterInfo]] = {}
+        self._active: list[tuple[str, float]] = []
+        self._held: list[dict] = []  # GET /lora-adapters: [{id, path, scale}]
+        self.last: Completion | None = None
+        self.n_ctx = self._check_server()
+
+    @property
+    def backend(self) -> str:
+        """What a log record's `backend` field says served the reply."""
+        return f"{self.kind} {self.url}"
+
+    # --- the server ---------------------------------------------------------------------------
+
+    def _check_server(self) -> int:
+        """The server's context size, after checking it runs this base model (`ModelError`-like
+        `ServerError` naming both otherwise)."""
+        models = self.http.get("/v1/models", timeout=min(30.0, self.http.timeout))
+        data = (models or {}).get("data") or [{}]
+        meta = data[0].get("meta") or {}
+        ours = {"n_embd": self.info.n_embd, "n_params": _n_params(self.info)}
+        diff = [f"{k} {meta[k]} (ours {v})" for k, v in ours.items() if k in meta and int(meta[k]) != v]
+        if diff:
+            raise ServerError(
+                f"{self.url}: the server runs another model ({data[0].get('id', '?')}: {', '.join(diff)}) "
+                f"than {self.path} ({self.info.name}); adapters made for one do not fit the other"
+            )
+        self._held = self._read_held()
+        props = self.http.get("/props", timeout=min(30.0, self.http.timeout)) or {}
+        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx") or meta.get("n_ctx")
+        return int(n_ctx or self.info.n_ctx_train)
+
+    def _read_held(self) -> list[dict]:
+        try:
+            held = self.http.get("/lora-adapters", timeout=min(30.0, self.http.timeout))
+        except ServerError as exc:
+            if "404" in str(exc):
+                raise ServerError(f"{self.url}: the server has no /lora-adapters (not a llama-server?)") from None
+            raise
+        return [a for a in held or [] if isinstance(a, dict) and "id" in a]
+
+    def _server_id(self, adapter_id: str, path: Path) -> int | None:
+        """The server's number for `path`: the same file, else the same `<id>/<file name>` (a vault's
+        adapters live in `adapters/<id>/`, so a server on another machine with a copy of the vault matches)."""
+        real = os.path.realpath(path)
+        tail = (adapter_id, path.name)
+        for a in self._held:
+            theirs = str(a.get("path", ""))
+            if os.path.realpath(theirs) == real or tuple(Path(theirs).parts[-2:]) == tail:
+                return int(a["id"])
+        return None
+
+    # --- adapters -----------------------------------------------------------------------------
+
+    def load_adapter(self, adapter_id: str, path: str | os.PathLike) -> AdapterInfo:
+        """Check the adapter fits the base and that the server holds it; it is not applied until a
+        stack names it."""
+        path = Path(path).resolve()
+        have = self._loaded.get(adapter_id)
+        if have is not None and have[0] == path:
+            return have[1]
+        info = read_adapter_info(path)
+        check_adapter_fits(self.info, info, path)
+        with self._lock:
+            if self._server_id(adapter_id, path) is None:
+                self._held = self._read_held()
+            if self._server_id(adapter_id, path) is None:
+                raise AdapterError(
+                    f"{path}: the server at {self.url} does not hold this adapter (restart it with it: "
+                    f"`home serve` does so by itself, or llama-server --lora {path} --lora-init-without-apply)"
+                )
+            self._loaded[adapter_id] = (path, info)
+        return info
+
+    def unload_adapter(self, adapter_id: str) -> bool:
+        """Forget an adapter (the server keeps it, at scale 0). True if the active stack changed."""
+        with self._lock:
+            self._loaded.pop(adapter_id, None)
+            before = list(self._active)
+            self._active = [(i, s) for i, s in self._active if i != adapter_id]
+            return before != self._active
+
+    def _check_stack(self, stack: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+        stack = [(str(i), float(s)) for i, s in stack]
+        for adapter_id, _ in stack:
+            if adapter_id not in self._loaded:
+                known = ", ".join(sorted(self._loaded)) or "none"
+                raise AdapterError(f"adapter {adapter_id!r} is not loaded (loaded: {known})")
+        return stack
+
+    def set_adapters(self, stack: Iterable[tuple[str, float]]) -> bool:
+        with self._lock:
+            stack = self._check_stack(stack)
+            changed = stack != self._active
+            self._active = stack
+            return changed
+
+    @property
+    def adapters(self) -> list[tuple[str, float]]:
+        return list(self._active)
+
+    @property
+    def loaded_adapters(self) -> dict[str, Path]:
+        return {k: p for k, (p, _) in self._loaded.items()}
+
+    def lora_field(self, stack: Sequence[tuple[str, float]]) -> list[dict]:
+        """The request's `lora`: every adapter the server holds, the stack's at their scales, the rest 0."""
+        scales = {int(a["id"]): 0.0 for a in self._held}
+        for adapter_id, scale in stack:
+            path = self._loaded[adapter_id][0]
+            sid = self._server_id(adapter_id, path)
+            if sid is None:
+                raise AdapterError(f"{path}: the server at {self.url} no longer holds this adapter (restarted?)")
+            scales[sid] = scales.get(sid, 0.0) + scale
+        return [{"id": i, "scale": s} for i, s in sorted(scales.items())]
+
+    # --- tokens and the context policy ----------------------------------------------------------
+
+    def render(self, messages: Sequence[Message]) -> str:
+        return self.template.render(messages, add_generation_prompt=True)
+
+    def tokenize(self, text: str) -> list[int]:
+        """The server's tokens for prompt text (special tokens parsed; BOS added when the model wants
+        one and the text does not start with it, as `Engine.tokenize`)."""
+        bos = self.info.bos_token
+        add = not (bos and text.startswith(bos))
+        out = self.http.post("/tokenize", {"content": text, "add_special": add, "parse_special": True})
+        return [int(t) for t in (out or {}).get("tokens", [])]
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self.tokenize(self.render(messages)))
+
+    def fit(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[Message], int]:
+        return fit_messages(messages, max_tokens, self.n_ctx, self.count_tokens)
+
+    def reset(self) -> None:
+        """Nothing to forget here: the server keys its prompt cache on tokens and adapter scales."""
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def request(self, messages: Sequence[Message], params: GenParams, stack: Sequence[tuple[str, float]]) -> dict:
+        """The `/v1/chat/completions` body for one reply."""
+        return {
+            "messages": [dict(m) for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            "min_p": MIN_P,
+            "repeat_penalty": params.repeat_penalty,
+            "seed": params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little"),
+            "max_tokens": params.max_tokens,
+            "stop": list(params.stop),
+            "lora": self.lora_field(stack),
+        }
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        params: GenParams | None = None,
+        cancel: threading.Event | None = None,
+        adapters: Iterable[tuple[str, float]] | None = None,
+    ) -> Iterator[str]:
+        """Reply to `messages`, yielding text pieces; afterwards `.last` holds the `Completion`. An
+        adapter not loaded, or a prompt that cannot fit, raises here, before the first piece."""
+        params = params or GenParams()
+        with self._lock:
+            stack = self._check_stack(self._active if adapters is None else adapters)
+            if adapters is not None:
+                self._active = stack
+            kept, dropped = self.fit(messages, params.max_tokens)
+            # The server's numbering, read for every reply: a restarted server numbers its list anew.
+            self._held = self._read_held()
+            body = self.request(kept, params, stack)
+        return self._generate(body, cancel, dropped, tuple(stack))
+
+    def _generate(self, body: dict, cancel: threading.Event | None, dropped: int,
+                  stack: tuple[tuple[str, float], ...]) -> Iterator[str]:
+        t0 = time.perf_counter()
+        parts: list[str] = []
+        state: dict[str, Any] = {"finish": "cancelled", "first": None, "usage": {}, "timings": {}}
+        events = self.http.events("/v1/chat/completions", body)
+        try:
+            for event in events:
+                if cancel is not None and cancel.is_set():
+                    break  # closing `events` closes the socket: the server stops decoding
+                state["usage"] = event.get("usage") or state["usage"]
+                state["timings"] = event.get("timings") or state["timings"]
+                for choice in event.get("choices") or ():
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        state["first"] = state["first"] or time.perf_counter()
+                        parts.append(piece)
+                        yield piece
+                    if choice.get("finish_reason"):
+                        state["finish"] = "length" if choice["finish_reason"] == "length" else "stop"
+            else:
+                if state["finish"] == "cancelled":  # [DONE] without a finish reason
+                    state["finish"] = "stop"
+        except StreamCut:
+            state["finish"] = "error"  # logged partial: true by the turn
+            raise
+        except ServerError:
+            state["finish"] = "error"
+            raise
+        finally:
+            events.close()
+            self.last = _completion(state, parts, t0, dropped, stack)
+
+    def generate_text(self, messages: Sequence[Message], params: GenParams | None = None,
+                      cancel: threading.Event | None = None) -> str:
+        return "".join(self.stream(messages, params, cancel))
+
+    def top_tokens(self, messages: Sequence[Message], stack: Sequence[tuple[str, float]], n: int = 5) -> list:
+        """The server's `n` most probable first tokens after `messages` under `stack` (greedy, one token):
+        [(token id, probability)], for comparing a server with the in-process engine."""
+        with self._lock:
+            stack = self._check_stack(stack)
+            prompt = self.render(messages)
+            body = {"prompt": prompt, "n_predict": 1, "n_probs": n, "temperature": 0, "cache_prompt": False,
+                    "lora": self.lora_field(stack), "post_sampling_probs": False}
+        out = self.http.post("/completion", body)
+        probs = (out.get("completion_probabilities") or [{}])[0].get("top_logprobs") or []
+        return [(int(p["id"]), float(p.get("logprob", 0.0))) for p in probs]
+
+    def logits(self, tokens: Sequence[int], all_positions: bool = False) -> Any:
+        raise LLMError(f"{self.url}: a server gives no logits; this needs the in-process engine (no --backend)")
+
+    def close(self) -> None:
+        """Nothing to free: the server keeps running (it is not ours to stop here)."""
+
+    def __enter__(self) -> LlamaServerBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _completion(state: dict, parts: list[str], t0: float, dropped: int,
+                stack: tuple[tuple[str, float], ...]) -> Completion:
+    usage, timings = state["usage"], state["timings"]
+    end = time.perf_counter()
+    first = state["first"]
+    return Completion(
+        text="".join(parts),
+        prompt_tokens=int(usage.get("prompt_tokens") or timings.get("prompt_n") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or timings.get("predicted_n") or 0),
+        ttft_s=(first - t0) if first is not None else end - t0,
+        total_s=end - t0,
+        tok_per_s=float(timings.get("predicted_per_second") or 0.0),
+        finish_reason=state["finish"],
+        dropped_turns=dropped,
+        adapters=stack,
+    )
