@@ -7,6 +7,7 @@ refused, 1 anything else at run time), never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from home import __version__
@@ -100,6 +101,10 @@ def _gpu_layers(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     from home.errors import report_error
 
+    # Everything Home writes is the user's private data (dirs 0700, files 0600), including what libraries
+    # create on their own (ChromaDB's segment files, SQLite journals) before anyone fixes their modes:
+    # a kill -9 mid-indexing left 0644 files. The trainer worker does the same (trainer/__main__.py).
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -120,3 +120,22 @@ def test_gpu_layers_flag_and_config_setting(tmp_path):
     config.write_text(config.read_text().replace("gpu_layers = -1", "gpu_layers = -7"))
     line = one_error_line(run_home(vault, "ask", "hi"))
     assert f"{config}: context.gpu_layers: expected -1 (all)" in line and "(line " in line
+
+
+def test_home_creates_everything_private_whoever_writes_it(tmp_path):
+    """The CLI sets umask 077 before any command runs, so files a library creates itself (ChromaDB's
+    segments, SQLite journals) are private from birth, not only after Home fixes their modes (a kill -9
+    mid-indexing left 0644 files)."""
+    import subprocess
+    import sys
+
+    from tests.cli_helpers import REPO, home_env
+
+    code = ("import os; from home.cli import main; main(['personas', 'list']); "
+            "open('probe', 'w').close(); os.mkdir('folder'); print(oct(os.umask(0o022)))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**home_env(tmp_path / "v"),
+                          "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "0o77"
+    assert oct((tmp_path / "probe").stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "folder").stat().st_mode & 0o777) == "0o700"
