@@ -271,18 +271,6 @@ class LlamaServerBackend:
                       cancel: threading.Event | None = None) -> str:
         return "".join(self.stream(messages, params, cancel))
 
-    def top_tokens(self, messages: Sequence[Message], stack: Sequence[tuple[str, float]], n: int = 5) -> list:
-        """The server's `n` most probable first tokens after `messages` under `stack` (greedy, one token):
-        [(token id, probability)], for comparing a server with the in-process engine."""
-        with self._lock:
-            stack = self._check_stack(stack)
-            prompt = self.render(messages)
-            body = {"prompt": prompt, "n_predict": 1, "n_probs": n, "temperature": 0, "cache_prompt": False,
-                    "lora": self.lora_field(stack), "post_sampling_probs": False}
-        out = self.http.post("/completion", body)
-        probs = (out.get("completion_probabilities") or [{}])[0].get("top_logprobs") or []
-        return [(int(p["id"]), float(p.get("logprob", 0.0))) for p in probs]
-
     def logits(self, tokens: Sequence[int], all_positions: bool = False) -> Any:
         raise LLMError(f"{self.url}: a server gives no logits; this needs the in-process engine (no --backend)")
 
