@@ -112,25 +112,25 @@ def test_logs_to_registered_verified_adapter_then_stop_and_resume(tmp_path, mode
 
     # A run stopped by SIGINT registers nothing and keeps a checkpoint; --resume finishes it.
     before = set(manifest(vault)["adapters"])
-    worker = subprocess.Popen([sys.executable, "-m", "home.cli", *train_args("--steps", "4", "--name", "slow")],
+    worker = subprocess.Popen([sys.executable, "-m", "home.cli", *train_args("--steps", "8", "--name", "slow")],
                               cwd=REPO, env=home_env(vault), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               text=True, start_new_session=True)
     seen = []
     for line in worker.stdout:
         seen.append(json.loads(line))
-        if seen[-1]["event"] == "step" and seen[-1]["step"] >= 1:
+        if seen[-1]["event"] == "step" and seen[-1]["step"] >= 2:
             os.killpg(worker.pid, signal.SIGINT)  # as Ctrl-C in a terminal: home and the worker both get it
             break
     seen += events(worker.stdout.read())
     assert worker.wait(300) == 130
     assert "stopped" in [e["event"] for e in seen]
     assert set(manifest(vault)["adapters"]) == before
-    resumed = run_home(vault, *train_args("--steps", "4", "--name", "slow", "--resume"), timeout=900)
+    resumed = run_home(vault, *train_args("--steps", "8", "--name", "slow", "--resume"), timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     evs = events(resumed.stdout)
     assert next(e for e in evs if e["event"] == "started")["resume"] is True
     first_step = next(e for e in evs if e["event"] == "step")["step"]
-    assert first_step > 1  # it continued from its checkpoint, not restarted
+    assert first_step > 2  # it continued from its checkpoint, not restarted
     assert next(e for e in evs if e["event"] == "registered")["id"] == "slow-1"
     assert_private(vault)  # the stopped run's checkpoint and best/, the resumed run's files
 
@@ -212,3 +212,33 @@ def running(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_stop_before_training_starts_ends_the_run_even_if_sigint_was_ignored(tmp_path):
+    """The app's cancel is one SIGINT to the worker. A parent that ignores SIGINT passes SIG_IGN down
+    through exec, and Python then installs no handler: such a worker ignored a cancel sent before its
+    training loop began and trained to the end. The worker takes SIGINT back at once: exit 130, nothing
+    registered."""
+    from home.app.retrain import RetrainRun
+    from trainer.protocol.job import Job
+
+    vault = tmp_path / "v"
+    write_logs(vault)
+    job = Job(vault=str(vault), user="bo", name="early", steps=8, rank=8, batch_size=4, max_length=128,
+              device="cpu")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker is started as by such a parent
+    try:
+        run = RetrainRun(job, vault / "runs")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    seen = []
+    for event in run.events():
+        seen.append(event)
+        if event["event"] == "started":
+            assert run.cancel()
+            break
+    seen += list(run.events())
+    code, _ = run.wait()
+    assert code == 130, seen
+    assert not any(e["event"] in ("step", "registered") for e in seen), seen
+    assert not (vault / "manifest.json").exists() or manifest(vault)["adapters"] == {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
     parser.add_argument("job", help="the job JSON file, or - for standard input")
     parent = os.getppid()  # before anything slow: a parent that dies during the imports is still seen
+    # A stop request (SIGINT) before training starts ends the run at once (130, nothing registered). A
+    # parent that ignores SIGINT passes SIG_IGN down through exec, and Python then installs no handler of
+    # its own: such a worker ignored an early cancel and trained to the end.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parser.parse_args(argv)
     # Everything the run writes in the vault (checkpoints, best/, what torch, trl and peft create) is
     # private from birth: 0700 folders, 0600 files, like the rest of the vault.
