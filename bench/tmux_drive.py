@@ -120,7 +120,7 @@ def drive(vault: Path, tmux: Tmux, timeout: float) -> None:
                 and len([r for r in log_records(vault) if r["role"] == "assistant"]) == 2, timeout)
 
     tmux("send-keys", "-t", "home", "C-p")
-    wait_screen(tmux, "command palette", has("Search for commands", "New session", "Roundtable"), timeout)
+    wait_screen(tmux, "command palette", has("Search for commands", "New session", "Retrain my voice"), timeout)
     tmux("send-keys", "-t", "home", "Escape")
     wait_screen(tmux, "palette closed", lambda s: "Search for commands" not in s and READY in s, timeout)
 
