@@ -15,11 +15,10 @@ import re
 
 import pytest
 
-# Modules whose tests start the trainer worker, train in-process or score adapters at length.
-TRAINER = re.compile(
-    r"test_(trainer_\w+|families|gpu_check|app_retrain\w*|app_learn_picks|reliability\w*|eval\w*|persona_eval"
-    r"|data_eval|\w*dpo\w*|preferences\w*|voice\w*|adapter_names|vault_orphans|malformed\w*|cli_route)$"
-)
+# Modules whose tests start the trainer worker or train in-process. Only these: the group is the suite's
+# critical path (its worker runs nothing else while the other one finishes everything besides).
+TRAINER = re.compile(r"test_(trainer_\w+|families|gpu_check|app_retrain\w*|app_learn_picks|\w*dpo\w*|adapter_names"
+                     r"|vault_orphans)$")
 
 
 def pytest_configure(config: pytest.Config) -> None:
