@@ -116,6 +116,16 @@ def test_personas_list_import_and_no_overwrite(tmp_path):
     assert json.loads(asked.stdout)["persona"] == "captain-brisk"
 
 
+def test_doctor_reports_a_broken_config_and_still_checks_the_rest(tmp_path):
+    vault = tmp_path / "v"
+    run_home(vault, "doctor")  # makes the vault
+    (vault / "config.toml").write_text("[backend\nurl = 3\n")
+    proc = run_home(vault, "doctor")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert "[FAIL] config" in proc.stdout and "config.toml" in proc.stdout, proc.stdout
+    assert "] vault" in proc.stdout and "] manifest" in proc.stdout, proc.stdout  # the checks after it ran
+
+
 def test_doctor_passes_on_a_fresh_vault(tmp_path):
     proc = run_home(tmp_path / "v", "doctor")
     assert proc.returncode == 0, proc.stdout + proc.stderr

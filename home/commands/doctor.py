@@ -44,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
         line(False, "model", str(exc))
     line(None, "gpu", vram())  # after the model loaded: the VRAM it takes is in "used"
-    if ctx.backend_url:
+    try:
+        backend_url = ctx.backend_url
+    except Exception as exc:  # noqa: BLE001 - a broken config.toml is one finding; the checks below go on
+        line(False, "config", str(exc))
+        backend_url = ""
+    if backend_url:
         line(*_backend(ctx))
     line(*_vault_privacy(ctx))
     line(*_leftovers(ctx))
