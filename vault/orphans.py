@@ -12,7 +12,6 @@ complete (its GGUF's sha256 matches), is adopted; any other unnamed folder (a ha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import VaultError
-from .fsio import TEMP_RE, FileLock, pid_alive, restore_swapped_dir
+from .fsio import TEMP_RE, FileLock, file_sha256, pid_alive, restore_swapped_dir
 from .layout import Vault
 from .manifest import AdapterEntry, ManifestStore
 
@@ -70,13 +69,10 @@ def _registration(folder: Path) -> dict | None:
     try:
         note = json.loads((folder / REGISTRATION).read_text())
         entry = AdapterEntry.from_dict(note["entry"], str(folder / REGISTRATION))
-        h = hashlib.sha256()
-        with open(folder / "adapter.gguf", "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        digest = file_sha256(folder / "adapter.gguf")
     except (OSError, ValueError, KeyError, TypeError, RecursionError, VaultError):
         return None
-    if entry.id != folder.name or entry.file != f"adapters/{folder.name}/adapter.gguf" or h.hexdigest() != entry.sha256:
+    if entry.id != folder.name or entry.file != f"adapters/{folder.name}/adapter.gguf" or digest != entry.sha256:
         return None
     return note
 

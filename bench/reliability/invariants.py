@@ -19,7 +19,6 @@ Files readable by others are listed (`exposed`) apart from losses and corruption
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vault.errors import VaultError
+from vault.fsio import file_sha256
 from vault.gestalts import list_gestalts, normalise
 from vault.layout import Vault
 from vault.manifest import ManifestStore
@@ -72,14 +72,6 @@ class Findings:
     @property
     def ok(self) -> bool:
         return not self.losses and not self.corruptions
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def log_records(vault: Vault, out: Findings) -> list[dict]:
@@ -138,7 +130,7 @@ def check_manifest(vault: Vault, ledger: Ledger, out: Findings) -> dict[str, str
         path = vault.root / entry.file
         if not path.is_file():
             out.corruptions.append(f"manifest: {ident} names {entry.file}, which is missing")
-        elif _sha256(path) != entry.sha256:
+        elif file_sha256(path) != entry.sha256:
             out.corruptions.append(f"manifest: {ident}: {entry.file} is not the file registered (sha256)")
         have[ident] = entry.sha256
     for ident, sha in ledger.adapters.items():

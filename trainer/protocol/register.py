@@ -9,12 +9,11 @@ manifest write, the next registration or training run adopts the folder (`vault.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vault.fsio import atomic_write_json, ensure_private_dir, replacing_dir
+from vault.fsio import atomic_write_json, ensure_private_dir, file_sha256, replacing_dir
 from vault.layout import Vault
 from vault.manifest import AdapterEntry, ManifestStore, name_key, now_iso
 from vault.orphans import REGISTRATION, adapters_lock, clean_leftovers
@@ -37,14 +36,6 @@ def next_id(store: ManifestStore, name: str, kind: str | None = None) -> str:
     if kind is not None:
         manifest.check_name(name, kind)
     return manifest.next_id(name, taken=lambda ident: (store.vault.adapters_dir / ident).exists())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _copy_private(src: Path, dest: Path) -> None:
@@ -88,7 +79,7 @@ def register_adapter(
         adapter_id = next_id(store, name, kind)
         final = vault.adapters_dir / adapter_id
         entry = AdapterEntry(
-            id=adapter_id, name=name, file=f"adapters/{adapter_id}/adapter.gguf", sha256=_sha256(gguf),
+            id=adapter_id, name=name, file=f"adapters/{adapter_id}/adapter.gguf", sha256=file_sha256(gguf),
             base=base, owner=owner, kind=kind, tasks=list(tasks), tones=list(tones), rank=rank, alpha=float(alpha),
             dataset=dataset, metrics=metrics, training=training, verification=verification, parent=parent,
             stack=list(stack or []), created=now_iso(), extra={"promotion": promotion} if promotion else {},
@@ -103,7 +94,7 @@ def register_adapter(
             atomic_write_json(tmp / "metrics.json", {"metrics": metrics, "training": training,
                                                      "verification": verification, "dataset": dataset})
             atomic_write_json(tmp / REGISTRATION, {"entry": entry.to_dict(), "set_voice": set_voice})
-        if _sha256(final / "adapter.gguf") != entry.sha256:  # the copy is what the manifest will vouch for
+        if file_sha256(final / "adapter.gguf") != entry.sha256:  # the copy is what the manifest will vouch for
             shutil.rmtree(final, ignore_errors=True)
             raise OSError(f"{final / 'adapter.gguf'}: sha256 changed while copying {gguf}")
         try:
