@@ -38,6 +38,17 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + erf(x / np.float32(np.sqrt(2.0))))
 
 
+def pad_batch(batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids right-padded with 0 to the longest row, and the mask of real tokens (1.0)."""
+    n, t = len(batch), max(len(ids) for ids in batch)
+    ids = np.zeros((n, t), dtype=np.int64)
+    mask = np.zeros((n, t), dtype=np.float32)
+    for i, row in enumerate(batch):
+        ids[i, :len(row)] = row
+        mask[i, :len(row)] = 1.0
+    return ids, mask
+
+
 class NumpyBert:
     """Mean-pooled, L2-normalised BERT sentence vectors (float32)."""
 
@@ -111,12 +122,8 @@ class NumpyBert:
         return out
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
-        n, t = len(batch), max(len(ids) for ids in batch)
-        ids = np.zeros((n, t), dtype=np.int64)
-        mask = np.zeros((n, t), dtype=np.float32)
-        for i, row in enumerate(batch):
-            ids[i, :len(row)] = row
-            mask[i, :len(row)] = 1.0
+        ids, mask = pad_batch(batch)
+        n, t = ids.shape
         # 2-D activations (tokens × features): numpy sends 2-D @ 2-D to one BLAS gemm, while a 3-D
         # operand becomes a loop of small products (measured 2.5× slower).
         x = (self._word[ids] + self._pos[:t] + self._type0).reshape(n * t, self.dim)

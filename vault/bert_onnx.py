@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bert_numpy import NumpyBert
+from .bert_numpy import NumpyBert, pad_batch
 from .blas import threads_now
 
 
@@ -155,12 +155,8 @@ class OnnxBert(NumpyBert):
         return out
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
-        n, t = len(batch), max(len(ids) for ids in batch)
-        ids = np.zeros((n, t), dtype=np.int64)
-        mask = np.zeros((n, t), dtype=np.float32)
-        for i, row in enumerate(batch):
-            ids[i, :len(row)] = row
-            mask[i, :len(row)] = 1.0
+        ids, mask = pad_batch(batch)
+        t = ids.shape[1]
         pooled = self._session.run(None, {"input_ids": ids, "position_ids": np.arange(t, dtype=np.int64),
                                           "attention_mask": mask})[0]
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
