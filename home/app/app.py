@@ -207,6 +207,11 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         """From start until the reader has passed on the worker's last event and its exit code."""
         return self.retrain is not None and self.retrain.code is None
 
+    @property
+    def training_cancellable(self) -> bool:
+        """A run trains and has not been asked to stop yet (one SIGINT only: a second would abort it)."""
+        return self.training_running and not self.retrain.interrupted
+
     def action_retrain(self) -> None:
         """Start the trainer worker on the user's chat logs; the panel follows its events."""
         self._start_training("sft")

@@ -157,7 +157,7 @@ class ChatScreen(Screen[None]):
         if action == "cancel":
             return self.generating
         if action == "cancel_training":  # bound here, not on the app, so that a reply's Esc comes first
-            return self.app.training_running and not self.app.retrain.interrupted
+            return self.app.training_cancellable
         return True
 
     def action_cancel_training(self) -> None:

@@ -218,12 +218,10 @@ class TrainPanel(Vertical):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Esc cancels the run while it trains, then closes the panel: the footer shows the one that applies."""
-        done = self.view.finished and not self.app.training_running  # type: ignore[attr-defined]
         if action == "close":
-            return done
+            return self.view.finished and not self.app.training_running  # type: ignore[attr-defined]
         if action == "cancel_training":
-            run = self.app.retrain  # type: ignore[attr-defined]
-            return not done and not (run is not None and run.interrupted)
+            return self.app.training_cancellable  # type: ignore[attr-defined]
         return True
 
     def action_cancel_or_close(self) -> None:
