@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -14,6 +15,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Tests of the cache itself point HOME_CACHE at their own temp folder.
 os.environ["HOME_CACHE"] = os.path.join(
     os.environ.get("HOME_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "home-tests"), "cache")
+
+# A suite started in the background by a script (`./dev test &`, nohup, some CI runners) inherits SIGINT
+# ignored (POSIX: asynchronous commands of a non-interactive shell ignore it), and so would every `home`
+# the tests start: a test's Ctrl-C (SIGINT) then stopped nothing and the run trained to the end. The
+# tests play a person at a terminal, where Ctrl-C is live.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # --- llm fixtures ---
 
