@@ -37,3 +37,16 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("home: error: "), lines[0]
     return lines[0]
+
+
+def assert_private(vault: Path) -> None:
+    """Every folder in the vault 0700 and every file 0600, what torch, trl, peft and matplotlib wrote
+    included (after a 2-step train, 28 files and 5 folders under runs/<run>/ were readable by others)."""
+    loose = []
+    for dirpath, dirnames, filenames in os.walk(vault):
+        for name, want in [(d, 0o700) for d in dirnames] + [(f, 0o600) for f in filenames]:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode & 0o777
+            if mode != want:
+                loose.append(f"{os.path.relpath(path, vault)} {oct(mode)}")
+    assert not loose, f"{len(loose)} not private: {loose[:20]}"

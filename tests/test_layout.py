@@ -1,6 +1,6 @@
 """The trainer's rooms and the app's layering, checked from the source and a fresh interpreter.
 
-`home` imports only the torch-free rooms (protocol, data, evaluation); the worker's two recipes share
+`home` (and `llm`, `vault`) import only the torch-free rooms (protocol, data, evaluation), lazily too; the worker's two recipes share
 `stages` instead of importing each other; `home/app/` never imports `home/commands/`.
 """
 
@@ -56,6 +56,15 @@ def test_the_light_rooms_never_import_the_worker():
             for name in imported(path):
                 if name.split(".")[0] == "trainer" and name != "trainer" and not name.startswith(ok):
                     bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not bad, bad
+
+
+def test_home_llm_and_vault_import_only_the_light_rooms():
+    """The app and the CLI reach the worker only as a child process (`python -m trainer`), never by import,
+    lazy imports inside functions included (the fresh-interpreter check above sees only module level)."""
+    bad = [f"{path.relative_to(ROOT)} imports {name}" for pkg in ("home", "llm", "vault")
+           for path in (ROOT / pkg).rglob("*.py") for name in imported(path)
+           if name.split(".")[0] == "trainer" and not name.startswith(LIGHT)]
     assert not bad, bad
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import REPO, home_env, one_error_line, run_home
+from tests.cli_helpers import REPO, assert_private, home_env, one_error_line, run_home
 from trainer.protocol.runs import complete_checkpoints
 from vault.layout import Vault
 from vault.logs import ConversationLog
@@ -61,19 +61,6 @@ def events(stdout: str) -> list[dict]:
 
 def manifest(vault) -> dict:
     return json.loads((vault / "manifest.json").read_text())
-
-
-def assert_private(vault) -> None:
-    """Every folder in the vault 0700 and every file 0600, what torch, trl and peft wrote included (after
-    a 2-step train, 28 files and 5 folders under runs/<run>/ were readable by others)."""
-    loose = []
-    for dirpath, dirnames, filenames in os.walk(vault):
-        for name, want in [(d, 0o700) for d in dirnames] + [(f, 0o600) for f in filenames]:
-            path = os.path.join(dirpath, name)
-            mode = os.lstat(path).st_mode & 0o777
-            if mode != want:
-                loose.append(f"{os.path.relpath(path, vault)} {oct(mode)}")
-    assert not loose, f"{len(loose)} not private: {loose[:20]}"
 
 
 @pytest.mark.slow
