@@ -1,0 +1,132 @@
+"""bench/voice_fidelity.py's pieces on tiny public-domain excerpts, in seconds and without a training:
+the texts become Home's examples in the order they were spoken or written, the held-out split is the
+latest of them, attribution picks the lowest-loss adapter, and the report is one JSON line and a PNG.
+(The whole bench trains one adapter per voice: minutes each, so it is a bench, not a test.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainer.data.examples import DatasetReport
+from trainer.data.sources import load_source
+from trainer.evaluation.evaluate import validation_split
+from vault.manifest import AdapterEntry
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests/fixtures/voice"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import voice_fidelity
+        import voice_texts
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return voice_fidelity, voice_texts
+
+
+def test_a_play_becomes_the_speakers_examples_in_the_order_spoken(bench, tmp_path):
+    _, texts = bench
+    transcript = texts.play_transcript((FIXTURES / "hamlet_excerpt.md").read_text())
+    assert "Enter" not in transcript and "Aside" not in transcript and "_" not in transcript
+    path = tmp_path / "hamlet.txt"
+    path.write_text(transcript)
+    examples = load_source("transcript", path, speaker="HAMLET").examples
+    assert [ex.target.split("\n")[0] for ex in examples] == [
+        "A little more than kin, and less than kind.", "Not so, my lord; I am too much i' the sun.",
+        "Ay, madam, it is common.", "Seems, madam! nay it is; I know not 'seems.'"]
+    assert "KING CLAUDIUS: Take thy fair hour" in examples[0].context[0]["content"]
+    assert examples[-1].context[-1]["content"].startswith("QUEEN GERTRUDE: If it be,")
+
+
+def test_a_letter_becomes_an_essay_one_chapter_a_paragraph(bench):
+    _, texts = bench
+    essay = texts.letter_essay("2Thessalonians", (FIXTURES / "kjv_excerpt.txt").read_text())
+    title, first, second = essay.strip().split("\n\n")
+    assert title == "# 2 Thessalonians"
+    assert first.startswith("Paul, a prisoner of Jesus Christ") and "Philemon 1" not in first
+    assert second.startswith("Now the Lord of peace himself give you peace")
+    assert not any(word.isdigit() for word in essay.split()[3:])  # verse numbers gone
+
+
+def test_the_held_out_split_is_the_latest_examples(bench, tmp_path):
+    """The bench trains on a voice's earliest examples written as jsonl; the run's recorded time split
+    (what `home eval` reads) is then exactly the latest of them, in order."""
+    fidelity, texts = bench
+    spoken = texts.voice_examples(texts.VOICES["maya"], tmp_path)
+    assert len(spoken) > 40
+    data = fidelity.write_dataset(fidelity.earliest(spoken, 40), tmp_path / "maya.jsonl")
+    assert [ex.target for ex in data] == [ex.target for ex in spoken[:40]]
+    digest = DatasetReport(examples=data).dataset_hash()
+    entry = AdapterEntry(id="maya-voice-1", name="maya-voice", file="adapters/x.gguf",
+                         dataset={"split": "time", "hash": digest, "counts": {"train": 30, "validation": 10}})
+    held = validation_split(entry, data, digest)
+    assert [ex.target for ex in held] == [ex.target for ex in spoken[30:40]]
+    job = fidelity.job_for(tmp_path / "vault", "maya", tmp_path / "maya.jsonl", _args(val_fraction=0.25))
+    assert (job.adapter_kind, job.split, job.val_fraction) == ("voice", None, 0.25)  # None: time for a voice
+
+
+def test_attribution_goes_to_the_adapter_with_the_lowest_loss(bench):
+    fidelity, _ = bench
+    nll = {"ann": {"ann": [1.0, 1.0, 5.0], "bo": [2.0, 2.0, 1.0], "base": [0.5, 0.5, 0.5]},
+           "bo": {"ann": [3.0, 3.0], "bo": [1.0, 1.0], "base": [0.1, 0.1]}}
+    att = fidelity.attribution_matrix(nll, ["ann", "bo"])
+    assert att["matrix"] == [[2, 1], [0, 2]]  # the base never "wrote" anything, however low its loss
+    assert att["accuracy"] == pytest.approx(0.8) and att["recall"] == {"ann": pytest.approx(2 / 3), "bo": 1.0}
+
+
+def test_the_report_is_one_json_line_and_a_png(bench):
+    fidelity, _ = bench
+    att = fidelity.attribution_matrix({"hamlet": {"hamlet": [1.0], "paul": [2.0]},
+                                       "paul": {"hamlet": [1.0], "paul": [2.0]}}, ["hamlet", "paul"])
+    rows = [fidelity.voice_row(v, _report(ratio), _entry(v), {"target_tokens_trained": 900}, 12.5, att)
+            for v, ratio in (("hamlet", 0.4), ("paul", 0.7))]
+    summary = fidelity.summarize(rows, att, {"examples": 96})
+    line = json.dumps(summary, allow_nan=False)
+    assert "\n" not in line and json.loads(line)["median_ppl_ratio"] == pytest.approx(0.55)
+    hamlet = summary["voices"][0]
+    assert hamlet["ppl_ratio"] == pytest.approx(0.4) and hamlet["attribution"] == 1.0
+    assert hamlet["as_an_ai"] == {"base": 1, "adapter": 0}
+    assert hamlet["replies_with_cliches"] == {"base": 2, "adapter": 0}
+    assert summary["voices"][1]["attribution"] == 0.0
+    assert summary["goal"] == {"median_ppl_ratio<=0.50": False, "attribution>=0.90": False}
+    assert fidelity.plot(summary)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_voices_are_one_usage_line(bench, capsys, tmp_path):
+    fidelity, _ = bench
+    with pytest.raises(SystemExit) as stop:
+        fidelity.main(["--voices", "hamlet,nobody", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "--voices: need two or more of hamlet" in capsys.readouterr().err and not (tmp_path / "vault").exists()
+
+
+def _args(**kw):
+    from argparse import Namespace
+
+    return Namespace(steps=None, **kw)
+
+
+def _entry(voice: str) -> AdapterEntry:
+    return AdapterEntry(id=f"{voice}-voice-1", name=f"{voice}-voice", file="x.gguf", rank=16,
+                        training={"duration_s": 300.0, "peak_memory_bytes": 2**31, "steps": 27, "lr": 2e-4,
+                                  "batch_size": 8, "base_val_loss": 3.0, "val_loss": 2.5})
+
+
+def _report(ratio: float) -> dict:
+    """The parts of `evaluate_adapter`'s report the bench reads."""
+    samples = [{"base": "As an AI, I cannot feel grief.", "adapter": "Seems, madam!"},
+               {"base": "I hope this helps!", "adapter": "Not so, my lord."}]
+    return {"perplexity": {"base": 20.0, "adapter": 20.0 * ratio}, "examples": 24, "scored_tokens": 700,
+            "vocab_overlap": {"base": 0.2, "adapter": 0.4}, "distinct_2": {"base": 0.9, "adapter": 0.8,
+                                                                           "targets": 0.95},
+            "catchphrases": {"phrases": ["my lord"], "base": 0.0, "adapter": 0.5, "targets": 0.6},
+            "cliches": {"base": 1.0, "adapter": 0.0, "targets": 0.0, "found": {}},
+            "samples": samples, "sample_count": len(samples)}
