@@ -106,7 +106,7 @@ def main() -> int:
 
     def reply(text: str, who, pin: str | None) -> tuple[str, str]:
         task = tasks[text]
-        mode = choose_mode(who, task.label, task.confidence, pin if who is not None else "auto", "me")
+        mode = choose_mode(who, task.label, task.confidence, pin if who is not None else "auto", "me", text)
         turn, mode = apply_mode(mode, stack if who is not None else [], {"persona"})
         messages = build_messages(who, [], text, "me", None, prompt_budget(engine))
         line = mode_message(mode) if who is not None else None
@@ -128,8 +128,9 @@ def main() -> int:
     print(file=sys.stderr)
 
     TASKS[:], CHATS[:] = tasks_list, chats_list  # the report covers what ran
-    picked_focused = sum(tasks[t].label != "chat" for t, _ in TASKS)
-    picked_character = sum(tasks[c].label == "chat" for c in CHATS)
+    auto = {r["prompt"]: r["mode"] for r in results["persona auto"]}
+    picked_focused = sum(auto[t] == "focused" for t, _ in TASKS)
+    picked_character = sum(auto[c] == "character" for c in CHATS)
     base_task = markers([r["reply"] for r in results["base model"][:len(TASKS)]], vocab)
     base_chat = markers([r["reply"] for r in results["base model"][len(TASKS):]], vocab)
     print(f"persona {persona.id}; {len(TASKS)} tasks + {len(CHATS)} chit-chat; greedy, max {args.max_tokens} tokens; "

@@ -229,3 +229,5 @@ def test_the_task_class_picks_the_mode_and_scales_the_persona_adapter(setup):
     pinned = decide(setup, CODING, persona=sage, mode="character")
     assert pinned.mode.pinned and pinned.mode.name == "character" and dict(pinned.stack)["sage-persona-1"] == 1.0
     assert json.loads(json.dumps(pinned.to_dict()))["mode"]["reason"] == "pinned by the user (character)"
+    fact = decide(setup, "How many legs does a spider have?", persona=sage)  # the chat class, a question with an answer
+    assert fact.task[0] == "chat" and fact.mode.name == "focused" and "about the world" in fact.mode.reason

@@ -12,6 +12,7 @@ from home.router.mode import (
     DEFAULT_SYSTEM,
     Mode,
     apply_mode,
+    asks_about_the_world,
     check_choice,
     choose_mode,
     mode_for_task,
@@ -40,6 +41,24 @@ def test_task_class_picks_the_mode(task, mode):
     assert mode_for_task(task)[0] == mode
     m = choose_mode(card(), task, 0.8)
     assert m.name == mode and not m.pinned and f"task {task}" in m.reason and "0.80" in m.reason
+
+
+# bench/dual_mode.py's chit-chat and the router's own chat examples stay in character; its checkable questions
+# the router calls chat go focused (5 of 20 went in character before, and auto answered fewer of them).
+@pytest.mark.parametrize(("text", "mode"), [
+    ("How many legs does a spider have?", "focused"), ("What colour do you get by mixing blue and yellow?", "focused"),
+    ("What planet do we live on?", "focused"), ("how long do I boil an egg?", "focused"),
+    ("hey, how was your day?", "character"), ("do you like rainy days?", "character"),
+    ("how's life treating you?", "character"), ("hey, how's it going?", "character"),
+    ("what's the best thing about today?", "character"), ("what would you do on a sunny afternoon?", "character"),
+    ("what's the weirdest fact you know?", "character"), ("I had pancakes for breakfast", "character"),
+    ("tell me about yourself", "character"), ("who are you?", "character")])
+def test_a_chat_class_question_about_the_world_is_answered_focused(text, mode):
+    assert asks_about_the_world(text) == (mode == "focused")
+    m = choose_mode(card(), "chat", 0.9, text=text)
+    assert m.name == mode and ("about the world" in m.reason) == (mode == "focused")
+    assert choose_mode(card(), "chat", 0.9, pinned="character", text=text).name == "character"  # a pin still wins
+    assert choose_mode(card(), "coding", 0.9, text=text).name == "focused"  # other classes: focused as before
 
 
 def test_defaults_when_the_card_says_nothing():

@@ -127,7 +127,7 @@ class Router:
             stack = resolve_stack(manifest, [StackSpec(c.id) for c in picked], model_fingerprint, model_name)
             reason = _reason(picked, stack, user, persona_id, task, tone)
         chosen_mode = choose_mode(persona if hasattr(persona, "home") else None, task.label, task.confidence,
-                                  mode, user)
+                                  mode, user, text)
         stack, chosen_mode = apply_mode(chosen_mode, stack, persona_adapters(manifest, persona)
                                         if hasattr(persona, "home") else set())
         return Decision(stack, (task.label, task.confidence), (tone.label, tone.confidence), tuple(candidates),

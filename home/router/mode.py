@@ -11,6 +11,7 @@ persona the mode is still chosen and logged, but there is nothing to adjust.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from home.prompt import fill
@@ -26,6 +27,19 @@ CHOICES = (AUTO, *MODES)  # what a user can pin (auto: the router decides)
 CHARACTER_TASKS = frozenset({"chat"})
 DEFAULT_SYSTEM = {"focused": "Answer the task directly and correctly, in your own voice.", "character": ""}
 DEFAULT_SCALE = {"focused": 0.6, "character": 1.0}
+# The router's "chat" class is everything conversational, questions about the world among them ("how many legs
+# does a spider have?" sits nearest "what's the weirdest fact you know?"): bench/dual_mode.py's first run sent
+# 5 of 20 checkable questions in character, and auto answered fewer of them than pinned focused (0.55 vs 0.65).
+# So a chat-class message that asks about the world, not about the persona or an opinion, is answered focused.
+_QUESTION_START = {"what", "what's", "whats", "which", "who", "who's", "whose", "where", "where's", "when", "how",
+                   "how's", "why", "is", "are", "does", "do", "did", "can", "could", "was", "were", "will", "should"}
+_ABOUT_YOU = re.compile(r"\b(your|yours|yourself|you're|youre|you've|you'd|you'll)\b|\b(are|were|have|did|would|will)"
+                        r" you\b|\byou (like|love|think|feel|prefer|enjoy|want|miss|remember|hate|ever|wish|believe|"
+                        r"mean|do|know|usually|personally)\b|\byou\W*$|\bhow'?s (it going|life|things)\b|"
+                        r"\bhow are things\b|\bwhat'?s (up|new)\b")
+_OPINION = {"best", "worst", "favourite", "favorite", "fun", "funny", "weird", "weirdest", "nicest", "coolest",
+            "rather", "opinion", "think", "feel"}
+_WORD = re.compile(r"[a-z']+")
 
 
 @dataclass(frozen=True)
@@ -51,20 +65,35 @@ def check_choice(choice: str | None) -> str:
     return value
 
 
-def mode_for_task(task: str) -> tuple[str, str]:
-    """(mode, why) for a task class: conversation → character, anything asked for → focused."""
+def asks_about_the_world(text: str) -> bool:
+    """A question with an answer out there ("how long do I boil an egg?", "which planet is largest?"), not one
+    about the persona ("how was your day?", "do you like rain?") or asking an opinion ("what's the best…")."""
+    low = text.strip().casefold().replace("\u2019", "'")
+    words = _WORD.findall(low)
+    if not words or not (low.endswith("?") or words[0] in _QUESTION_START):
+        return False
+    return not _ABOUT_YOU.search(low) and not any(w in _OPINION for w in words)
+
+
+def mode_for_task(task: str, text: str = "") -> tuple[str, str]:
+    """(mode, why) for a task class and the message: conversation → character, anything asked for → focused;
+    a conversational message that asks about the world → focused."""
     if task in CHARACTER_TASKS:
+        if text and asks_about_the_world(text):
+            return "focused", f"task {task}, but a question about the world, not about the persona: focused"
         return "character", f"task {task} is conversation: in character"
     return "focused", f"task {task} asks for something done: focused"
 
 
-def choose_mode(persona, task: str, confidence: float, pinned: str | None = None, user: str = "") -> Mode:
-    """This turn's mode: the pinned one, else the task's; with the persona card's settings (or defaults)."""
+def choose_mode(persona, task: str, confidence: float, pinned: str | None = None, user: str = "",
+                text: str = "") -> Mode:
+    """This turn's mode: the pinned one, else the task's (and the message's); with the persona card's
+    settings (or defaults)."""
     pin = check_choice(pinned)
     if pin != AUTO:
         name, reason = pin, f"pinned by the user ({pin})"
     else:
-        name, reason = mode_for_task(task)
+        name, reason = mode_for_task(task, text)
         reason = f"{reason} (confidence {confidence:.2f})"
     if persona is None:
         return Mode(name, f"{reason}; no persona, nothing to adjust", pin != AUTO)
