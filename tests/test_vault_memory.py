@@ -320,3 +320,30 @@ def test_a_log_with_a_repeated_record_id_still_indexes(vault, embedder):
         report = index_logs(vault, store)
         assert store.count() == store.keyword_count() == 2 and report.indexed == 2
         assert "other writer" in store.get("twice:2").text  # the later record wins, as a rewrite would
+
+
+def test_running_counts_follow_inserts_replacements_and_deletes_and_start_on_an_older_database():
+    """count() reads two running totals instead of scanning every row (issue 13: it runs after each turn)."""
+    import sqlite3
+
+    from vault.keyword_index import SCHEMA, item_count, open_counts, part_count
+
+    db = sqlite3.connect(":memory:")
+    db.executescript(SCHEMA)
+    db.executescript("DROP TRIGGER docs_count_ai; DROP TRIGGER docs_count_ad; DROP TABLE doc_counts;")
+    db.executemany("INSERT INTO docs(id, text) VALUES (?, ?)", [("s:1", "a. b c d"), ("s:1#1", "b c d"), ("s:2", "e")])
+    db.executescript(SCHEMA)  # a database from before the counts: they start from one scan
+    open_counts(db)
+    assert (item_count(db), part_count(db)) == (3, 1)
+    upsert = "INSERT INTO docs(id, text) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET text=excluded.text"
+    with db:
+        db.executemany(upsert, [("s:2", "changed"), ("s:3", "new"), ("s:3#1", "part one"), ("s:3#2", "part two")])
+    assert (item_count(db), part_count(db)) == (6, 3)  # the replaced row is not counted twice
+    with db:
+        db.executemany("DELETE FROM docs WHERE id = ?", [("s:1#1",), ("s:3",), ("s:404",)])
+    assert (item_count(db), part_count(db)) == (4, 2)
+    open_counts(db)  # a second open keeps the running totals
+    assert (item_count(db), part_count(db)) == (4, 2)
+    with db:
+        db.execute("DELETE FROM docs")
+    assert (item_count(db), part_count(db)) == (0, 0)

@@ -141,7 +141,9 @@ class OnnxBert(NumpyBert):
         if not texts:
             return out
         encs = self._tok.encode_batch(list(texts))
-        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))  # similar lengths pad little
+        # similar lengths pad little; longest first, so the last batches (run while the other threads
+        # have nothing left to take) are the shortest
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids), reverse=True)
         batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         workers = min(threads_now(), len(batches))
         if workers > 1:

@@ -1,4 +1,4 @@
-"""What one logged turn becomes in the memory store: the whole turn, and each of its sentences (issue 13).
+"""What one logged turn becomes in the memory store: `MemoryItem`s, the whole turn and each of its sentences.
 
 Why sentences too: a fact said in passing inside a longer message ("Hi! I'm Maya and I live in Lisbon.
 What should I cook tonight?") embeds far from a question about it (cosine 0.29 to "Where do I live?"),
@@ -11,12 +11,48 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import NamedTuple
 
 from .retrieval import Hit
 
-if TYPE_CHECKING:  # memory_store imports this module
-    from .memory_store import MemoryItem
+
+def epoch(iso: str) -> float:
+    """An item's time as epoch seconds (0.0 when it has none), for date windows and recency."""
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return 0.0
+
+
+class MemoryItem(NamedTuple):
+    """One searchable text. Log turns: role user/assistant, their session and turn. Gestalts: role
+    "gestalt", session "" (no log session can be empty, so deleting a session never takes them)."""
+
+    id: str
+    text: str
+    session: str
+    turn: int
+    role: str
+    user: str
+    persona: str
+    time: str
+
+
+def item_from_record(rec: dict) -> MemoryItem:
+    return MemoryItem(rec["id"], rec["text"], rec.get("session") or rec["id"].rsplit(":", 1)[0], rec["turn"],
+                      rec["role"], str(rec.get("user") or ""), str(rec.get("persona") or ""),
+                      str(rec.get("time") or ""))
+
+
+def indexable(rec: dict) -> bool:
+    """User turns and complete assistant replies with text; never events, partial or excluded turns, nor a
+    persona's card greeting (the same words each new chat: nothing the user said or learnt)."""
+    return (rec.get("role") in ("user", "assistant") and not rec.get("partial") and not rec.get("excluded")
+            and not rec.get("greeting")
+            and isinstance(rec.get("text"), str) and bool(rec["text"].strip())
+            and isinstance(rec.get("turn"), int) and isinstance(rec.get("id"), str))
+
 
 PART = "#"
 # Whose turns get sentence items: the user's (what they said about themselves). Replies too cost 1.78x the

@@ -17,9 +17,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -27,10 +25,11 @@ from . import index_marks
 from .embedder import DEFAULT_NAME, Embedder, load_embedder
 from .errors import VaultError
 from .fsio import DIR_MODE, FILE_MODE, FileLock, LockTimeout, atomic_write_json, ensure_private_dir
-from .keyword_index import SCHEMA, item_count, keyword_ids
+from .hybrid_search import hybrid_search
+from .keyword_index import SCHEMA, item_count, open_counts, part_count
 from .layout import Vault
-from .memory_items import PART, by_turn, turn_items
-from .retrieval import Candidate, Hit, rank
+from .memory_items import PART, MemoryItem, epoch, indexable, item_from_record, turn_items
+from .retrieval import Hit
 from .vector_file import VectorFile
 
 STATE_FILE = "index.json"
@@ -49,42 +48,6 @@ class MemoryBusyError(MemoryStoreError):
     """Another process owns the memory store (the running app); try again when it has closed."""
 
     exit_code = 1
-
-
-def _epoch(iso: str) -> float:
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except (ValueError, AttributeError):
-        return 0.0
-
-
-class MemoryItem(NamedTuple):
-    """One searchable text. Log turns: role user/assistant, their session and turn. Gestalts: role
-    "gestalt", session "" (no log session can be empty, so deleting a session never takes them)."""
-
-    id: str
-    text: str
-    session: str
-    turn: int
-    role: str
-    user: str
-    persona: str
-    time: str
-
-
-def item_from_record(rec: dict) -> MemoryItem:
-    return MemoryItem(rec["id"], rec["text"], rec.get("session") or rec["id"].rsplit(":", 1)[0], rec["turn"],
-                      rec["role"], str(rec.get("user") or ""), str(rec.get("persona") or ""),
-                      str(rec.get("time") or ""))
-
-
-def indexable(rec: dict) -> bool:
-    """User turns and complete assistant replies with text; never events, partial or excluded turns, nor a
-    persona's card greeting (the same words each new chat: nothing the user said or learnt)."""
-    return (rec.get("role") in ("user", "assistant") and not rec.get("partial") and not rec.get("excluded")
-            and not rec.get("greeting")
-            and isinstance(rec.get("text"), str) and bool(rec["text"].strip())
-            and isinstance(rec.get("turn"), int) and isinstance(rec.get("id"), str))
 
 
 class MemoryStore:
@@ -106,6 +69,7 @@ class MemoryStore:
         try:
             self._db = sqlite3.connect(self.dir / KEYWORD_DB, check_same_thread=False)
             self._db.executescript(SCHEMA)
+            open_counts(self._db)
             self.state["sessions"] = index_marks.load(self._db, self.state.get("sessions"))
             self._items = item_count(self._db)  # for the keyword search's rare-term cap
             self._client = chromadb.PersistentClient(path=str(self.dir / CHROMA_DIR),
@@ -134,8 +98,13 @@ class MemoryStore:
             raise
 
     def _collection(self):
-        return self._client.get_or_create_collection(COLLECTION, embedding_function=None,
-                                                      configuration={"hnsw": {"space": "cosine"}})
+        # ChromaDB keeps the vectors of record; searches go to the vector file (vault/vector_file.py), never
+        # to ChromaDB's HNSW graph, so the graph is built as cheaply as it allows: 16 candidates and 8
+        # links per insert instead of 100 and 16 cut its share of ingest time ~2x (bench/memory_search.py).
+        # A store made before keeps the graph it has (ChromaDB fixes a collection's settings at creation).
+        return self._client.get_or_create_collection(
+            COLLECTION, embedding_function=None,
+            configuration={"hnsw": {"space": "cosine", "ef_construction": 16, "max_neighbors": 8}})
 
     def close(self) -> None:
         with self._mutex:
@@ -212,22 +181,25 @@ class MemoryStore:
         self.upsert_items(items)
 
     def upsert_items(self, items: Sequence[MemoryItem]) -> None:
-        """Embeddings into ChromaDB, text into FTS5, both under the item's id (a second write replaces)."""
+        """Text and metadata into SQLite (FTS5), then the embeddings into ChromaDB and the vector file, all
+        under the item's id (a second write replaces). In that order, so every vector has its row: a batch
+        cut short leaves rows without vectors, which search skips and the next pass re-upserts, and the
+        rows alone say what a session holds. ChromaDB gets ids and vectors only (its own metadata copy cost
+        half its write time and nothing reads it)."""
         if not items:
             return
-        texts = [it.text for it in items]
-        rows = [(*it, _epoch(it.time)) for it in items]
-        vectors = self.embedder.embed(texts)  # outside the mutex: a search need not wait for a batch
+        rows = [(*it, epoch(it.time)) for it in items]
+        vectors = self.embedder.embed([it.text for it in items])  # outside the mutex: searches go on meanwhile
         with self._mutex:
-            metas = [dict(zip(_COLUMNS[2:], row[2:], strict=True)) for row in rows]
             matrix = self._vectors()  # opened (or rebuilt) before ChromaDB changes, so this batch is appended
-            self._col.upsert(ids=[row[0] for row in rows], embeddings=vectors, documents=texts, metadatas=metas)
-            matrix.upsert([row[0] for row in rows], [row[5] for row in rows], vectors)
             with self._db:
                 self._db.executemany(
                     f"INSERT INTO docs({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
                     "ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS[1:]),
                     rows)
+            ids = [row[0] for row in rows]
+            self._col.upsert(ids=ids, embeddings=vectors)
+            matrix.upsert(ids, [row[5] for row in rows], vectors)
             self._items = item_count(self._db)
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -254,6 +226,7 @@ class MemoryStore:
     def delete_session(self, session: str) -> None:
         """Drop every turn of a session whose log file is gone (the logs are the source of truth)."""
         with self._mutex:
+            # the rows name every item; ChromaDB's own metadata only items written before it held none
             ids = self._col.get(where={"session": session}, include=[])["ids"]
             ids += [i for (i,) in self._db.execute("SELECT id FROM docs WHERE session = ?", (session,))]
             self.delete(sorted(set(ids)))
@@ -291,16 +264,20 @@ class MemoryStore:
     # --- reading ---
 
     def count(self) -> int:
-        """Remembered turns and gestalts (a turn's sentence items are part of it, not counted)."""
+        """Remembered turns and gestalts (a turn's sentence items are part of it, not counted). O(1): the
+        keyword database's running counts (every item has its row there before its vector)."""
         with self._mutex:
-            return int(self._col.count()) - self._part_count()
+            return item_count(self._db) - part_count(self._db)
+
+    def vector_count(self) -> int:
+        """Turns and gestalts with vectors in ChromaDB, the store of record (`home memory stats`)."""
+        with self._mutex:
+            return int(self._col.count()) - part_count(self._db)
 
     def keyword_count(self) -> int:
+        """Turns and gestalts in the keyword index, counted row by row (`home memory stats`)."""
         with self._mutex:
-            return int(self._db.execute("SELECT count(*) FROM docs").fetchone()[0]) - self._part_count()
-
-    def _part_count(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM docs WHERE instr(id, ?) > 0", (PART,)).fetchone()[0])
+            return int(self._db.execute("SELECT count(*) FROM docs WHERE instr(id, ?) = 0", (PART,)).fetchone()[0])
 
     def _parts(self, ids: Sequence[str]) -> list[str]:
         """The sentence items of these turns (ids `<turn>#<n>`: a range of the unique id index)."""
@@ -327,27 +304,10 @@ class MemoryStore:
         see retrieval.rank (the turn path lets weaker turns join one that clears the floor)."""
         if not query.strip() or k <= 0:
             return []
-        pool = pool or max(4 * k, 20)
         q = self.embedder.embed([query])[0] if vector is None else vector
         with self._mutex:
-            vectors = self._vectors()
-            vec_ids = vectors.top(q, pool, user)
-            kw_ids = self._keyword(query, pool, user)
-            ids = list(dict.fromkeys(vec_ids + kw_ids + self._in_window(window, user)))
-            marks = ",".join("?" * len(ids))
-            rows = self._db.execute(f"SELECT id, text, time, epoch, role, session FROM docs WHERE id IN ({marks})",
-                                    ids).fetchall() if ids else []
-            cands: dict[str, Candidate] = {}
-            for ident, text, when, epoch, role, session in rows:
-                v = vectors.vector(ident)
-                if v is not None:  # both stores have it (a killed batch is re-upserted by the indexer)
-                    cands[ident] = Candidate(ident, text, when or "", epoch or 0.0, role or "", session or "",
-                                             v, float(v @ q))
-            for ranked, attr in ((vec_ids, "vec_rank"), (kw_ids, "kw_rank")):
-                for r, ident in enumerate(ranked, 1):
-                    if ident in cands:
-                        setattr(cands[ident], attr, r)
-        return by_turn(rank(cands.values(), query, 3 * k, window=window, fill=fill), k)  # a turn's sentences compete as one turn
+            return hybrid_search(self._db, self._vectors(), query, q, k, pool or max(4 * k, 20), user, window, fill,
+                                 self._items)
 
     def warm(self) -> None:
         """Load the embedder and map the vectors now, e.g. in a background thread at app start, so the
@@ -377,23 +337,12 @@ class MemoryStore:
             yield page["ids"], [users.get(i, "") for i in page["ids"]], np.asarray(page["embeddings"], np.float32)
             offset += len(page["ids"])
 
-    def _in_window(self, window: tuple[float, float] | None, user: str | None, limit: int = 400) -> list[str]:
-        """Items said inside the question's date window (candidates beside the two lists); none when the
-        window holds more than `limit` (too wide to say anything)."""
-        if window is None:
-            return []
-        sql = "SELECT id FROM docs WHERE epoch >= ? AND epoch < ?" + (" AND user = ?" if user else "") + " LIMIT ?"
-        rows = self._db.execute(sql, (*window, user, limit + 1) if user else (*window, limit + 1)).fetchall()
-        return [r[0] for r in rows] if len(rows) <= limit else []
-
-    def _keyword(self, query: str, limit: int, user: str | None) -> list[str]:
-        return keyword_ids(self._db, query, limit, user, self._items)
-
     def stats(self) -> dict:
         with self._mutex:
             size = sum(p.stat().st_size for p in self.dir.rglob("*") if p.is_file())
             emb = self.state.get("embedder") or {"name": DEFAULT_NAME, "dim": None, "ref": None}
-            return {"items": self.count(), "keyword_items": self.keyword_count(), "parts": self._part_count(),
+            return {"items": self.vector_count(), "keyword_items": self.keyword_count(),
+                    "parts": part_count(self._db),
                     "sessions": len(self.state["sessions"]), "excluded": len(self.state["excluded"]),
                     "gestalts": len(self.state.get("gestalts", {})),
                     "embedder": emb.get("name"), "dim": emb.get("dim"), "bytes": size,

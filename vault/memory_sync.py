@@ -33,7 +33,8 @@ from . import gestalts as gs
 from . import index_marks
 from .layout import Vault
 from .logs import LogRead, list_sessions
-from .memory_store import GESTALT_PREFIX, MemoryItem, MemoryStore, indexable
+from .memory_items import MemoryItem, indexable
+from .memory_store import GESTALT_PREFIX, MemoryStore
 
 BATCH_SIZE = 64
 

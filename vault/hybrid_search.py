@@ -1,0 +1,54 @@
+"""One hybrid search over the memory store's two indexes: exact vectors and FTS5 keywords, fused per turn.
+
+Why a room of its own: the store (vault/memory_store.py) owns files, locks and writes; this is only the
+read: the vector file's top rows, the keyword index's rare-term matches and the date window's turns form
+the candidate pool, each candidate gets its exact cosine and its rank in each list, and
+vault/retrieval.py's `rank` fuses them (floor, recency among near-equals, dedupe). A turn's sentence
+items compete as one turn (vault/memory_items.py's `by_turn`). The caller holds the store's mutex.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+
+from .keyword_index import keyword_ids
+from .memory_items import by_turn
+from .retrieval import Candidate, Hit, rank
+from .vector_file import VectorFile
+
+WINDOW_LIMIT = 400  # a date window holding more items than this is too wide to say anything
+
+
+def hybrid_search(db: sqlite3.Connection, vectors: VectorFile, query: str, q: np.ndarray, k: int, pool: int,
+                  user: str | None, window: tuple[float, float] | None, fill: float, total: int) -> list[Hit]:
+    """The best `k` turns for `query` (its embedding `q`); `total`: the store's item count, which caps
+    the keyword search's terms (vault/keyword_index.py)."""
+    vec_ids = vectors.top(q, pool, user)
+    kw_ids = keyword_ids(db, query, pool, user, total)
+    ids = list(dict.fromkeys(vec_ids + kw_ids + in_window(db, window, user)))
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(f"SELECT id, text, time, epoch, role, session FROM docs WHERE id IN ({marks})",
+                      ids).fetchall() if ids else []
+    cands: dict[str, Candidate] = {}
+    for ident, text, when, epoch, role, session in rows:
+        v = vectors.vector(ident)
+        if v is not None:  # both indexes have it (a batch cut short is re-upserted by the indexer)
+            cands[ident] = Candidate(ident, text, when or "", epoch or 0.0, role or "", session or "", v, float(v @ q))
+    for ranked, attr in ((vec_ids, "vec_rank"), (kw_ids, "kw_rank")):
+        for r, ident in enumerate(ranked, 1):
+            if ident in cands:
+                setattr(cands[ident], attr, r)
+    return by_turn(rank(cands.values(), query, 3 * k, window=window, fill=fill), k)
+
+
+def in_window(db: sqlite3.Connection, window: tuple[float, float] | None, user: str | None,
+              limit: int = WINDOW_LIMIT) -> list[str]:
+    """Items said inside the question's date window (candidates beside the two lists); none when the
+    window holds more than `limit`."""
+    if window is None:
+        return []
+    sql = "SELECT id FROM docs WHERE epoch >= ? AND epoch < ?" + (" AND user = ?" if user else "") + " LIMIT ?"
+    rows = db.execute(sql, (*window, user, limit + 1) if user else (*window, limit + 1)).fetchall()
+    return [r[0] for r in rows] if len(rows) <= limit else []
