@@ -18,7 +18,7 @@ import pytest
 # Modules whose tests start the trainer worker or train in-process. Only these: the group is the suite's
 # critical path (its worker runs nothing else while the other one finishes everything besides).
 TRAINER = re.compile(r"test_(trainer_\w+|families|gpu_check|app_retrain\w*|app_learn_picks|\w*dpo\w*|adapter_names"
-                     r"|vault_orphans)$")
+                     r"|vault_orphans|notebook_\w+)$")
 
 
 def pytest_configure(config: pytest.Config) -> None:
