@@ -151,6 +151,12 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
         model.to("cuda")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        # A base (pre-RLHF) model's GGUF carries no chat template: train in the one llama.cpp then falls
+        # back to (llm/template.py), so the adapter learns the format it will be run with.
+        from llm.template import CHATML_TEMPLATE
+
+        tokenizer.chat_template = CHATML_TEMPLATE
     model.config.use_cache = False
     torch.manual_seed(0)
     return Base(model, tokenizer, str(src), Path(gguf_path) if gguf_path is not None else None)
