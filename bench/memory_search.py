@@ -45,17 +45,26 @@ REPLIES = ["That sounds like a lot to juggle.", "A short list of next steps usua
            "If it keeps slipping, block a fixed time in your calendar.", "Ask what matters most to them first."]
 
 
-def synthetic_turns(n: int, rng: random.Random) -> list[tuple[str, str]]:
+def synthetic_turns(n: int, rng: random.Random, distinct: int | None = None) -> list[tuple[str, str]]:
+    """`distinct`: the user's messages drawn from that many different ones (the replies are ~900 at most)."""
+    pool = None
+    if distinct:
+        pool = list(dict.fromkeys(t for role, t in synthetic_turns(4 * distinct, random.Random(7)) if role == "user"))
+        pool = pool[:distinct]
     out = []
     while len(out) < n:
         s, v, o, w = (rng.choice(x) for x in (SUBJECTS, VERBS, OBJECTS, WHEN))
-        out.append(("user", f"{s.capitalize()} {v} {o} {w}. {rng.choice(ASKS)}"))
+        out.append(("user", rng.choice(pool) if pool else f"{s.capitalize()} {v} {o} {w}. {rng.choice(ASKS)}"))
         out.append(("assistant", f"About {o}: {rng.choice(REPLIES)} {rng.choice(REPLIES)}"))
     return out[:n]
 
 
-def build_vault(root: Path, n: int, seed: int = 0, per_session: int = 100) -> tuple[object, dict[str, str]]:
-    """A vault with `n` turns in sessions of `per_session`; the planted facts open the first session."""
+def build_vault(root: Path, n: int, seed: int = 0, per_session: int = 100,
+                distinct: int | None = None) -> tuple[object, dict[str, str]]:
+    """A vault with `n` turns in sessions of `per_session`; the planted facts open the first session.
+    `distinct`: see synthetic_turns (a 100k vault embeds for hours on the shared 2-core machine; with the
+    user's messages drawn from a few thousand, its rows, sessions and words are as many, its embedding
+    a fraction: search and turn costs depend on the row count, not on how many texts differ)."""
     from tests.test_vault_memory import FACTS
     from vault.layout import Vault
     from vault.logs import ConversationLog
@@ -63,7 +72,7 @@ def build_vault(root: Path, n: int, seed: int = 0, per_session: int = 100) -> tu
     vault = Vault.open(root)
     rng = random.Random(seed)
     turns = [t for fact, reply, _ in FACTS for t in (("user", fact), ("assistant", reply))]
-    turns += synthetic_turns(n - len(turns), rng)
+    turns += synthetic_turns(n - len(turns), rng, distinct)
     start = datetime(2025, 1, 1, tzinfo=UTC)
     expected, log = {}, None
     for i, (role, text) in enumerate(turns):
@@ -79,23 +88,44 @@ def build_vault(root: Path, n: int, seed: int = 0, per_session: int = 100) -> tu
 
 
 def planted(vault) -> dict[str, str]:
-    """query → the id of the turn that states its fact (the facts open the first session)."""
+    """query → the id of the turn that states its fact (the facts open the vault: the first session, or
+    the first few when sessions are shorter than the 16 planted turns)."""
     from tests.test_vault_memory import FACTS
     from vault.logs import read_log
 
-    ids = {r["text"]: r["id"] for r in read_log(vault.logs_dir / "bench-00000.jsonl").records}
+    ids: dict[str, str] = {}
+    for path in sorted(vault.logs_dir.glob("bench-*.jsonl"))[:16]:
+        ids.update((r["text"], r["id"]) for r in read_log(path).records)
     return {query: ids[fact] for fact, _, query in FACTS}
 
 
-def ingest(vault, embedder, batch: int) -> tuple[float, int]:
-    """Index the vault's logs into a fresh store (seconds, turns), as `home memory reindex` does."""
+class DistinctTexts:
+    """An embedder that embeds each distinct text once (building a bench vault only): the synthetic turns
+    are templated, so 100k turns hold ~75k distinct texts, and a text's vector does not depend on what
+    else is in its batch. Never used for the ingest rates, which embed every item as Home does."""
+
+    def __init__(self, embedder) -> None:  # noqa: ANN001
+        import numpy as np
+
+        self._np, self.inner, self.name, self.dim, self._seen = np, embedder, embedder.name, embedder.dim, {}
+
+    def embed(self, texts):  # noqa: ANN001, ANN201
+        new = [t for t in dict.fromkeys(texts) if t not in self._seen]
+        if new:
+            self._seen.update(zip(new, self.inner.embed(new), strict=True))
+        return self._np.stack([self._seen[t] for t in texts]) if texts else self.inner.embed([])
+
+
+def ingest(vault, embedder, batch: int) -> tuple[float, float, int]:
+    """Index the vault's logs into a fresh store (wall seconds, CPU seconds of every thread, turns), as
+    `home memory reindex` does. The CPU seconds are the steadier number on a shared machine."""
     from vault.blas import all_blas_threads
     from vault.memory import MemoryStore, index_logs
 
     with MemoryStore.open(vault, embedder) as store, all_blas_threads():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         report = index_logs(vault, store, batch_size=batch)
-        return time.perf_counter() - t0, report.indexed
+        return time.perf_counter() - t0, time.process_time() - c0, report.indexed
 
 
 def load_all_ms(store) -> float:
@@ -121,13 +151,13 @@ def run_size(n: int, embedder, queries: int, batch: int, keep: Path | None = Non
         reuse = (root / "memory" / "index.json").exists()
         vault = Vault.open(root) if reuse else build_vault(root, n)[0]
         expected = planted(vault)
-        old_rate = float("nan")
+        old_rate = old_cpu = float("nan")
         if before is not None and not reuse:
             shutil.copytree(root / "logs", Path(tmp) / "old" / "logs")
-            secs, done = ingest(Vault.open(Path(tmp) / "old"), before, batch)
-            old_rate = done / secs
+            secs, cpu, done = ingest(Vault.open(Path(tmp) / "old"), before, batch)
+            old_rate, old_cpu = done / secs, cpu / done
             shutil.rmtree(Path(tmp) / "old")
-        ingest_s, indexed = ingest(vault, embedder, batch)
+        ingest_s, ingest_cpu, indexed = ingest(vault, embedder, batch)
         with MemoryStore.open(vault, embedder) as store:
             n = store.count()
             rng = random.Random(1)
@@ -151,6 +181,7 @@ def run_size(n: int, embedder, queries: int, batch: int, keep: Path | None = Non
             size = store.stats()["bytes"]
     rate = indexed / ingest_s if indexed else float("nan")
     return {"n": n, "ingest_s": ingest_s if indexed else float("nan"), "rate": rate, "old_rate": old_rate,
+            "cpu": ingest_cpu / indexed * 1e3 if indexed else float("nan"), "old_cpu": old_cpu * 1e3,
             "p50": c.pct(times, 50) * 1e3, "p95": c.pct(times, 95) * 1e3, "vp50": c.pct(given, 50) * 1e3,
             "vp95": c.pct(given, 95) * 1e3, "first": first_ms, "old_first": old_first, "recall": recall,
             "mb": size / 1e6}
@@ -208,6 +239,21 @@ def synthetic(n: int, dim: int = 384, queries: int = 50) -> dict:
             "p95": c.pct(times, 95) * 1e3, "gb": size / 1e9}
 
 
+def paper_million(row: dict, vec: dict | None) -> str:
+    """The 1M-item point on paper, from a measured 100k row: every file grows with the items (vectors
+    384 x 4 bytes + a 4-byte user code per row, ChromaDB's copy, SQLite text and FTS), and of a search
+    only the exact vector scan grows with them (the keyword search reads only rare terms' postings, the
+    ranking a fixed pool). `vec`: the vector-only point at the same row count, to split the two."""
+    scale = 1_000_000 / row["n"]
+    line = f"\n1M items on paper (x{scale:.0f} the {row['n']} row): disk ~{row['mb'] * scale / 1e3:.1f} GB"
+    if vec is None:
+        return line + f"; search p95 <= {row['p95'] * scale:.0f} ms (all of it scaled: run --synthetic {row['n']})"
+    rest = max(0.0, row["vp95"] - vec["p95"])
+    return (line + f" (vector file {1_000_000 * (384 * 4 + 4) / 1e9:.2f} GB mapped); search p95 ~{rest:.1f} ms "
+            f"besides the scan + {vec['p95']:.1f} x {scale:.0f} ms of scan = {rest + vec['p95'] * scale:.0f} ms "
+            f"given the router's vector, + the query embedding ({row['p95'] - row['vp95']:.1f} ms at p95 here)")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="turns per run (default 1k 10k)")
@@ -255,9 +301,16 @@ def main() -> int:
         for r in syn:
             print(f"{r['n']:>11} {r['gb']:>8.2f} {r['open_ms']:>8.1f} {r['p50']:>11.1f} {r['p95']:>6.1f}")
     big = [r for r in rows if r["n"] >= 100000]
+    for r in big:
+        print(paper_million(r, next((x for x in syn if x["n"] == r["n"]), None)))
     ok_latency = all(r["p95"] <= 25 for r in big)
     ok_recall = all(r["recall"] >= 0.85 for r in rows)
-    ok_ingest = rows[0]["rate"] >= 3 * rows[0]["old_rate"] if before is not None else None
+    r0 = rows[0]
+    if before is not None:
+        print(f"\ningest of {r0['n']} turns: {r0['old_rate']:.0f} turns/s before (numpy), {r0['rate']:.0f} after "
+              f"(onnxruntime): {r0['rate'] / r0['old_rate']:.2f}x wall; CPU per turn, every thread: "
+              f"{r0['old_cpu']:.1f} ms before, {r0['cpu']:.1f} ms after ({r0['old_cpu'] / r0['cpu']:.2f}x less)")
+    ok_ingest = r0["rate"] >= 3 * r0["old_rate"] if before is not None else None
     print(f"\nsearch p95 <= 25 ms at 100k: {c.verdict(ok_latency) if big else 'not run (--big)'}; "
           f"recall@3 >= 0.85 at every size: {c.verdict(ok_recall)}; ingest >= 3x before: "
           f"{'not run' if ok_ingest is None else c.verdict(ok_ingest)} "

@@ -30,17 +30,18 @@ import _common as c
 import memory_search as ms
 
 
-def build(root: Path, n: int, model: Path, sessions: int) -> None:
+def build(root: Path, n: int, model: Path, sessions: int, distinct: int | None = None) -> None:
     """A memory-search vault of n turns in `sessions` logs, plus two task adapters the router can pick."""
     from llm.gguf_meta import read_model_info
     from vault.manifest import AdapterEntry, ManifestStore
     from vault.memory import MemoryStore, index_logs
 
-    vault, _ = ms.build_vault(root, n, per_session=max(1, n // sessions))
+    vault, _ = ms.build_vault(root, n, per_session=max(1, n // sessions), distinct=distinct)
     t = time.perf_counter()
     from vault.blas import all_blas_threads
+    from vault.embedder import load_embedder
 
-    with MemoryStore.open(vault) as store, all_blas_threads():
+    with MemoryStore.open(vault, ms.DistinctTexts(load_embedder())) as store, all_blas_threads():
         index_logs(vault, store, batch_size=256, on_batch=lambda k: print(f"  indexed {k}/{n}", end="\r", flush=True))
     print(f"built {n} turns in {len(list(vault.logs_dir.glob('*.jsonl')))} logs in {time.perf_counter() - t:.0f} s")
     fp = read_model_info(model).fingerprint

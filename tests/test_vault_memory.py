@@ -347,3 +347,32 @@ def test_running_counts_follow_inserts_replacements_and_deletes_and_start_on_an_
     with db:
         db.execute("DELETE FROM docs")
     assert (item_count(db), part_count(db)) == (0, 0)
+
+
+def test_the_next_batch_embeds_while_the_last_one_lands(store):
+    """index_logs embeds batch i+1 while batch i is written under the store's mutex (issue 13, ingest):
+    embedding must not wait for that mutex, or the two run one after the other again."""
+    import threading
+
+    records = [{"id": "s1:1", "session": "s1", "turn": 1, "role": "user", "text": "I live in Lisbon. I like green tea."}]
+    store.embedder  # noqa: B018 - checked once, as after the first batch
+    held, release, out = threading.Event(), threading.Event(), []
+
+    def landing() -> None:
+        with store._mutex:
+            held.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=landing)
+    writer.start()
+    held.wait(10)
+    try:
+        embedding = threading.Thread(target=lambda: out.append(store.embed_records(records)))
+        embedding.start()
+        embedding.join(20)
+        assert out, "embedding waited for the batch being written"
+        items, vectors = out[0]
+        assert [it.id for it in items] == ["s1:1", "s1:1#1", "s1:1#2"] and vectors.shape == (3, 384)
+    finally:
+        release.set()
+        writer.join()

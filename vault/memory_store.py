@@ -173,14 +173,31 @@ class MemoryStore:
         """Index log records (ids are their log ids; a turn's sentences under `<id>#<n>`, vault/memory_items.py);
         anything `indexable` refuses is left out. A text that changed (an edited record) loses the sentence
         items it no longer has."""
+        self.write(*self.embed_records(records))
+
+    def embed_records(self, records: Sequence[dict]) -> tuple[list[MemoryItem], np.ndarray]:
+        """`upsert`'s first half, which takes no lock: the records' items and their vectors (the indexer
+        embeds the next batch while `write` lands this one)."""
         items = [it for r in records if indexable(r) for it in turn_items(item_from_record(r))]
+        # once checked, the embedder is read without the mutex, which a landing batch holds meanwhile
+        emb = self._embedder if self._checked and self._embedder is not None else self.embedder
+        return items, emb.embed([it.text for it in items])
+
+    def write(self, items: Sequence[MemoryItem], vectors: np.ndarray) -> None:
+        """`upsert`'s second half: drop the sentence items a turn no longer has, then land the items."""
         with self._mutex:
             stale = set(self._parts([it.id for it in items])) - {it.id for it in items}
-        if stale:
-            self.delete(sorted(stale))
-        self.upsert_items(items)
+            if stale:
+                self.delete(sorted(stale))
+            self._write_items(items, vectors)
 
     def upsert_items(self, items: Sequence[MemoryItem]) -> None:
+        """Embed and land items as they are (gestalts; log records go through `upsert`)."""
+        if items:
+            vectors = self.embedder.embed([it.text for it in items])  # outside the mutex: searches go on
+            self._write_items(items, vectors)
+
+    def _write_items(self, items: Sequence[MemoryItem], vectors: np.ndarray) -> None:
         """Text and metadata into SQLite (FTS5), then the embeddings into ChromaDB and the vector file, all
         under the item's id (a second write replaces). In that order, so every vector has its row: a batch
         cut short leaves rows without vectors, which search skips and the next pass re-upserts, and the
@@ -189,7 +206,6 @@ class MemoryStore:
         if not items:
             return
         rows = [(*it, epoch(it.time)) for it in items]
-        vectors = self.embedder.embed([it.text for it in items])  # outside the mutex: searches go on meanwhile
         with self._mutex:
             matrix = self._vectors()  # opened (or rebuilt) before ChromaDB changes, so this batch is appended
             with self._db:

@@ -26,6 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
@@ -108,21 +109,49 @@ def index_logs(vault: Vault, store: MemoryStore, batch_size: int = BATCH_SIZE,
         index_marks.save(store._db, st["sessions"], [s for s in done if s not in last] + sorted(gone))
         if fresh or gone or sessions is None:
             _save(store)  # index.json: the excluded ids, the logs folder's stamp
-    for i in range(0, len(pending), max(1, batch_size)):
-        batch = pending[i:i + batch_size]
-        store.upsert(batch)
+    def land(batch: list[dict], embedded: tuple) -> None:
+        store.write(*embedded)
         with store._mutex:
             for r in batch:
                 sid = r["session"]
                 st["sessions"][sid] = done[sid] if r["turn"] == last[sid] else {"turn": r["turn"], "bytes": -1}
             index_marks.save(store._db, st["sessions"], {r["session"] for r in batch})
-        report.indexed += len(batch)
-        if on_batch:
-            on_batch(report.indexed)
+
+    batches = [pending[i:i + max(1, batch_size)] for i in range(0, len(pending), max(1, batch_size))]
+    # Several batches (start-up, reindex): each one lands on a writer thread while the next is embedded,
+    # so the writes (SQLite, ChromaDB, the vector file, the checkpoint) no longer leave the cores idle.
+    # Batches land in order, each checkpointed only once it is in both stores, as before.
+    writer = ThreadPoolExecutor(1, thread_name_prefix="home-index-write") if len(batches) > 1 else None
+    landing: tuple[Future, int] | None = None
+    try:
+        for batch in batches:
+            embedded = store.embed_records(batch)
+            if landing is not None:
+                _landed(landing, report, on_batch)
+            if writer is None:
+                land(batch, embedded)
+                report.indexed += len(batch)
+                if on_batch:
+                    on_batch(report.indexed)
+            else:
+                landing = (writer.submit(land, batch, embedded), len(batch))
+        if landing is not None:
+            _landed(landing, report, on_batch)
+    finally:
+        if writer is not None:
+            writer.shutdown(wait=True)
     if pending:
         store.private()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _landed(landing: tuple[Future, int], report: IndexReport, on_batch: Callable[[int], None] | None) -> None:
+    """Wait for a batch's landing (its error surfaces here), count it, tell `on_batch` on the caller's thread."""
+    landing[0].result()
+    report.indexed += landing[1]
+    if on_batch:
+        on_batch(report.indexed)
 
 
 def _save(store: MemoryStore) -> None:
