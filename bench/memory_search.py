@@ -139,7 +139,8 @@ def load_all_ms(store) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
-def run_size(n: int, embedder, queries: int, batch: int, keep: Path | None = None, before=None) -> dict:
+def run_size(n: int, embedder, queries: int, batch: int, keep: Path | None = None, before=None,
+             distinct: int | None = None) -> dict:
     """One vault of `n` turns; `before` (the numpy embedder): also ingest a copy with it, for the ratio."""
     import shutil
 
@@ -149,7 +150,7 @@ def run_size(n: int, embedder, queries: int, batch: int, keep: Path | None = Non
     with tempfile.TemporaryDirectory() as tmp:
         root = keep if keep is not None else Path(tmp) / "v"
         reuse = (root / "memory" / "index.json").exists()
-        vault = Vault.open(root) if reuse else build_vault(root, n)[0]
+        vault = Vault.open(root) if reuse else build_vault(root, n, distinct=distinct)[0]
         expected = planted(vault)
         old_rate = old_cpu = float("nan")
         if before is not None and not reuse:
@@ -264,6 +265,8 @@ def main() -> int:
                    help="one size only: build its vault here once, reuse it later (100k embeds for ~15 min)")
     p.add_argument("--synthetic", type=int, nargs="*", default=[100000, 1000000],
                    help="vector-file rows for the vector-only point (default 100k 1M; none: skip)")
+    p.add_argument("--distinct", type=int, default=None,
+                   help="user messages drawn from N different ones (a 100k vault: 3000)")
     p.add_argument("--no-before", action="store_true", help="skip the numpy embedder's ingest (the before)")
     args = p.parse_args()
     from vault.bert_numpy import NumpyBert
@@ -284,7 +287,7 @@ def main() -> int:
     sizes = args.sizes + ([100000] if args.big else [])
     if args.keep is not None and len(sizes) != 1:
         p.error("--keep takes one size (--sizes N)")
-    rows = [run_size(n, embedder, args.queries, args.batch, args.keep, before if k == 0 else None)
+    rows = [run_size(n, embedder, args.queries, args.batch, args.keep, before if k == 0 else None, args.distinct)
             for k, n in enumerate(sizes)]
     print(f"\n{'turns':>7} {'ingest s':>9} {'turns/s':>8} {'before':>7} {'first ms':>9} {'before':>7} "
           f"{'search p50':>11} {'p95':>6} {'given vector p50':>17} {'p95':>6} {'recall@3':>9} {'disk MB':>8}")

@@ -122,6 +122,8 @@ def main() -> int:
     p.add_argument("--items", type=int, default=10000, help="turns in memory (default 10000)")
     p.add_argument("--sessions", type=int, default=10000, help="session logs they are spread over (default 10000)")
     p.add_argument("--keep", type=Path, default=None, help="build the vault here once and reuse it")
+    p.add_argument("--distinct", type=int, default=None,
+                   help="user messages drawn from N different ones (3000 builds a 100k vault in minutes, not hours)")
     args = p.parse_args()
     from home.app.session import AppOptions, ChatSession
     from home.prompt import build_messages
@@ -135,7 +137,7 @@ def main() -> int:
         tmp = Path(tempfile.mkdtemp(prefix="home-ttft-"))
         root = tmp / "v"
     if not (root / "manifest.json").exists():
-        build(root, args.items, model, args.sessions)
+        build(root, args.items, model, args.sessions, args.distinct)
     try:
         session = ChatSession(AppOptions(vault=root, model=model, user="me", max_tokens=4, temperature=0.0,
                                          seed=1, n_ctx=args.n_ctx))
