@@ -73,11 +73,12 @@ def write_dataset(examples: list, path: Path) -> list:
     return load_source("jsonl", path).examples
 
 
-def job_for(vault: Path, voice: str, dataset: Path, args) -> object:
+def job_for(vault: Path, voice: str, dataset: Path, args, recipe: dict | None = None) -> object:
+    """The `home train` job for one voice: Home's defaults unless `recipe` (Job fields) says otherwise."""
     from trainer.protocol.job import Job
 
     job = Job(vault=str(vault), source="jsonl", path=str(dataset), user=voice, name=f"{voice}-voice",
-              kind="voice", val_fraction=args.val_fraction, device="cpu", seed=0)
+              kind="voice", val_fraction=args.val_fraction, device="cpu", seed=0, **(recipe or {}))
     if args.steps:
         job.steps = args.steps
     job.validate()
@@ -93,18 +94,20 @@ def trained(vault: Path, name: str, dataset_hash: str, job) -> object | None:
     for entry in reversed(manifest.versions(name)):
         t = entry.training or {}
         if ((entry.dataset or {}).get("hash") == dataset_hash and t.get("lr") == job.lr
-                and entry.rank == job.rank and (job.steps is None or t.get("steps") == job.steps)):
+                and entry.rank == job.rank and entry.alpha == (job.alpha or 2.0 * job.rank)
+                and (job.steps is None or t.get("steps") == job.steps)):
             return entry
     return None
 
 
-def train(vault: Path, voice: str, dataset: Path, dataset_hash: str, args) -> tuple[object, float | None]:
+def train(vault: Path, voice: str, dataset: Path, dataset_hash: str, args,
+          recipe: dict | None = None) -> tuple[object, float | None]:
     """Train one voice with the real worker (or reuse it); (manifest entry, wall seconds or None)."""
     from home.worker import start_worker
     from vault.layout import Vault
     from vault.manifest import ManifestStore
 
-    job = job_for(vault, voice, dataset, args)
+    job = job_for(vault, voice, dataset, args, recipe)
     entry = trained(vault, job.name, dataset_hash, job)
     if entry is not None:
         say(f"{voice}: reusing {entry.id} (same data and recipe)")
@@ -146,8 +149,9 @@ def example_nll(engine, examples: list, stacks: dict[str, list]) -> dict[str, li
 
 
 def attribution_matrix(nll: dict[str, dict[str, list[float]]], voices: list[str]) -> dict:
-    """`nll[voice][row]`: per held-out example of `voice`, its NLL under stack `row` (voices' adapters,
-    maybe "base"). Each example is attributed to the voice whose adapter finds it least surprising."""
+    """`nll[voice][row]`: per held-out example of `voice`, its NLL under stack `row` (the voices'
+    adapters; any other row, such as the base, is ignored). Each example is attributed to the voice whose
+    adapter finds it least surprising."""
     from trainer.evaluation.attribution import confusion
 
     true, predicted = [], []
@@ -293,9 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         for voice in voices:
             engine.load_adapter(ids[voice], v.root / ManifestStore(v).read().adapter(ids[voice]).file)
         for voice in voices:
-            say(f"{voice}: attribution, {len(heldout[voice])} held-out examples x {len(voices) + 1} stacks")
-            nll[voice] = example_nll(engine, heldout[voice],
-                                     {"base": []} | {o: [(ids[o], 1.0)] for o in voices})
+            say(f"{voice}: attribution, {len(heldout[voice])} held-out examples x {len(voices)} adapters")
+            nll[voice] = example_nll(engine, heldout[voice], {o: [(ids[o], 1.0)] for o in voices})
         att = attribution_matrix(nll, voices)
         rows = []
         for voice in voices:
