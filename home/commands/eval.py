@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 
+from home.commands import eval_compare
 from home.context import Context
 from home.errors import UsageError
 from home.prompt import system_prompt
@@ -32,12 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Writes report.json and report.png under <vault>/runs/eval-<adapter>-<time>/.",
         epilog="examples:\n  home eval me-voice-1 --source logs\n"
                "  home eval me-voice-3 --source preferences   # preference accuracy on held-out pick-best pairs\n"
-               "  home eval quill-persona-1 --source jsonl quill.jsonl --persona quill --json",
+               "  home eval quill-persona-1 --source jsonl quill.jsonl --persona quill --json\n"
+               "  home eval --compare base.gguf --source essays essays/   # two bases x (base, adapter)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("adapter", metavar="ADAPTER",
+    p.add_argument("adapter", metavar="ADAPTER", nargs="?",
                    help="a registered adapter: an id (that version) or a name (its newest version); "
-                        "see `home adapters list`")
+                        "see `home adapters list` (none with --compare)")
     p.add_argument("--source", nargs="+", required=True, metavar=("SOURCE", "PATH"),
                    help=f"where the examples come from ({', '.join(KINDS)}, or preferences: your pick-best pairs, "
                         "for preference accuracy and reward margin) and the file or folder "
@@ -59,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score every example in its own context window, as trained (slower); default: "
                         "consecutive examples of a conversation share one pass, each target seeing at least its window")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    eval_compare.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -74,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
+    if args.compare:  # two bases × (base, adapter)
+        return eval_compare.run(args)
+    if not args.adapter:
+        raise UsageError("which adapter? home eval ADAPTER --source …, or --compare MODEL2 to train and compare")
     if args.source and args.source[0] == "preferences":  # pick-best pairs: preference accuracy, not perplexity
         from home.commands import eval_preferences
 

@@ -15,6 +15,7 @@ SOURCES = ("logs", "transcript", "essays", "jsonl", "gestalts", "preferences")
 METHODS = ("sft", "dpo")
 DEVICES = ("auto", "cpu", "cuda")
 KINDS = ("voice", "persona", "task", "style", "other")
+SPLITS = ("time", "random")
 
 
 class JobError(ValueError):
@@ -47,6 +48,7 @@ class Job:
     lr: float = 2e-4
     max_length: int = 512
     val_fraction: float = 0.1
+    split: str | None = None  # time: hold out the latest examples; random: a seeded share; None: time for a voice
     seed: int = 0
     device: str = "auto"
     four_bit: bool = False
@@ -134,6 +136,8 @@ class Job:
                 raise bad(key, f"expected at least {low}, got {value}")
         if self.epochs is not None and self.epochs <= 0:
             raise bad("epochs", f"expected a positive number, got {self.epochs}")
+        if self.split not in (None, *SPLITS):
+            raise bad("split", f"expected one of {', '.join(SPLITS)}, got {self.split!r}")
         if not 0 < self.val_fraction < 0.5:
             raise bad("val_fraction", f"expected between 0 and 0.5, got {self.val_fraction}")
         if not all(isinstance(p, str) and p.strip() for p in self.personas):

@@ -36,19 +36,11 @@ import numpy as np
 from llm.errors import AdapterError, LLMError
 from llm.gguf_meta import check_adapter_fits, read_adapter_info, read_model_info
 from llm.lora_gguf import write_lora_gguf
+from trainer.protocol.families import SUPPORTED_ARCHS, family_refusal  # noqa: F401 (tests read it here)
 
-# The families Home trains adapters for, by GGUF `general.architecture`, with what their layout needs.
-# Each one is built by llama.cpp's own converter and run through the whole loop (train → convert →
-# verify → `home ask`) by tests/test_families.py; anything else is refused before training
-# (`check_architecture`), since an untested layout would fail only after the training it wasted.
-SUPPORTED_ARCHS: dict[str, str] = {
-    "llama": "Llama, Mistral, SmolLM2: q/k rows permuted head-wise",
-    "qwen2": "Qwen2, Qwen2.5: rows as stored",
-    "qwen3": "Qwen3: rows as stored (head_dim 128)",
-    "gemma2": "Gemma 2: rows as stored (norm offsets live in the base, not the LoRA)",
-    "gemma3": "Gemma 3: rows as stored (norm offsets live in the base, not the LoRA)",
-    "phi3": "Phi-3, Phi-4-mini: fused qkv_proj → attn_qkv, gate_up_proj → ffn_up, as stored",
-}
+# The families Home trains for (anything else is refused before training, `check_architecture`: an
+# untested layout would fail only after the training it wasted) live in trainer/protocol/families.py.
+
 # GGUF architectures whose llama.cpp converter permutes q/k rows (LlamaModel and its subclasses that
 # keep `undo_permute`). Others (qwen2/3, gemma, phi3, …) use NEOX rotary and store rows as-is. A wrong
 # entry here cannot slip through: verification against transformers fails on it.
@@ -169,11 +161,9 @@ def _matches(targets: Any, name: str) -> bool:
 
 def check_architecture(arch: str, model: Path | str) -> None:
     """Refuse, before any training, a base whose family is not in `SUPPORTED_ARCHS` (one line)."""
-    if arch not in SUPPORTED_ARCHS:
-        raise ConvertError(
-            f"{Path(model).name}: general.architecture {arch!r}: Home cannot train adapters for the {arch} "
-            f"model family (supported: {', '.join(sorted(SUPPORTED_ARCHS))})"
-        )
+    why = family_refusal(arch, model)
+    if why:
+        raise ConvertError(why)
 
 
 # --- reading the base GGUF's head counts ---------------------------------------------------------

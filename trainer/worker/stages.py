@@ -20,7 +20,10 @@ PROBES = 6  # validation examples used as verification probes
 
 def time_split(job: Job) -> bool:
     """Whether the run holds out its *latest* examples (a voice adapter: judged and early-stopped on
-    words later than the ones it learned from, as its user meets it) rather than a seeded random share."""
+    words later than the ones it learned from, as its user meets it) rather than a seeded random share.
+    A job's own `split` wins (`home eval --compare` asks for time: both bases held out on the same words)."""
+    if job.split is not None:
+        return job.split == "time" and not job.per_persona and job.source != "preferences"
     return job.adapter_kind == "voice" and not job.per_persona and job.source != "preferences"
 
 
