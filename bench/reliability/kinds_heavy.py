@@ -2,6 +2,8 @@
 
 Each training run takes the shared heavy lock (`/tmp/home-heavy.lock`, fcntl) for itself, so other
 trainings on the machine wait for one run, not for the campaign; do not wrap the script in `flock` too.
+`train-tiny` (a tiny random-weight Llama GGUF, tests/families.py: seconds per run instead of minutes)
+keeps the lock across runs for up to LEASE_S, then lets the others have a turn.
 """
 
 from __future__ import annotations
@@ -23,6 +25,31 @@ from .kinds import TOPICS, Kind, Outcome, ended
 from .procs import ROOT
 
 HEAVY_LOCK = os.environ.get("HOME_HEAVY_LOCK", "/tmp/home-heavy.lock")
+
+
+LEASE_S = float(os.environ.get("HOME_HEAVY_LEASE_S", "150"))  # a piece of the campaign: others wait at most this
+
+
+class Lease:
+    """The heavy lock kept across short runs: released once held `seconds`, so others wait at most that."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.fh, self.since = seconds, None, 0.0
+
+    def take(self) -> None:
+        if self.fh is not None and time.monotonic() - self.since > self.seconds:
+            self.give_back()
+            time.sleep(3)  # a waiter's flock returns first
+        if self.fh is None:
+            self.fh = open(HEAVY_LOCK, "a")
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+            self.since = time.monotonic()
+
+    def give_back(self) -> None:
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
 
 
 @contextmanager
@@ -139,14 +166,18 @@ class Train(Kind):
     kill came before the manifest write)."""
 
     name = "train"
+    args = TRAIN_ARGS
+
+    def _locked(self):
+        return heavy_lock()
 
     def calibrate(self, ledger: Ledger) -> None:
         log = ConversationLog.create(self.vault, "train-voice")
         for n, text in enumerate(VOICE):
             log.append({"role": "assistant", "user": "me", "persona": "", "text": f"Question {n}?"})
             log.append({"role": "user", "user": "me", "persona": "", "text": text})
-        with heavy_lock():
-            p = self.start(*TRAIN_ARGS)
+        with self._locked():
+            p = self.start(*self.args)
             p.finish()
         assert p.proc.returncode == 0, p.error_lines()[-5:]
         self.seconds = p.elapsed()
@@ -161,8 +192,8 @@ class Train(Kind):
 
     def run(self, i: int, ledger: Ledger) -> Outcome:
         delay = self.rng.uniform(0, 1.1 * self.seconds)
-        with heavy_lock():
-            p = self.start(*TRAIN_ARGS)
+        with self._locked():
+            p = self.start(*self.args)
             killed = p.kill_at(delay)
         self._registered(p, ledger)
         out = ended(p, killed)
@@ -172,4 +203,25 @@ class Train(Kind):
         return out
 
 
-HEAVY = {k.name: k for k in (App, Train)}
+class TrainTiny(Train):
+    """`train` on the tiny random-weight Llama of tests/families.py (2 layers, 64 wide, llama.cpp's own
+    converter): the same stages, conversion, verification and registration included, in seconds. 8 steps at
+    5e-3 so verification sees the adapter move (as tests/test_families.py)."""
+
+    name = "train-tiny"
+
+    def __init__(self, workdir: Path, seed: int) -> None:
+        super().__init__(workdir, seed)
+        from tests.families import tiny_gguf
+
+        self.lease = Lease(LEASE_S)
+        self.args = ["--model", str(tiny_gguf("llama")), "train", "--steps", "8", "--rank", "4", "--lr", "5e-3",
+                     "--batch-size", "4", "--max-length", "64", "--device", "cpu", "--json", "--name", "me-voice"]
+
+    @contextmanager
+    def _locked(self):
+        self.lease.take()
+        yield
+
+
+HEAVY = {k.name: k for k in (App, Train, TrainTiny)}
