@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--app", action="store_true", help="loop A is the chat app in tmux, not `home ask --continue`")
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args(argv)
+    import vault.memory  # noqa: F401  the final check's code, loaded now: a mid-run edit to the tree cannot break it
     from llm.models import default_model_path
     from tests.loras import make_random_lora
     from vault.embedder import load_embedder
