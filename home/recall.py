@@ -55,6 +55,7 @@ class Recall:
         self.store = store
         self.settings = settings
         self.unavailable = unavailable
+        self.busy = False  # `store` is None only because another process owned the store
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -79,7 +80,9 @@ class Recall:
         try:
             store = MemoryStore.open(vault, embedder)
         except MemoryBusyError as exc:
-            return cls(vault, None, settings, str(exc))
+            busy = cls(vault, None, settings, str(exc))
+            busy.busy = True  # another process has it now: worth trying again later (the app does)
+            return busy
         return cls(vault, store, settings)
 
     @property

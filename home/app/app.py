@@ -108,7 +108,9 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
                                     on_gestalts=self.gestalts.files_changed).start()
         self.session.open_memory(
             on_indexed=lambda _count: self.from_thread(self._refresh_status),
-            on_error=lambda line: self.from_thread(self.notify, line, title="Memory", severity="error", timeout=8))
+            on_error=lambda line: self.from_thread(self.notify, line, title="Memory", severity="error", timeout=8),
+            on_opened=lambda: self.from_thread(self.notify, "memory is on (the other Home process let it go)",
+                                               title="Memory", timeout=6))
         self.gestalts.files_changed()  # edits made while the app was closed
         self.gestalts.start_backlog()
         for note, title in ((self.session.memory_note, "Memory"), (self.session.router_note, "Router")):
