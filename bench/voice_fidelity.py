@@ -233,12 +233,13 @@ def plot(summary: dict) -> bytes:
     ax.set_title(f"later words of each speaker (median {med:.2f})" if med is not None else "perplexity ratio")
     ax.legend(fontsize=8)
     labels, matrix = att["labels"], att["matrix"]
-    bx.imshow(matrix, cmap="Blues")
+    peak = max(1, max(max(r) for r in matrix))
+    bx.imshow(matrix, cmap="Blues", vmin=0, vmax=peak)
     bx.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     bx.set_yticks(range(len(labels)), labels)
     for i, row in enumerate(matrix):
         for j, v in enumerate(row):
-            bx.text(j, i, str(v), ha="center", va="center")
+            bx.text(j, i, str(v), ha="center", va="center", color="white" if v > peak / 2 else "black")
     acc = att["accuracy"]
     bx.set_title(f"attribution: lowest-loss adapter ({acc:.0%} of {att['n']})" if acc is not None else "attribution")
     bx.set_xlabel("adapter that fits best")
