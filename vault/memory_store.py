@@ -98,13 +98,12 @@ class MemoryStore:
             raise
 
     def _collection(self):
-        # ChromaDB keeps the vectors of record; searches go to the vector file (vault/vector_file.py), never
-        # to ChromaDB's HNSW graph, so the graph is built as cheaply as it allows: 16 candidates and 8
-        # links per insert instead of 100 and 16 cut its share of ingest time ~2x (bench/memory_search.py).
-        # A store made before keeps the graph it has (ChromaDB fixes a collection's settings at creation).
-        return self._client.get_or_create_collection(
-            COLLECTION, embedding_function=None,
-            configuration={"hnsw": {"space": "cosine", "ef_construction": 16, "max_neighbors": 8}})
+        # ChromaDB's HNSW graph keeps its default quality although searches scan the vector file exactly
+        # (vault/vector_file.py): past a few hundred thousand items that scan outgrows the turn's budget
+        # (bench/memory_search.py's 1M point), and the graph is then the way to candidates. A cheaper graph
+        # (16 candidates, 8 links per insert) saved only ~3 % of ingest CPU.
+        return self._client.get_or_create_collection(COLLECTION, embedding_function=None,
+                                                      configuration={"hnsw": {"space": "cosine"}})
 
     def close(self) -> None:
         with self._mutex:
