@@ -1,9 +1,10 @@
-"""A real llama-server for tests: compiled once from the pinned llama-cpp-python sdist, cached outside
-the repository (`$HOME_TEST_CACHE/llama-server/<version>/bin/llama-server`, else ~/.cache/home-tests),
-so CI pays for the build once (see llm/servers/build.py for how long it takes).
+"""A real llama-server for tests: compiled once against the installed llama-cpp-python's own libraries
+(only the server and llama.cpp's `common/`; see llm/servers/build.py), cached outside the repository
+(`$HOME_TEST_CACHE/llama-server/<version>-<libs>/`, else ~/.cache/home-tests), so a machine pays for
+the build once: the first test that needs it builds it, a parallel worker waits for that build.
 
-Without a cached binary the tests skip, saying how to build it, unless HOME_BUILD_LLAMA_SERVER=1 (CI,
-once) lets them build it; without the sdist (offline) or a C++ toolchain they skip too.
+HOME_LLAMA_SERVER=PATH uses another binary. Without the sdist (offline, none cached) or a C++ toolchain
+the tests skip, saying why.
 """
 
 from __future__ import annotations
@@ -30,11 +31,6 @@ def server_binary() -> Path:
     dest = binary_path(cache_dir())
     if dest.is_file():
         return dest
-    if not os.environ.get("HOME_BUILD_LLAMA_SERVER"):
-        # The compile is long (all of llama.cpp, the server and its multimodal library): not paid inside
-        # a suite by surprise. CI builds it once (HOME_BUILD_LLAMA_SERVER=1) into its kept cache.
-        pytest.skip(f"no llama-server at {dest}: build it once with `python -m llm.servers.build --cache "
-                    f"{cache_dir()}` (or HOME_BUILD_LLAMA_SERVER=1 here), or set HOME_LLAMA_SERVER=PATH")
     for tool in ("cmake", "c++"):
         if not shutil.which(tool):
             pytest.skip(f"building llama-server needs {tool}")
