@@ -16,29 +16,16 @@ stopping on the held-out DPO loss, SIGINT/SIGTERM → checkpoint, `--resume` fro
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from trainer.protocol.memwatch import bound_allocator
+from trainer.worker import loop
 from trainer.worker.base import Base
-from trainer.worker.train import (
-    TrainError,
-    TrainResult,
-    TrainSettings,
-    _cpu_threads,
-    _device_label,
-    _device_of,
-    _peak_memory,
-    _resume_point,
-    _run_key,
-    check_convertible,
-    lora_config,
-    total_steps_for,
-)
-from trainer.worker.train_progress import Progress, stop_on_signals
-from vault.fsio import atomic_write_json, ensure_private_dir, replacing_dir
+from trainer.worker.loop import TrainError, TrainResult
+from trainer.worker.train import TrainSettings, check_convertible, lora_config, total_steps_for
+from trainer.worker.train_progress import Progress
 
 
 def train_dpo(base: Base, train_pairs: list, val_pairs: list, settings: TrainSettings, out_dir: Path,
@@ -61,7 +48,7 @@ def train_dpo(base: Base, train_pairs: list, val_pairs: list, settings: TrainSet
     model = base.model
     if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
         raise TrainError("the base model already carries LoRA layers from an earlier run: unload them first")
-    device = _device_of(model)
+    device = loop.device_of(model)
     total = total_steps_for(len(train_pairs), settings)
     eval_every = settings.eval_every or max(1, min(200, -(-total // 4)))
     save_every = settings.save_every or eval_every
@@ -77,20 +64,13 @@ def train_dpo(base: Base, train_pairs: list, val_pairs: list, settings: TrainSet
 
     train_recs = [p.to_record() for p in train_pairs]
     val_recs = [p.to_record() for p in val_pairs]
-    run_key = _run_key(settings, total, [{"input_ids": [p.key()]} for p in train_pairs],
-                       [{"input_ids": [p.key()]} for p in val_pairs])
-    run_key["method"], run_key["beta"], run_key["start"] = "dpo", beta, str(start) if start else None
-    if resume:
-        resume_from = _resume_point(ckpt_dir, run_key)
-    else:
-        resume_from = None
-        for old in (ckpt_dir, out_dir / "best"):
-            shutil.rmtree(old, ignore_errors=True)
-    ensure_private_dir(ckpt_dir)
-    atomic_write_json(ckpt_dir / "settings.json", run_key)
+    key = loop.run_key(settings, total, [{"input_ids": [p.key()]} for p in train_pairs],
+                  [{"input_ids": [p.key()]} for p in val_pairs])
+    key["method"], key["beta"], key["start"] = "dpo", beta, str(start) if start else None
+    resume_from = loop.prepare_checkpoints(out_dir, key, resume)
 
     emit("phase", name="tokenize", detail=f"{len(train_pairs)} train / {len(val_pairs)} held-out pairs")
-    with _cpu_threads(settings.cpu_threads if device == "cpu" else None):
+    with loop.cpu_threads(settings.cpu_threads if device == "cpu" else None):
         trainer = _make_trainer(peft_model, base.tokenizer, train_recs, val_recs, settings, beta, ckpt_dir, total,
                                 eval_every, save_every, device)
         emit("phase", name="baseline", detail="held-out DPO loss at the starting point")
@@ -102,28 +82,13 @@ def train_dpo(base: Base, train_pairs: list, val_pairs: list, settings: TrainSet
             torch.cuda.reset_peak_memory_stats()
         emit("phase", name="train", detail=f"DPO: {total} steps, batch {settings.batch_size}, beta {beta}, "
              f"{'from ' + start.parent.name if start else 'a fresh adapter over the base'} on {device}")
-        with stop_on_signals(progress.stop):
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        loop.train_until_stopped(trainer, progress, resume_from)
 
-    peft_model.eval()
-    stopped = progress.stop.requested
-    adapter_dir = None
     if "ref" in peft_model.peft_config:  # the reference copy has done its job; only "default" is the result
         peft_model.set_adapter("default")
         peft_model.delete_adapter("ref")
-    if not stopped:
-        progress.restore_best(peft_model)
-        adapter_dir = out_dir / "peft"
-        with replacing_dir(adapter_dir) as tmp:
-            peft_model.save_pretrained(str(tmp), selected_adapters=["default"], save_embedding_layers=False)
-        emit("phase", name="saved", detail=str(adapter_dir))
-    return TrainResult(
-        peft_model=peft_model, adapter_dir=adapter_dir, steps_done=trainer.state.global_step, total_steps=total,
-        stopped=stopped, train_losses=progress.train_losses, val_losses=progress.val_losses,
-        best_val_loss=progress.best, base_val_loss=base_val, tokens_per_s=progress.tokens_per_s(),
-        duration_s=round(time.time() - t0, 2), device=_device_label(peft_model, device),
-        peak_memory_bytes=_peak_memory(device), early_stopped=progress.early_stopped, padding="padded",
-    )
+    return loop.finish(peft_model, trainer, progress, out_dir, device=device, t0=t0, base_val=base_val,
+                       padding="padded", selected=["default"])
 
 
 def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_recs: list[dict],

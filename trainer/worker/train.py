@@ -13,36 +13,34 @@ are used when FlashAttention is installed, the one attention kernel that keeps p
 
 from __future__ import annotations
 
-import json
 import math
-import resource
-import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainer.data.examples import Example
 from trainer.protocol.memwatch import bound_allocator
-from trainer.protocol.runs import complete_checkpoints
 from trainer.worker.base import Base
 from trainer.worker.batch_plan import BatchPlan, plan_batches
 from trainer.worker.dataset import LengthGroupedSampler, tokenize
-from trainer.worker.train_progress import Progress, stop_on_signals
-from vault.fsio import atomic_write_json, ensure_private_dir, replacing_dir
+from trainer.worker.loop import (  # noqa: F401  TrainError, TrainResult: this module's API too
+    TrainError,
+    TrainResult,
+    cpu_threads,
+    device_of,
+    finish,
+    prepare_checkpoints,
+    run_key,
+    train_until_stopped,
+)
+from trainer.worker.train_progress import Progress
 
 Emit = Callable[..., Any]
 # Phi3 keeps q/k/v and gate/up fused (qkv_proj, gate_up_proj); a name a model lacks matches nothing.
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj",
                    "gate_up_proj")
-
-
-class TrainError(ValueError):
-    """A run that cannot start as asked (nothing to resume, a checkpoint from other settings, a used base)."""
-
-    exit_code = 2
 
 
 @dataclass
@@ -66,25 +64,6 @@ class TrainSettings:
     log_every: int = 1  # steps between `step` events
     gradient_checkpointing: bool | None = None  # None: when memory needs it (trainer/worker/batch_plan.py)
     cpu_threads: int | None = None  # torch threads on the CPU; None: torch's default (all cores)
-
-
-@dataclass
-class TrainResult:
-    peft_model: Any  # the PeftModel, in eval mode, adapter active (the best one seen on validation)
-    adapter_dir: Path | None  # out_dir/peft (save_pretrained); None when the run was stopped
-    steps_done: int
-    total_steps: int
-    stopped: bool  # SIGINT/SIGTERM: a checkpoint was saved; register nothing, resume later
-    train_losses: list[tuple[int, float]] = field(default_factory=list)
-    val_losses: list[tuple[int, float]] = field(default_factory=list)
-    best_val_loss: float | None = None
-    base_val_loss: float | None = None  # the base alone (adapter disabled) on the same validation set
-    tokens_per_s: float = 0.0  # real (non-padding) tokens per second of training steps
-    duration_s: float = 0.0
-    device: str = ""
-    peak_memory_bytes: int = 0
-    early_stopped: bool = False
-    padding: str = ""  # "padding-free" | "length-grouped"
 
 
 def total_steps_for(n_train: int, settings: TrainSettings) -> int:
@@ -143,7 +122,7 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
     model = base.model
     if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
         raise TrainError("the base model already carries LoRA layers from an earlier run: unload them first")
-    device = _device_of(model)
+    device = device_of(model)
     total = total_steps_for(len(train_examples), settings)
     eval_every = settings.eval_every or max(1, min(200, math.ceil(total / 10)))
     save_every = settings.save_every or eval_every
@@ -154,15 +133,7 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
     emit("phase", name="tokenize", detail=f"{len(train_examples)} train / {len(val_examples)} validation examples")
     train_recs = tokenize(train_examples, base.tokenizer, settings.max_length)
     val_recs = sorted(tokenize(val_examples, base.tokenizer, settings.max_length), key=lambda r: len(r["input_ids"]))
-    run_key = _run_key(settings, total, train_recs, val_recs)
-    if resume:
-        resume_from = _resume_point(ckpt_dir, run_key)
-    else:  # a fresh run: an older run's checkpoints here would be mistaken for this one's on --resume
-        resume_from = None
-        for old in (ckpt_dir, out_dir / "best"):
-            shutil.rmtree(old, ignore_errors=True)
-    ensure_private_dir(ckpt_dir)
-    atomic_write_json(ckpt_dir / "settings.json", run_key)
+    resume_from = prepare_checkpoints(out_dir, run_key(settings, total, train_recs, val_recs), resume)
     plan = plan_batches(model.config, settings.batch_size, [len(r["input_ids"]) for r in train_recs],
                         2 if device == "cuda" else 4, device, settings.gradient_checkpointing,
                         padded=not _padding_free_ok(model, device))
@@ -179,7 +150,7 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
     set_seed(settings.seed)  # LoRA's A matrices are drawn here
     peft_model = get_peft_model(model, peft_config)
 
-    with _cpu_threads(settings.cpu_threads if device == "cpu" else None):
+    with cpu_threads(settings.cpu_threads if device == "cpu" else None):
         trainer = _make_trainer(peft_model, base.tokenizer, train_recs, val_recs, settings, ckpt_dir, total,
                                 eval_every, save_every, device, plan, padding_free)
         emit("phase", name="baseline", detail="validation loss of the base model (adapter disabled)")
@@ -194,26 +165,9 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
         emit("phase", name="train", detail=f"{total} steps, batch {settings.batch_size}x{settings.grad_accum}, "
              f"rank {settings.rank}, {'padding-free' if padding_free else 'length-grouped'} batches on {device}; "
              f"{plan.describe()}")
-        with stop_on_signals(progress.stop):
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-
-    peft_model.eval()
-    stopped = progress.stop.requested
-    adapter_dir = None
-    if not stopped:
-        progress.restore_best(peft_model)
-        adapter_dir = out_dir / "peft"
-        with replacing_dir(adapter_dir) as tmp:  # a torn peft/ would pass for a finished phase on --resume
-            peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
-        emit("phase", name="saved", detail=str(adapter_dir))
-    return TrainResult(
-        peft_model=peft_model, adapter_dir=adapter_dir, steps_done=trainer.state.global_step, total_steps=total,
-        stopped=stopped, train_losses=progress.train_losses, val_losses=progress.val_losses,
-        best_val_loss=progress.best, base_val_loss=base_val, tokens_per_s=progress.tokens_per_s(),
-        duration_s=round(time.time() - t0, 2), device=_device_label(peft_model, device),
-        peak_memory_bytes=_peak_memory(device), early_stopped=progress.early_stopped,
-        padding="padding-free" if padding_free else "length-grouped",
-    )
+        train_until_stopped(trainer, progress, resume_from)
+    return finish(peft_model, trainer, progress, out_dir, device=device, t0=t0, base_val=base_val,
+                  padding="padding-free" if padding_free else "length-grouped")
 
 
 def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_recs: list[dict],
@@ -292,76 +246,3 @@ def _padding_free_ok(model: Any, device: str) -> bool:
     return bool(is_flash_attn_2_available()) and hasattr(model, "set_attn_implementation")
 
 
-def _run_key(settings: TrainSettings, total: int, train_recs: list[dict], val_recs: list[dict]) -> dict:
-    """What a checkpoint must match to be resumed: the settings that shape the run and the data it saw."""
-    import hashlib
-
-    h = hashlib.sha256(json.dumps([[r["input_ids"] for r in train_recs], [r["input_ids"] for r in val_recs]])
-                       .encode()).hexdigest()[:16]
-    keep = {k: v for k, v in asdict(settings).items() if k not in ("log_every", "cpu_threads")}
-    return {"settings": json.loads(json.dumps(keep)), "total_steps": total, "data": h}
-
-
-def _resume_point(ckpt_dir: Path, run_key: dict) -> Path:
-    complete = complete_checkpoints(ckpt_dir) if ckpt_dir.is_dir() else []
-    if not complete:
-        raise TrainError(f"{ckpt_dir}: no checkpoint to resume from (none complete)")
-    last = complete[-1]
-    for p in ckpt_dir.glob("checkpoint-*"):  # cut short by a kill: transformers would count it as saved
-        if p.is_dir() and p not in complete:
-            shutil.rmtree(p, ignore_errors=True)
-    saved_path = ckpt_dir / "settings.json"
-    try:
-        saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
-    except (OSError, ValueError) as exc:
-        raise TrainError(f"{saved_path}: unreadable ({exc}); start a new run") from None
-    if saved is not None and saved != run_key:
-        diff = [k for k in run_key["settings"] if saved.get("settings", {}).get(k) != run_key["settings"][k]]
-        if saved.get("data") != run_key["data"]:
-            diff.append("the examples")
-        raise TrainError(f"{saved_path}: the checkpoint was made with different {', '.join(diff) or 'settings'}; "
-                         "resume with the same data and settings, or start a new run")
-    return Path(last)
-
-
-@contextmanager
-def _cpu_threads(n: int | None) -> Iterator[None]:
-    """Pin torch's CPU threads for the run. On a busy machine fewer threads than cores is much faster:
-    torch's OpenMP workers spin-wait, and oversubscribed spinning costs far more than it saves."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _device_of(model: Any) -> str:
-    return next(model.parameters()).device.type
-
-
-def _device_label(model: Any, device: str) -> str:
-    import torch
-
-    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    four_bit = getattr(model, "is_loaded_in_4bit", False)  # a PeftModel forwards it from the base
-    if four_bit:
-        quant = getattr(model.config, "quantization_config", None)
-        compute = getattr(quant, "bnb_4bit_compute_dtype", None) or (
-            quant.get("bnb_4bit_compute_dtype") if isinstance(quant, dict) else None)
-        dtype = f"nf4+{str(compute or 'bf16').removeprefix('torch.')}"
-    else:
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return f"{device} ({name}, {dtype})"
-
-
-def _peak_memory(device: str) -> int:
-    """CUDA: the peak allocated during training; CPU: the process's peak resident set (KiB on Linux)."""
-    if device == "cuda":
-        import torch
-
-        return int(torch.cuda.max_memory_allocated())
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
