@@ -130,3 +130,19 @@ def _report(ratio: float) -> dict:
             "catchphrases": {"phrases": ["my lord"], "base": 0.0, "adapter": 0.5, "targets": 0.6},
             "cliches": {"base": 1.0, "adapter": 0.0, "targets": 0.0, "found": {}},
             "samples": samples, "sample_count": len(samples)}
+
+
+def test_the_sweeps_system_line_names_the_speaker_and_reaches_the_trainer(bench, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import voice_sweep
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    _, texts = bench
+    spoken = texts.voice_examples(texts.VOICES["maya"], tmp_path)[:5]
+    data = bench[0].write_dataset(voice_sweep.with_system(spoken, "maya"), tmp_path / "maya.jsonl")
+    assert [ex.prompt_messages()[0] for ex in data] == [{"role": "system", "content": "You are Maya."}] * 5
+    assert [ex.target for ex in data] == [ex.target for ex in spoken]
+    assert set(voice_sweep.SETTINGS) >= {"default", "lr 1e-3", "rank 64", "window 4", "system line"}

@@ -1,0 +1,124 @@
+"""Which recipe makes a voice adapter sound most like its speaker, at a fixed budget? (issue 16)
+
+The voices and data of `bench/voice_fidelity.py` (each voice's earliest `--examples`, its latest
+`--val-fraction` held out by the time split), trained by the real worker at the same `--steps` for every
+setting (same steps × batch over the same targets), one setting changed at a time from Home's defaults
+(lr 2e-4 cosine, rank 16 / alpha 32, window 10, no system line):
+
+- `lr 1e-3`, `lr 5e-5`: the learning rate;
+- `rank 64`, `rank 4` (alpha 2 × rank): capacity;
+- `window 4`: fewer context turns per example (the targets and their count unchanged);
+- `system line`: each example opens with "You are NAME." (the held-out examples too, for base and adapter).
+
+Measured per voice: held-out perplexity, base and adapter, by `home eval`'s shared-prefix scoring in
+llama.cpp, and their ratio; the table's last column is the median ratio over the voices. Each setting
+trains in its own vault under `<out>/<setting>/` (no promotion gate between settings), each training
+under `--lock`, released between runs; re-running reuses what is already trained. Prints progress to
+stderr, the table, and one JSON line.
+
+    .venv/bin/python bench/voice_sweep.py --lock /tmp/home-heavy.lock --out /tmp/vs [--settings a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from _common import model_path
+from voice_fidelity import DEFAULTS, earliest, say, train, write_dataset
+from voice_texts import VOICES, voice_examples
+
+SETTINGS: dict[str, tuple[dict, dict]] = {  # name: (Job fields, data changes)
+    "default": ({}, {}),
+    "lr 1e-3": ({"lr": 1e-3}, {}),
+    "lr 5e-5": ({"lr": 5e-5}, {}),
+    "rank 64": ({"rank": 64}, {}),
+    "rank 4": ({"rank": 4}, {}),
+    "window 4": ({}, {"window": 4}),
+    "system line": ({}, {"system": True}),
+}
+
+
+def slug(name: str) -> str:
+    return name.replace(" ", "-").replace(".", "")
+
+
+def with_system(examples: list, voice: str) -> list:
+    """Each example with a system line naming its speaker, as a persona card would."""
+    return [dataclasses.replace(ex, system=f"You are {voice.capitalize()}.") for ex in examples]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--voices", default="hamlet,falstaff")
+    p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, of: " + ", ".join(SETTINGS))
+    p.add_argument("--examples", type=int, default=DEFAULTS["examples"])
+    p.add_argument("--val-fraction", type=float, default=DEFAULTS["val_fraction"])
+    p.add_argument("--steps", type=int, default=27, help="fixed for every setting (default %(default)s: "
+                   "the default recipe's 3 epochs over 72 training examples at batch 8)")
+    p.add_argument("--lock", type=Path, default=None)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--model", type=Path, default=None)
+    args = p.parse_args(argv)
+    voices = [v for v in args.voices.split(",") if v]
+    names = [s.strip() for s in args.settings.split(",") if s.strip()]
+    bad = [v for v in voices if v not in VOICES] + [s for s in names if s not in SETTINGS]
+    if bad:
+        p.error(f"unknown voice or setting: {', '.join(bad)}")
+
+    from llm.engine import Engine
+    from trainer.data.examples import DatasetReport
+    from trainer.evaluation.evaluate import validation_split
+    from trainer.evaluation.perplexity import compare
+    from vault.layout import Vault
+
+    t0 = time.monotonic()
+    results: dict[str, dict] = {}
+    for name in names:
+        recipe, change = SETTINGS[name]
+        out = args.out / slug(name)
+        out.mkdir(parents=True, exist_ok=True)
+        run_args = argparse.Namespace(**vars(args))
+        run_args.out = out
+        results[name] = {}
+        for voice in voices:
+            examples = earliest(voice_examples(VOICES[voice], args.out / "texts", change.get("window", 10)),
+                                args.examples)
+            if change.get("system"):
+                examples = with_system(examples, voice)
+            dataset = out / "data" / f"{voice}.jsonl"
+            data = write_dataset(examples, dataset)
+            digest = DatasetReport(examples=list(data)).dataset_hash()
+            entry, wall = train(out / "vault", voice, dataset, digest, run_args, recipe)
+            held = validation_split(entry, data, digest)
+            say(f"{name} / {voice}: scoring {len(held)} held-out examples")
+            v = Vault.open(out / "vault")
+            with Engine(model_path(args.model), n_ctx=4096) as engine:
+                engine.load_adapter(entry.id, v.root / entry.file)
+                ppl = compare(engine, held, entry.id, shared=True)
+            t = entry.training or {}
+            results[name][voice] = {"base": ppl["base"], "adapter": ppl["adapter"],
+                                    "ratio": ppl["adapter"] / ppl["base"], "steps": t.get("steps"),
+                                    "val_loss": t.get("val_loss"), "base_val_loss": t.get("base_val_loss"),
+                                    "duration_s": t.get("duration_s"), "peak_memory_bytes": t.get("peak_memory_bytes")}
+            say(f"{name} / {voice}: ppl {ppl['base']:.2f} -> {ppl['adapter']:.2f} (x{ppl['adapter'] / ppl['base']:.3f})")
+        results[name]["median_ratio"] = statistics.median(results[name][v]["ratio"] for v in voices)
+
+    print(f"{'setting':<12}" + "".join(f"{v:>12}" for v in voices) + f"{'median':>10}", file=sys.stderr)
+    for name in names:
+        row = results[name]
+        print(f"{name:<12}" + "".join(f"{row[v]['ratio']:>12.3f}" for v in voices) + f"{row['median_ratio']:>10.3f}",
+              file=sys.stderr)
+    print(json.dumps({"bench": "voice_sweep", "voices": voices, "steps": args.steps, "examples": args.examples,
+                      "val_fraction": args.val_fraction, "results": results,
+                      "wall_s": round(time.monotonic() - t0, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
