@@ -22,7 +22,7 @@ from vault.forget import forget
 from vault.layout import Vault
 from vault.logs import ConversationLog, read_log
 from vault.memory import MemoryBusyError, MemoryStore, MemoryStoreError, index_logs, reindex
-from vault.retrieval import Hit, VectorMatrix, memory_block, should_retrieve
+from vault.retrieval import Hit, VectorMatrix, fit_memory, memory_block, should_retrieve
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -176,6 +176,20 @@ def test_memory_block_is_dated_within_budget_and_empty_without_hits():
     assert "[2026-01-05] the user said: My sister Ana lives in Porto." in block and "newer one is right" in block
     assert count(block) <= 60 and "[2026-02-01]" not in block  # the long one did not fit
     assert memory_block([], 500, count) == "" and memory_block(hits, 5, count) == ""
+
+
+def test_memory_block_writes_the_newest_first_whatever_the_rank():
+    """A stale statement that outranks its correction must not come first: the default model follows the
+    first of two contradicting lines more often (bench/knowledge_conflict.py). The hits stay in rank order."""
+    old = Hit("s:1", "I live in Berlin.", 0.9, "2025-03-02T09:00:00.000Z", "user", "s")
+    new = Hit("t:4", "I moved to Lisbon last month.", 0.8, "2026-11-20T09:00:00.000Z", "user", "t")
+    count = lambda text: len(text.split())  # noqa: E731 - a stand-in tokenizer
+    block, used = fit_memory([old, new], 500, count)
+    assert block.index("Lisbon") < block.index("Berlin")
+    assert used == [old, new]
+    ranked, _ = fit_memory([old, new], 500, count, newest_first=False)
+    assert ranked.index("Berlin") < ranked.index("Lisbon")
+    assert sorted(block.splitlines()[1:]) == sorted(ranked.splitlines()[1:])  # the same lines, reordered
 
 
 def test_reindex_is_idempotent_and_skips_partial_events_and_excluded(vault, store):

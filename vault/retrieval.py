@@ -313,14 +313,20 @@ def memory_block(hits: Sequence[Hit], token_budget: int, count_tokens: Callable[
     return fit_memory(hits, token_budget, count_tokens)[0]
 
 
-def fit_memory(hits: Sequence[Hit], token_budget: int,
-               count_tokens: Callable[[str], int]) -> tuple[str, list[Hit]]:
-    """`memory_block` and the hits that made it in (the turn's log lists exactly those)."""
+def fit_memory(hits: Sequence[Hit], token_budget: int, count_tokens: Callable[[str], int],
+               newest_first: bool = True) -> tuple[str, list[Hit]]:
+    """`memory_block` and the hits that made it in, in rank order (the turn's log lists exactly those).
+
+    Chosen in rank order within the budget, written newest first (`newest_first=False`: in rank order, as
+    before): the default model follows the first of two contradicting lines more often than the last, so an
+    old statement that outranks its correction must not come first (bench/knowledge_conflict.py: a voice
+    adapter that learnt the stale facts, memory holding both: 50 % of replies followed the newer fact with the
+    stale line first, 70 % with the newer first; 100 % when memory held only the newer one)."""
     if not hits or token_budget <= 0:
         return "", []
     header = ("Memory — things said in earlier conversations with this user, with their dates. Prefer "
               "them over older or general knowledge; when two disagree, the newer one is right.")
-    block, used = header, []
+    block, used, lines = header, [], {}
     for h in hits:
         text = " ".join(h.text.split())
         if len(text) > MAX_LINE_CHARS:
@@ -329,4 +335,7 @@ def fit_memory(hits: Sequence[Hit], token_budget: int,
         if count_tokens(block + line) <= token_budget:
             block += line
             used.append(h)
+            lines[h.id] = line
+    if newest_first:  # the same lines (the same budget), stably reordered by date
+        block = header + "".join(lines[h.id] for h in sorted(used, key=lambda h: h.time, reverse=True))
     return (block, used) if used else ("", [])

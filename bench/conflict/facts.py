@@ -105,9 +105,9 @@ def tally(labels: Iterable[str]) -> dict:
 
 def table(rows: dict[str, dict]) -> str:
     """One line per condition: counts and the share that follows memory, side by side."""
-    head = f"{'condition':<44} {'n':>3} {'memory':>7} {'adapter':>8} {'both':>5} {'neither':>8} {'follows memory':>15}"
+    head = f"{'condition':<52} {'n':>3} {'memory':>7} {'adapter':>8} {'both':>5} {'neither':>8} {'follows memory':>15}"
     lines = [head, "-" * len(head)]
     for name, t in rows.items():
-        lines.append(f"{name:<44} {t['n']:>3} {t['memory']:>7} {t['adapter']:>8} {t['both']:>5} {t['neither']:>8} "
+        lines.append(f"{name:<52} {t['n']:>3} {t['memory']:>7} {t['adapter']:>8} {t['both']:>5} {t['neither']:>8} "
                      f"{t['memory_rate']:>14.0%}")
     return "\n".join(lines)
