@@ -1,7 +1,8 @@
 """A base (pre-RLHF) model's GGUF has no chat template. llama.cpp then renders Home's ChatML fallback
 (llm/template.py); the trainer must train in that same format, not fail in `apply_chat_template` (it did:
 transformers' tokenizer has no template to apply). The tiny llama GGUF here is the families' one with its
-`tokenizer.chat_template` removed by gguf's own metadata tool."""
+`tokenizer.chat_template` removed by gguf's own metadata tool. It loads a base but trains nothing, so it
+stays out of the trainer's xdist group (tests/xdist_groups.py), off the suite's critical path."""
 
 from __future__ import annotations
 
