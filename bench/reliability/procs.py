@@ -91,6 +91,15 @@ class Watched:
         except ProcessLookupError:
             pass
         self.finish()
+        # The whole group gone, not only `home`: a trainer worker still dying keeps its temps "alive" for
+        # the next start's sweep (a `.best.tmp-<its pid>` was left for the run after to clean).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
         return True
 
     def finish(self, timeout: float = 900) -> int:
