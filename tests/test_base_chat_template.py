@@ -23,7 +23,11 @@ def test_a_gguf_without_chat_template_trains_in_the_fallback_llama_cpp_runs(tmp_
                           input="YES\n", capture_output=True, text=True, timeout=120)  # it asks first
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_model_info(bare).chat_template is None
-    monkeypatch.setenv("HOME_CACHE", str(tmp_path / "cache"))  # the dequantized-base cache is keyed on weights
+    from trainer.worker.base_cache import base_dir
+
+    monkeypatch.setenv("HOME_CACHE", str(tmp_path / "cache"))
+    # Same weights, another header: its own dequantized copy, or the first one's tokenizer (and template) wins.
+    assert base_dir(bare) != base_dir(tiny_gguf("llama")) and base_dir(bare).parent == base_dir(tiny_gguf("llama")).parent
     base = load_base(bare, pick_device("cpu"))
     assert base.tokenizer.chat_template == CHATML_TEMPLATE
     messages = [{"role": "user", "content": "Morning! Did you sleep?"}]

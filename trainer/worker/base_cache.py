@@ -75,8 +75,12 @@ def base_dir(gguf_path: str | os.PathLike, dtype: str = "bfloat16") -> Path:
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    fingerprint = read_model_info(Path(gguf_path)).fingerprint
-    return cache_root() / "bases" / (fingerprint if dtype == "bfloat16" else f"{fingerprint}-{dtype}")
+    info = read_model_info(Path(gguf_path))
+    # The weights' fingerprint and the header's hash: two files with the same weights but another chat
+    # template or vocabulary metadata (a re-uploaded GGUF, a base with its template removed) are two copies,
+    # or the tokenizer saved with the first would train the second in the wrong format.
+    key = f"{info.fingerprint}-{info.header_sha256[:12]}" if info.header_sha256 else info.fingerprint
+    return cache_root() / "bases" / (key if dtype == "bfloat16" else f"{key}-{dtype}")
 
 
 def is_complete(folder: Path, dtype: str | None = None) -> bool:
