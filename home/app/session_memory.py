@@ -65,11 +65,13 @@ class MemoryMixin:
             recall.on_error = on_error
             self.memory_items = recall.count()
             recall.store.warm()
+            # The catch-up is pending before anyone can see the store: a `wait_idle` by whoever finds
+            # `self.recall` set (the panel, a test) then waits for it instead of returning before it began.
+            recall.index_soon()
             self.recall = recall
             self.memory_note = None
             if self.conversation is not None:
                 self.conversation.recall = recall
-        recall.index_soon()
         return True
 
     def _retry_memory(self, embedder, on_indexed, on_error, on_opened) -> None:  # noqa: ANN001
