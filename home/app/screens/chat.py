@@ -17,7 +17,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from home.app.session import VOICE_STEP, ChatSession
+from home.app.session import ChatSession
+from home.app.session_stack import VOICE_STEP
 from home.app.widgets.messages import AssistantMessage, MessageList, SystemLine, UserMessage
 from home.app.widgets.persona_bar import PersonaBar
 from home.app.widgets.prompt_input import PromptInput
