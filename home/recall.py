@@ -20,6 +20,7 @@ from vault.lore import lore_session
 from vault.memory import MemoryBusyError, MemoryStore, index_logs
 from vault.query_plan import bridge, plan
 from vault.retrieval import FILL_FLOOR, Hit, fit_memory, should_retrieve
+from vault.supersede import current
 
 LORE_PREFIX = lore_session("")
 
@@ -119,7 +120,7 @@ class Recall:
         hits = [h for h in hits if h.session != session
                 and (not h.session.startswith(LORE_PREFIX) or h.session == own_lore)]
         hits = hits[: self.settings.k]
-        block, used = fit_memory(hits, self.settings.budget_tokens, count_tokens)
+        block, used = fit_memory(hits, self.settings.budget_tokens, count_tokens, replaced=current(hits, text))
         return Recalled(block, [h.id for h in used], used, True, (time.perf_counter() - t0) * 1000)
 
     def _query_vectors(self, qp, vector) -> list:  # noqa: ANN001

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -314,8 +314,9 @@ def memory_block(hits: Sequence[Hit], token_budget: int, count_tokens: Callable[
 
 
 def fit_memory(hits: Sequence[Hit], token_budget: int, count_tokens: Callable[[str], int],
-               newest_first: bool = True) -> tuple[str, list[Hit]]:
+               newest_first: bool = True, replaced: Collection[str] = ()) -> tuple[str, list[Hit]]:
     """`memory_block` and the hits that made it in, in rank order (the turn's log lists exactly those).
+    `replaced`: ids left out, as a newer hit states a change to them (vault/supersede.py `current`).
 
     Chosen in rank order within the budget, written newest first (`newest_first=False`: in rank order, as
     before): the default model follows the first of two contradicting lines more often than the last, so an
@@ -328,6 +329,8 @@ def fit_memory(hits: Sequence[Hit], token_budget: int, count_tokens: Callable[[s
               "them over older or general knowledge; when two disagree, the newer one is right.")
     block, used, lines = header, [], {}
     for h in hits:
+        if h.id in replaced:
+            continue
         text = " ".join(h.text.split())
         if len(text) > MAX_LINE_CHARS:
             text = text[: MAX_LINE_CHARS - 1].rstrip() + "…"

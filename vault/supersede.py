@@ -1,0 +1,104 @@
+"""Which remembered lines a newer one replaces, so that only the newest reaches the prompt (issue 14 item 3).
+
+When memory holds "I live in Berlin." and, later, "I moved to Lisbon, I live in Lisbon now.", both are
+found for "Where do I live?"; the default model then follows the stale line about as often as its
+correction, whatever the order or wording of the block (bench/knowledge_conflict.py: 70 % newest first,
+≤ 80 % with any tried wording; 100 % with the newer line alone). So the older line is left out.
+
+A newer line replaces an older one only when all of these hold (rules, no model: the turn path):
+- both are the user's own statements about themselves (said by the user, or a gestalt: "known about the
+  user"), not questions or requests; the assistant's lines never replace or get replaced;
+- the newer says it is a change: "now", "moved", "switched", "no longer", "my new …", "these days", …,
+  and not an addition ("too", "also", "another", "as well": "I have a cat too" keeps the dog);
+- they are about the same thing: they share a content word ("live", "favourite drink", "play") beside
+  the words that changed — each holds a content word the other lacks (the old and the new value).
+Why words and not embedding similarity: with the default MiniLM the cosine between a fact and its update
+(0.41–0.83 on the bench's ten pairs) overlaps that between two facts that are both true ("My sister is
+called Ana." / "My brother is called Rui." 0.53, "I'm allergic to peanuts." / "… to cats." 0.67).
+A question about the past ("where did I live before?", "last year", a date) keeps every line: there the
+old statement is the answer (`asks_about_past`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+from .retrieval import STOPWORDS, Hit, is_request, words
+
+SELF = ("user", "gestalt")  # lines that state something about the user
+_CHANGE_WORDS = {"now", "nowadays", "moved", "switched", "changed", "stopped", "quit", "sold", "instead",
+                 "replaced", "anymore", "currently"}
+_CHANGE_PHRASES = re.compile(r"\b(?:no longer|not any ?more|these days|gave (?:\w+ )?up|given (?:\w+ )?up|"
+                             r"gone off|my new|our new|used to)\b")
+_ADDITION_WORDS = {"too", "also", "another", "second", "both", "besides"}
+_ADDITION_PHRASES = re.compile(r"\b(?:as well|in addition)\b")
+_PAST_QUESTION = re.compile(r"\b(?:before|previous(?:ly)?|used to|former(?:ly)?|old|earlier|originally|"
+                            r"at first|ago|last (?:year|month|week)|back then|did|was|were|had)\b")
+# words too common to say two statements are about the same thing
+_WEAK = {"love", "like", "really", "today", "day", "good", "great", "think", "want", "get", "got", "go", "going",
+         "make", "time", "thing", "things", "lot", "bit", "one", "still", "new", "last", "month", "week",
+         "year", "ago", "since", "that", "been", "finally", "big", "news", "anyway", "well", "much", "some"}
+
+
+def _stem(w: str) -> str:
+    w = w.removesuffix("'s")
+    if len(w) > 5 and w.endswith("ing"):
+        return w[:-3]
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        return w[:-1]
+    return w
+
+
+def content(text: str) -> set[str]:
+    """The words that say what a statement is about and what it holds (stemmed, no stopwords or cues)."""
+    return {_stem(w) for w in words(text)
+            if w not in STOPWORDS and w not in _WEAK and w not in _CHANGE_WORDS and w not in _ADDITION_WORDS
+            and len(w) > 1}
+
+
+def states_a_change(text: str) -> bool:
+    low = " ".join(words(text))
+    ws = set(low.split())
+    if ws & _ADDITION_WORDS or _ADDITION_PHRASES.search(low):
+        return False
+    return bool(ws & _CHANGE_WORDS or _CHANGE_PHRASES.search(low))
+
+
+def asks_about_past(question: str) -> bool:
+    """"Where did I live before?", "What car did I have last year?": the old statement is the answer."""
+    return bool(_PAST_QUESTION.search(" ".join(words(question))))
+
+
+def _when(iso: str) -> float:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return 0.0
+
+
+def replaces(newer: Hit, older: Hit) -> bool:
+    """Whether `newer` states a change to what `older` said (both about the user; see the module doc)."""
+    if newer.role not in SELF or older.role not in SELF or _when(newer.time) <= _when(older.time):
+        return False
+    if is_request(newer.text) or is_request(older.text) or not states_a_change(newer.text):
+        return False
+    a, b = content(older.text), content(newer.text)
+    return bool(a & b) and bool(a - b) and bool(b - a)
+
+
+def superseded(hits: Sequence[Hit]) -> dict[str, str]:
+    """{id of a replaced hit: id of the newer hit that replaces it} among `hits`."""
+    out: dict[str, str] = {}
+    for older in hits:
+        for newer in hits:
+            if newer.id != older.id and replaces(newer, older):
+                out[older.id] = newer.id
+                break
+    return out
+
+
+def current(hits: Sequence[Hit], question: str) -> dict[str, str]:
+    """What to leave out of the memory block for `question`: the replaced hits, unless it asks about the past."""
+    return {} if asks_about_past(question) else superseded(hits)
