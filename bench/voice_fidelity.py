@@ -94,6 +94,7 @@ def trained(vault: Path, name: str, dataset_hash: str, job) -> object | None:
     for entry in reversed(manifest.versions(name)):
         t = entry.training or {}
         if ((entry.dataset or {}).get("hash") == dataset_hash and t.get("lr") == job.lr
+                and t.get("schedule", "cosine") == job.schedule and t.get("neftune", 0.0) == job.neftune
                 and entry.rank == job.rank and entry.alpha == (job.alpha or 2.0 * job.rank)
                 and (job.steps is None or t.get("steps") == job.steps)):
             return entry

@@ -18,7 +18,7 @@ from home.errors import UsageError
 from home.progress import ProgressPrinter
 from home.worker import start_worker
 from trainer.protocol.events import read_events
-from trainer.protocol.job import METHODS, SOURCES, Job
+from trainer.protocol.job import METHODS, SCHEDULES, SOURCES, Job
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=10, metavar="N", help="context turns per example (default 10)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N")
     p.add_argument("--lr", type=float, default=2e-4, metavar="LR")
+    p.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="the learning rate after warmup: cosine to zero (default) or constant")
+    p.add_argument("--neftune", type=float, default=0.0, metavar="ALPHA",
+                   help="NEFTune: noise on the input embeddings while training (e.g. 5; default 0, none)")
     p.add_argument("--max-length", type=int, default=512, metavar="TOKENS")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base", metavar="DIR", help="train on this Hugging Face model directory instead of the GGUF")
@@ -98,8 +102,9 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
         speaker=args.speaker, target=target, persona=persona, user=ctx.user, name=args.name, kind=args.kind,
         tasks=args.tasks, tones=args.tones, model=str(ctx.model_path) if model is None else model,
         base=args.base, steps=args.steps, epochs=args.epochs, rank=args.rank, window=args.window,
-        batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, seed=args.seed,
-        device=args.device, four_bit=args.four_bit, allow_cpu=args.allow_cpu, two_phase=args.two_phase,
+        batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, neftune=args.neftune,
+        max_length=args.max_length, seed=args.seed, device=args.device, four_bit=args.four_bit,
+        allow_cpu=args.allow_cpu, two_phase=args.two_phase,
         resume=args.resume,
         per_persona=args.per_persona,
         personas=[n.strip() for n in (args.personas or "").split(",") if n.strip()],

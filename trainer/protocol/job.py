@@ -16,6 +16,7 @@ METHODS = ("sft", "dpo")
 DEVICES = ("auto", "cpu", "cuda")
 KINDS = ("voice", "persona", "task", "style", "other")
 SPLITS = ("time", "random")
+SCHEDULES = ("cosine", "constant")  # the learning rate after warmup: cosine to zero, or flat
 
 
 class JobError(ValueError):
@@ -46,6 +47,8 @@ class Job:
     window: int = 10
     batch_size: int = 8
     lr: float = 2e-4
+    schedule: str = "cosine"  # one of SCHEDULES
+    neftune: float = 0.0  # NEFTune: noise on the input embeddings while training (its alpha; 0: none)
     max_length: int = 512
     val_fraction: float = 0.1
     split: str | None = None  # time: hold out the latest examples; random: a seeded share; None: time for a voice
@@ -134,6 +137,10 @@ class Job:
             value = getattr(self, key)
             if value is not None and value < low:
                 raise bad(key, f"expected at least {low}, got {value}")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 <= self.neftune <= 100:
+            raise bad("neftune", f"expected a noise alpha between 0 and 100 (0: none), got {self.neftune}")
         if self.epochs is not None and self.epochs <= 0:
             raise bad("epochs", f"expected a positive number, got {self.epochs}")
         if self.split not in (None, *SPLITS):

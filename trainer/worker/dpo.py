@@ -24,7 +24,7 @@ from trainer.protocol.memwatch import bound_allocator
 from trainer.worker import loop
 from trainer.worker.base import Base
 from trainer.worker.loop import TrainError, TrainResult
-from trainer.worker.train import TrainSettings, check_convertible, lora_config, total_steps_for
+from trainer.worker.train import LR_SCHEDULERS, TrainSettings, check_convertible, lora_config, total_steps_for
 from trainer.worker.train_progress import Progress
 
 
@@ -103,7 +103,8 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
     args = DPOConfig(
         output_dir=str(ckpt_dir), max_steps=total, per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
-        learning_rate=settings.lr, lr_scheduler_type="cosine", warmup_steps=settings.warmup_ratio,
+        learning_rate=settings.lr, lr_scheduler_type=LR_SCHEDULERS[settings.schedule],
+        warmup_steps=settings.warmup_ratio, neftune_noise_alpha=settings.neftune or None,
         weight_decay=0.0, max_grad_norm=1.0, seed=settings.seed, data_seed=settings.seed,
         bf16=cuda_bf16, fp16=device == "cuda" and not cuda_bf16, use_cpu=device == "cpu",
         beta=beta, max_length=settings.max_length, truncation_mode="keep_end",

@@ -102,7 +102,8 @@ def train_preferences(job: Job, vault, run_dir: Path, model_path: Path, info, em
     # 2. DPO, then the shared stages: convert, verify, held-out perplexity of the chosen replies, plot
     settings = TrainSettings(steps=job.steps, epochs=job.epochs if job.steps is None else None, rank=job.rank,
                              alpha=job.alpha or 2.0 * job.rank, batch_size=job.batch_size, lr=job.lr,
-                             max_length=job.max_length, val_fraction=job.val_fraction, seed=job.seed)
+                             schedule=job.schedule, neftune=job.neftune, max_length=job.max_length,
+                             val_fraction=job.val_fraction, seed=job.seed)
     resume = job.resume and any((run_dir / "checkpoints").glob("checkpoint-*")) and not (run_dir / "peft").exists()
     result = train_dpo(base, train_p, val_p, settings, run_dir, start=start.peft_dir, beta=job.beta, emit=emit,
                        resume=resume)
@@ -174,6 +175,7 @@ def _register(job: Job, vault, info, report, c, start: Start, pref: dict, promot
                   "train_loss": r.train_losses[-1][1] if r.train_losses else None, "val_loss": r.best_val_loss,
                   "base_val_loss": r.base_val_loss, "train_losses": r.train_losses, "val_losses": r.val_losses,
                   "tokens_per_s": r.tokens_per_s, "peak_memory_bytes": r.peak_memory_bytes, "lr": job.lr,
+                  "schedule": job.schedule, "neftune": job.neftune,
                   "batch_size": job.batch_size, "seed": job.seed, "source": "preferences", "run_dir": job.run_dir},
         verification=c.ver.to_dict(), parent=parent,
         stack=[{"id": parent, "scale": 1.0}] if parent else [],

@@ -68,7 +68,8 @@ def train_candidate(job: Job, base, model_path: Path, train_ex: list, val_ex: li
 
     settings = TrainSettings(steps=job.steps, epochs=job.epochs if job.steps is None else None, rank=job.rank,
                              alpha=job.alpha or 2.0 * job.rank, batch_size=job.batch_size, lr=job.lr,
-                             max_length=job.max_length, val_fraction=job.val_fraction, seed=job.seed)
+                             schedule=job.schedule, neftune=job.neftune, max_length=job.max_length,
+                             val_fraction=job.val_fraction, seed=job.seed)
     resume = job.resume and any((out_dir / "checkpoints").glob("checkpoint-*")) and not (out_dir / "peft").exists()
     result = train_adapter(base, train_ex, val_ex, settings, out_dir, emit=emit, resume=resume)
     return finish_candidate(job, base, model_path, result, train_ex, val_ex, out_dir, name, kind, emit, under)
@@ -177,7 +178,8 @@ def register_candidates(job: Job, vault, info, report, candidates: list[Candidat
                     "val_loss": r.best_val_loss, "base_val_loss": r.base_val_loss,
                     "train_losses": r.train_losses, "val_losses": r.val_losses,
                     "tokens_per_s": r.tokens_per_s, "peak_memory_bytes": r.peak_memory_bytes,
-                    "lr": job.lr, "batch_size": job.batch_size, "seed": job.seed, "source": job.source,
+                    "lr": job.lr, "schedule": job.schedule, "neftune": job.neftune,
+                    "batch_size": job.batch_size, "seed": job.seed, "source": job.source,
                     "phase": (i + 1) if len(candidates) > 1 else None, "run_dir": job.run_dir}
         reg = register_adapter(
             vault, name=c.name, gguf=c.gguf, peft_dir=c.peft_dir, extra_files=[c.png],

@@ -42,6 +42,8 @@ Emit = Callable[..., Any]
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj",
                    "gate_up_proj")
 
+LR_SCHEDULERS = {"cosine": "cosine", "constant": "constant_with_warmup"}  # Job.schedule → transformers' name
+
 
 @dataclass
 class TrainSettings:
@@ -52,6 +54,8 @@ class TrainSettings:
     dropout: float = 0.05
     targets: tuple[str, ...] = ALL_PROJECTIONS
     lr: float = 2e-4
+    schedule: str = "cosine"  # after warmup: cosine to zero, or constant (trainer/protocol/job.py SCHEDULES)
+    neftune: float = 0.0  # NEFTune noise alpha on the input embeddings while training; 0: none
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int = 512
@@ -187,7 +191,8 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
         output_dir=str(ckpt_dir), max_steps=total, per_device_train_batch_size=plan.micro_batch,
         per_device_eval_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum * plan.accumulation,
-        learning_rate=settings.lr, lr_scheduler_type="cosine", warmup_steps=settings.warmup_ratio,
+        learning_rate=settings.lr, lr_scheduler_type=LR_SCHEDULERS[settings.schedule],
+        warmup_steps=settings.warmup_ratio, neftune_noise_alpha=settings.neftune or None,
         weight_decay=0.0, max_grad_norm=1.0, seed=settings.seed, data_seed=settings.seed,
         bf16=cuda_bf16, fp16=device == "cuda" and not cuda_bf16, use_cpu=device == "cpu",
         activation_checkpointing=plan.checkpointing,

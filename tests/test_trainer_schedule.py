@@ -1,0 +1,117 @@
+"""The recipe knobs the voice sweep turns (issue 16): the learning-rate schedule after warmup (cosine to
+zero, or constant) and NEFTune noise on the input embeddings, from the job document to the trainer that
+runs, on a tiny random-weight Llama (seconds); a bad value is one line naming the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainer.protocol.job import Job, JobError, read_job
+
+
+def test_bad_schedule_or_noise_is_one_line_naming_the_field(tmp_path):
+    for field, value, why in (("schedule", "linear", "schedule: expected one of cosine, constant"),
+                              ("neftune", -1.0, "neftune: expected a noise alpha between 0 and 100"),
+                              ("neftune", "5", "neftune: expected float")):
+        path = tmp_path / "job.json"
+        path.write_text(json.dumps({"vault": str(tmp_path), field: value}))
+        with pytest.raises(JobError, match=why) as err:
+            read_job(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    job = read_job(_write(tmp_path / "ok.json", {"vault": str(tmp_path), "schedule": "constant", "neftune": 5}))
+    assert (job.schedule, job.neftune) == ("constant", 5)
+    assert (Job(vault="v").schedule, Job(vault="v").neftune) == ("cosine", 0.0)
+
+
+def _write(path, data):
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _tiny():
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=64, tie_word_embeddings=True)
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                             task_type="CAUSAL_LM", target_modules=["q_proj"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"<pad>": 0, "<unk>": 1}, unk_token="<unk>")),
+                                  pad_token="<pad>", eos_token="<pad>")
+    return model, tok
+
+
+def _trainer(tmp_path, total: int, **over):
+    from trainer.worker.batch_plan import BatchPlan
+    from trainer.worker.train import TrainSettings, _make_trainer
+
+    model, tok = _tiny()
+    recs = [{"input_ids": [2 + i, 3 + i, 4 + i, 5], "labels": [-100, -100, 4 + i, 5]} for i in range(8)]
+    settings = TrainSettings(steps=total, rank=4, alpha=8.0, lr=1e-2, batch_size=4, max_length=32, seed=0,
+                             cpu_threads=1, **over)
+    plan = BatchPlan(micro_batch=4, accumulation=1, checkpointing=False, estimate_bytes=0, budget_bytes=2**30)
+    return _make_trainer(model, tok, recs, recs[:4], settings, tmp_path / "ckpt", total, total, total, "cpu",
+                         plan, padding_free=False)
+
+
+def test_the_schedule_sets_where_the_learning_rate_ends(tmp_path):
+    """Cosine decays to zero by the last step; constant holds the rate after its warmup."""
+    ends = {}
+    for schedule in ("cosine", "constant"):
+        trainer = _trainer(tmp_path / schedule, 20, schedule=schedule)
+        trainer.create_optimizer_and_scheduler(num_training_steps=20)
+        rates = []
+        for _ in range(20):
+            trainer.optimizer.step()
+            trainer.lr_scheduler.step()
+            rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        ends[schedule] = rates
+    assert max(ends["cosine"]) == pytest.approx(1e-2, rel=0.05) and ends["cosine"][-1] < 1e-4
+    assert ends["constant"][-5:] == [pytest.approx(1e-2)] * 5
+
+
+def test_neftune_noises_the_embeddings_only_while_training(tmp_path):
+    """With NEFTune the input embeddings differ call to call during training (and are plain after it);
+    without it they are the same each time."""
+    import torch
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Look(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kw):
+            emb = model.get_input_embeddings()
+            ids = torch.tensor([[2, 3, 4]])
+            seen.setdefault(args.neftune_noise_alpha, []).append(not torch.equal(emb(ids), emb(ids)))
+
+    for alpha in (0.0, 5.0):
+        trainer = _trainer(tmp_path / str(alpha), 2, neftune=alpha)
+        trainer.add_callback(Look())
+        trainer.train()
+        emb = trainer.model.get_input_embeddings()
+        emb.train()
+        ids = torch.tensor([[2, 3, 4]])
+        assert torch.equal(emb(ids), emb(ids))  # the hook is gone after training
+    assert seen == {None: [False, False], 5.0: [True, True]}
+
+
+def test_home_train_passes_the_schedule_and_noise_to_the_job(tmp_path, capsys):
+    from home.cli import build_parser
+    from home.commands.train import build_job
+    from home.context import Context
+
+    data = _write(tmp_path / "d.jsonl", {"prompt": [{"role": "user", "content": "hi"}],
+                                         "completion": [{"role": "assistant", "content": "hello"}]})
+    args = build_parser().parse_args(["--vault", str(tmp_path / "v"), "train", "--source", "jsonl", str(data),
+                                      "--schedule", "constant", "--neftune", "5"])
+    job = build_job(Context(args), args)
+    assert (job.schedule, job.neftune) == ("constant", 5.0)
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["train", "--schedule", "linear"])
+    assert stop.value.code == 2 and "--schedule: invalid choice: 'linear'" in capsys.readouterr().err
