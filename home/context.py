@@ -63,19 +63,21 @@ class Context:
         return getattr(self.args, "backend", None) or self.config.backend.url
 
     def backend(self, n_ctx: int | None = None):
-        """What chats reply through: with a backend URL a `LlamaServerBackend` (the model in that
-        server; same protocol, llm/backend.py), else the in-process `engine()`. Commands that need the
-        model's logits (eval, drift) call `engine()` and so always run the model here."""
+        """What chats reply through: with a backend URL a `LlamaServerBackend` or a `VllmBackend` (the
+        model in that server, its kind from `[backend] kind` or asked of the server; same protocol,
+        llm/backend.py), else the in-process `engine()`. Commands that need the model's logits (eval,
+        drift) call `engine()` and so always run the model here."""
         if not self.backend_url:
             return self.engine(n_ctx)
         if "_backend" not in self.__dict__:
             import os
 
-            from llm.servers.llama_server import LlamaServerBackend
+            from llm.servers.select import open_backend
 
             cfg = self.config.backend
             key = os.environ.get("HOME_API_KEY") or cfg.api_key or None
-            self._backend = LlamaServerBackend(self.backend_url, self.model_path, api_key=key, timeout=cfg.timeout)
+            self._backend = open_backend(self.backend_url, self.model_path, api_key=key, timeout=cfg.timeout,
+                                         kind=cfg.kind)
         return self._backend
 
     def engine(self, n_ctx: int | None = None):

@@ -74,7 +74,8 @@ def test_config_default_is_written_once_and_parses(tmp_path):
     ("[generation]\ntemperature = 1\n[context]\nn_ctx = 10\n", "context.n_ctx: expected at least 256, got 10 (line 4)"),
     ("[backend]\nurl = \"gpu-box:8080\"\n", "config.toml: backend.url: expected http://HOST:PORT or \"\", got 'gpu-box:8080' (line 2)"),
     ("[backend]\ntimeout = 0\n", "config.toml: backend.timeout: expected a number of seconds > 0, got 0.0 (line 2)"),
-    ("[backend]\nkey = \"x\"\n", "config.toml: backend.key: unknown setting (known: url, api_key, timeout)"),
+    ("[backend]\nkey = \"x\"\n", "config.toml: backend.key: unknown setting (known: url, api_key, timeout, kind)"),
+    ("[backend]\nkind = \"ollama\"\n", "config.toml: backend.kind: expected one of auto, llama-server, vllm, got 'ollama' (line 2)"),
 ])
 def test_bad_config_names_file_and_field(text, message):
     with pytest.raises(ConfigError) as err:
@@ -94,6 +95,7 @@ def test_backend_defaults_to_in_process_and_takes_a_server_url(tmp_path):
     assert "[backend]" in v.config_path.read_text()
     cfg = parse_config('[backend]\nurl = "http://gpu-box:8080"\napi_key = "k"\ntimeout = 30\n')
     assert (cfg.backend.url, cfg.backend.api_key, cfg.backend.timeout) == ("http://gpu-box:8080", "k", 30.0)
+    assert cfg.backend.kind == "auto" and parse_config('[backend]\nkind = "vllm"\n').backend.kind == "vllm"
 
 
 def test_gpu_layers_setting_defaults_to_all_and_old_configs_keep_working(tmp_path):

@@ -87,14 +87,18 @@ class RouterSettings:
     tone_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+BACKEND_KINDS = ("auto", "llama-server", "vllm")
+
+
 @dataclass(frozen=True)
 class BackendSettings:
     """[backend]: where replies come from. `url` "" = the model runs inside Home; "http://HOST:PORT" = a
-    llama-server (`home serve` starts one; llm/servers). `home --backend URL` overrides."""
+    llama-server (`home serve` starts one) or a vLLM server (llm/servers). `home --backend URL` overrides."""
 
     url: str = ""
     api_key: str = ""  # the server's --api-key; $HOME_API_KEY overrides
     timeout: float = 600.0  # seconds a request may wait for the server's next word
+    kind: str = "auto"  # "auto" (vLLM when /v1/models says owned_by "vllm", else llama-server), "llama-server", "vllm"
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ drift_threshold = {r.drift_threshold}  # `home drift`: flag a loss this much (na
 url = ""              # "" = the model runs inside Home; "http://HOST:PORT" = a llama-server (`home serve`)
 api_key = ""          # the server's --api-key ($HOME_API_KEY overrides)
 timeout = {BackendSettings().timeout}       # seconds to wait for the server's next word
+kind = "auto"         # "auto" (asks the server), "llama-server" or "vllm"
 
 [keys]
 {keys}
@@ -335,6 +340,8 @@ def _parse(text: str, path: str) -> Config:
         raise ConfigError(f"{path}: backend.url: expected http://HOST:PORT or \"\", got {backend.url!r}")
     if backend.timeout <= 0:
         raise ConfigError(f"{path}: backend.timeout: expected a number of seconds > 0, got {backend.timeout}")
+    if backend.kind not in BACKEND_KINDS:
+        raise ConfigError(f"{path}: backend.kind: expected one of {', '.join(BACKEND_KINDS)}, got {_show(backend.kind)}")
     if gestalts.every_n_turns < 0:
         raise ConfigError(f"{path}: gestalts.every_n_turns: expected >= 0, got {gestalts.every_n_turns}")
     if mem.k < 0 or mem.budget_tokens < 0:

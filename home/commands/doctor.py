@@ -65,7 +65,7 @@ def _backend(ctx: Context) -> tuple[bool, str, str]:
     """The configured server answers, runs this model, and which adapters it holds."""
     try:
         server = ctx.backend()
-        held = server.http.get("/lora-adapters") or []
+        held = server.held() if server.kind == "vllm" else server.http.get("/lora-adapters") or []
     except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
         return False, "backend", str(exc)
     return True, "backend", f"{server.backend} runs {server.info.name} (n_ctx {server.n_ctx}), {len(held)} adapter(s)"

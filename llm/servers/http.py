@@ -43,6 +43,7 @@ class Http:
         self.api_key = api_key
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.hint_404 = "is this a llama-server?"  # what a 404 most likely means for this kind of server
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -88,7 +89,7 @@ class Http:
             key = "a wrong API key" if self.api_key else "no API key"
             return f"{where}: 401 unauthorized: Home sent {key} ([backend] api_key in config.toml or $HOME_API_KEY)"
         if status == 404:
-            return f"{where}: 404 not found{': ' + detail if detail else ''} (is this a llama-server?)"
+            return f"{where}: 404 not found{': ' + detail if detail else ''} ({self.hint_404})"
         if status == 503:
             return f"{where}: 503 the server is still loading its model{': ' + detail if detail else ''}"
         return f"{where}: HTTP {status}{': ' + detail if detail else ''}"
@@ -99,17 +100,24 @@ class Http:
     def post(self, path: str, body: Any, timeout: float | None = None) -> Any:
         return self._json("POST", path, body, timeout)
 
-    def _json(self, method: str, path: str, body: Any, timeout: float | None) -> Any:
+    def post_text(self, path: str, body: Any, timeout: float | None = None) -> str:
+        """POST `body` and return the answer as text (vLLM's adapter routes answer in plain text)."""
+        return self._raw("POST", path, body, timeout).decode("utf-8", "replace")
+
+    def _raw(self, method: str, path: str, body: Any, timeout: float | None) -> bytes:
         timeout = self.timeout if timeout is None else timeout
         conn, resp = self._send(method, path, body, timeout)
         try:
-            raw = resp.read()
+            return resp.read()
         except TimeoutError:
             raise ServerError(f"{self.url}{path}: no answer within {timeout:g} s") from None
         except (ConnectionError, http.client.HTTPException, OSError) as exc:
             raise ServerError(f"{self.url}{path}: the connection failed ({exc.__class__.__name__})") from None
         finally:
             conn.close()
+
+    def _json(self, method: str, path: str, body: Any, timeout: float | None) -> Any:
+        raw = self._raw(method, path, body, timeout)
         try:
             return json.loads(raw) if raw else None
         except ValueError:

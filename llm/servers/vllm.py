@@ -1,0 +1,353 @@
+"""`VllmBackend`: the `Backend` protocol over a vLLM server's OpenAI API (`vllm serve … --enable-lora`).
+
+vLLM serves a transformers (HF) model, not a GGUF: the base a user serves for Home is the trainer's
+dequantized copy of Home's GGUF (`$HOME_CACHE/bases/<fingerprint>-…/`, trainer/worker/base_cache.py),
+so the weights are the ones llama.cpp runs and the folder's name carries the GGUF's fingerprint, which
+is how Home tells the server runs its model. Home keeps its GGUF locally for `info` (the fingerprint
+adapters are checked against); the server applies the chat template, tokenizes, samples and stops.
+
+Adapters: vLLM reads PEFT folders, not GGUF LoRAs; registration keeps the trainer's PEFT folder beside
+the GGUF (`adapters/<id>/peft/`), and `load_adapter` loads it at run time (`POST /v1/load_lora_adapter`,
+the server started with `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`) unless the server already holds it (same
+folder, or the same `<id>/peft` tail, as `--lora-modules` at its start). A turn's stack of one adapter
+is the request's `model` (the LoRA's name on the server); none is the base model's name. vLLM applies
+one LoRA per request at its trained scale: a stack of two or more is served with its top adapter (the
+highest scale; the first of equals), a scale other than 1 as 1; `notice` says so, once, and the reply's
+`Completion.adapters` (what the turn's log record claims) holds only what was served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..decode import MIN_P, Completion
+from ..errors import AdapterError, LLMError
+from ..fingerprint import same_base, short
+from ..fit import fit_messages
+from ..gguf_meta import AdapterInfo, ModelInfo, check_adapter_fits, read_adapter_info, read_model_info
+from ..params import GenParams
+from .http import Http, ServerError, StreamCut
+
+Message = Mapping[str, Any]
+log = logging.getLogger("home.backend")
+_FINGERPRINT = re.compile(r"^([0-9a-f]{64})(?:-|$)")  # a base-cache folder's name starts with the GGUF's fingerprint
+
+
+def fingerprint_in(path: str | None) -> str | None:
+    """The GGUF fingerprint a base-cache folder's name carries (`<64 hex>-…`), else None."""
+    m = _FINGERPRINT.match(Path(str(path or "")).name)
+    return m.group(1) if m else None
+
+
+def peft_dir_of(path: str | os.PathLike) -> Path:
+    """The PEFT folder vLLM reads for a registered adapter: `adapters/<id>/peft` beside its GGUF (or
+    `path` itself when it is that folder)."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent / "peft"
+
+
+def served_stack(stack: Sequence[tuple[str, float]]) -> tuple[list[tuple[str, float]], str | None]:
+    """What vLLM can serve of `stack`, and why it differs (None when it does not): one adapter per
+    request at its trained scale. Adapters at scale 0 are off; of two or more the top (highest scale,
+    the first of equals) is served."""
+    on = [(i, s) for i, s in stack if s != 0]
+    if not on:
+        return [], None
+    top = max(on, key=lambda a: a[1])  # max keeps the first of equals
+    notes = []
+    if len(on) > 1:
+        rest = ", ".join(f"{i} ({s:g})" for i, s in on if i != top[0])
+        notes.append(f"vLLM serves one adapter per request: using the top one, {top[0]} ({top[1]:g}), without {rest}")
+    if top[1] != 1.0:
+        notes.append(f"vLLM applies an adapter at its trained scale: {top[0]} at 1, not {top[1]:g}")
+    return [(top[0], 1.0)], "; ".join(notes) or None
+
+
+def chat_body(model: str, messages: Sequence[Message], params: GenParams) -> dict:
+    """A streamed `/v1/chat/completions` body in vLLM's names (`repetition_penalty`, `min_p`, `top_k`)."""
+    return {
+        "model": model,
+        "messages": [dict(m) for m in messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": MIN_P,
+        "repetition_penalty": params.repeat_penalty,
+        "seed": params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little") >> 1,
+        "max_tokens": params.max_tokens,
+        "stop": list(params.stop),
+    }
+
+
+class VllmBackend:
+    """Replies from a running vLLM server at `url`, for Home's base model at `model_path` (its GGUF)."""
+
+    kind = "vllm"
+
+    def __init__(self, url: str, model_path: str | os.PathLike, api_key: str | None = None,
+                 timeout: float = 600.0) -> None:
+        self.http = Http(url, api_key, timeout)
+        self.http.hint_404 = "is this a vLLM server, started with --enable-lora?"
+        self.url = self.http.url
+        self.path = Path(model_path)
+        self.info: ModelInfo = read_model_info(self.path)
+        self._lock = threading.Lock()
+        self._loaded: dict[str, tuple[Path, AdapterInfo]] = {}  # adapter id -> (PEFT folder, GGUF facts)
+        self._active: list[tuple[str, float]] = []
+        self._noted: set[str] = set()
+        self.notice: str | None = None  # the last stack vLLM could not serve as asked, said once per stack
+        self.last: Completion | None = None
+        self.model, self.root, self.n_ctx = self._check_server()
+
+    @property
+    def backend(self) -> str:
+        """What a log record's `backend` field says served the reply."""
+        return f"{self.kind} {self.url}"
+
+    # --- the server ---------------------------------------------------------------------------
+
+    def models(self) -> list[dict]:
+        """`GET /v1/models`: the base model and every LoRA the server holds (those have a `parent`)."""
+        out = self.http.get("/v1/models", timeout=min(30.0, self.http.timeout))
+        return [m for m in (out or {}).get("data") or [] if isinstance(m, dict) and "id" in m]
+
+    def held(self) -> dict[str, str]:
+        """The server's LoRAs: name -> the folder it read them from."""
+        return {str(m["id"]): str(m.get("root") or "") for m in self.models() if m.get("parent")}
+
+    def _check_server(self) -> tuple[str, str, int]:
+        """The base model's name, folder and context size, after checking the server is vLLM and runs
+        this base model (`ServerError` naming both otherwise)."""
+        models = self.models()
+        base = next((m for m in models if not m.get("parent")), None)
+        if base is None or base.get("owned_by") != "vllm":
+            owner = (base or {}).get("owned_by", "nothing")
+            raise ServerError(f"{self.url}: not a vLLM server (/v1/models lists {owner}); for a llama-server "
+                              "set [backend] kind = \"llama-server\"")
+        root = str(base.get("root") or base["id"])
+        theirs = fingerprint_in(root)
+        if theirs is not None and not same_base(theirs, self.info.fingerprint):
+            raise ServerError(
+                f"{self.url}: the server runs another model ({root}, fingerprint {short(theirs)}) than "
+                f"{self.path} ({self.info.name}, fingerprint {short(self.info.fingerprint)}); adapters made "
+                "for one do not fit the other"
+            )
+        n_ctx = int(base.get("max_model_len") or self.info.n_ctx_train)
+        if self.info.n_ctx_train and n_ctx > self.info.n_ctx_train:
+            raise ServerError(f"{self.url}: the server's model {root} takes {n_ctx} tokens of context, "
+                              f"{self.info.name} ({self.path}) only {self.info.n_ctx_train}: another model")
+        return str(base["id"]), root, n_ctx
+
+    # --- adapters -----------------------------------------------------------------------------
+
+    def _name_on_server(self, adapter_id: str, peft: Path, held: Mapping[str, str]) -> str | None:
+        real = os.path.realpath(peft)
+        for name, root in held.items():
+            if root and (os.path.realpath(root) == real or tuple(Path(root).parts[-2:]) == (adapter_id, peft.name)):
+                return name
+        return None
+
+    def load_adapter(self, adapter_id: str, path: str | os.PathLike) -> AdapterInfo:
+        """Check the adapter fits the base, then make sure the server holds its PEFT folder (loading it
+        at run time if not). `path` is the registered GGUF; its PEFT folder sits beside it."""
+        gguf = Path(path).resolve()
+        have = self._loaded.get(adapter_id)
+        if have is not None and have[0] == peft_dir_of(gguf):
+            return have[1]
+        info = read_adapter_info(gguf)
+        check_adapter_fits(self.info, info, gguf)
+        peft = peft_dir_of(gguf)
+        cfg = peft / "adapter_config.json"
+        try:
+            base_of = json.loads(cfg.read_text()).get("base_model_name_or_path")
+        except FileNotFoundError:
+            raise AdapterError(f"{gguf}: no PEFT folder beside it ({peft}): vLLM loads PEFT adapters, not GGUF "
+                               "files (adapters Home trains keep one; a GGUF added by hand has none)") from None
+        except (OSError, ValueError, AttributeError) as exc:
+            raise AdapterError(f"{cfg}: unreadable ({exc})") from None
+        made_for = fingerprint_in(base_of)
+        if made_for is not None and not same_base(made_for, self.info.fingerprint):
+            raise AdapterError(f"{cfg}: base_model_name_or_path: made for fingerprint {short(made_for)}, the "
+                               f"model is {self.info.name} (fingerprint {short(self.info.fingerprint)})")
+        with self._lock:
+            held = self.held()
+            name = self._name_on_server(adapter_id, peft, held)
+            if name is None:
+                if adapter_id in held:
+                    raise AdapterError(f"{peft}: the server at {self.url} holds another adapter named "
+                                       f"{adapter_id!r} ({held[adapter_id]})")
+                self._load_on_server(adapter_id, peft)
+            self._loaded[adapter_id] = (peft, info)
+        return info
+
+    def _load_on_server(self, name: str, peft: Path) -> None:
+        try:
+            self.http.post_text("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(peft)})
+        except ServerError as exc:
+            if "404" in str(exc) and "load_lora_adapter" in str(exc).split(":")[1]:
+                raise AdapterError(f"{peft}: the server at {self.url} cannot load adapters at run time (start "
+                                   "it with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)") from None
+            raise AdapterError(f"{peft}: the server at {self.url} did not load it (it reads the folder on its "
+                               f"own machine): {exc}") from None
+
+    def unload_adapter(self, adapter_id: str) -> bool:
+        """Forget an adapter (the server keeps it: another Home may use it). True if the stack changed."""
+        with self._lock:
+            self._loaded.pop(adapter_id, None)
+            before = list(self._active)
+            self._active = [(i, s) for i, s in self._active if i != adapter_id]
+            return before != self._active
+
+    def _check_stack(self, stack: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+        stack = [(str(i), float(s)) for i, s in stack]
+        for adapter_id, _ in stack:
+            if adapter_id not in self._loaded:
+                known = ", ".join(sorted(self._loaded)) or "none"
+                raise AdapterError(f"adapter {adapter_id!r} is not loaded (loaded: {known})")
+        return stack
+
+    def set_adapters(self, stack: Iterable[tuple[str, float]]) -> bool:
+        with self._lock:
+            stack = self._check_stack(stack)
+            changed = stack != self._active
+            self._active = stack
+            return changed
+
+    @property
+    def adapters(self) -> list[tuple[str, float]]:
+        return list(self._active)
+
+    @property
+    def loaded_adapters(self) -> dict[str, Path]:
+        return {k: p for k, (p, _) in self._loaded.items()}
+
+    # --- tokens and the context policy ----------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """The server's tokens for prompt text (BOS added when the tokenizer adds one and the text does
+        not start with it, as `Engine.tokenize`)."""
+        bos = self.info.bos_token
+        add = not (bos and text.startswith(bos))
+        out = self.http.post("/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": add})
+        return [int(t) for t in (out or {}).get("tokens", [])]
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """The prompt's length as the server renders it (its own chat template)."""
+        out = self.http.post("/tokenize", {"model": self.model, "messages": [dict(m) for m in messages],
+                                           "add_generation_prompt": True})
+        return int((out or {}).get("count") or len((out or {}).get("tokens") or ()))
+
+    def fit(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[Message], int]:
+        return fit_messages(messages, max_tokens, self.n_ctx, self.count_tokens)
+
+    def reset(self) -> None:
+        """Nothing to forget here: vLLM's prefix cache is keyed on tokens and the LoRA."""
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def _serve(self, stack: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+        """What this request serves of `stack`; the first time a stack cannot be served as asked, says so."""
+        served, why = served_stack(stack)
+        if why is not None and why not in self._noted:
+            self._noted.add(why)
+            self.notice = why
+            log.warning("%s: %s", self.url, why)
+        return served
+
+    def request(self, messages: Sequence[Message], params: GenParams, served: Sequence[tuple[str, float]]) -> dict:
+        """The `/v1/chat/completions` body for one reply: `model` is the served adapter's name, or the base."""
+        return chat_body(served[0][0] if served else self.model, messages, params)
+
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        params: GenParams | None = None,
+        cancel: threading.Event | None = None,
+        adapters: Iterable[tuple[str, float]] | None = None,
+    ) -> Iterator[str]:
+        """Reply to `messages`, yielding text pieces; afterwards `.last` holds the `Completion`. An
+        adapter not loaded, or a prompt that cannot fit, raises here, before the first piece."""
+        params = params or GenParams()
+        with self._lock:
+            stack = self._check_stack(self._active if adapters is None else adapters)
+            if adapters is not None:
+                self._active = stack
+            served = self._serve(stack)
+            kept, dropped = self.fit(messages, params.max_tokens)
+            body = self.request(kept, params, served)
+        return self._generate(body, cancel, dropped, tuple(served))
+
+    def _generate(self, body: dict, cancel: threading.Event | None, dropped: int,
+                  served: tuple[tuple[str, float], ...]) -> Iterator[str]:
+        t0 = time.perf_counter()
+        parts: list[str] = []
+        state: dict[str, Any] = {"finish": "cancelled", "first": None, "usage": {}}
+        events = self.http.events("/v1/chat/completions", body)
+        try:
+            for event in events:
+                if cancel is not None and cancel.is_set():
+                    break  # closing `events` closes the socket: vLLM aborts the request
+                state["usage"] = event.get("usage") or state["usage"]
+                for choice in event.get("choices") or ():
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        state["first"] = state["first"] or time.perf_counter()
+                        parts.append(piece)
+                        yield piece
+                    if choice.get("finish_reason"):
+                        state["finish"] = "length" if choice["finish_reason"] == "length" else "stop"
+            else:
+                if state["finish"] == "cancelled":  # [DONE] without a finish reason
+                    state["finish"] = "stop"
+        except (StreamCut, ServerError):
+            state["finish"] = "error"  # logged partial: true by the turn
+            raise
+        finally:
+            events.close()
+            self.last = _completion(state, parts, t0, dropped, served)
+
+    def generate_text(self, messages: Sequence[Message], params: GenParams | None = None,
+                      cancel: threading.Event | None = None) -> str:
+        return "".join(self.stream(messages, params, cancel))
+
+    def logits(self, tokens: Sequence[int], all_positions: bool = False) -> Any:
+        raise LLMError(f"{self.url}: a server gives no logits; this needs the in-process engine (no --backend)")
+
+    def close(self) -> None:
+        """Nothing to free: the server keeps running (it is not ours to stop here)."""
+
+    def __enter__(self) -> VllmBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _completion(state: dict, parts: list[str], t0: float, dropped: int,
+                served: tuple[tuple[str, float], ...]) -> Completion:
+    usage = state["usage"]
+    end, first = time.perf_counter(), state["first"]
+    n_out = int(usage.get("completion_tokens") or 0)
+    decode_s = end - first if first is not None else 0.0
+    return Completion(
+        text="".join(parts),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=n_out,
+        ttft_s=(first - t0) if first is not None else end - t0,
+        total_s=end - t0,
+        tok_per_s=(n_out - 1) / decode_s if n_out > 1 and decode_s > 0 else 0.0,
+        finish_reason=state["finish"],
+        dropped_turns=dropped,
+        adapters=served,
+    )
