@@ -8,10 +8,15 @@ setting (same steps × batch over the same targets), one setting changed at a ti
 - `lr 1e-3`, `lr 5e-5`: the learning rate;
 - `rank 64`, `rank 4` (alpha 2 × rank): capacity;
 - `window 4`: fewer context turns per example (the targets and their count unchanged);
-- `system line`: each example opens with "You are NAME." (the held-out examples too, for base and adapter).
+- `system line`: each example opens with "You are NAME." (the held-out examples too, for base and adapter);
+- `constant`: the learning rate held after warmup instead of cosine to zero (`Job.schedule`);
+- `neftune 5`: NEFTune noise (alpha 5) on the input embeddings while training (`Job.neftune`);
+- `lr 1e-3 constant`: both of the first and the schedule.
 
 Measured per voice: held-out perplexity, base and adapter, by `home eval`'s shared-prefix scoring in
-llama.cpp, and their ratio; the table's last column is the median ratio over the voices. Each setting
+llama.cpp, and their ratio; the table's last columns are the median ratio over the voices and the
+attribution accuracy among the setting's adapters (each held-out example alone, the adapter with the
+lowest loss "wrote" it: with two voices, whether each adapter prefers its own speaker's later words). Each setting
 trains in its own vault under `<out>/<setting>/` (no promotion gate between settings), each training
 under `--lock`, released between runs; re-running reuses what is already trained. Prints progress to
 stderr, the table, and one JSON line.
@@ -30,7 +35,7 @@ import time
 from pathlib import Path
 
 from _common import model_path
-from voice_fidelity import DEFAULTS, earliest, say, train, write_dataset
+from voice_fidelity import DEFAULTS, attribution_matrix, earliest, example_nll, say, train, write_dataset
 from voice_texts import VOICES, voice_examples
 
 SETTINGS: dict[str, tuple[dict, dict]] = {  # name: (Job fields, data changes)
@@ -41,6 +46,9 @@ SETTINGS: dict[str, tuple[dict, dict]] = {  # name: (Job fields, data changes)
     "rank 4": ({"rank": 4}, {}),
     "window 4": ({}, {"window": 4}),
     "system line": ({}, {"system": True}),
+    "constant": ({"schedule": "constant"}, {}),
+    "neftune 5": ({"neftune": 5.0}, {}),
+    "lr 1e-3 constant": ({"lr": 1e-3, "schedule": "constant"}, {}),
 }
 
 
@@ -85,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         run_args = argparse.Namespace(**vars(args))
         run_args.out = out
-        results[name] = {}
+        results[name], entries, held = {}, {}, {}
         for voice in voices:
             examples = earliest(voice_examples(VOICES[voice], args.out / "texts", change.get("window", 10)),
                                 args.examples)
@@ -94,26 +102,36 @@ def main(argv: list[str] | None = None) -> int:
             dataset = out / "data" / f"{voice}.jsonl"
             data = write_dataset(examples, dataset)
             digest = DatasetReport(examples=list(data)).dataset_hash()
-            entry, wall = train(out / "vault", voice, dataset, digest, run_args, recipe)
-            held = validation_split(entry, data, digest)
-            say(f"{name} / {voice}: scoring {len(held)} held-out examples")
-            v = Vault.open(out / "vault")
-            with Engine(model_path(args.model), n_ctx=4096) as engine:
-                engine.load_adapter(entry.id, v.root / entry.file)
-                ppl = compare(engine, held, entry.id, shared=True)
-            t = entry.training or {}
-            results[name][voice] = {"base": ppl["base"], "adapter": ppl["adapter"],
-                                    "ratio": ppl["adapter"] / ppl["base"], "steps": t.get("steps"),
-                                    "val_loss": t.get("val_loss"), "base_val_loss": t.get("base_val_loss"),
-                                    "duration_s": t.get("duration_s"), "peak_memory_bytes": t.get("peak_memory_bytes")}
-            say(f"{name} / {voice}: ppl {ppl['base']:.2f} -> {ppl['adapter']:.2f} (x{ppl['adapter'] / ppl['base']:.3f})")
+            entries[voice], _ = train(out / "vault", voice, dataset, digest, run_args, recipe)
+            held[voice] = validation_split(entries[voice], data, digest)
+        v = Vault.open(out / "vault")
+        with Engine(model_path(args.model), n_ctx=4096) as engine:
+            for voice in voices:
+                engine.load_adapter(entries[voice].id, v.root / entries[voice].file)
+            nll = {}
+            for voice in voices:
+                say(f"{name} / {voice}: scoring {len(held[voice])} held-out examples")
+                ppl = compare(engine, held[voice], entries[voice].id, shared=True)
+                t = entries[voice].training or {}
+                results[name][voice] = {"base": ppl["base"], "adapter": ppl["adapter"],
+                                        "ratio": ppl["adapter"] / ppl["base"], "steps": t.get("steps"),
+                                        "val_loss": t.get("val_loss"), "base_val_loss": t.get("base_val_loss"),
+                                        "duration_s": t.get("duration_s"),
+                                        "peak_memory_bytes": t.get("peak_memory_bytes")}
+                say(f"{name} / {voice}: ppl {ppl['base']:.2f} -> {ppl['adapter']:.2f} "
+                    f"(x{ppl['adapter'] / ppl['base']:.3f})")
+                nll[voice] = example_nll(engine, held[voice], {o: [(entries[o].id, 1.0)] for o in voices})
+        att = attribution_matrix(nll, voices)
         results[name]["median_ratio"] = statistics.median(results[name][v]["ratio"] for v in voices)
+        results[name]["attribution"] = att["accuracy"]
+        results[name]["confusion"] = att
 
-    print(f"{'setting':<12}" + "".join(f"{v:>12}" for v in voices) + f"{'median':>10}", file=sys.stderr)
+    print(f"{'setting':<18}" + "".join(f"{v:>12}" for v in voices) + f"{'median':>10}{'attrib.':>9}",
+          file=sys.stderr)
     for name in names:
         row = results[name]
-        print(f"{name:<12}" + "".join(f"{row[v]['ratio']:>12.3f}" for v in voices) + f"{row['median_ratio']:>10.3f}",
-              file=sys.stderr)
+        print(f"{name:<18}" + "".join(f"{row[v]['ratio']:>12.3f}" for v in voices)
+              + f"{row['median_ratio']:>10.3f}{row['attribution']:>9.0%}", file=sys.stderr)
     print(json.dumps({"bench": "voice_sweep", "voices": voices, "steps": args.steps, "examples": args.examples,
                       "val_fraction": args.val_fraction, "results": results,
                       "wall_s": round(time.monotonic() - t0, 1)}))

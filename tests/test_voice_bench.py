@@ -145,4 +145,9 @@ def test_the_sweeps_system_line_names_the_speaker_and_reaches_the_trainer(bench,
     data = bench[0].write_dataset(voice_sweep.with_system(spoken, "maya"), tmp_path / "maya.jsonl")
     assert [ex.prompt_messages()[0] for ex in data] == [{"role": "system", "content": "You are Maya."}] * 5
     assert [ex.target for ex in data] == [ex.target for ex in spoken]
-    assert set(voice_sweep.SETTINGS) >= {"default", "lr 1e-3", "rank 64", "window 4", "system line"}
+    assert set(voice_sweep.SETTINGS) >= {"default", "lr 1e-3", "rank 64", "window 4", "system line", "constant",
+                                         "neftune 5"}
+    from trainer.protocol.job import Job
+
+    for recipe, _ in voice_sweep.SETTINGS.values():  # every setting is a job `home train` accepts
+        Job(vault=str(tmp_path), **recipe).validate()
