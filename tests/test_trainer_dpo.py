@@ -2,7 +2,8 @@
 at tiny settings: synthetic pick-best pairs whose chosen replies share an obvious trait → DPO → GGUF →
 verification → preference accuracy on the held-out pairs rises → the gate promotes it (no voice before)
 → registered as the user's voice; pairs from another model or a removed adapter are counted and skipped.
-Then `home eval --source preferences` shows the same held-out numbers."""
+Then `home eval --source preferences` shows the same held-out numbers. And on a tiny Llama: DPO from the
+user's current voice (its reference), stopped by SIGINT and finished by `--resume`, registers the next version."""
 
 from __future__ import annotations
 
@@ -78,3 +79,56 @@ def test_dpo_from_picks_raises_preference_accuracy_and_becomes_the_voice(tmp_pat
     report = json.loads(shown.stdout)
     assert report["heldout"] and report["pairs"] == 4 and report["reference"] == "(base)"
     assert report["after"]["accuracy"] == 1.0 and report["before"]["accuracy"] == pref["accuracy_before"]
+
+
+@pytest.mark.slow
+def test_dpo_from_the_current_voice_stops_resumes_and_registers_its_next_version(tmp_path):
+    """On a tiny Llama (tests/families.py): SFT on logs makes bo's voice; DPO then starts from that voice (the
+    reference), is stopped by SIGINT after step 2 (nothing registered), and `--resume` continues from its
+    checkpoint to a verified bo-voice-2 whose training names bo-voice-1 as its start."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.cli_helpers import REPO, home_env
+    from tests.families import tiny_gguf
+    from tests.test_families import TRAIN
+    from tests.test_trainer_e2e import events, manifest, write_logs
+
+    model = tiny_gguf("llama")
+    vault = tmp_path / "vault"
+    write_logs(vault)
+    sft = run_home(vault, "--model", str(model), *TRAIN, timeout=600)
+    assert sft.returncode == 0, sft.stderr[-3000:]
+    assert manifest(vault)["users"]["bo"]["voice_adapter"] == "bo-voice-1"
+    write_pairs(vault, read_model_info(model).fingerprint)
+    dpo = ["--model", str(model), "--user", "bo", "train", "--method", "dpo", "--source", "preferences",
+           "--steps", "8", "--rank", "4", "--batch-size", "4", "--lr", "5e-3", "--max-length", "64",
+           "--device", "cpu", "--json"]
+    worker = subprocess.Popen([sys.executable, "-m", "home.cli", *dpo], cwd=REPO, env=home_env(vault),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    seen = []
+    for line in worker.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == "step" and seen[-1]["step"] >= 2:
+            os.killpg(worker.pid, signal.SIGINT)  # as Ctrl-C in a terminal
+            break
+    seen += events(worker.stdout.read())
+    assert worker.wait(300) == 130, [e["event"] for e in seen]
+    assert "stopped" in [e["event"] for e in seen]
+    assert "starting from your voice bo-voice-1" in next(e["detail"] for e in seen if e.get("name") == "start")
+    assert set(manifest(vault)["adapters"]) == {"bo-voice-1"}  # a stopped run registers nothing
+
+    resumed = run_home(vault, *dpo, "--resume", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    evs = events(resumed.stdout)
+    assert next(e for e in evs if e["event"] == "started")["resume"] is True
+    assert next(e for e in evs if e["event"] == "step")["step"] > 2  # continued from its checkpoint
+    assert next(e for e in evs if e["event"] == "verified")["passed"]
+    assert next(e for e in evs if e["event"] == "registered")["id"] == "bo-voice-2"
+    entry = manifest(vault)["adapters"]["bo-voice-2"]
+    assert entry["kind"] == "voice" and entry["training"]["method"] == "dpo"
+    assert entry["training"]["start"] == "bo-voice-1" and entry["training"]["steps"] == 8
+    assert entry["verification"]["passed"] and "preference" in entry["metrics"]
+    assert entry["promotion"]["decision"] in ("promoted", "candidate")  # the gate decides; either is registered
