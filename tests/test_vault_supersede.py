@@ -36,6 +36,12 @@ def test_a_newer_statement_of_a_change_replaces_the_old_one(old, new):
     ("I live in Berlin.", "I am learning Japanese now.", "another subject"),
     ("I live in Berlin.", "I live in Berlin now.", "the same content"),
     ("I live in Berlin.", "Do I live in Lisbon now?", "a question"),
+    ("My colleague Rui just moved to Cardiff, she says the rent is crazy.",
+     "My colleague Omar just moved to Naples, she says the rent is crazy.", "about someone else"),
+    ("I've started learning Spanish because we're planning a year in Valencia.",
+     "I switched my rowing to Sunday evenings because of the new schedule.", "only a function word shared"),
+    ("We brought Pickle home from the shelter, a tiny grey cat who rules the flat.",
+     "Big news: we finally moved to Manchester, the flat is full of boxes.", "one word of many shared"),
 ])
 def test_facts_that_can_both_be_true_are_kept(old, new, why):
     assert not replaces(hit("b:2", new, NEW), hit("a:1", old, OLD)), why

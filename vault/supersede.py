@@ -10,8 +10,9 @@ A newer line replaces an older one only when all of these hold (rules, no model:
   user"), not questions or requests; the assistant's lines never replace or get replaced;
 - the newer says it is a change: "now", "moved", "switched", "no longer", "my new …", "these days", …,
   and not an addition ("too", "also", "another", "as well": "I have a cat too" keeps the dog);
-- they are about the same thing: they share a content word ("live", "favourite drink", "play") beside
-  the words that changed — each holds a content word the other lacks (the old and the new value).
+- both are said of the user ("I …", "we …", "my drink is …"; not "my colleague Omar moved to Naples");
+- they are about the same thing: a third of the shorter one's content words (not function words, days or
+  times) are shared ("live", "favourite drink", "play"), and each holds one the other lacks (the values).
 Why words and not embedding similarity: with the default MiniLM the cosine between a fact and its update
 (0.41–0.83 on the bench's ten pairs) overlaps that between two facts that are both true ("My sister is
 called Ana." / "My brother is called Rui." 0.53, "I'm allergic to peanuts." / "… to cats." 0.67).
@@ -36,10 +37,16 @@ _ADDITION_WORDS = {"too", "also", "another", "second", "both", "besides"}
 _ADDITION_PHRASES = re.compile(r"\b(?:as well|in addition)\b")
 _PAST_QUESTION = re.compile(r"\b(?:before|previous(?:ly)?|used to|former(?:ly)?|old|earlier|originally|"
                             r"at first|ago|last (?:year|month|week)|back then|did|was|were|had)\b")
-# words too common to say two statements are about the same thing
-_WEAK = {"love", "like", "really", "today", "day", "good", "great", "think", "want", "get", "got", "go", "going",
-         "make", "time", "thing", "things", "lot", "bit", "one", "still", "new", "last", "month", "week",
-         "year", "ago", "since", "that", "been", "finally", "big", "news", "anyway", "well", "much", "some"}
+# words too common to say two statements are about the same thing: function words, when, how much
+_WEAK = {"love", "like", "really", "good", "great", "think", "want", "get", "got", "go", "going", "make", "thing",
+         "things", "lot", "bit", "one", "still", "new", "big", "news", "anyway", "well", "much", "some", "because",
+         "after", "while", "since", "until", "every", "always", "never", "often", "just", "only", "even", "already",
+         "finally", "again", "more", "most", "very", "any", "all", "each", "other", "been", "that", "last", "next",
+         "ago"}
+# when: never what two statements share (a day is no subject), but a value that changed ("to Saturday")
+_TIMES = {"today", "tonight", "tomorrow", "yesterday", "day", "week", "weekend", "month", "year", "time", "morning",
+          "evening", "night", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
+SAME_THING = 1 / 3  # shared content words, as a share of the shorter statement's
 
 
 def _stem(w: str) -> str:
@@ -56,6 +63,14 @@ def content(text: str) -> set[str]:
     return {_stem(w) for w in words(text)
             if w not in STOPWORDS and w not in _WEAK and w not in _CHANGE_WORDS and w not in _ADDITION_WORDS
             and len(w) > 1}
+
+
+def same_thing(older: str, newer: str) -> bool:
+    """A third of the shorter statement's content words (times left out) shared, and each holding a content
+    word (times included) the other lacks: the old and the new value."""
+    a, b = content(older), content(newer)
+    sa, sb = a - _TIMES, b - _TIMES
+    return len(sa & sb) >= SAME_THING * min(len(sa), len(sb)) > 0 and bool(a - b) and bool(b - a)
 
 
 def states_a_change(text: str) -> bool:
@@ -78,14 +93,26 @@ def _when(iso: str) -> float:
         return 0.0
 
 
+_ABOUT_ME = re.compile(r"\b(?:i|i'm|i've|i'd|we|we're|we've)\b|^(?:these days |now |currently )?(?:my|our) "
+                       r"(?:\w+ ){1,5}?(?:is|are|was|were)\b")
+
+
+def about_the_user(text: str) -> bool:
+    """Said of the user: "I …", "we …", or "my/our <thing> is …" ("My favourite drink is tea"), not "My
+    colleague Omar just moved to Naples" (a fact about someone else, whose changes are not the user's)."""
+    low = " ".join(words(text))
+    return bool(_ABOUT_ME.search(low))
+
+
 def replaces(newer: Hit, older: Hit) -> bool:
     """Whether `newer` states a change to what `older` said (both about the user; see the module doc)."""
     if newer.role not in SELF or older.role not in SELF or _when(newer.time) <= _when(older.time):
         return False
     if is_request(newer.text) or is_request(older.text) or not states_a_change(newer.text):
         return False
-    a, b = content(older.text), content(newer.text)
-    return bool(a & b) and bool(a - b) and bool(b - a)
+    if newer.role == "user" and not about_the_user(newer.text) or older.role == "user" and not about_the_user(older.text):
+        return False
+    return same_thing(older.text, newer.text)
 
 
 def superseded(hits: Sequence[Hit]) -> dict[str, str]:
