@@ -9,11 +9,17 @@ asked through `home.recall.Recall.recall` — the call a chat turn makes — fro
 Metrics: recall@k = share of a question's evidence turns among the first k memory ids; MRR = 1 / rank of
 the first evidence turn (0 past 10); updated facts also report `newer_first` (the newer statement ranks
 above the stale one); no-answer questions report `empty` (the memory block stayed empty), and overall
-`empty_precision` = no-answer questions among all questions whose block was empty.
+`empty_precision` = no-answer questions among all questions whose block was empty. A gestalt in the
+memory ids counts its source turns as found, at its own rank.
+
+Gestalts (`--gestalts distil`): each session is distilled as the app distils it when a session ends
+(home/distil.py on the default model, the base without adapters), then the store syncs the gestalt files;
+a gestalt shown in the block stands for its source turns. With `--keep`, they are distilled once.
 
     .venv/bin/python bench/memory_recall.py            # the table
     .venv/bin/python bench/memory_recall.py --json     # one JSON object: overall and per type
     .venv/bin/python bench/memory_recall.py --users maya --sessions 6   # a slice (the test's)
+    .venv/bin/python bench/memory_recall.py --gestalts distil --json   # with distilled gestalts
 """
 
 from __future__ import annotations
@@ -63,16 +69,43 @@ def write_logs(root: Path, people: list[dict], minutes: int = 2):
     return vault
 
 
-def score(q: dict, ids: list[str], block: str) -> dict:
+def distil_all(vault, people: list[dict]) -> dict:  # noqa: ANN001
+    """Every session distilled as the app does when it ends (the default model, no adapters)."""
+    from home.distil import distil_session
+    from llm.engine import Engine
+    from llm.models import default_model_path
+    from vault.blas import all_blas_threads
+    from vault.logs import read_log
+
+    t0 = time.perf_counter()
+    engine = Engine(default_model_path(), n_ctx=1024)
+    asked = new = 0
+    with all_blas_threads():
+        for u in people:
+            for s in u["sessions"]:
+                records = read_log(vault.logs_dir / f"{s['id']}.jsonl").records
+                got = distil_session(engine, vault, u["user"], records, max_turns=len(records))
+                asked, new = asked + got.asked, new + len(got.new)
+    engine.close()
+    return {"distil_asked": asked, "gestalts": new, "distil_s": round(time.perf_counter() - t0, 1)}
+
+
+def score(q: dict, found: list[tuple[str, ...]], block: str) -> dict:
+    """`found`: per memory item in rank order, the turns it stands for (a turn: itself; a gestalt: its sources)."""
     ev = q["evidence"]
-    row = {"id": q["id"], "type": q["type"], "ids": ids[:K], "empty": not block}
+    row = {"id": q["id"], "type": q["type"], "ids": [list(f) for f in found[:K]], "empty": not block}
     if not ev:
         return row
-    ranks = [ids.index(e) + 1 for e in ev if e in ids[:K]]
-    row.update({f"r@{k}": sum(e in ids[:k] for e in ev) / len(ev) for k in (5, 10)})
+
+    def rank(turn: str) -> int | None:
+        return next((n for n, f in enumerate(found[:K], 1) if turn in f), None)
+
+    ranks = [r for r in map(rank, ev) if r is not None]
+    row.update({f"r@{k}": sum(r <= k for r in ranks) / len(ev) for k in (5, 10)})
     row["rr"] = 1.0 / min(ranks) if ranks else 0.0
     if q["stale"]:
-        stale = [ids.index(s) + 1 for s in q["stale"] if s in ids[:K]]
+        stale = [r for r in map(rank, q["stale"]) if r is not None]
+        # a gestalt standing for both statements shows one line: the newer reads first only if it ranks first
         row["newer_first"] = bool(ranks) and (not stale or min(ranks) < min(stale))
     return row
 
@@ -128,12 +161,13 @@ def item_cost(people: list[dict], embedder) -> dict:  # noqa: ANN001
 
 
 def run(path: Path, users: list[str] | None, sessions: int | None, progress: bool = False,
-        keep: Path | None = None, cost: bool = False) -> dict:
+        keep: Path | None = None, cost: bool = False, gestalts: str = "none") -> dict:
     from home.recall import Recall
     from vault.blas import all_blas_threads
     from vault.config import MemorySettings
     from vault.embedder import load_embedder
-    from vault.memory import MemoryStore, index_logs
+    from vault.gestalts import list_gestalts
+    from vault.memory import MemoryStore, index_logs, sync_gestalts
 
     people, qs = load(path, users, sessions)
     embedder = load_embedder()
@@ -146,10 +180,17 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
         else:
             vault = write_logs(keep or Path(tmp) / "v", people)
         turns = sum(len(s["turns"]) for u in people for s in u["sessions"])
+        distilled: dict = {}
+        if gestalts == "distil" and not list_gestalts(vault).gestalts:
+            distilled = distil_all(vault, people)
+        elif gestalts == "none" and list_gestalts(vault).gestalts:
+            raise ValueError(f"{vault.gestalts_dir}: the kept vault holds gestalts; keep another one to measure "
+                             "without them")
         with MemoryStore.open(vault, embedder) as store:
             t0, cpu0 = time.perf_counter(), time.process_time()
             with all_blas_threads():  # the foreground bulk pass, as `home memory reindex` runs it
                 index_logs(vault, store, batch_size=256)
+                sync_gestalts(vault, store)
             ingest_s, ingest_cpu = time.perf_counter() - t0, time.process_time() - cpu0
             st = store.stats()
             items = st["keyword_items"] + st["parts"]  # every embedded item: turns, gestalts, sentences
@@ -161,7 +202,7 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
                 got = recall.recall(q["question"], q["user"], session=None, now=now,
                                     count_tokens=lambda s: len(s) // 4)
                 times.append((time.perf_counter() - t) * 1e3)
-                rows.append(score(q, got.ids, got.block))
+                rows.append(score(q, [h.sources or (h.id,) for h in got.hits], got.block))
                 if progress and n % 25 == 0:
                     print(f"  {n}/{len(qs)} questions", file=sys.stderr)
     out = summarise(rows)
@@ -170,7 +211,8 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
                    "ingest_cpu_s": round(ingest_cpu, 2),
                    "recall_p50_ms": round(c.pct(times, 50), 1) if times else None,
                    "recall_p95_ms": round(c.pct(times, 95), 1) if times else None,
-                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                   "gestalts_indexed": st["gestalts"], **distilled}
     if cost:
         out["cost"].update(item_cost(people, embedder))
     out["rows"] = rows
@@ -197,6 +239,9 @@ def table(res: dict) -> str:
     lines.append(f"\ningest: {co['turns']} turns -> {co['items']} items ({co['items_per_turn']}/turn), "
                  f"{co['ingest_s']} s ({co['ingest_ms_per_turn']} ms/turn, CPU {co['ingest_cpu_s']} s); recall p50 {co['recall_p50_ms']} ms, "
                  f"p95 {co['recall_p95_ms']} ms; peak RSS {co['peak_rss_mb']} MB")
+    if co.get("gestalts_indexed"):
+        lines.append(f"gestalts: {co['gestalts_indexed']} in memory" + (
+            f" (distilled from {co['distil_asked']} turns in {co['distil_s']} s)" if "distil_s" in co else ""))
     if "embed_ratio" in co:
         lines.append(f"embedding alone: whole turns {co['embed_turns_s']} s, turns + sentence items "
                      f"{co['embed_items_s']} s ({co['embed_ratio']}x)")
@@ -213,13 +258,15 @@ def main() -> int:
                    help="build the vault here once and reuse it (query-side experiments; ingest is not re-timed)")
     p.add_argument("--cost", action="store_true", help="also time embedding whole turns vs turns + sentence items")
     p.add_argument("--rows", action="store_true", help="with --json: every question's ranked ids too")
+    p.add_argument("--gestalts", choices=("none", "distil"), default="none",
+                   help="distil: every session distilled into gestalts first (the default model), as the app does")
     args = p.parse_args()
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     try:
         res = run(args.data, args.users, args.sessions, progress=not args.json, keep=args.keep,
-                  cost=args.cost)
+                  cost=args.cost, gestalts=args.gestalts)
     except (OSError, ValueError, KeyError) as exc:
         print(f"{args.data}: cannot read the set ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from vault.config import MemorySettings
 from vault.layout import Vault
 from vault.lore import lore_session
 from vault.memory import MemoryBusyError, MemoryStore, index_logs
+from vault.memory_items import fold_sources
 from vault.query_plan import bridge, plan
 from vault.retrieval import FILL_FLOOR, Hit, fit_memory, should_retrieve
 from vault.supersede import current
@@ -115,7 +116,7 @@ class Recall:
             for q, v in zip(hops, self.store.embedder.embed(hops), strict=True):
                 lists.append(self.store.search(q, k=self.settings.k + 4, user=user, vector=v, window=qp.window,
                                                fill=FILL_FLOOR))
-        hits = interleave(lists)
+        hits = fold_sources(interleave(lists))  # a gestalt found by one query, its turn by another: once
         own_lore = lore_session(persona) if persona else None
         hits = [h for h in hits if h.session != session
                 and (not h.session.startswith(LORE_PREFIX) or h.session == own_lore)]

@@ -21,7 +21,7 @@ def test_search_forget_stats(tmp_path):
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
     assert hits[0]["id"] == sister and "Porto" in hits[0]["text"]
-    assert set(hits[0]) == {"id", "text", "score", "time", "role", "session"}
+    assert set(hits[0]) == {"id", "text", "score", "time", "role", "session", "sources"}
 
     gone = run_home(root, "memory", "forget", sister)
     assert gone.returncode == 0 and gone.stdout.startswith(f"forgot {sister}: My sister Ana"), gone.stderr

@@ -169,6 +169,47 @@ def test_a_newer_gestalt_ranks_above_the_one_it_replaced(vault, embedder):
     assert texts[:2] == ["The user lives in Lisbon.", "The user lives in Berlin."], texts
 
 
+def test_a_gestalt_found_stands_for_its_source_turns(vault, embedder):
+    """A gestalt item keeps the turns it was distilled from: a search that finds both shows the fact once,
+    as the gestalt, in the best place either had; editing the sources updates the item, forgetting it
+    removes them with it; a keyword database made before the column gains it."""
+    import sqlite3
+
+    from home.recall import Recall
+    from tests.test_vault_memory import write_session
+    from vault.config import MemorySettings
+    from vault.memory import index_logs
+
+    (vault.memory_dir).mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(vault.memory_dir / "keyword.sqlite3") as old:  # the table as it was before sources
+        old.execute("CREATE TABLE docs (rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, text TEXT NOT NULL, "
+                    "session TEXT, turn INTEGER, role TEXT, user TEXT, persona TEXT, time TEXT, epoch REAL)")
+    recs = write_session(vault, "s1", [("user", "Hi! I'm Maya and I live in Lisbon. What should I cook tonight?", 0),
+                                       ("assistant", "How about grilled sardines?", 0),
+                                       ("user", "My sister Ana studies medicine in Porto.", 1)], user="maya")
+    (city,) = gs.add_gestalts(vault, "maya", [gs.Draft("The user lives in Lisbon.", "fact", (recs[0]["id"],),
+                                                       recs[0]["time"])])
+    with MemoryStore.open(vault, embedder) as store:
+        index_logs(vault, store)
+        sync_gestalts(vault, store)
+        assert store.get(f"gestalt:{city.id}").sources == ("s1:1",)
+        hits = store.search("Where do I live?", k=5, user="maya", fill=0.67)
+        ids = [h.id for h in hits]
+        assert f"gestalt:{city.id}" in ids and "s1:1" not in ids, ids  # the fact once, as the gestalt
+        got = Recall(vault, store, MemorySettings(k=5, budget_tokens=1000)).recall(
+            "Where do I live?", "maya", session=None, count_tokens=lambda s: len(s) // 4)
+        assert "known about the user: The user lives in Lisbon." in got.block and "cook tonight" not in got.block
+        assert got.hits[got.ids.index(f"gestalt:{city.id}")].sources == ("s1:1",)
+        # the user edits the sources: the item follows; forgetting the gestalt takes them with it
+        city.path.write_text(gs.render(city).replace("sources: [s1:1]", "sources: [s1:1, s1:3]"))
+        assert sync_gestalts(vault, store).changed == 1
+        assert store.get(f"gestalt:{city.id}").sources == ("s1:1", "s1:3")
+        forget(vault, [f"gestalt:{city.id}"], store=store)
+        assert store.get(f"gestalt:{city.id}") is None
+        assert "s1:1" in [h.id for h in store.search("Where do I live?", k=5, user="maya", fill=0.67)]
+        assert store._db.execute("SELECT count(*) FROM docs WHERE sources IS NOT NULL").fetchone()[0] == 0
+
+
 def test_the_watcher_fires_for_files_in_a_users_gestalt_folder(vault):
     fired = threading.Event()
     calls = []

@@ -4,7 +4,8 @@ Why a room of its own: the store (vault/memory_store.py) owns files, locks and w
 read: the vector file's top rows, the keyword index's rare-term matches and the date window's turns form
 the candidate pool, each candidate gets its exact cosine and its rank in each list, and
 vault/retrieval.py's `rank` fuses them (floor, recency among near-equals, dedupe). A turn's sentence
-items compete as one turn (vault/memory_items.py's `by_turn`). The caller holds the store's mutex.
+items compete as one turn, and a gestalt found stands for its source turns (vault/memory_items.py's
+`by_turn`, `fold_sources`). The caller holds the store's mutex.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sqlite3
 import numpy as np
 
 from .keyword_index import keyword_ids
-from .memory_items import by_turn
+from .memory_items import by_turn, split_sources
 from .retrieval import Candidate, Hit, rank
 from .vector_file import VectorFile
 
@@ -29,13 +30,14 @@ def hybrid_search(db: sqlite3.Connection, vectors: VectorFile, query: str, q: np
     kw_ids = keyword_ids(db, query, pool, user, total)
     ids = list(dict.fromkeys(vec_ids + kw_ids + in_window(db, window, user)))
     marks = ",".join("?" * len(ids))
-    rows = db.execute(f"SELECT id, text, time, epoch, role, session FROM docs WHERE id IN ({marks})",
+    rows = db.execute(f"SELECT id, text, time, epoch, role, session, sources FROM docs WHERE id IN ({marks})",
                       ids).fetchall() if ids else []
     cands: dict[str, Candidate] = {}
-    for ident, text, when, epoch, role, session in rows:
+    for ident, text, when, epoch, role, session, sources in rows:
         v = vectors.vector(ident)
         if v is not None:  # both indexes have it (a batch cut short is re-upserted by the indexer)
-            cands[ident] = Candidate(ident, text, when or "", epoch or 0.0, role or "", session or "", v, float(v @ q))
+            cands[ident] = Candidate(ident, text, when or "", epoch or 0.0, role or "", session or "", v, float(v @ q),
+                                     sources=split_sources(sources))
     for ranked, attr in ((vec_ids, "vec_rank"), (kw_ids, "kw_rank")):
         for r, ident in enumerate(ranked, 1):
             if ident in cands:

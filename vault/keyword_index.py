@@ -17,7 +17,7 @@ from .retrieval import STOPWORDS, words
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS docs (rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, text TEXT NOT NULL,
-  session TEXT, turn INTEGER, role TEXT, user TEXT, persona TEXT, time TEXT, epoch REAL);
+  session TEXT, turn INTEGER, role TEXT, user TEXT, persona TEXT, time TEXT, epoch REAL, sources TEXT);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(text, content='docs', content_rowid='rowid',
   tokenize='porter unicode61');
 CREATE TRIGGER IF NOT EXISTS docs_ai AFTER INSERT ON docs BEGIN
@@ -41,6 +41,14 @@ RARE_SHARE = 0.005  # … and in larger stores, one in at most this share of the
 def query_terms(query: str) -> list[str]:
     terms = [w.replace("'", "") for w in words(query) if w not in STOPWORDS]
     return list(dict.fromkeys(t for t in terms if t))
+
+
+def add_sources_column(db: sqlite3.Connection) -> None:
+    """A database made before gestalts kept their source turns gains the column (NULL: none known; the
+    gestalts are re-upserted with them at the next sync, their signature having changed)."""
+    if "sources" not in {row[1] for row in db.execute("PRAGMA table_info(docs)")}:
+        with db:
+            db.execute("ALTER TABLE docs ADD COLUMN sources TEXT")
 
 
 def open_counts(db: sqlite3.Connection) -> None:

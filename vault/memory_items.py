@@ -27,7 +27,8 @@ def epoch(iso: str) -> float:
 
 class MemoryItem(NamedTuple):
     """One searchable text. Log turns: role user/assistant, their session and turn. Gestalts: role
-    "gestalt", session "" (no log session can be empty, so deleting a session never takes them)."""
+    "gestalt", session "" (no log session can be empty, so deleting a session never takes them), and
+    `sources`: the log turns they were distilled from (a hit on the gestalt stands for those turns)."""
 
     id: str
     text: str
@@ -37,12 +38,22 @@ class MemoryItem(NamedTuple):
     user: str
     persona: str
     time: str
+    sources: tuple[str, ...] = ()
 
 
 def item_from_record(rec: dict) -> MemoryItem:
     return MemoryItem(rec["id"], rec["text"], rec.get("session") or rec["id"].rsplit(":", 1)[0], rec["turn"],
                       rec["role"], str(rec.get("user") or ""), str(rec.get("persona") or ""),
                       str(rec.get("time") or ""))
+
+
+def join_sources(sources: tuple[str, ...]) -> str | None:
+    """A gestalt's source turn ids as the keyword database keeps them (ids hold no spaces)."""
+    return " ".join(sources) or None
+
+
+def split_sources(value: str | None) -> tuple[str, ...]:
+    return tuple(value.split()) if value else ()
 
 
 def indexable(rec: dict) -> bool:
@@ -97,11 +108,31 @@ def turn_items(item: MemoryItem, roles: tuple[str, ...] = SENTENCE_ROLES) -> lis
     return [item] + [item._replace(id=f"{item.id}{PART}{n}", text=p) for n, p in enumerate(parts, 1)]
 
 
+def fold_sources(hits: list[Hit]) -> list[Hit]:
+    """A gestalt stands for its source turns: those turns (or their sentences) are dropped where it is
+    found too, and it takes the best place any of them had. The memory block then says the fact once,
+    as the distilled line, not again as the turn it came from."""
+    covered = {s: h.id for h in hits for s in h.sources}
+    if not covered:
+        return hits
+    out: list[Hit] = []
+    placed: set[str] = set()
+    by_id = {h.id: h for h in hits}
+    for h in hits:
+        owner = covered.get(turn_id(h.id)) if not h.sources else h.id
+        if owner is None:
+            out.append(h)
+        elif owner not in placed:
+            out.append(by_id[owner])
+            placed.add(owner)
+    return out
+
+
 def by_turn(hits: list[Hit], k: int) -> list[Hit]:
     """Ranked item hits → the first `k` turns: a sentence hit stands for its turn (its id becomes the
     turn's, its text stays the sentence that matched); later hits on the same turn are dropped."""
     out: dict[str, Hit] = {}
-    for h in hits:
+    for h in fold_sources(hits):
         tid = turn_id(h.id)
         if tid not in out:
             out[tid] = replace(h, id=tid)

@@ -26,9 +26,18 @@ from .embedder import DEFAULT_NAME, Embedder, load_embedder
 from .errors import VaultError
 from .fsio import DIR_MODE, FILE_MODE, FileLock, LockTimeout, atomic_write_json, ensure_private_dir
 from .hybrid_search import hybrid_search
-from .keyword_index import SCHEMA, item_count, open_counts, part_count
+from .keyword_index import SCHEMA, add_sources_column, item_count, open_counts, part_count
 from .layout import Vault
-from .memory_items import PART, MemoryItem, epoch, indexable, item_from_record, turn_items
+from .memory_items import (
+    PART,
+    MemoryItem,
+    epoch,
+    indexable,
+    item_from_record,
+    join_sources,
+    split_sources,
+    turn_items,
+)
 from .retrieval import Hit
 from .vector_file import VectorFile
 
@@ -37,7 +46,7 @@ KEYWORD_DB = "keyword.sqlite3"
 CHROMA_DIR = "chroma"
 COLLECTION = "turns"
 GESTALT_PREFIX = "gestalt:"
-_COLUMNS = ("id", "text", "session", "turn", "role", "user", "persona", "time", "epoch")
+_COLUMNS = ("id", "text", "session", "turn", "role", "user", "persona", "time", "sources", "epoch")
 
 
 class MemoryStoreError(VaultError):
@@ -69,6 +78,7 @@ class MemoryStore:
         try:
             self._db = sqlite3.connect(self.dir / KEYWORD_DB, check_same_thread=False)
             self._db.executescript(SCHEMA)
+            add_sources_column(self._db)
             open_counts(self._db)
             self.state["sessions"] = index_marks.load(self._db, self.state.get("sessions"))
             self._items = item_count(self._db)  # for the keyword search's rare-term cap
@@ -204,7 +214,7 @@ class MemoryStore:
         half its write time and nothing reads it)."""
         if not items:
             return
-        rows = [(*it, epoch(it.time)) for it in items]
+        rows = [(*it[:-1], join_sources(it.sources), epoch(it.time)) for it in items]
         with self._mutex:
             matrix = self._vectors()  # opened (or rebuilt) before ChromaDB changes, so this batch is appended
             with self._db:
@@ -305,9 +315,9 @@ class MemoryStore:
 
     def get(self, ident: str) -> Hit | None:
         with self._mutex:
-            row = self._db.execute("SELECT id, text, time, role, session FROM docs WHERE id = ?",
+            row = self._db.execute("SELECT id, text, time, role, session, sources FROM docs WHERE id = ?",
                                    (ident,)).fetchone()
-        return Hit(row[0], row[1], 1.0, row[2], row[3], row[4]) if row else None
+        return Hit(row[0], row[1], 1.0, row[2], row[3], row[4], split_sources(row[5])) if row else None
 
     def search(self, query: str, k: int = 5, user: str | None = None, pool: int | None = None,
                vector=None, window: tuple[float, float] | None = None,

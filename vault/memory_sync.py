@@ -230,13 +230,15 @@ class GestaltSync:
 
 
 def gestalt_item(g: gs.Gestalt) -> MemoryItem:
-    """A gestalt as a memory item. Its time is when it was last true: the user's edit, else when said."""
+    """A gestalt as a memory item. Its time is when it was last true: the user's edit, else when said;
+    its sources are the turns it was distilled from (a hit on it stands for them)."""
     when = g.updated if g.updated != g.created else g.said
-    return MemoryItem(GESTALT_PREFIX + g.id, g.text, "", 0, "gestalt", g.user, "", when)
+    return MemoryItem(GESTALT_PREFIX + g.id, g.text, "", 0, "gestalt", g.user, "", when, tuple(g.sources))
 
 
 def _signature(g: gs.Gestalt) -> str:
-    data = json.dumps([g.text, g.kind, g.user, g.said, g.created, g.updated], ensure_ascii=False)
+    # the sources are part of it: a store indexed before items kept them re-upserts its gestalts once
+    data = json.dumps([g.text, g.kind, g.user, g.said, g.created, g.updated, list(g.sources)], ensure_ascii=False)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
 
 

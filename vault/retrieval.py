@@ -110,7 +110,8 @@ def normalise(text: str) -> str:
 
 @dataclass(frozen=True)
 class Hit:
-    """One remembered turn. `id` is the log record id (`<session>:<turn>`); `time` is ISO-8601 UTC."""
+    """One remembered turn. `id` is the log record id (`<session>:<turn>`); `time` is ISO-8601 UTC.
+    A gestalt (`gestalt:<id>`) carries `sources`: the log turns it was distilled from."""
 
     id: str
     text: str
@@ -118,6 +119,7 @@ class Hit:
     time: str
     role: str
     session: str
+    sources: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,6 +141,7 @@ class Candidate:
     kw_rank: int | None = None
     fused: float = field(default=0.0)
     win_rank: int | None = None  # rank by cosine among the candidates said inside the question's date window
+    sources: tuple[str, ...] = ()  # a gestalt's source turns
 
 
 class VectorMatrix:
@@ -279,7 +282,7 @@ def rank(candidates: Iterable[Candidate], query: str, k: int, min_similarity: fl
             continue
         kept.append(c)
     top = 2.0 / (RRF_K + 1)  # the best possible fused score: first in both lists
-    return [Hit(c.id, c.text, round(c.fused / top, 4), c.time, c.role, c.session) for c in kept]
+    return [Hit(c.id, c.text, round(c.fused / top, 4), c.time, c.role, c.session, c.sources) for c in kept]
 
 
 def _near_equal(a: Candidate, b: Candidate) -> bool:
