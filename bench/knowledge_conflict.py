@@ -8,9 +8,10 @@ greedy, after a short history) per condition: with and without the adapter and m
 (vault.retrieval's real block) holding the newer fact, in its current place (home.prompt.build_messages: a
 late system message just before the question), at the top (first system message) or inside the user message;
 the adapter at lower scales while memory is used; then the hard case, memory holding the stale turn too (the
-old logs are indexed as well; older date), ranked below or above the newer one, written in rank order (the
-rule before) or newest first (vault.retrieval now), in each place, at scale 0.5, and in candidate wordings
-(bench/conflict/placement.py). Each reply is judged memory / adapter / both / neither by whole words.
+old logs are indexed as well; older date), ranked below or above the newer one: with both lines kept (the
+rule before), written in rank order or newest first, in each place, at scale 0.5, and in candidate wordings
+(bench/conflict/placement.py); and with the stale line left out as replaced by the newer one (the rule now:
+vault/supersede.py), also for another of the old lines (which the rule may not recognise as replaced). Each reply is judged memory / adapter / both / neither by whole words.
 
     .venv/bin/python bench/knowledge_conflict.py [--vault DIR] [--steps 30] [--out r.json]
 
@@ -71,24 +72,29 @@ def train(vault, steps: int) -> str:
     return next(e["id"] for e in events if e["event"] == "registered")
 
 
-def memory_block(engine, fact, spec: dict) -> str:
+def memory_block(engine, fact, spec: dict, question: str) -> str:
     """vault.retrieval's block for this fact: the newer statement; with `stale`, the stale one too (older),
     ranked below the newer one, or above it with `stale_first` (the search may rank either way); `rank_order`
-    writes the lines in rank order (the rule before: not newest first)."""
+    writes the lines in rank order (the rule before 994373b: not newest first); the stale line is left out
+    as replaced by the newer one (vault/supersede.py, what home/recall.py does) unless `keep_replaced`."""
     from vault.retrieval import Hit, fit_memory
+    from vault.supersede import current
 
     hits = [Hit(f"new:{fact.key}", fact.new_line(), 0.8, NEW_DATE, "user", "s-new")]
     if spec.get("stale"):
         score = 0.9 if spec.get("stale_first") else 0.7
-        old = Hit(f"old:{fact.key}", fact.stale_lines()[0], score, OLD_DATE, "user", "s-old")
+        line = fact.stale_lines()[1 + fact.questions.index(question) if spec.get("other_line") else 0]
+        old = Hit(f"old:{fact.key}", line, score, OLD_DATE, "user", "s-old")
         hits = sorted([*hits, old], key=lambda h: -h.score)
-    block, _ = fit_memory(hits, 400, lambda t: len(engine.tokenize(t)), newest_first=not spec.get("rank_order"))
+    block, _ = fit_memory(hits, 400, lambda t: len(engine.tokenize(t)), newest_first=not spec.get("rank_order"),
+                          replaced={} if spec.get("keep_replaced") else current(hits, question))
     return with_header(block, HEADERS.get(spec.get("header")))
 
 
 def conditions(adapter: str) -> list[tuple[str, dict]]:
     a, m = [(adapter, 1.0)], {"memory": True}
-    s = {"memory": True, "stale": True}
+    s = {"memory": True, "stale": True}  # the stale line left out when replaced (the rule now)
+    k = {**s, "keep_replaced": True}  # both lines in the block (the rule before)
     return [
         ("base, no memory", {"stack": [], "memory": False}),
         ("adapter, no memory", {"stack": a, "memory": False}),
@@ -99,23 +105,31 @@ def conditions(adapter: str) -> list[tuple[str, dict]]:
         ("adapter x0.5, memory late", {"stack": [(adapter, 0.5)], **m}),
         ("adapter x0.25, memory late", {"stack": [(adapter, 0.25)], **m}),
         # memory holds the stale turn too (the old logs are indexed as well): the hard case
-        ("base, +stale turn", {"stack": [], **s}),
-        ("adapter, +stale, new ranked first", {"stack": a, **s}),
-        ("adapter, +stale ranked first, rank order (before)", {"stack": a, **s, "stale_first": True, "rank_order": True}),
-        ("adapter, +stale ranked first, newest first (now)", {"stack": a, **s, "stale_first": True}),
-        ("adapter, +stale, top", {"stack": a, **s, "place": "top"}),
-        ("adapter, +stale, in the user message", {"stack": a, **s, "place": "user"}),
-        ("adapter x0.5, +stale", {"stack": [(adapter, 0.5)], **s}),
-        *[(f"adapter, +stale, '{k}' wording", {"stack": a, **s, "header": k}) for k in HEADERS],
-        ("adapter, +stale, user msg, 'direct' wording", {"stack": a, **s, "place": "user", "header": "direct"}),
+        ("base, +stale turn, both kept", {"stack": [], **k}),
+        ("adapter, +stale, new ranked first, both kept", {"stack": a, **k}),
+        ("adapter, +stale first, both kept, rank order", {"stack": a, **k, "stale_first": True, "rank_order": True}),
+        ("adapter, +stale first, both kept, newest first", {"stack": a, **k, "stale_first": True}),
+        ("adapter, +stale, both kept, top", {"stack": a, **k, "place": "top"}),
+        ("adapter, +stale, both kept, in the user message", {"stack": a, **k, "place": "user"}),
+        ("adapter x0.5, +stale, both kept", {"stack": [(adapter, 0.5)], **k}),
+        *[(f"adapter, +stale, both kept, '{h}' wording", {"stack": a, **k, "header": h}) for h in HEADERS],
+        ("adapter, +stale, both kept, user msg, 'direct'", {"stack": a, **k, "place": "user", "header": "direct"}),
+        # the rule now: the stale line left out as replaced by the newer one (vault/supersede.py)
+        ("base, +stale turn, replaced left out (now)", {"stack": [], **s}),
+        ("adapter, +stale first, replaced left out (now)", {"stack": a, **s, "stale_first": True}),
+        ("adapter, +stale, new first, replaced left out", {"stack": a, **s}),
+        ("adapter x0.5, +stale, replaced left out", {"stack": [(adapter, 0.5)], **s}),
+        # another of the old lines ("Home is Berlin, has been for years."): the rule may not see the change
+        ("adapter, +other stale line first, both kept", {"stack": a, **k, "stale_first": True, "other_line": True}),
+        ("adapter, +other stale line first, rule now", {"stack": a, **s, "stale_first": True, "other_line": True}),
     ]
 
 
 def run_condition(engine, params, spec: dict) -> tuple[dict, list[dict]]:
     labels, rows = [], []
     for fact in FACTS:
-        block = memory_block(engine, fact, spec) if spec["memory"] else None
         for q in fact.questions:
+            block = memory_block(engine, fact, spec, q) if spec["memory"] else None
             msgs = messages(q, block, spec.get("place", "late"))
             reply = "".join(engine.stream(msgs, params, adapters=spec["stack"])).strip()
             label = classify(reply, fact)

@@ -3,7 +3,10 @@
 When memory holds "I live in Berlin." and, later, "I moved to Lisbon, I live in Lisbon now.", both are
 found for "Where do I live?"; the default model then follows the stale line about as often as its
 correction, whatever the order or wording of the block (bench/knowledge_conflict.py: 70 % newest first,
-≤ 80 % with any tried wording; 100 % with the newer line alone). So the older line is left out.
+≤ 80 % with any tried wording; 100 % with the newer line alone). So the older line is left out: with the
+stale line ranked first 70 % → 100 % (90 % at adapter scale 0.5). A stale line the rule does not see as
+the same statement ("My tennis club meets on Sundays." beside "I play football on Sundays now") stays in,
+and there the replies follow memory 75 % as before.
 
 A newer line replaces an older one only when all of these hold (rules, no model: the turn path):
 - both are the user's own statements about themselves (said by the user, or a gestalt: "known about the
@@ -16,7 +19,7 @@ A newer line replaces an older one only when all of these hold (rules, no model:
 Why words and not embedding similarity: with the default MiniLM the cosine between a fact and its update
 (0.41–0.83 on the bench's ten pairs) overlaps that between two facts that are both true ("My sister is
 called Ana." / "My brother is called Rui." 0.53, "I'm allergic to peanuts." / "… to cats." 0.67).
-A question about the past ("where did I live before?", "last year", a date) keeps every line: there the
+A question about the past ("where did I live before?", "last year") keeps every line: there the
 old statement is the answer (`asks_about_past`).
 """
 
