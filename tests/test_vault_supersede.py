@@ -18,6 +18,7 @@ def hit(ident: str, text: str, when: str, role: str = "user") -> Hit:
 
 @pytest.mark.parametrize(("old", "new"), [
     ("I live in Berlin.", "I moved to Lisbon last month, I live in Lisbon now."),
+    ("I live in Berlin.", "I moved to Lisbon."),  # moving is a change of where one lives
     ("My favourite drink is coffee.", "These days my favourite drink is tea."),
     ("My cat is called Miso.", "My new pet is called Pepper."),
     ("I go swimming on Tuesday mornings before work.", "I switched my swimming to Saturday evenings."),
@@ -36,6 +37,7 @@ def test_a_newer_statement_of_a_change_replaces_the_old_one(old, new):
     ("I live in Berlin.", "I am learning Japanese now.", "another subject"),
     ("I live in Berlin.", "I live in Berlin now.", "the same content"),
     ("I live in Berlin.", "Do I live in Lisbon now?", "a question"),
+    ("I live in Berlin.", "We moved the meeting to Friday.", "another subject"),
     ("My colleague Rui just moved to Cardiff, she says the rent is crazy.",
      "My colleague Omar just moved to Naples, she says the rent is crazy.", "about someone else"),
     ("I've started learning Spanish because we're planning a year in Valencia.",

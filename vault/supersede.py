@@ -61,11 +61,16 @@ def _stem(w: str) -> str:
     return w
 
 
+# a change that names its subject without its word: "I moved to Lisbon" is about where the user lives
+_IMPLIES = [(re.compile(r"\bmov(?:ed|ing) (?:to|into|out|house|flat|home|abroad|back)\b"), "live")]
+
+
 def content(text: str) -> set[str]:
     """The words that say what a statement is about and what it holds (stemmed, no stopwords or cues)."""
-    return {_stem(w) for w in words(text)
+    low = " ".join(words(text))
+    return {_stem(w) for w in low.split()
             if w not in STOPWORDS and w not in _WEAK and w not in _CHANGE_WORDS and w not in _ADDITION_WORDS
-            and len(w) > 1}
+            and len(w) > 1} | {subject for pattern, subject in _IMPLIES if pattern.search(low)}
 
 
 def same_thing(older: str, newer: str) -> bool:
