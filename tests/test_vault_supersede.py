@@ -67,6 +67,8 @@ def test_the_block_leaves_the_replaced_line_out_unless_the_question_asks_about_t
     assert "Lisbon" in block and "Berlin" not in block and "Biscuit" in block
     assert used == [dog, lisbon]  # the turn's log lists what the prompt held
     assert asks_about_past("Where did I live before I moved?")
+    assert asks_about_past("Which cities have I lived in this year?")  # bench/memory_recall.py lena-q22
+    assert not asks_about_past("Where do I live?") and not asks_about_past("What's my job now?")
     block, used = fit_memory(hits, 500, count, replaced=current(hits, "Where did I live before I moved?"))
     assert "Berlin" in block and used == hits
 

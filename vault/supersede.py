@@ -39,7 +39,8 @@ _CHANGE_PHRASES = re.compile(r"\b(?:no longer|not any ?more|these days|gave (?:\
 _ADDITION_WORDS = {"too", "also", "another", "second", "both", "besides"}
 _ADDITION_PHRASES = re.compile(r"\b(?:as well|in addition)\b")
 _PAST_QUESTION = re.compile(r"\b(?:before|previous(?:ly)?|used to|former(?:ly)?|old|earlier|originally|"
-                            r"at first|ago|last (?:year|month|week)|back then|did|was|were|had)\b")
+                            r"at first|ago|last (?:year|month|week)|back then|did|was|were|had|have (?:i|we)|"
+                            r"has (?:my|our)|ever|so far|this year|in the past|all the)\b")
 # words too common to say two statements are about the same thing: function words, when, how much
 _WEAK = {"love", "like", "really", "good", "great", "think", "want", "get", "got", "go", "going", "make", "thing",
          "things", "lot", "bit", "one", "still", "new", "big", "news", "anyway", "well", "much", "some", "because",
@@ -90,7 +91,8 @@ def states_a_change(text: str) -> bool:
 
 
 def asks_about_past(question: str) -> bool:
-    """"Where did I live before?", "What car did I have last year?": the old statement is the answer."""
+    """"Where did I live before?", "Which cities have I lived in this year?": the old statement is (part of)
+    the answer; a question wrongly taken for one only keeps every line, as before the rule."""
     return bool(_PAST_QUESTION.search(" ".join(words(question))))
 
 
