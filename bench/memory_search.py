@@ -14,6 +14,10 @@ store when it loaded every embedding back from ChromaDB into memory (before) and
 file beside the store (after). Ingest is given in turns/s and in CPU seconds per turn over every thread
 (the steadier of the two when other work shares the cores). `--synthetic N` times the vector part of a search over N random unit rows
 in a vector file (1M: 1.5 GB, more than embedding a real vault of that size allows here).
+Search before/after the sign codes (vault/sign_codes.py), query after query in the same run: every row
+scored (before) and the codes' candidates scored (after), with how many of the top-5 hits agree, recall@3
+of the planted facts both ways, and the load average while it ran. `--cached-embed` builds a large vault
+with each distinct text embedded once (its ingest rate is then not Home's, and not printed).
 
 Goals (printed as PASS/FAIL): search p95 <= 25 ms at 100k (issue 5), recall@3 of the planted facts >= 0.85,
 ingest >= 3x the numpy embedder's (issue 13).
@@ -22,6 +26,8 @@ ingest >= 3x the numpy embedder's (issue 13).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
 import tempfile
 import time
@@ -141,8 +147,9 @@ def load_all_ms(store) -> float:
 
 
 def run_size(n: int, embedder, queries: int, batch: int, keep: Path | None = None, before=None,
-             distinct: int | None = None) -> dict:
-    """One vault of `n` turns; `before` (the numpy embedder): also ingest a copy with it, for the ratio."""
+             distinct: int | None = None, cached: bool = False) -> dict:
+    """One vault of `n` turns; `before` (the numpy embedder): also ingest a copy with it, for the ratio.
+    `cached`: the vault is indexed with each distinct text embedded once (DistinctTexts; search timing only)."""
     import shutil
 
     from vault.layout import Vault
@@ -159,7 +166,9 @@ def run_size(n: int, embedder, queries: int, batch: int, keep: Path | None = Non
             secs, cpu, done = ingest(Vault.open(Path(tmp) / "old"), before, batch)
             old_rate, old_cpu = done / secs, cpu / done
             shutil.rmtree(Path(tmp) / "old")
-        ingest_s, ingest_cpu, indexed = ingest(vault, embedder, batch)
+        ingest_s, ingest_cpu, indexed = ingest(vault, DistinctTexts(embedder) if cached else embedder, batch)
+        if cached:
+            ingest_s = float("nan")  # not Home's rate
         with MemoryStore.open(vault, embedder) as store:
             n = store.count()
             rng = random.Random(1)
@@ -170,28 +179,53 @@ def run_size(n: int, embedder, queries: int, batch: int, keep: Path | None = Non
             store.search(probes[0], k=5)  # a reopened store: the first query maps the vector file
             first_ms = (time.perf_counter() - t) * 1e3
             old_first = load_all_ms(store)
-            times, given = [], []
+            times, given, exact, same, given_cpu, exact_cpu = [], [], [], [], [], []
+            load = os.getloadavg()[0]
             for q in probes:
                 t = time.perf_counter()
                 store.search(q, k=5)
                 times.append(time.perf_counter() - t)
                 vec = embedder.embed([q])[0]  # the turn path embeds once for the router and memory
-                t = time.perf_counter()
-                store.search(q, k=5, vector=vec)
+                t, cpu = time.perf_counter(), time.process_time()
+                got = store.search(q, k=5, vector=vec)
                 given.append(time.perf_counter() - t)
+                given_cpu.append(time.process_time() - cpu)
+                with exact_scan():  # before: every row scored, in the same run, query after query
+                    t, cpu = time.perf_counter(), time.process_time()
+                    want = store.search(q, k=5, vector=vec)
+                    exact.append(time.perf_counter() - t)
+                    exact_cpu.append(time.process_time() - cpu)
+                # by text: the templated turns repeat, and which copy of a repeated text comes first is a tie
+                same.append(len({h.text for h in got} & {h.text for h in want}) / max(len(want), 1))
+            load = (load + os.getloadavg()[0]) / 2
             recall = sum(expected[q] in [h.id for h in store.search(q, k=3)] for q in expected) / len(expected)
+            with exact_scan():
+                old_recall = sum(expected[q] in [h.id for h in store.search(q, k=3)] for q in expected) / len(expected)
             size = store.stats()["bytes"]
     rate = indexed / ingest_s if indexed else float("nan")
     return {"n": n, "ingest_s": ingest_s if indexed else float("nan"), "rate": rate, "old_rate": old_rate,
             "cpu": ingest_cpu / indexed * 1e3 if indexed else float("nan"), "old_cpu": old_cpu * 1e3,
             "p50": c.pct(times, 50) * 1e3, "p95": c.pct(times, 95) * 1e3, "vp50": c.pct(given, 50) * 1e3,
             "vp95": c.pct(given, 95) * 1e3, "first": first_ms, "old_first": old_first, "recall": recall,
-            "mb": size / 1e6}
+            "mb": size / 1e6, "ep50": c.pct(exact, 50) * 1e3, "ep95": c.pct(exact, 95) * 1e3,
+            "old_recall": old_recall, "same": sum(same) / len(same), "load": load,
+            "cpu50": c.pct(given_cpu, 50) * 1e3, "cpu95": c.pct(given_cpu, 95) * 1e3,
+            "ecpu50": c.pct(exact_cpu, 50) * 1e3, "ecpu95": c.pct(exact_cpu, 95) * 1e3}
+
+
+@contextlib.contextmanager
+def exact_scan():
+    """Searches inside score every row (the exact scan, as before the sign codes: vault/sign_codes.py)."""
+    import vault.vector_file as vf
+
+    old, vf.SIGN_ROWS = vf.SIGN_ROWS, 1 << 62
+    try:
+        yield
+    finally:
+        vf.SIGN_ROWS = old
 
 
 def embed_rate(embedder, n: int = 512, bulk: bool = False) -> float:
-    import contextlib
-
     from vault.blas import all_blas_threads
 
     texts = [t for _, t in synthetic_turns(n, random.Random(2))]
@@ -230,21 +264,30 @@ def synthetic(n: int, dim: int = 384, queries: int = 50) -> dict:
         open_ms = (time.perf_counter() - t) * 1e3
         qs = rng.standard_normal((queries + 1, dim), dtype=np.float32)
         qs /= np.linalg.norm(qs, axis=1, keepdims=True)
-        reopened.top(qs[0], 20)  # the first pass reads the file into the page cache
-        times = []
+        t = time.perf_counter()
+        reopened.top(qs[0], 20)  # the first pass codes the rows (vault/sign_codes.py), once
+        code_ms = (time.perf_counter() - t) * 1e3
+        with exact_scan():
+            reopened.top(qs[0], 20)  # … and the exact scan reads the file into the page cache
+        times, exact = [], []
         for q in qs[1:]:
             t = time.perf_counter()
             reopened.top(q, 20, user="me")
             times.append(time.perf_counter() - t)
+            with exact_scan():
+                t = time.perf_counter()
+                reopened.top(q, 20, user="me")
+                exact.append(time.perf_counter() - t)
         size = sum(p.stat().st_size for p in Path(tmp).glob("vectors-*"))
     return {"n": n, "ok": ok, "build_s": build_s, "open_ms": open_ms, "p50": c.pct(times, 50) * 1e3,
-            "p95": c.pct(times, 95) * 1e3, "gb": size / 1e9}
+            "p95": c.pct(times, 95) * 1e3, "gb": size / 1e9, "ep50": c.pct(exact, 50) * 1e3,
+            "ep95": c.pct(exact, 95) * 1e3, "code_ms": code_ms, "load": os.getloadavg()[0]}
 
 
 def paper_million(row: dict, vec: dict | None) -> str:
     """The 1M-item point on paper, from a measured 100k row: every file grows with the items (vectors
     384 x 4 bytes + a 4-byte user code per row, ChromaDB's copy, SQLite text and FTS), and of a search
-    only the exact vector scan grows with them (the keyword search reads only rare terms' postings, the
+    only the vector part grows with them (the keyword search reads only rare terms' postings, the
     ranking a fixed pool). `vec`: the vector-only point at the same row count, to split the two."""
     scale = 1_000_000 / row["n"]
     line = f"\n1M items on paper (x{scale:.0f} the {row['n']} row): disk ~{row['mb'] * scale / 1e3:.1f} GB"
@@ -253,10 +296,11 @@ def paper_million(row: dict, vec: dict | None) -> str:
     rest = max(0.0, row["vp95"] - vec["p95"])
     total = rest + vec["p95"] * scale
     fits = int(row["n"] * max(0.0, 25 - rest) / vec["p95"]) if vec["p95"] > 0 else 0
-    return (line + f" (vector file {1_000_000 * (384 * 4 + 4) / 1e9:.2f} GB mapped); search p95 ~{rest:.1f} ms "
-            f"besides the scan + {vec['p95']:.1f} x {scale:.0f} ms of scan = {total:.0f} ms given the router's "
+    return (line + f" (vector file {1_000_000 * (384 * 4 + 4) / 1e9:.2f} GB mapped, sign codes "
+            f"{1_000_000 * 48 / 1e6:.0f} MB); search p95 ~{rest:.1f} ms besides the vector part + {vec['p95']:.1f} x "
+            f"{scale:.0f} ms of it = {total:.0f} ms given the router's "
             f"vector, + the query embedding ({row['p95'] - row['vp95']:.1f} ms at p95 here)"
-            + ("" if total <= 25 else f"\n  over the 25 ms budget: the exact scan fits it up to ~{fits} items; "
+            + ("" if total <= 25 else f"\n  over the 25 ms budget: the vector part fits it up to ~{fits} items; "
                "past that the candidates must come from an ANN graph (ChromaDB's HNSW, kept at default quality)"))
 
 
@@ -273,6 +317,8 @@ def main() -> int:
     p.add_argument("--distinct", type=int, default=None,
                    help="user messages drawn from N different ones (a 100k vault: 3000)")
     p.add_argument("--no-before", action="store_true", help="skip the numpy embedder's ingest (the before)")
+    p.add_argument("--cached-embed", action="store_true",
+                   help="index each distinct text's vector once (a 100k vault in minutes; no ingest rate)")
     args = p.parse_args()
     from vault.bert_numpy import NumpyBert
     from vault.embedder import default_embedder_path, load_embedder
@@ -292,8 +338,8 @@ def main() -> int:
     sizes = args.sizes + ([100000] if args.big else [])
     if args.keep is not None and len(sizes) != 1:
         p.error("--keep takes one size (--sizes N)")
-    rows = [run_size(n, embedder, args.queries, args.batch, args.keep, before if k == 0 else None, args.distinct)
-            for k, n in enumerate(sizes)]
+    rows = [run_size(n, embedder, args.queries, args.batch, args.keep, before if k == 0 else None, args.distinct,
+                     args.cached_embed) for k, n in enumerate(sizes)]
     print(f"\n{'turns':>7} {'ingest s':>9} {'turns/s':>8} {'before':>7} {'first ms':>9} {'before':>7} "
           f"{'search p50':>11} {'p95':>6} {'given vector p50':>17} {'p95':>6} {'recall@3':>9} {'disk MB':>8}")
     for r in rows:
@@ -303,11 +349,20 @@ def main() -> int:
     print("(turns/s before = the numpy embedder; first ms = a reopened store's first search, before = loading "
           "every embedding from ChromaDB into memory as it did; search = embed the query + hybrid search; given "
           "vector = the turn path's cost, where the router's embedding of the message is reused; times in ms)")
+    for r in rows:
+        print(f"{r['n']} turns, given vector, in the same run query after query (load average {r['load']:.1f}): "
+              f"exact scan (before) p50 {r['ep50']:.1f} / p95 {r['ep95']:.1f} ms, sign-code candidates (after) p50 "
+              f"{r['vp50']:.1f} / p95 {r['vp95']:.1f} ms ({r['ep95'] / r['vp95']:.1f}x at p95); the same top-5 texts "
+              f"{r['same']:.3f}; recall@3 {r['old_recall']:.2f} before, {r['recall']:.2f} after; CPU per search "
+              f"(every thread, steadier on a shared machine) p50 {r['ecpu50']:.1f} / p95 {r['ecpu95']:.1f} ms before, "
+              f"{r['cpu50']:.1f} / {r['cpu95']:.1f} ms after")
     syn = [synthetic(n) for n in args.synthetic]
     if syn:
-        print(f"\n{'vector rows':>11} {'file GB':>8} {'open ms':>8} {'top-20 p50':>11} {'p95':>6}   (vector part only)")
+        print(f"\n{'vector rows':>11} {'file GB':>8} {'open ms':>8} {'codes ms':>9} {'top-20 p50':>11} {'p95':>6} "
+              f"{'exact p50':>10} {'p95':>6} {'load':>5}   (vector part only: sign-code candidates, exact scan)")
         for r in syn:
-            print(f"{r['n']:>11} {r['gb']:>8.2f} {r['open_ms']:>8.1f} {r['p50']:>11.1f} {r['p95']:>6.1f}")
+            print(f"{r['n']:>11} {r['gb']:>8.2f} {r['open_ms']:>8.1f} {r['code_ms']:>9.0f} {r['p50']:>11.1f} "
+                  f"{r['p95']:>6.1f} {r['ep50']:>10.1f} {r['ep95']:>6.1f} {r['load']:>5.1f}")
     big = [r for r in rows if r["n"] >= 100000]
     for r in big:
         print(paper_million(r, next((x for x in syn if x["n"] == r["n"]), None)))

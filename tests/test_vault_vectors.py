@@ -123,3 +123,54 @@ def test_vector_file_is_exact_and_keeps_users_apart(tmp_path):
     again = VectorFile(tmp_path, db, 8)
     assert again.valid(299) and again.top(q, 3) == vf.top(q, 3)
     assert not VectorFile(tmp_path, db, 16).valid(299)  # another width: rebuilt by the store
+
+
+def test_past_sign_rows_a_search_scores_the_sign_codes_candidates_exactly(tmp_path, monkeypatch):
+    """vault/sign_codes.py: a large file's search scores only its sign codes' nearest rows, exactly; the codes
+    follow appends, replacements, deletes and users, are recoded when torn, re-centred when the rows double,
+    and go with their generation."""
+    import sqlite3
+
+    import vault.vector_file as vfm
+
+    monkeypatch.setattr(vfm, "SIGN_ROWS", 500)
+    monkeypatch.setattr(vfm, "CANDIDATES", 200)
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(40, 64)) + 0.5  # not centred on zero, as MiniLM's dimensions are not
+    vecs = (centres[rng.integers(0, 40, 4000)] + 0.3 * rng.normal(size=(4000, 64))).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    users = ["me" if j % 3 else "kim" for j in range(4000)]
+    db = sqlite3.connect(tmp_path / "k.sqlite3")
+    vf = VectorFile(tmp_path, db, 64)
+    vf.rebuild([([f"s:{j}" for j in range(1500)], users[:1500], vecs[:1500])])
+
+    def exact(q, n, upto, user=None, dead=()):
+        order = [j for j in np.argsort(-(vecs[:upto] @ q), kind="stable")
+                 if j not in dead and (user is None or users[j] == user)]
+        return [f"s:{j}" for j in order[:n]]
+
+    queries = [vecs[j] + 0.05 * rng.normal(size=64).astype(np.float32) for j in rng.integers(0, 1500, 30)]
+    assert [vf.top(q, 10) for q in queries] == [exact(q, 10, 1500) for q in queries]
+    sign = tmp_path / "vectors-1.sign"
+    assert sign.stat().st_size == 1500 * 8 and (tmp_path / "vectors-1.mean").exists()
+    for i in range(1500, 2500, 100):  # appended rows are coded at the next search and found
+        vf.upsert([f"s:{j}" for j in range(i, i + 100)], users[i:i + 100], vecs[i:i + 100])
+        assert vf.top(vecs[i + 7], 1) == [f"s:{i + 7}"] and sign.stat().st_size == (i + 100) * 8
+    vf.delete(["s:1507"])
+    assert "s:1507" not in vf.top(vecs[1507], 5) and vf.top(vecs[1508], 3, user="kim") == exact(
+        vecs[1508], 3, 2500, "kim", {1507})
+    vf.upsert(["s:9"], ["me"], vecs[2600:2601])  # a replaced row: its new vector (a new row) is found, the old never
+    assert vf.top(vecs[2600], 1) == ["s:9"] and "s:9" not in vf.top(vecs[9], 3)
+    os_size = sign.stat().st_size
+    with open(sign, "r+b") as fh:  # a torn append: the codes are recoded from the vector file
+        fh.truncate(os_size - 3)
+    again = VectorFile(tmp_path, db, 64)
+    assert again.top(queries[0], 10) == vf.top(queries[0], 10) and sign.stat().st_size == os_size
+    vf.upsert([f"s:{j}" for j in range(2500, 3200)], users[2500:3200], vecs[2500:3200])  # rows doubled: re-centred
+    assert vf.top(vecs[3100], 1) == ["s:3100"]
+    assert np.frombuffer((tmp_path / "vectors-1.mean").read_bytes(), np.float32)[-1] == vf._rows
+    vf.rebuild([([f"s:{j}" for j in range(600)], users[:600], vecs[:600])])
+    assert sorted(p.name for p in tmp_path.glob("vectors-*")) == ["vectors-2.f32", "vectors-2.user"]
+    vf.warm()  # the store's warm-up codes a large file before the first search
+    assert (tmp_path / "vectors-2.sign").stat().st_size == 600 * 8
+    assert vf.top(queries[1], 5) == exact(queries[1], 5, 600)

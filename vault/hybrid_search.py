@@ -33,8 +33,9 @@ def hybrid_search(db: sqlite3.Connection, vectors: VectorFile, query: str, q: np
     rows = db.execute(f"SELECT id, text, time, epoch, role, session, sources FROM docs WHERE id IN ({marks})",
                       ids).fetchall() if ids else []
     cands: dict[str, Candidate] = {}
+    vecs = vectors.vectors(ids)
     for ident, text, when, epoch, role, session, sources in rows:
-        v = vectors.vector(ident)
+        v = vecs.get(ident)
         if v is not None:  # both indexes have it (a batch cut short is re-upserted by the indexer)
             cands[ident] = Candidate(ident, text, when or "", epoch or 0.0, role or "", session or "", v, float(v @ q),
                                      sources=split_sources(sources))

@@ -108,9 +108,10 @@ class MemoryStore:
             raise
 
     def _collection(self):
-        # ChromaDB's HNSW graph keeps its default quality although searches scan the vector file exactly
-        # (vault/vector_file.py): past a few hundred thousand items that scan outgrows the turn's budget
-        # (bench/memory_search.py's 1M point), and the graph is then the way to candidates. A cheaper graph
+        # ChromaDB's HNSW graph keeps its default quality although searches read the vector file (every row,
+        # or past 32k rows the sign codes' candidates: vault/vector_file.py): past some hundreds of thousands
+        # of items even the codes outgrow the turn's budget (bench/memory_search.py's 1M point), and the graph
+        # is then the way to candidates. A cheaper graph
         # (16 candidates, 8 links per insert) saved only ~3 % of ingest CPU.
         return self._client.get_or_create_collection(COLLECTION, embedding_function=None,
                                                       configuration={"hnsw": {"space": "cosine"}})
@@ -336,10 +337,11 @@ class MemoryStore:
 
     def warm(self) -> None:
         """Load the embedder and map the vectors now, e.g. in a background thread at app start, so the
-        first turn that needs memory does not pay for it (a missing or stale vector file is rebuilt here)."""
+        first turn that needs memory does not pay for it (a missing or stale vector file is rebuilt here, and
+        a large one's sign codes brought up to date)."""
         self.embedder  # noqa: B018
         with self._mutex:
-            self._vectors()
+            self._vectors().warm()
 
     def _vectors(self) -> VectorFile:
         """The memory-mapped vectors (vault/vector_file.py), opened on first use; rebuilt from ChromaDB,

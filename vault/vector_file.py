@@ -4,8 +4,9 @@ Why: loading every embedding from ChromaDB before the first search cost ~0.3 s p
 30 s at 1M) in every process that searches — each `home ask`. Here the rows live in `vectors-<gen>.f32`
 (float32, one row per item version, appended) with `vectors-<gen>.user` (int32 per row: the user's code,
 -1 for a row replaced or deleted); the keyword database maps ids to rows (`vec_rows`). A search maps the
-files (the page cache holds them), scores every live row exactly (vault/retrieval.py's split product),
-and looks up only the winning rows' ids. ChromaDB stays the store of record: this file is derived, and
+files (the page cache holds them), scores every live row exactly (vault/retrieval.py's split product) —
+past SIGN_ROWS rows only the sign codes' nearest candidates (vault/sign_codes.py), still exactly — and
+looks up only the winning rows' ids. ChromaDB stays the store of record: this file is derived, and
 rebuilt from ChromaDB when it is missing, of another width, or holds another number of items.
 
 Crash order per write: new rows are appended dead and fsynced (a dead row is never found), the id map is
@@ -25,6 +26,7 @@ import numpy as np
 
 from .blas import one_blas_thread
 from .fsio import FILE_MODE, fsync_dir
+from .sign_codes import SignCodes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vec_rows(row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE);
@@ -32,6 +34,8 @@ CREATE TABLE IF NOT EXISTS vec_users(code INTEGER PRIMARY KEY, name TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS vec_meta(key TEXT PRIMARY KEY, value);
 """
 DEAD = -1
+SIGN_ROWS = 32768  # past this many rows (50 MB at 384-d) a search scores the sign codes' candidates, not every row
+CANDIDATES, CANDIDATES_PER = 4000, 64  # rows scored exactly: at 100k, 4 % of the scan's bytes
 _CHUNK = 500  # ids per SQL IN (...) (SQLite's default variable limit is far above)
 
 
@@ -52,6 +56,7 @@ class VectorFile:
         self._rows = self._open_rows()
         self._m: np.ndarray | None = None
         self._u: np.ndarray | None = None
+        self._signs: SignCodes | None = None
 
     # --- files ---
 
@@ -186,7 +191,7 @@ class VectorFile:
     def remove_stale(self) -> None:
         """Files of other generations (a rebuild's leftovers, or one a kill left half-written)."""
         for p in self.folder.glob("vectors-*.*"):
-            if p.name not in (self._path("f32").name, self._path("user").name):
+            if not p.name.startswith(f"vectors-{self.gen}."):  # this generation's rows, users, sign codes
                 p.unlink(missing_ok=True)
 
     # --- reading ---
@@ -198,8 +203,17 @@ class VectorFile:
         row = self.db.execute("SELECT row FROM vec_rows WHERE id = ?", (ident,)).fetchone()
         return None if row is None else np.array(self._map()[0][row[0]])
 
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The vectors of those of `ids` that have one (one query for them all: a search's candidates)."""
+        rows = self._rows_of(list(ids))
+        if not rows:
+            return {}
+        got = self._map()[0].view(np.ndarray)[list(rows.values())]
+        return dict(zip(rows, got, strict=True))
+
     def top(self, q: np.ndarray, n: int, user: str | None = None) -> list[str]:
-        """Ids of the `n` live rows most similar to `q` (unit length), best first; only `user`'s when given."""
+        """Ids of the `n` live rows most similar to `q` (unit length), best first; only `user`'s when given.
+        Past SIGN_ROWS rows, the rows scored are the sign codes' nearest candidates (vault/sign_codes.py)."""
         from .retrieval import _top_rows
 
         m, u = self._map()
@@ -209,10 +223,33 @@ class VectorFile:
         valid = int(mask.sum())
         if not valid:
             return []
-        rows = _top_rows(m, np.asarray(q, np.float32), min(n, valid), None if valid == len(m) else mask)
+        q = np.asarray(q, np.float32)
+        if len(m) > SIGN_ROWS:
+            rows = self._by_signs(m, q, min(n, valid), mask)
+        else:
+            rows = _top_rows(m.view(np.ndarray), q, min(n, valid), None if valid == len(m) else mask)
         found = dict(self.db.execute(f"SELECT row, id FROM vec_rows WHERE row IN ({','.join('?' * len(rows))})",
                                      [int(r) for r in rows]))
         return [found[int(r)] for r in rows if int(r) in found]
+
+    def warm(self) -> None:
+        """Map the files and, past SIGN_ROWS, bring the sign codes up to date (a search would do it first)."""
+        m = self._map()[0]
+        if len(m) > SIGN_ROWS:
+            self._sign_codes(m)
+
+    def _sign_codes(self, m: np.ndarray) -> SignCodes:
+        if self._signs is None or self._signs.sign.name != self._path("sign").name:
+            self._signs = SignCodes(self.folder, self.gen, self.dim)
+        self._signs.update(m)
+        return self._signs
+
+    def _by_signs(self, m: np.ndarray, q: np.ndarray, n: int, mask: np.ndarray) -> np.ndarray:
+        """The `n` best rows among the sign codes' max(CANDIDATES, CANDIDATES_PER * n) nearest, scored exactly."""
+        cand = self._sign_codes(m).candidates(q, max(CANDIDATES, CANDIDATES_PER * n), mask)
+        scores = m.view(np.ndarray)[cand] @ q  # (np.take into a reused array measured slower than this)
+        best = np.argsort(-scores, kind="stable")[:n]
+        return cand[best]
 
 
 class _fd:

@@ -68,6 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base", metavar="DIR", help="train on this Hugging Face model directory instead of the GGUF")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    procs = p.add_mutually_exclusive_group()
+    procs.add_argument("--gpus", type=int, metavar="N",
+                       help="train on N CUDA GPUs of this machine, one process each (DDP over nccl); "
+                            "--batch-size is the global batch, split over them, so steps and learning rate "
+                            "are those of one GPU. Conversion, verification and registration run once after")
+    procs.add_argument("--processes", type=int, metavar="N",
+                       help="with --device cpu: N CPU processes over gloo, the --gpus path without GPUs (testing)")
     p.add_argument("--4bit", dest="four_bit", action="store_true",
                    help="QLoRA: nf4 weights (bitsandbytes), from the GGUF alone (dequantized once into a cache); "
                         "on the GPU, or with --device cpu on bitsandbytes' CPU backend (slow, for testing)")
@@ -103,7 +110,8 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
         tasks=args.tasks, tones=args.tones, model=str(ctx.model_path) if model is None else model,
         base=args.base, steps=args.steps, epochs=args.epochs, rank=args.rank, window=args.window,
         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, neftune=args.neftune,
-        max_length=args.max_length, seed=args.seed, device=args.device, four_bit=args.four_bit,
+        max_length=args.max_length, seed=args.seed, device=training_device(args),
+        processes=args.gpus or args.processes or 1, four_bit=args.four_bit,
         allow_cpu=args.allow_cpu, two_phase=args.two_phase,
         resume=args.resume,
         per_persona=args.per_persona,
@@ -156,6 +164,23 @@ def check_pairs(ctx: Context, job: Job) -> int:
         print(f"home: error: {report.file}: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def training_device(args: argparse.Namespace) -> str:
+    """--gpus N means CUDA; --processes N is for the CPU (gloo), said out loud with --device cpu."""
+    gpus, processes = getattr(args, "gpus", None), getattr(args, "processes", None)
+    for flag, n in (("--gpus", gpus), ("--processes", processes)):
+        if n is not None and n < 1:
+            raise UsageError(f"{flag} {n}: expected at least 1")
+    if gpus is not None:
+        if args.device == "cpu":
+            raise UsageError(f"--gpus {gpus} --device cpu: --gpus trains on CUDA GPUs; for CPU processes "
+                             f"use --processes {gpus} --device cpu")
+        return "cuda"
+    if processes is not None and processes > 1 and args.device != "cpu":
+        raise UsageError(f"--processes {processes}: CPU processes over gloo need --device cpu "
+                         f"(on GPUs: --gpus {processes})")
+    return args.device
 
 
 def training_method(args: argparse.Namespace) -> tuple[str, str]:

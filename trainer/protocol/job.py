@@ -54,6 +54,7 @@ class Job:
     split: str | None = None  # time: hold out the latest examples; random: a seeded share; None: time for a voice
     seed: int = 0
     device: str = "auto"
+    processes: int = 1  # training processes: GPUs (device cuda, nccl), or CPU processes over gloo (a test)
     four_bit: bool = False
     allow_cpu: bool = False  # train a model over ~1B parameters on the CPU anyway (trainer/protocol/guard.py)
     two_phase: bool = False
@@ -162,6 +163,28 @@ class Job:
                 raise bad("name", "--per-persona names each adapter <persona>-persona")
             if self.kind not in (None, "persona"):
                 raise bad("kind", "--per-persona adapters are of kind persona")
+        self._validate_processes(bad)
+
+    def _validate_processes(self, bad) -> None:
+        """`--gpus N`: one adapter by SFT, data-parallel (trainer/worker/distributed.py)."""
+        if self.processes < 1:
+            raise bad("processes", f"expected at least 1, got {self.processes}")
+        if self.processes == 1:
+            return
+        flag = f"--gpus {self.processes}" if self.device == "cuda" else f"--processes {self.processes}"
+        if self.device not in ("cpu", "cuda"):
+            raise bad("processes", "several training processes need a device: --gpus N (CUDA), or "
+                      "--processes N --device cpu (gloo, for testing)")
+        for on, what in ((self.method == "dpo", "--method dpo"), (self.per_persona, "--per-persona"),
+                         (self.two_phase, "--two-phase")):
+            if on:
+                raise bad("processes", f"{flag}: {what} trains on one process only; drop one of them")
+        if self.four_bit:
+            raise bad("processes", f"{flag}: --4bit (QLoRA) trains on one GPU only for now (FSDP-QLoRA over "
+                      "several is not built); drop --4bit or train on one GPU")
+        if self.batch_size % self.processes:
+            raise bad("batch_size", f"{flag}: --batch-size {self.batch_size} is the global batch and must split "
+                      f"evenly over {self.processes} processes")
 
 
 def read_job(path: str | Path) -> Job:

@@ -20,12 +20,15 @@ Emit = Callable[..., Any]
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def rss_bytes() -> int:
-    """This process's resident set now (Linux); elsewhere its peak so far, the best the OS offers."""
+def rss_bytes(pid: int | str = "self") -> int:
+    """A process's resident set now (Linux); elsewhere this process's peak so far, the best the OS
+    offers (0 for another process, or one that has ended)."""
     try:
-        with open("/proc/self/statm") as fh:
+        with open(f"/proc/{pid}/statm") as fh:
             return int(fh.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
+        if pid != "self":
+            return 0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
@@ -83,6 +86,7 @@ class MemoryWatch:
         self._emit, self.interval, self.heartbeat_s = emit, interval, heartbeat_s
         self._lock = threading.Lock()
         self.stage, self._stage_t0 = first_stage, time.time()
+        self.children: list[int] = []  # processes whose memory is the run's too (the ranks of --gpus N)
         self.stage_peak = self.run_peak = rss_bytes()
         self.stages: list[dict] = []
         self._last_emit = time.time()
@@ -90,9 +94,17 @@ class MemoryWatch:
         self._thread = threading.Thread(target=self._run, name="memwatch", daemon=True)
         self._thread.start()
 
+    def watch_children(self, pids: list[int]) -> None:
+        """Count these processes' resident sets with this one's from now on (an empty list: stop)."""
+        with self._lock:
+            self.children = list(pids)
+
+    def _rss(self) -> int:
+        return rss_bytes() + sum(rss_bytes(pid) for pid in self.children)
+
     def _run(self) -> None:
         while not self._done.wait(self.interval):
-            now = rss_bytes()
+            now = self._rss()
             with self._lock:
                 self.stage_peak = max(self.stage_peak, now)
                 self.run_peak = max(self.run_peak, now)
@@ -105,7 +117,7 @@ class MemoryWatch:
 
     def close_stage(self, next_stage: str | None = None) -> dict:
         """The peaks of the stage that ends now; a new stage named `next_stage` starts."""
-        now = rss_bytes()
+        now = self._rss()
         with self._lock:
             peak = max(self.stage_peak, now)
             self.run_peak = max(self.run_peak, peak)
@@ -119,7 +131,7 @@ class MemoryWatch:
         if kind == "phase" and fields.get("name"):
             fields["memory"] = self.close_stage(str(fields["name"]))
         elif kind == "step":
-            fields.setdefault("peak_host_bytes", max(self.stage_peak, rss_bytes()))
+            fields.setdefault("peak_host_bytes", max(self.stage_peak, self._rss()))
         elif kind in ("done", "error"):
             fields["memory"] = self.close_stage()
             fields["peak_host_bytes"] = self.run_peak

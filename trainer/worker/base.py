@@ -86,7 +86,7 @@ def _check_bitsandbytes(kind: str) -> None:
 
 @dataclass
 class Base:
-    model: Any  # a transformers PreTrainedModel
+    model: Any  # a transformers PreTrainedModel (None when loaded with tokenizer_only)
     tokenizer: Any
     source: str  # the GGUF or directory it came from
     gguf_path: Path | None  # the GGUF llama.cpp runs (for conversion names and verification)
@@ -104,9 +104,11 @@ def _quiet_transformers() -> None:
         pass
 
 
-def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str | os.PathLike | None = None) -> Base:
+def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str | os.PathLike | None = None,
+              tokenizer_only: bool = False) -> Base:
     """Load the model and tokenizer to train on. `hf_dir` (from --base) wins over the GGUF for the weights;
-    the GGUF is still what the adapter is converted for and verified against."""
+    the GGUF is still what the adapter is converted for and verified against. `tokenizer_only`: the
+    tokenizer exactly as training sees it, no weights (`model` None: the ranks of --gpus N hold those)."""
     _quiet_transformers()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -143,12 +145,10 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(**where)
-        model = AutoModelForCausalLM.from_pretrained(**where, **kwargs)
+        model = None if tokenizer_only else AutoModelForCausalLM.from_pretrained(**where, **kwargs)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BaseModelError(f"{src}: transformers cannot load it for training ({first})") from None
-    if device.kind == "cuda" and not device.four_bit:
-        model.to("cuda")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
@@ -157,6 +157,10 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
         from llm.template import CHATML_TEMPLATE
 
         tokenizer.chat_template = CHATML_TEMPLATE
+    if model is None:
+        return Base(None, tokenizer, str(src), Path(gguf_path) if gguf_path is not None else None)
+    if device.kind == "cuda" and not device.four_bit:
+        model.to("cuda")
     model.config.use_cache = False
     torch.manual_seed(0)
     return Base(model, tokenizer, str(src), Path(gguf_path) if gguf_path is not None else None)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.protocol.runs import complete_checkpoints
+from trainer.worker import ranks
 from trainer.worker.train_progress import Progress, stop_on_signals
 from vault.fsio import atomic_write_json, ensure_private_dir, replacing_dir
 
@@ -41,7 +42,8 @@ class TrainResult:
     tokens_per_s: float = 0.0  # real (non-padding) tokens per second of training steps
     duration_s: float = 0.0
     device: str = ""
-    peak_memory_bytes: int = 0
+    peak_memory_bytes: int = 0  # several processes (--gpus N): the sum of the ranks' peaks
+    peak_memory_per_rank: list[int] = field(default_factory=list)
     early_stopped: bool = False
     padding: str = ""  # "padding-free" | "length-grouped"
 
@@ -121,7 +123,21 @@ def peak_memory(device: str) -> int:
 
 def prepare_checkpoints(out_dir: Path, key: dict, resume: bool) -> Path | None:
     """The checkpoint to resume from (`resume`), or a clean slate: an older run's checkpoints and best/
-    here would be mistaken for this one's on --resume. Either way the key is written for the next resume."""
+    here would be mistaken for this one's on --resume. Either way the key is written for the next resume.
+    Several processes: rank 0 alone looks and writes; every rank gets its answer (or its refusal)."""
+    outcome = None
+    if ranks.world().main:
+        try:
+            outcome = ("ok", _prepare_checkpoints(out_dir, key, resume))
+        except TrainError as exc:
+            outcome = ("refused", str(exc))
+    outcome = ranks.from_main(outcome)
+    if outcome[0] == "refused":
+        raise TrainError(outcome[1])
+    return outcome[1]
+
+
+def _prepare_checkpoints(out_dir: Path, key: dict, resume: bool) -> Path | None:
     ckpt_dir = out_dir / "checkpoints"
     if resume:
         resume_from = resume_point(ckpt_dir, key)
@@ -145,19 +161,22 @@ def finish(peft_model: Any, trainer: Any, progress: Progress, out_dir: Path, *, 
     """A finished run's best adapter saved whole to out_dir/peft (a torn peft/ would pass for a finished
     phase on --resume); a stopped run saves nothing more than its checkpoint."""
     peft_model.eval()
-    stopped = progress.stop.requested
+    stopped = progress.stop.requested  # the same on every rank: Progress agrees on it at each step
     adapter_dir = None
     if not stopped:
-        progress.restore_best(peft_model)
         adapter_dir = out_dir / "peft"
-        with replacing_dir(adapter_dir) as tmp:
-            peft_model.save_pretrained(str(tmp), selected_adapters=selected, save_embedding_layers=False)
+        if ranks.world().main:  # DDP keeps the weights identical on every rank: one reader, one writer
+            progress.restore_best(peft_model)
+            with replacing_dir(adapter_dir) as tmp:
+                peft_model.save_pretrained(str(tmp), selected_adapters=selected, save_embedding_layers=False)
         progress.emit("phase", name="saved", detail=str(adapter_dir))
+    peaks = ranks.gather_ints(peak_memory(device))
     return TrainResult(
         peft_model=peft_model, adapter_dir=adapter_dir, steps_done=trainer.state.global_step,
         total_steps=progress.total, stopped=stopped, train_losses=progress.train_losses,
         val_losses=progress.val_losses, best_val_loss=progress.best, base_val_loss=base_val,
         tokens_per_s=progress.tokens_per_s(), duration_s=round(time.time() - t0, 2),
-        device=device_label(peft_model, device), peak_memory_bytes=peak_memory(device),
+        device=device_label(peft_model, device), peak_memory_bytes=sum(peaks),
+        peak_memory_per_rank=peaks if len(peaks) > 1 else [],
         early_stopped=progress.early_stopped, padding=padding,
     )

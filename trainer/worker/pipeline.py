@@ -18,9 +18,11 @@ def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit
     from trainer.protocol.guard import check_cpu
     from trainer.worker.base import load_base, pick_device
     from trainer.worker.dataset import split_examples
+    from trainer.worker.distributed import check_processes
     from trainer.worker.stages import time_split
 
     t0 = time.time()
+    check_processes(job)  # --gpus N on a machine with fewer: one line, before anything is read
     # 1. dataset, with its QA report before anything expensive
     report = load_source(job.source, job.path, vault=vault, speaker=job.speaker, target=job.target,
                          persona=job.persona, window=job.window, user=job.user)
@@ -34,8 +36,11 @@ def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit
 
     device = pick_device(job.device, job.four_bit)
     check_cpu(device.kind, info, report.examples, job.epochs, job.steps, job.batch_size, job.allow_cpu)
-    emit("phase", name="load", detail=f"loading {info.name} for training on {device.label}")
-    base = load_base(model_path, device, job.base)
+    if job.processes > 1:  # each rank loads its own copy (trainer/worker/distributed.py)
+        base = None
+    else:
+        emit("phase", name="load", detail=f"loading {info.name} for training on {device.label}")
+        base = load_base(model_path, device, job.base)
 
     if not job.two_phase:
         only = train_candidate(job, base, model_path, train_ex, val_ex, run_dir, job.adapter_name, job.adapter_kind, emit)

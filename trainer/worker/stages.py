@@ -71,7 +71,12 @@ def train_candidate(job: Job, base, model_path: Path, train_ex: list, val_ex: li
                              schedule=job.schedule, neftune=job.neftune, max_length=job.max_length,
                              val_fraction=job.val_fraction, seed=job.seed)
     resume = job.resume and any((out_dir / "checkpoints").glob("checkpoint-*")) and not (out_dir / "peft").exists()
-    result = train_adapter(base, train_ex, val_ex, settings, out_dir, emit=emit, resume=resume)
+    if job.processes > 1:  # --gpus N: N ranks train, the rest happens here once (`base` is then None)
+        from trainer.worker.distributed import train_distributed
+
+        result, base = train_distributed(job, model_path, settings, train_ex, val_ex, out_dir, resume, emit)
+    else:
+        result = train_adapter(base, train_ex, val_ex, settings, out_dir, emit=emit, resume=resume)
     return finish_candidate(job, base, model_path, result, train_ex, val_ex, out_dir, name, kind, emit, under)
 
 
@@ -121,9 +126,10 @@ def finish_candidate(job: Job, base, model_path: Path, result, train_ex: list, v
 def _reference(result, under: Candidate | None = None) -> Any:
     """What verification compares llama.cpp with: the trained model itself when it is a plain fp32 CPU
     model (no second copy); otherwise (4-bit, FlashAttention, bf16 on a GPU) the saved adapter (after the
-    adapter it was trained over, two-phase), over which verification loads a clean full-precision model."""
+    adapter it was trained over, two-phase), over which verification loads a clean full-precision model.
+    Trained by several processes (--gpus N), only the saved adapter exists here."""
     model = result.peft_model
-    if next(model.parameters()).device.type == "cpu" and not getattr(model, "is_loaded_in_4bit", False):
+    if model is not None and next(model.parameters()).device.type == "cpu" and not getattr(model, "is_loaded_in_4bit", False):
         return model
     return [under.peft_dir, result.adapter_dir] if under is not None else result.adapter_dir
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from trainer.data.examples import Example
 from trainer.protocol.memwatch import bound_allocator
+from trainer.worker import ranks
 from trainer.worker.base import Base
 from trainer.worker.batch_plan import BatchPlan, plan_batches
 from trainer.worker.dataset import LengthGroupedSampler, tokenize
@@ -127,6 +128,9 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
     if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
         raise TrainError("the base model already carries LoRA layers from an earlier run: unload them first")
     device = device_of(model)
+    world = ranks.world()  # one process, or one of `home train --gpus N`'s: settings.batch_size is the global batch
+    if settings.batch_size % world.size:
+        raise TrainError(f"batch size {settings.batch_size}: the global batch must split evenly over {world.size} processes")
     total = total_steps_for(len(train_examples), settings)
     eval_every = settings.eval_every or max(1, min(200, math.ceil(total / 10)))
     save_every = settings.save_every or eval_every
@@ -138,7 +142,7 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
     train_recs = tokenize(train_examples, base.tokenizer, settings.max_length)
     val_recs = sorted(tokenize(val_examples, base.tokenizer, settings.max_length), key=lambda r: len(r["input_ids"]))
     resume_from = prepare_checkpoints(out_dir, run_key(settings, total, train_recs, val_recs), resume)
-    plan = plan_batches(model.config, settings.batch_size, [len(r["input_ids"]) for r in train_recs],
+    plan = plan_batches(model.config, settings.batch_size // world.size, [len(r["input_ids"]) for r in train_recs],
                         2 if device == "cuda" else 4, device, settings.gradient_checkpointing,
                         padded=not _padding_free_ok(model, device))
     gc = plan.checkpointing
@@ -167,8 +171,8 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         emit("phase", name="train", detail=f"{total} steps, batch {settings.batch_size}x{settings.grad_accum}, "
-             f"rank {settings.rank}, {'padding-free' if padding_free else 'length-grouped'} batches on {device}; "
-             f"{plan.describe()}")
+             f"rank {settings.rank}, {'padding-free' if padding_free else 'length-grouped'} batches on {device}"
+             f"{f' x {world.size} processes' if world.size > 1 else ''}; {plan.describe()}")
         train_until_stopped(trainer, progress, resume_from)
     return finish(peft_model, trainer, progress, out_dir, device=device, t0=t0, base_val=base_val,
                   padding="padding-free" if padding_free else "length-grouped")
@@ -204,6 +208,8 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
         use_liger_kernel=device == "cuda" and _liger_available(),
         max_length=None if padding_free else settings.max_length,
         dataset_kwargs={"skip_prepare_dataset": True},
+        # every LoRA weight takes part in every step: DDP need not search the graph for unused ones
+        ddp_find_unused_parameters=False if ranks.world().size > 1 else None,
     )
     lengths = [len(r["input_ids"]) for r in train_recs]
 
@@ -220,10 +226,16 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
             rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "labels", "attention_mask")}
             loss, n, correct = target_loss(model, inputs["input_ids"], inputs["labels"],
                                            inputs.get("attention_mask"), num_items=num_items_in_batch, **rest)
+            procs = self.accelerator.num_processes
+            if procs > 1 and num_items_in_batch is not None:
+                # num_items counts every rank's target tokens and DDP averages the ranks' gradients: scaled
+                # back, the step is the single-process step on the same global batch (as Trainer does)
+                loss = loss * procs
             self._metrics[mode]["mean_token_accuracy"].append(correct / n if n else 0.0)
             if mode == "train":
                 mask = inputs.get("attention_mask")
-                self._total_train_tokens += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+                seen = int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+                self._total_train_tokens += ranks.sum_ints(seen) if procs > 1 else seen
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
             return (loss, {"loss": loss}) if return_outputs else loss
 

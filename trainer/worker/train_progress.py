@@ -18,6 +18,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from trainer.worker import ranks
 from vault.fsio import private_tree, replacing_dir
 
 Emit = Callable[..., Any]
@@ -41,6 +42,7 @@ class Progress(TrainerCallback):
     def __init__(self, emit: Emit, total: int, patience: int, best_dir: Path, base_val: float):
         self.emit, self.total, self.patience, self.best_dir = emit, total, patience, best_dir
         self.stop = StopRequest()
+        self.world = ranks.world()  # several processes: rank 0 writes best/, all agree on stopping
         self.train_losses: list[tuple[int, float]] = []
         self.val_losses: list[tuple[int, float]] = []
         self.best: float | None = None
@@ -79,6 +81,10 @@ class Progress(TrainerCallback):
             control.should_training_stop = True
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Several processes: a stop (a signal reaches each rank at its own moment) ends the same step on
+        # every rank, or the ones that go on wait forever in the next all-reduce for the one that stopped.
+        if self.world.size > 1 and ranks.any_rank(self.stop.requested) and not self.stop.requested:
+            self.stop.request("another rank stopped")
         self._brake(control)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
@@ -97,13 +103,14 @@ class Progress(TrainerCallback):
                   lr=float(logs.get("learning_rate", 0.0)), grad_norm=_round(logs.get("grad_norm")),
                   epoch=_round(logs.get("epoch"), 3), tokens_per_s=round(new_tokens / dt, 1) if dt > 0 else None,
                   eta_s=round((now - self._t_begin) / done * (self.total - step), 1))
-        self._brake(control)
+        if self.world.size == 1:  # several: only the step end's agreed decision may brake
+            self._brake(control)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None,
                     model: Any = None, **kwargs: Any) -> None:
         loss = float((metrics or {})["eval_loss"])
         improved = self._track_eval(state.global_step, loss)
-        if improved and model is not None:  # swapped in whole: a resumed run reads it back
+        if improved and model is not None and self.world.main:  # swapped in whole: a resumed run reads it back
             with replacing_dir(self.best_dir) as tmp:
                 model.save_pretrained(str(tmp), save_embedding_layers=False)
         stop_early = self.patience > 0 and self.bad_evals >= self.patience and state.global_step < self.total
@@ -117,7 +124,7 @@ class Progress(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if path.is_dir():
+        if path.is_dir() and self.world.main:
             private_tree(path)  # transformers wrote it in place: durable before it counts as saved
         reason = "stop" if self.stop.requested else "end" if state.global_step >= self.total else "periodic"
         self.emit("checkpoint", step=state.global_step, total=self.total, path=str(path), reason=reason)
