@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float, default=DEFAULTS["val_fraction"])
     p.add_argument("--steps", type=int, default=27, help="fixed for every setting (default %(default)s: "
                    "the default recipe's 3 epochs over 72 training examples at batch 8)")
+    p.add_argument("--window", type=int, default=10, help="context turns per example (default %(default)s)")
     p.add_argument("--lock", type=Path, default=None)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--model", type=Path, default=None)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         run_args.out = out
         results[name], entries, held = {}, {}, {}
         for voice in voices:
-            examples = earliest(voice_examples(VOICES[voice], args.out / "texts", change.get("window", 10)),
+            examples = earliest(voice_examples(VOICES[voice], args.out / "texts", change.get("window", args.window)),
                                 args.examples)
             if change.get("system"):
                 examples = with_system(examples, voice)
