@@ -64,6 +64,10 @@ def train_distributed(job: Job, model_path: Path, settings: Any, train_ex: list,
     from trainer.worker.loop import TrainResult
 
     out_dir = Path(out_dir)
+    # The tokenizer (what verification needs here), loaded first: on the way it builds the GGUF's
+    # dequantized copy if it is missing, so the ranks never race to build it (the first two-rank run
+    # here, which had to build it, lost a rank before training began).
+    base = load_base(model_path, pick_device(job.device, job.four_bit), job.base, tokenizer_only=True)
     ranks_dir = ensure_private_dir(out_dir / "ranks")
     result_path = ranks_dir / "result.json"
     result_path.unlink(missing_ok=True)  # an earlier, stopped attempt's
@@ -113,7 +117,6 @@ def train_distributed(job: Job, model_path: Path, settings: Any, train_ex: list,
         raise KeyboardInterrupt  # stopped before training began: nothing to resume from
     else:
         raise _failed(failure, codes, ranks_dir)
-    base = load_base(model_path, pick_device(job.device, job.four_bit), job.base, tokenizer_only=True)
     return result, base
 
 
