@@ -162,10 +162,14 @@ def test_past_sign_rows_a_search_scores_the_sign_codes_candidates_exactly(tmp_pa
     vf.upsert(["s:9"], ["me"], vecs[2600:2601])  # a replaced row: its new vector (a new row) is found, the old never
     assert vf.top(vecs[2600], 1) == ["s:9"] and "s:9" not in vf.top(vecs[9], 3)
     os_size = sign.stat().st_size
-    with open(sign, "r+b") as fh:  # a torn append: the codes are recoded from the vector file
+    with open(sign, "r+b") as fh:  # a torn append, zeros where the last codes were (a power loss): recoded
         fh.truncate(os_size - 3)
+        fh.seek(os_size - 3 - 16)
+        fh.write(bytes(16))
     again = VectorFile(tmp_path, db, 64)
     assert again.top(queries[0], 10) == vf.top(queries[0], 10) and sign.stat().st_size == os_size
+    codes = again._signs
+    np.testing.assert_array_equal(codes._codes, codes._bits(again.matrix))  # the zeroed codes were redone
     vf.upsert([f"s:{j}" for j in range(2500, 3200)], users[2500:3200], vecs[2500:3200])  # rows doubled: re-centred
     assert vf.top(vecs[3100], 1) == ["s:3100"]
     assert np.frombuffer((tmp_path / "vectors-1.mean").read_bytes(), np.float32)[-1] == vf._rows

@@ -26,6 +26,7 @@ import numpy as np
 from .fsio import FILE_MODE, atomic_write_bytes
 
 CHUNK = 32768  # rows coded per step (a 384-d chunk: 48 MB of float32 read)
+RECHECK = 1024  # rows recoded when a process first reads the codes (1.5 MB of float32 at 384-d)
 FAR = np.uint16(0xFFFF)  # a masked-out row's distance: never a candidate
 
 
@@ -73,7 +74,10 @@ class SignCodes:
             self.sign.unlink(missing_ok=True)
             self._codes = self._codes[:0]
         if len(self._codes) == 0:
+            # the codes are appended without an fsync (a search must not wait for the disk): after a power
+            # loss their tail may hold zeros, so a process recodes the last RECHECK rows it finds, once
             self._codes = self._read()
+            self._codes = self._codes[:max(0, len(self._codes) - RECHECK)]
         done = len(self._codes)
         if done > rows:  # the vector file lost a torn append: so do the codes
             os.truncate(self.sign, rows * self.width)
