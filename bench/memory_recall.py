@@ -15,6 +15,8 @@ memory ids counts its source turns as found, at its own rank.
 Gestalts (`--gestalts distil`): each session is distilled as the app distils it when a session ends
 (home/distil.py on the default model, the base without adapters), then the store syncs the gestalt files;
 a gestalt shown in the block stands for its source turns. With `--keep`, they are distilled once.
+`--gestalts written` takes bench/data/recall_gestalts.py's hand-written lines instead: the ceiling, what
+a distiller that reads every fact right would add.
 
     .venv/bin/python bench/memory_recall.py            # the table
     .venv/bin/python bench/memory_recall.py --json     # one JSON object: overall and per type
@@ -88,6 +90,23 @@ def distil_all(vault, people: list[dict]) -> dict:  # noqa: ANN001
                 asked, new = asked + got.asked, new + len(got.new)
     engine.close()
     return {"distil_asked": asked, "gestalts": new, "distil_s": round(time.perf_counter() - t0, 1)}
+
+
+def write_gestalts(vault, people: list[dict]) -> dict:  # noqa: ANN001
+    """The ceiling: bench/data/recall_gestalts.py's lines, one per fact, each pointing to the turn that said it."""
+    from vault.gestalts import Draft, add_gestalts
+    from vault.logs import read_log
+
+    sys.path.insert(0, str(DATA.parent))
+    from recall_gestalts import written
+
+    new = 0
+    for u in people:
+        said = {r["id"]: r.get("time") for s in u["sessions"]
+                for r in read_log(vault.logs_dir / f"{s['id']}.jsonl").records if "id" in r}
+        drafts = [Draft(text, "fact", (source,), said.get(source)) for text, source in written(u["user"], u["sessions"])]
+        new += len(add_gestalts(vault, u["user"], drafts))
+    return {"gestalts": new}
 
 
 def score(q: dict, found: list[tuple[str, ...]], block: str) -> dict:
@@ -183,6 +202,8 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
         distilled: dict = {}
         if gestalts == "distil" and not list_gestalts(vault).gestalts:
             distilled = distil_all(vault, people)
+        elif gestalts == "written" and not list_gestalts(vault).gestalts:
+            distilled = write_gestalts(vault, people)
         elif gestalts == "none" and list_gestalts(vault).gestalts:
             raise ValueError(f"{vault.gestalts_dir}: the kept vault holds gestalts; keep another one to measure "
                              "without them")
@@ -258,8 +279,9 @@ def main() -> int:
                    help="build the vault here once and reuse it (query-side experiments; ingest is not re-timed)")
     p.add_argument("--cost", action="store_true", help="also time embedding whole turns vs turns + sentence items")
     p.add_argument("--rows", action="store_true", help="with --json: every question's ranked ids too")
-    p.add_argument("--gestalts", choices=("none", "distil"), default="none",
-                   help="distil: every session distilled into gestalts first (the default model), as the app does")
+    p.add_argument("--gestalts", choices=("none", "distil", "written"), default="none",
+                   help="distil: every session distilled into gestalts first (the default model), as the app does; "
+                        "written: bench/data/recall_gestalts.py's lines (the ceiling: every fact distilled right)")
     args = p.parse_args()
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")
