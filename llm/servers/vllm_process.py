@@ -44,6 +44,7 @@ class VllmProcess:
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None
         self.started_s: float | None = None  # seconds from start to ready
+        self._t0 = 0.0
         self._log = tempfile.TemporaryFile(prefix="vllm-")
 
     @property
@@ -72,23 +73,32 @@ class VllmProcess:
         return env
 
     def start(self) -> VllmProcess:
+        return self.launch().wait_ready()
+
+    def launch(self) -> VllmProcess:
+        """Start the server and return at once (its start takes a minute or more: do other work, then
+        `wait_ready`)."""
         if not self.python.is_file():
             raise ServerError(f"{self.python}: no Python with vLLM there")
         self._log.seek(0)
         self._log.truncate()
-        t0 = time.monotonic()
+        self._t0 = time.monotonic()
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True)
+        return self
+
+    def wait_ready(self) -> VllmProcess:
+        """Until `GET /health` answers; a server that exits first is reported with what it printed."""
         probe = Http(self.url, self.api_key, timeout=5, connect_timeout=2)
-        deadline = t0 + self.ready_timeout
+        deadline = self._t0 + self.ready_timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
+            if self.proc is None or self.proc.poll() is not None:
+                code = None if self.proc is None else self.proc.returncode
                 self.proc = None
                 raise ServerError(f"vllm serve exited ({code}) before it was ready: {self.output_tail()}")
             try:
                 probe.get("/health")
-                self.started_s = time.monotonic() - t0
+                self.started_s = self.started_s or time.monotonic() - self._t0
                 return self
             except ServerError:
                 time.sleep(0.5)
