@@ -17,7 +17,7 @@ from llm.errors import AdapterError
 from llm.params import GenParams
 from llm.servers.http import Http, ServerError
 from llm.servers.select import open_backend
-from llm.servers.vllm import VllmBackend
+from llm.servers.vllm import VllmBackend, chat_body
 from llm.servers.vllm_process import VllmProcess
 from tests.families import tiny_gguf
 from tests.vllm_env import vllm_python
@@ -164,15 +164,18 @@ def test_bad_states_are_one_line(vllm_server, backend, tiny, peft_adapters, mode
     shutil.rmtree(other / "peft")
     with pytest.raises(AdapterError, match=r"adapter.gguf: no PEFT folder beside it"):
         backend.load_adapter("x", other / "adapter.gguf")
-    # The server dropped an adapter Home uses (another client unloaded it): the turn fails in one line.
-    Http(vllm_server.url, KEY).post_text("/v1/unload_lora_adapter", {"lora_name": "b"})
-    with pytest.raises(ServerError, match=r"404 not found: .*b") as err:
-        "".join(backend.stream(CHAT, GREEDY, adapters=[("b", 1.0)]))
-    assert "\n" not in str(err.value) and backend.last.finish_reason == "error"
-    backend._loaded.pop("b")
-    backend.load_adapter("b", peft_adapters["b"])  # loaded again at run time
-    assert backend.held()["b"].endswith("b/peft")
+    # A model the server does not have: one line with vLLM's own words.
+    with pytest.raises(ServerError, match=r"404 not found: The model `nope` does not exist") as err:
+        list(backend.http.events("/v1/chat/completions", chat_body("nope", CHAT, GREEDY)))
+    assert "\n" not in str(err.value)
 
+
+def test_an_adapter_the_server_lost_is_loaded_again_for_the_next_turn(backend, vllm_server):
+    before = "".join(backend.stream(CHAT, GREEDY, adapters=[("b", 1.0)]))
+    Http(vllm_server.url, KEY).post_text("/v1/unload_lora_adapter", {"lora_name": "b"})  # as a restart would
+    assert "b" not in backend.held()
+    assert "".join(backend.stream(CHAT, GREEDY, adapters=[("b", 1.0)])) == before
+    assert backend.held()["b"].endswith("b/peft")
 
 def test_home_ask_through_vllm_logs_the_server_and_the_adapter(vllm_server, tiny, peft_adapters, tmp_path):
     """The CLI end to end: a vault's registered adapter (GGUF + PEFT folder) served by vLLM, logged so."""

@@ -10,10 +10,11 @@ Adapters: vLLM reads PEFT folders, not GGUF LoRAs; registration keeps the traine
 the GGUF (`adapters/<id>/peft/`), and `load_adapter` loads it at run time (`POST /v1/load_lora_adapter`,
 the server started with `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`) unless the server already holds it (same
 folder, or the same `<id>/peft` tail, as `--lora-modules` at its start). A turn's stack of one adapter
-is the request's `model` (the LoRA's name on the server); none is the base model's name. vLLM applies
-one LoRA per request at its trained scale: a stack of two or more is served with its top adapter (the
-highest scale; the first of equals), a scale other than 1 as 1; `notice` says so, once, and the reply's
-`Completion.adapters` (what the turn's log record claims) holds only what was served.
+is the request's `model` (the LoRA's name on the server, checked each turn: one a restarted server lost
+is loaded again); none is the base model's name. vLLM applies one LoRA per request at its trained
+scale: a stack of two or more is served with its top adapter (the highest scale; the first of equals),
+a scale other than 1 as 1; `notice` says so, once, and the reply's `Completion.adapters` (what the
+turn's log record claims) holds only what was served.
 """
 
 from __future__ import annotations
@@ -180,21 +181,28 @@ class VllmBackend:
             raise AdapterError(f"{cfg}: base_model_name_or_path: made for fingerprint {short(made_for)}, the "
                                f"model is {self.info.name} (fingerprint {short(self.info.fingerprint)})")
         with self._lock:
-            held = self.held()
-            name = self._name_on_server(adapter_id, peft, held)
-            if name is None:
-                if adapter_id in held:
-                    raise AdapterError(f"{peft}: the server at {self.url} holds another adapter named "
-                                       f"{adapter_id!r} ({held[adapter_id]})")
-                self._load_on_server(adapter_id, peft)
+            self._held_name(adapter_id, peft)
             self._loaded[adapter_id] = (peft, info)
         return info
+
+    def _held_name(self, adapter_id: str, peft: Path) -> str:
+        """The server's name for `peft` (one it was started with counts, under any name), loading it at
+        run time as `adapter_id` when it is not held: a first use, or a server restarted since."""
+        held = self.held()
+        name = self._name_on_server(adapter_id, peft, held)
+        if name is not None:
+            return name
+        if adapter_id in held:
+            raise AdapterError(f"{peft}: the server at {self.url} holds another adapter named "
+                               f"{adapter_id!r} ({held[adapter_id]})")
+        self._load_on_server(adapter_id, peft)
+        return adapter_id
 
     def _load_on_server(self, name: str, peft: Path) -> None:
         try:
             self.http.post_text("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(peft)})
         except ServerError as exc:
-            if "404" in str(exc) and "load_lora_adapter" in str(exc).split(":")[1]:
+            if ": 404 not found (" in str(exc):  # no such route: FastAPI's bare 404 (an unknown folder says so)
                 raise AdapterError(f"{peft}: the server at {self.url} cannot load adapters at run time (start "
                                    "it with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)") from None
             raise AdapterError(f"{peft}: the server at {self.url} did not load it (it reads the folder on its "
@@ -265,8 +273,13 @@ class VllmBackend:
         return served
 
     def request(self, messages: Sequence[Message], params: GenParams, served: Sequence[tuple[str, float]]) -> dict:
-        """The `/v1/chat/completions` body for one reply: `model` is the served adapter's name, or the base."""
-        return chat_body(served[0][0] if served else self.model, messages, params)
+        """The `/v1/chat/completions` body for one reply: `model` is the served adapter's name on the
+        server (checked, and loaded again if the server lost it), or the base model's."""
+        model = self.model
+        if served:
+            adapter_id = served[0][0]
+            model = self._held_name(adapter_id, self._loaded[adapter_id][0])
+        return chat_body(model, messages, params)
 
 
     def stream(
