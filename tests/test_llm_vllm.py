@@ -186,13 +186,21 @@ def test_home_ask_through_vllm_logs_the_server_and_the_adapter(vllm_server, tiny
     from vault.manifest import AdapterEntry, ManifestStore
 
     vault = Vault.open(tmp_path / "v")
-    shutil.copytree(peft_adapters["c"].parent, vault.adapters_dir / "c")
-    with ManifestStore(vault).update() as m:
-        m.add_adapter(AdapterEntry(id="c", name="c", file="adapters/c/adapter.gguf", kind="style",
-                                   base={"fingerprint": read_model_info(tiny[0]).fingerprint}))
+    for ident in "ac":
+        shutil.copytree(peft_adapters[ident].parent, vault.adapters_dir / ident)
+        with ManifestStore(vault).update() as m:
+            m.add_adapter(AdapterEntry(id=ident, name=ident, file=f"adapters/{ident}/adapter.gguf", kind="style",
+                                       base={"fingerprint": read_model_info(tiny[0]).fingerprint}))
     vault.config_path.write_text(f'model = "{tiny[0]}"\n[backend]\napi_key = "{KEY}"\nkind = "vllm"\n')
     proc = run_home(vault.root, "--backend", vllm_server.url, "ask", "hi", "--adapter", "c", "--max-tokens", "4")
     assert proc.returncode == 0, proc.stderr
     (reply,) = [r for r in records(vault.root) if r["role"] == "assistant"]
     assert reply["backend"] == f"vllm {vllm_server.url}" and reply["adapters"] == [{"id": "c", "scale": 1.0}]
     assert reply["tokens"]["completion"] == 4 and not reply["partial"]
+    # Two adapters asked: the top one served, said on stderr, logged as served.
+    proc = run_home(vault.root, "--backend", vllm_server.url, "ask", "hi", "--adapter", "a:0.5", "--adapter", "c",
+                    "--max-tokens", "4", "--no-memory")
+    assert proc.returncode == 0, proc.stderr
+    assert "home: vLLM serves one adapter per request: using the top one, c (1), without a (0.5)" in proc.stderr
+    reply = [r for r in records(vault.root) if r["role"] == "assistant"][-1]
+    assert reply["adapters"] == [{"id": "c", "scale": 1.0}]
