@@ -18,6 +18,7 @@ Prints progress lines to stderr, one JSON line to stdout, and writes `<out>/voic
     .venv/bin/python bench/voice_fidelity.py --lock /tmp/home-heavy.lock --out /tmp/vf
 
 Re-running with the same `--out` reuses each adapter already trained on the same data and settings.
+Measured numbers, commands and the PNG: bench/voice/RESULTS.md.
 """
 
 from __future__ import annotations
