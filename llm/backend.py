@@ -1,9 +1,9 @@
 """The `Backend` protocol: what the app needs from whatever produces replies.
 
-`Engine` (local llama.cpp) satisfies it. An OpenAI-compatible backend (llama-server, vLLM, Ollama)
-would implement it too: `stream` over the `/v1/chat/completions` SSE stream, `set_adapters` mapped to
-the server's per-request LoRA field (llama-server's `lora: [{id, scale}]`) or refused with
-`AdapterError` where the server cannot stack adapters, `info` from the server's model metadata.
+`Engine` (local llama.cpp) satisfies it, and so do the server backends over an OpenAI-compatible API
+(llm/servers/remote.py: the stack kept on Home's side, the streamed reply): `LlamaServerBackend` maps a
+stack to llama-server's per-request `lora: [{id, scale}]`, `VllmBackend` serves a stack's top adapter as
+the request's `model`; `info` is the local GGUF's metadata either way.
 """
 
 from __future__ import annotations

@@ -16,21 +16,16 @@ stop strings and sampling; a reply is cancelled by closing its stream.
 from __future__ import annotations
 
 import os
-import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from ..decode import MIN_P, Completion
-from ..errors import AdapterError, LLMError
-from ..fit import fit_messages
-from ..gguf_meta import AdapterInfo, ModelInfo, check_adapter_fits, read_adapter_info, read_model_info
+from ..decode import MIN_P
+from ..errors import AdapterError
+from ..gguf_meta import AdapterInfo, ModelInfo, check_adapter_fits, read_adapter_info
 from ..params import GenParams
 from ..template import ChatTemplate
-from .http import Http, ServerError, StreamCut
-
-Message = Mapping[str, Any]
+from .http import ServerError
+from .remote import Message, RemoteBackend, Stack
 
 
 def _n_params(info: ModelInfo) -> int:
@@ -43,7 +38,7 @@ def _n_params(info: ModelInfo) -> int:
     return total
 
 
-class LlamaServerBackend:
+class LlamaServerBackend(RemoteBackend):
     """Replies from a running llama-server at `url`, for the base model at `model_path`. An adapter the
     server does not hold is refused, saying what to do (`home serve` restarts its own server with every
     newly registered adapter, between turns)."""
@@ -52,22 +47,10 @@ class LlamaServerBackend:
 
     def __init__(self, url: str, model_path: str | os.PathLike, api_key: str | None = None,
                  timeout: float = 600.0) -> None:
-        self.http = Http(url, api_key, timeout)
-        self.url = self.http.url
-        self.path = Path(model_path)
-        self.info: ModelInfo = read_model_info(self.path)
+        super().__init__(url, model_path, api_key, timeout)
         self.template = ChatTemplate(self.info.chat_template, self.info.bos_token, self.info.eos_token)
-        self._lock = threading.Lock()
-        self._loaded: dict[str, tuple[Path, AdapterInfo]] = {}
-        self._active: list[tuple[str, float]] = []
         self._held: list[dict] = []  # GET /lora-adapters: [{id, path, scale}]
-        self.last: Completion | None = None
         self.n_ctx = self._check_server()
-
-    @property
-    def backend(self) -> str:
-        """What a log record's `backend` field says served the reply."""
-        return f"{self.kind} {self.url}"
 
     # --- the server ---------------------------------------------------------------------------
 
@@ -131,37 +114,6 @@ class LlamaServerBackend:
             self._loaded[adapter_id] = (path, info)
         return info
 
-    def unload_adapter(self, adapter_id: str) -> bool:
-        """Forget an adapter (the server keeps it, at scale 0). True if the active stack changed."""
-        with self._lock:
-            self._loaded.pop(adapter_id, None)
-            before = list(self._active)
-            self._active = [(i, s) for i, s in self._active if i != adapter_id]
-            return before != self._active
-
-    def _check_stack(self, stack: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
-        stack = [(str(i), float(s)) for i, s in stack]
-        for adapter_id, _ in stack:
-            if adapter_id not in self._loaded:
-                known = ", ".join(sorted(self._loaded)) or "none"
-                raise AdapterError(f"adapter {adapter_id!r} is not loaded (loaded: {known})")
-        return stack
-
-    def set_adapters(self, stack: Iterable[tuple[str, float]]) -> bool:
-        with self._lock:
-            stack = self._check_stack(stack)
-            changed = stack != self._active
-            self._active = stack
-            return changed
-
-    @property
-    def adapters(self) -> list[tuple[str, float]]:
-        return list(self._active)
-
-    @property
-    def loaded_adapters(self) -> dict[str, Path]:
-        return {k: p for k, (p, _) in self._loaded.items()}
-
     def lora_field(self, stack: Sequence[tuple[str, float]]) -> list[dict]:
         """The request's `lora`: every adapter the server holds, the stack's at their scales, the rest 0."""
         scales = {int(a["id"]): 0.0 for a in self._held}
@@ -189,12 +141,6 @@ class LlamaServerBackend:
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.tokenize(self.render(messages)))
 
-    def fit(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[Message], int]:
-        return fit_messages(messages, max_tokens, self.n_ctx, self.count_tokens)
-
-    def reset(self) -> None:
-        """Nothing to forget here: the server keys its prompt cache on tokens and adapter scales."""
-
     # --- generation ---------------------------------------------------------------------------
 
     def request(self, messages: Sequence[Message], params: GenParams, stack: Sequence[tuple[str, float]]) -> dict:
@@ -214,89 +160,7 @@ class LlamaServerBackend:
             "lora": self.lora_field(stack),
         }
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        params: GenParams | None = None,
-        cancel: threading.Event | None = None,
-        adapters: Iterable[tuple[str, float]] | None = None,
-    ) -> Iterator[str]:
-        """Reply to `messages`, yielding text pieces; afterwards `.last` holds the `Completion`. An
-        adapter not loaded, or a prompt that cannot fit, raises here, before the first piece."""
-        params = params or GenParams()
-        with self._lock:
-            stack = self._check_stack(self._active if adapters is None else adapters)
-            if adapters is not None:
-                self._active = stack
-            kept, dropped = self.fit(messages, params.max_tokens)
-            # The server's numbering, read for every reply: a restarted server numbers its list anew.
-            self._held = self._read_held()
-            body = self.request(kept, params, stack)
-        return self._generate(body, cancel, dropped, tuple(stack))
-
-    def _generate(self, body: dict, cancel: threading.Event | None, dropped: int,
-                  stack: tuple[tuple[str, float], ...]) -> Iterator[str]:
-        t0 = time.perf_counter()
-        parts: list[str] = []
-        state: dict[str, Any] = {"finish": "cancelled", "first": None, "usage": {}, "timings": {}}
-        events = self.http.events("/v1/chat/completions", body)
-        try:
-            for event in events:
-                if cancel is not None and cancel.is_set():
-                    break  # closing `events` closes the socket: the server stops decoding
-                state["usage"] = event.get("usage") or state["usage"]
-                state["timings"] = event.get("timings") or state["timings"]
-                for choice in event.get("choices") or ():
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        state["first"] = state["first"] or time.perf_counter()
-                        parts.append(piece)
-                        yield piece
-                    if choice.get("finish_reason"):
-                        state["finish"] = "length" if choice["finish_reason"] == "length" else "stop"
-            else:
-                if state["finish"] == "cancelled":  # [DONE] without a finish reason
-                    state["finish"] = "stop"
-        except StreamCut:
-            state["finish"] = "error"  # logged partial: true by the turn
-            raise
-        except ServerError:
-            state["finish"] = "error"
-            raise
-        finally:
-            events.close()
-            self.last = _completion(state, parts, t0, dropped, stack)
-
-    def generate_text(self, messages: Sequence[Message], params: GenParams | None = None,
-                      cancel: threading.Event | None = None) -> str:
-        return "".join(self.stream(messages, params, cancel))
-
-    def logits(self, tokens: Sequence[int], all_positions: bool = False) -> Any:
-        raise LLMError(f"{self.url}: a server gives no logits; this needs the in-process engine (no --backend)")
-
-    def close(self) -> None:
-        """Nothing to free: the server keeps running (it is not ours to stop here)."""
-
-    def __enter__(self) -> LlamaServerBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _completion(state: dict, parts: list[str], t0: float, dropped: int,
-                stack: tuple[tuple[str, float], ...]) -> Completion:
-    usage, timings = state["usage"], state["timings"]
-    end = time.perf_counter()
-    first = state["first"]
-    return Completion(
-        text="".join(parts),
-        prompt_tokens=int(usage.get("prompt_tokens") or timings.get("prompt_n") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or timings.get("predicted_n") or 0),
-        ttft_s=(first - t0) if first is not None else end - t0,
-        total_s=end - t0,
-        tok_per_s=float(timings.get("predicted_per_second") or 0.0),
-        finish_reason=state["finish"],
-        dropped_turns=dropped,
-        adapters=stack,
-    )
+    def _body(self, messages: Sequence[Message], params: GenParams, stack: Stack) -> tuple[dict, Stack]:
+        # The server's numbering, read for every reply: a restarted server numbers its list anew.
+        self._held = self._read_held()
+        return self.request(messages, params, stack), stack

@@ -23,21 +23,17 @@ import json
 import logging
 import os
 import re
-import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from ..decode import MIN_P, Completion
-from ..errors import AdapterError, LLMError
+from ..decode import MIN_P
+from ..errors import AdapterError
 from ..fingerprint import same_base, short
-from ..fit import fit_messages
-from ..gguf_meta import AdapterInfo, ModelInfo, check_adapter_fits, read_adapter_info, read_model_info
+from ..gguf_meta import AdapterInfo, check_adapter_fits, read_adapter_info
 from ..params import GenParams
-from .http import Http, ServerError, StreamCut
+from .http import ServerError
+from .remote import Message, RemoteBackend, Stack
 
-Message = Mapping[str, Any]
 log = logging.getLogger("home.backend")
 _FINGERPRINT = re.compile(r"^([0-9a-f]{64})(?:-|$)")  # a base-cache folder's name starts with the GGUF's fingerprint
 
@@ -90,30 +86,18 @@ def chat_body(model: str, messages: Sequence[Message], params: GenParams) -> dic
     }
 
 
-class VllmBackend:
+class VllmBackend(RemoteBackend):
     """Replies from a running vLLM server at `url`, for Home's base model at `model_path` (its GGUF)."""
 
     kind = "vllm"
 
     def __init__(self, url: str, model_path: str | os.PathLike, api_key: str | None = None,
                  timeout: float = 600.0) -> None:
-        self.http = Http(url, api_key, timeout)
+        super().__init__(url, model_path, api_key, timeout)  # `_loaded`: adapter id -> (PEFT folder, GGUF facts)
         self.http.hint_404 = "is this a vLLM server, started with --enable-lora?"
-        self.url = self.http.url
-        self.path = Path(model_path)
-        self.info: ModelInfo = read_model_info(self.path)
-        self._lock = threading.Lock()
-        self._loaded: dict[str, tuple[Path, AdapterInfo]] = {}  # adapter id -> (PEFT folder, GGUF facts)
-        self._active: list[tuple[str, float]] = []
         self._noted: set[str] = set()
         self.notice: str | None = None  # the last stack vLLM could not serve as asked, said once per stack
-        self.last: Completion | None = None
         self.model, self.root, self.n_ctx = self._check_server()
-
-    @property
-    def backend(self) -> str:
-        """What a log record's `backend` field says served the reply."""
-        return f"{self.kind} {self.url}"
 
     # --- the server ---------------------------------------------------------------------------
 
@@ -208,37 +192,6 @@ class VllmBackend:
             raise AdapterError(f"{peft}: the server at {self.url} did not load it (it reads the folder on its "
                                f"own machine): {exc}") from None
 
-    def unload_adapter(self, adapter_id: str) -> bool:
-        """Forget an adapter (the server keeps it: another Home may use it). True if the stack changed."""
-        with self._lock:
-            self._loaded.pop(adapter_id, None)
-            before = list(self._active)
-            self._active = [(i, s) for i, s in self._active if i != adapter_id]
-            return before != self._active
-
-    def _check_stack(self, stack: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
-        stack = [(str(i), float(s)) for i, s in stack]
-        for adapter_id, _ in stack:
-            if adapter_id not in self._loaded:
-                known = ", ".join(sorted(self._loaded)) or "none"
-                raise AdapterError(f"adapter {adapter_id!r} is not loaded (loaded: {known})")
-        return stack
-
-    def set_adapters(self, stack: Iterable[tuple[str, float]]) -> bool:
-        with self._lock:
-            stack = self._check_stack(stack)
-            changed = stack != self._active
-            self._active = stack
-            return changed
-
-    @property
-    def adapters(self) -> list[tuple[str, float]]:
-        return list(self._active)
-
-    @property
-    def loaded_adapters(self) -> dict[str, Path]:
-        return {k: p for k, (p, _) in self._loaded.items()}
-
     # --- tokens and the context policy ----------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
@@ -254,12 +207,6 @@ class VllmBackend:
         out = self.http.post("/tokenize", {"model": self.model, "messages": [dict(m) for m in messages],
                                            "add_generation_prompt": True})
         return int((out or {}).get("count") or len((out or {}).get("tokens") or ()))
-
-    def fit(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[Message], int]:
-        return fit_messages(messages, max_tokens, self.n_ctx, self.count_tokens)
-
-    def reset(self) -> None:
-        """Nothing to forget here: vLLM's prefix cache is keyed on tokens and the LoRA."""
 
     # --- generation ---------------------------------------------------------------------------
 
@@ -281,86 +228,6 @@ class VllmBackend:
             model = self._held_name(adapter_id, self._loaded[adapter_id][0])
         return chat_body(model, messages, params)
 
-
-    def stream(
-        self,
-        messages: Sequence[Message],
-        params: GenParams | None = None,
-        cancel: threading.Event | None = None,
-        adapters: Iterable[tuple[str, float]] | None = None,
-    ) -> Iterator[str]:
-        """Reply to `messages`, yielding text pieces; afterwards `.last` holds the `Completion`. An
-        adapter not loaded, or a prompt that cannot fit, raises here, before the first piece."""
-        params = params or GenParams()
-        with self._lock:
-            stack = self._check_stack(self._active if adapters is None else adapters)
-            if adapters is not None:
-                self._active = stack
-            served = self._serve(stack)
-            kept, dropped = self.fit(messages, params.max_tokens)
-            body = self.request(kept, params, served)
-        return self._generate(body, cancel, dropped, tuple(served))
-
-    def _generate(self, body: dict, cancel: threading.Event | None, dropped: int,
-                  served: tuple[tuple[str, float], ...]) -> Iterator[str]:
-        t0 = time.perf_counter()
-        parts: list[str] = []
-        state: dict[str, Any] = {"finish": "cancelled", "first": None, "usage": {}}
-        events = self.http.events("/v1/chat/completions", body)
-        try:
-            for event in events:
-                if cancel is not None and cancel.is_set():
-                    break  # closing `events` closes the socket: vLLM aborts the request
-                state["usage"] = event.get("usage") or state["usage"]
-                for choice in event.get("choices") or ():
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        state["first"] = state["first"] or time.perf_counter()
-                        parts.append(piece)
-                        yield piece
-                    if choice.get("finish_reason"):
-                        state["finish"] = "length" if choice["finish_reason"] == "length" else "stop"
-            else:
-                if state["finish"] == "cancelled":  # [DONE] without a finish reason
-                    state["finish"] = "stop"
-        except (StreamCut, ServerError):
-            state["finish"] = "error"  # logged partial: true by the turn
-            raise
-        finally:
-            events.close()
-            self.last = _completion(state, parts, t0, dropped, served)
-
-    def generate_text(self, messages: Sequence[Message], params: GenParams | None = None,
-                      cancel: threading.Event | None = None) -> str:
-        return "".join(self.stream(messages, params, cancel))
-
-    def logits(self, tokens: Sequence[int], all_positions: bool = False) -> Any:
-        raise LLMError(f"{self.url}: a server gives no logits; this needs the in-process engine (no --backend)")
-
-    def close(self) -> None:
-        """Nothing to free: the server keeps running (it is not ours to stop here)."""
-
-    def __enter__(self) -> VllmBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _completion(state: dict, parts: list[str], t0: float, dropped: int,
-                served: tuple[tuple[str, float], ...]) -> Completion:
-    usage = state["usage"]
-    end, first = time.perf_counter(), state["first"]
-    n_out = int(usage.get("completion_tokens") or 0)
-    decode_s = end - first if first is not None else 0.0
-    return Completion(
-        text="".join(parts),
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=n_out,
-        ttft_s=(first - t0) if first is not None else end - t0,
-        total_s=end - t0,
-        tok_per_s=(n_out - 1) / decode_s if n_out > 1 and decode_s > 0 else 0.0,
-        finish_reason=state["finish"],
-        dropped_turns=dropped,
-        adapters=served,
-    )
+    def _body(self, messages: Sequence[Message], params: GenParams, stack: Stack) -> tuple[dict, Stack]:
+        served = self._serve(stack)
+        return self.request(messages, params, served), served
