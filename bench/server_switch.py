@@ -15,6 +15,13 @@ Decode: tokens/s of a 128-token greedy reply (the server's own `timings.predicte
 `Completion.tok_per_s` in process: both count tokens after the first). Goal: server >= 0.9x in process.
 
     .venv/bin/python bench/server_switch.py [--iters 40] [--threads 2] [--server PATH]
+
+Measured 2026-11-30 on the quiet 2-core box (load 0.2-1.2; the tests' fast build of llama-server, 20 replies
+a row): decode 55.9 tok/s in process vs 53.0 through the server, 0.95x (goal >= 0.9: met); first token
+after a switch p50 253 ms vs 243 ms (0.96x; the switch itself adds ~220 ms on both sides, the prompt
+evaluated again); a new adapter file to its first token 218 ms in process vs 969 ms with the server's
+restart (4x). The same run at load 5-8 read 0.41x decode: both sides crawl (2-5 tok/s) and the server's
+threads lose more of it, so read these numbers from a quiet machine only.
 """
 
 from __future__ import annotations

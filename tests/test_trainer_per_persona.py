@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import one_error_line, run_home
+from tests.families import tiny_gguf
 from trainer.worker.per_persona import point_persona
 from vault.layout import Vault
 from vault.manifest import AdapterEntry, ManifestStore, now_iso
@@ -46,11 +47,14 @@ def split_cast(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_one_adapter_per_persona_then_eval_across_personas(tmp_path):
+    # A tiny random Llama with the default model's tokenizer: what is tested (one base load, an adapter per
+    # persona, registration, cards, the cross-persona eval) is the same for any model, at a fraction of the time.
+    model = ["--model", str(tiny_gguf("llama"))]
     vault_root = tmp_path / "v"
     vault = make_personas(vault_root)
     train, heldout = split_cast(tmp_path)
-    proc = run_home(vault_root, "train", "--source", "jsonl", str(train), "--per-persona", "--steps", "3", "--rank",
-                    "4", "--batch-size", "4", "--max-length", "96", "--lr", "3e-3", "--device", "cpu", "--json",
+    proc = run_home(vault_root, *model, "train", "--source", "jsonl", str(train), "--per-persona", "--steps", "3",
+                    "--rank", "4", "--batch-size", "4", "--max-length", "96", "--lr", "3e-3", "--device", "cpu", "--json",
                     timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
@@ -73,12 +77,13 @@ def test_one_adapter_per_persona_then_eval_across_personas(tmp_path):
         assert entry.metrics["perplexity"]["adapter"] < entry.metrics["perplexity"]["base"]
         assert get_persona(vault, pid).home["adapters"] == [{"id": f"{pid}-persona-1", "scale": 1.0}]
     # the persona brings its adapter along, as its hotkey does in the app
-    asked = run_home(vault_root, "ask", "Who are you?", "--persona", "barnaby-fitch", "--max-tokens", "8", "--json")
+    asked = run_home(vault_root, *model, "ask", "Who are you?", "--persona", "barnaby-fitch", "--max-tokens", "8",
+                     "--json")
     assert asked.returncode == 0, asked.stderr
     assert json.loads(asked.stdout)["adapters"] == [{"id": "barnaby-fitch-persona-1", "scale": 1.0}]
 
-    proc = run_home(vault_root, "data", "eval", "--train", str(train), "--heldout", str(heldout), "--samples", "1",
-                    "--max-tokens", "16", "--json", timeout=600)
+    proc = run_home(vault_root, *model, "data", "eval", "--train", str(train), "--heldout", str(heldout),
+                    "--samples", "1", "--max-tokens", "16", "--json", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     ppl = report["perplexity"]
