@@ -25,12 +25,12 @@ time.sleep(120)
 WORKER = """
 import os, sys, time
 parent = os.getppid()  # as the worker's main does, before the slow imports
-from trainer.__main__ import _event_stream
+from trainer.protocol.events import event_stream
 from trainer.protocol.events import EventWriter
 from trainer.worker.parent_watch import stop_orphaned_worker, watch_parent
 from trainer.worker.train_progress import StopRequest, stop_on_signals
 
-writer = EventWriter(_event_stream())  # the worker's own setup: events on a private duplicate of stdout
+writer = EventWriter(event_stream())  # the worker's own setup: events on a private duplicate of stdout
 watch_parent(lambda: stop_orphaned_worker(writer.mute), parent)
 stop = StopRequest()
 with stop_on_signals(stop):

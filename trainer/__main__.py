@@ -16,15 +16,6 @@ import signal
 import sys
 
 
-def _event_stream():
-    """A text stream on a duplicate of the real stdout; fd 1 then goes to stderr for everyone else."""
-    sys.stdout.flush()
-    fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return os.fdopen(fd, "w", buffering=1, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
     parser.add_argument("job", help="the job JSON file, or - for standard input")
@@ -38,14 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     # private from birth: 0700 folders, 0600 files, like the rest of the vault.
     os.umask(0o077)
 
-    from trainer.protocol.events import EventWriter
+    from trainer.protocol.events import EventWriter, event_stream
     from trainer.protocol.memwatch import MemoryWatch, bound_allocator
     from trainer.worker.parent_watch import stop_orphaned_worker, watch_parent
 
     bound_allocator()  # before torch allocates anything: freed activations go back to the OS
 
     # Each `phase` event then carries the peak memory of the stage it closes; `done`/`error` the run's.
-    writer = EventWriter(_event_stream())
+    writer = EventWriter(event_stream())
     emit = MemoryWatch(writer, first_stage="dataset")
     watch_parent(lambda: stop_orphaned_worker(writer.mute), parent)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -6,6 +6,7 @@ Torch-free, so the app and `home train` can read a run's progress without loadin
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -67,3 +68,13 @@ def read_events(lines: Iterator[str]) -> Iterator[dict]:
             yield event
         else:
             yield {"event": "log", "text": line}
+
+
+def event_stream() -> IO[str]:
+    """A text stream on a duplicate of the real stdout; fd 1 then goes to stderr for everyone else (the
+    libraries' progress bars and prints), so stdout carries only events."""
+    sys.stdout.flush()
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(fd, "w", buffering=1, encoding="utf-8")

@@ -26,12 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     spec_path = Path((argv if argv is not None else sys.argv[1:])[0])
     rank = int(os.environ["RANK"])
 
-    from trainer.protocol.events import EventWriter
+    from trainer.protocol.events import EventWriter, event_stream
     from trainer.protocol.memwatch import bound_allocator
     from trainer.worker.parent_watch import stop_orphaned_worker, watch_parent
 
     bound_allocator()
-    writer = EventWriter(_event_stream())
+    writer = EventWriter(event_stream())
     if rank != 0:
         writer.mute()
     watch_parent(lambda: stop_orphaned_worker(writer.mute), parent)
@@ -85,15 +85,6 @@ def _write_result(path: Path, result) -> None:
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "peft_model"}
     fields["adapter_dir"] = str(result.adapter_dir) if result.adapter_dir else None
     atomic_write_json(path, fields)
-
-
-def _event_stream():
-    """Events on a duplicate of the real stdout; fd 1 goes to stderr for the libraries' chatter."""
-    sys.stdout.flush()
-    fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return os.fdopen(fd, "w", buffering=1, encoding="utf-8")
 
 
 if __name__ == "__main__":
