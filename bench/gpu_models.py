@@ -174,10 +174,12 @@ def llama_src(work: Path, explicit: str | None = None) -> Path | None:
 
 def to_gguf(hf_dir: Path, out: Path, src: Path, outtype: str = "f16") -> Path:
     """llama.cpp's convert_hf_to_gguf.py on `hf_dir` (its in-tree gguf-py), with SmolLM2's pre-tokenizer."""
-    cmd = [sys.executable, "-c", _CONVERT_SHIM, str(src), str(hf_dir), "--outfile", str(out), "--outtype", outtype]
+    part = out.with_name(out.name + ".part")  # a call cut mid-write leaves no GGUF a later call would trust
+    cmd = [sys.executable, "-c", _CONVERT_SHIM, str(src), str(hf_dir), "--outfile", str(part), "--outtype", outtype]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0 or not out.is_file():
+    if proc.returncode != 0 or not part.is_file():
         raise RuntimeError(f"convert_hf_to_gguf.py failed on {hf_dir}: {proc.stderr.strip()[-1500:]}")
+    part.replace(out)
     return out
 
 
