@@ -7,6 +7,7 @@ import os
 
 from tests.cli_helpers import one_error_line, run_home
 from tests.test_vault_memory import FACTS, FILLERS, conversation
+from vault import gestalts as gs
 from vault.layout import Vault
 from vault.logs import read_log
 from vault.memory import MemoryStore
@@ -23,10 +24,17 @@ def test_search_forget_stats(tmp_path):
     assert hits[0]["id"] == sister and "Porto" in hits[0]["text"]
     assert set(hits[0]) == {"id", "text", "score", "time", "role", "session", "sources"}
 
+    # a fact learnt from that turn alone goes with it, and the output says so
+    (learnt,) = gs.add_gestalts(Vault.open(root), "me", [gs.Draft("The user's sister Ana lives in Porto.",
+                                                                  sources=(sister,))])
     gone = run_home(root, "memory", "forget", sister)
-    assert gone.returncode == 0 and gone.stdout.startswith(f"forgot {sister}: My sister Ana"), gone.stderr
+    assert gone.returncode == 0 and gone.stdout == (
+        f"forgot {sister}: My sister Ana lives in Porto.\nand 1 gestalt learnt from it alone:\n"
+        f"  forgot gestalt:{learnt.id}: The user's sister Ana lives in Porto.\n"), gone.stderr
+    assert not learnt.path.exists()
     by_query = run_home(root, "memory", "forget", "--query", "what car do I have?", "-k", "2", "--json")
     assert by_query.returncode == 0, by_query.stderr
+    assert json.loads(by_query.stdout)["derived"] == []
     forgotten = json.loads(by_query.stdout)["forgotten"]
     assert car in forgotten and len(forgotten) == 2
 
@@ -76,7 +84,7 @@ def test_forget_with_a_damaged_index_still_forgets_and_refuses_while_the_app_own
     (root / "memory" / "keyword.sqlite3").write_bytes(b"not a database" * 100)
     gone = run_home(root, "memory", "forget", sister)
     assert gone.returncode == 0, gone.stderr
-    assert gone.stdout == f"forgot {sister}: My sister Ana lives in Porto.\n"
+    assert gone.stdout == f"forgot {sister}: My sister Ana lives in Porto.\nand 0 gestalts learnt from it alone\n"
     assert gone.stderr.startswith("home: warning: memory index not updated: ") and "reindex" in gone.stderr
     events = [r for r in read_log(root / "logs" / f"{session}.jsonl").records if r["role"] == "event"]
     assert [(e["event"], e["target"]) for e in events] == [("exclude", sister)]

@@ -97,6 +97,64 @@ def test_with_the_index_it_is_told_and_writes_no_source(seeded, embedder):
         assert events(vault, "s1") == [("exclude", "s1:3")] and store.get("s1:1") is not None  # nothing changed
 
 
+def texts(hits) -> str:
+    return " ".join(h.text for h in hits)
+
+
+def test_a_turn_takes_the_gestalts_learnt_from_it_alone(seeded, embedder):
+    """A gestalt learnt from a forgotten turn no longer recalls (file, store, search); one that another
+    turn still backs stays until that one is forgotten too; hand-written ones (no sources) are untouched."""
+    vault, tea, city = seeded
+    write_session(vault, "s3", [("user", "Ana, my sister, has lived in Porto since May.", 3)])
+    (peanuts,) = gs.add_gestalts(vault, "me", [gs.Draft("The user is allergic to peanuts.", sources=("s1:3",))])
+    (porto,) = gs.add_gestalts(vault, "me", [gs.Draft("The user's sister Ana lives in Porto.",
+                                                      sources=("s2:1", "s3:1"))])
+    allergy, sister = "what am I allergic to?", "where does my sister live?"
+    with MemoryStore.open(vault, embedder) as store:
+        index_logs(vault, store)
+        sync_gestalts(vault, store)
+        assert f"gestalt:{peanuts.id}" in [h.id for h in store.search(allergy, k=3)]
+
+        done = forget(vault, ["s1:3"], store=store)
+        assert done.derived == [f"gestalt:{peanuts.id}"] and done.texts[done.derived[0]] == peanuts.text
+        assert not peanuts.path.exists() and peanuts.hash in gs.forgotten(vault, "me")
+        assert present(store, ["s1:3", f"gestalt:{peanuts.id}"]) == set()
+        assert "peanut" not in texts(store.search(allergy, k=5)).lower()
+        assert sync_gestalts(vault, store).removed == 0  # the store already followed
+
+        assert forget(vault, ["s2:1"], store=store).derived == []  # s3:1 still says it: kept
+        assert porto.path.exists() and store.get(f"gestalt:{porto.id}") is not None
+        assert forget(vault, ["s3:1"], store=store).derived == [f"gestalt:{porto.id}"]  # its last source
+        assert not porto.path.exists() and "Porto" not in texts(store.search(sister, k=5))
+        assert tea.path.exists() and city.path.exists()
+
+        # distillation that read a turn before it was forgotten does not write what it drew from it
+        assert gs.add_gestalts(vault, "me", [gs.Draft("The user has a nut allergy.", sources=("s1:3",))]) == []
+        # a file left behind (a crash between the deletes and the events) goes when the turn is forgotten again
+        left = gs.write(vault, gs.Gestalt("g-left", "me", "fact", "The user avoids peanuts.", porto.said,
+                                          porto.created, porto.updated, gs.gestalt_hash("avoids peanuts"),
+                                          ("s1:3",)))
+        sync_gestalts(vault, store)
+        assert forget(vault, ["s1:3"], store=store).derived == ["gestalt:g-left"] and not left.path.exists()
+        assert events(vault, "s1") == [("exclude", "s1:3")] and store.get("gestalt:g-left") is None
+        reindex(vault, store, rebuild=True)
+        assert "peanut" not in texts(store.search(allergy, k=5)).lower()
+        assert "Porto" not in texts(store.search(sister, k=5))
+
+
+def test_without_the_index_the_learnt_gestalts_leave_at_the_next_sync(seeded, embedder):
+    vault, tea, city = seeded
+    (peanuts,) = gs.add_gestalts(vault, "me", [gs.Draft("The user is allergic to peanuts.", sources=("s1:3",))])
+    with MemoryStore.open(vault, embedder) as store:
+        sync_gestalts(vault, store)
+    done = forget(vault, ["s1:3"])
+    assert (done.derived, done.indexed) == ([f"gestalt:{peanuts.id}"], False) and not peanuts.path.exists()
+    with MemoryStore.open(vault, embedder) as store:
+        assert store.get(f"gestalt:{peanuts.id}") is not None  # behind the sources, until it catches up
+        assert sync_gestalts(vault, store).removed == 1 and index_logs(vault, store).removed == 1
+        assert "peanut" not in texts(store.search("what am I allergic to?", k=5)).lower()
+
+
 def _chat(root, stop, said) -> None:
     """The app with memory off: its one open log of the session, a question and a reply per turn."""
     log = ConversationLog.open(Vault.open(root), "s1")

@@ -4,10 +4,11 @@ The conversation logs and the gestalt files are the source of truth; the memory 
 is derived from them and writes neither. So forgetting writes the sources: a turn gets an `exclude` event
 in its session's log (the log stays append-only and fsynced; the indexer, search, distillation and the
 trainer all honour the event), a gestalt's file is deleted and its hashes remembered so it is never
-distilled again. Only then is the index told (`MemoryStore.forgotten`). When it cannot be told (another
-process owns it, or it is damaged), nothing is lost: the sources already say what was forgotten, and the
-index follows them at its next catch-up (`index_logs` applies new exclude events, `sync_gestalts` drops
-items whose file is gone) or rebuild.
+distilled again. A turn takes along the gestalts learnt from it alone (their files deleted the same
+way): "forget that" means what Home learnt from it too. Only then is the index told
+(`MemoryStore.forgotten`). When it cannot be told (another process owns it, or it is damaged), nothing is
+lost: the sources already say what was forgotten, and the index follows them at its next catch-up
+(`index_logs` applies new exclude events, `sync_gestalts` drops items whose file is gone) or rebuild.
 
 Every id is checked before anything is written, so an unknown id changes nothing. Writers hold
 `locks/forget.lock`, so two forgets of one turn log one event.
@@ -31,17 +32,26 @@ _SESSION = re.compile(r"[a-z0-9][a-z0-9.-]*")
 
 @dataclass(frozen=True)
 class Forgotten:
-    """What `forget` did. `ids` in the order asked; `texts` what each said (from the sources); `indexed`
-    False when no index was given: it drops them at its next catch-up."""
+    """What `forget` did. `ids` in the order asked; `derived` the gestalts (`gestalt:<id>`) that went with
+    the turns, learnt from them alone; `texts` what each said (from the sources); `indexed` False when no
+    index was given: it drops them at its next catch-up."""
 
     ids: list[str]
     texts: dict[str, str] = field(default_factory=dict)
     indexed: bool = False
+    derived: list[str] = field(default_factory=list)
 
 
 def forget(vault: Vault, ids: Sequence[str], store: MemoryStore | None = None,
            open_logs: Mapping[str, ConversationLog] | None = None) -> Forgotten:
     """Forget turns (`<session>:<turn>`) and gestalts (`gestalt:<id>`): sources first, then `store`.
+
+    A turn takes with it every gestalt learnt from it that no other standing turn backs
+    (`gestalts.derived_from`): what was learnt from "forget that" must not reach a prompt either. A
+    gestalt with another source still standing stays (the user said it again, elsewhere), and goes when
+    that one is forgotten too. The derived files are deleted and the exclusions logged in one hold of
+    the gestalts lock, under which distillation writes: a gestalt drawn from these turns meanwhile is
+    either found here or refused there. Running it again on a forgotten turn removes what a crash left.
 
     `open_logs` (session id → the ConversationLog the caller is writing, e.g. the app's current session):
     the event goes through it, so its turn counter stays right. `MemoryStoreError` naming an unknown id,
@@ -52,18 +62,24 @@ def forget(vault: Vault, ids: Sequence[str], store: MemoryStore | None = None,
         sessions: dict[str, list[dict]] = {}
         turns = {i: _turn(vault, i, sessions) for i in ids if i not in owners}
         texts = {i: r.get("text", "") for i, r in turns.items()}
-        for ident, user in owners.items():
-            g = gs.forget_gestalt(vault, user, ident.removeprefix(GESTALT_PREFIX))
-            texts[ident] = g.text if g is not None else ""
-        for ident in turns:
-            sid = ident.rpartition(":")[0]
-            if ident in exclusions(sessions[sid]):
-                continue  # forgotten before: one event is enough
-            log = (open_logs or {}).get(sid) or ConversationLog.open(vault, sid)
-            sessions[sid].append(log.append({"role": "event", "event": "exclude", "target": ident, "text": ""}))
+        with FileLock(vault.lock_path("gestalts")):
+            learnt = [g for g in gs.derived_from(vault, turns, sessions) if GESTALT_PREFIX + g.id not in owners]
+            for ident, user in owners.items():
+                g = gs.forget_gestalt(vault, user, ident.removeprefix(GESTALT_PREFIX), locked=True)
+                texts[ident] = g.text if g is not None else ""
+            for g in learnt:
+                gs.forget_gestalt(vault, g.user, g.id, locked=True)
+                texts[GESTALT_PREFIX + g.id] = g.text
+            for ident in turns:
+                sid = ident.rpartition(":")[0]
+                if ident in exclusions(sessions[sid]):
+                    continue  # forgotten before: one event is enough
+                log = (open_logs or {}).get(sid) or ConversationLog.open(vault, sid)
+                sessions[sid].append(log.append({"role": "event", "event": "exclude", "target": ident, "text": ""}))
+    derived = [GESTALT_PREFIX + g.id for g in learnt]
     if store is not None:
-        store.forgotten(ids)
-    return Forgotten(ids, texts, indexed=store is not None)
+        store.forgotten(ids + derived)
+    return Forgotten(ids, texts, indexed=store is not None, derived=derived)
 
 
 def _gestalt_owner(vault: Vault, ident: str) -> str:

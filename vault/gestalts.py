@@ -33,6 +33,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ from .errors import VaultError
 from .frontmatter import FrontMatterError, read_front_matter
 from .fsio import FileLock, atomic_write_text, ensure_private_dir
 from .layout import Vault
+from .logs import turn_states
 
 FORGOTTEN = ".forgotten"
 MAX_CHARS = 2000
@@ -287,15 +289,16 @@ def record_forgotten(vault: Vault, user: str, hashes: Iterable[str]) -> None:
         _remember_forgotten(vault, user, hashes)
 
 
-def forget_gestalt(vault: Vault, user: str, ident: str) -> Gestalt | None:
+def forget_gestalt(vault: Vault, user: str, ident: str, locked: bool = False) -> Gestalt | None:
     """Delete a gestalt file and remember its hashes so it is not distilled again. A malformed file is
-    deleted too (returns None: its hashes cannot be read)."""
+    deleted too (returns None: its hashes cannot be read). `locked`: the caller holds the gestalts lock
+    (vault/forget.py, which deletes a turn's gestalts and logs its exclusion in one hold)."""
     if not _ID.fullmatch(ident or ""):
         raise GestaltError(f"gestalt id {_show(ident)}: expected lowercase letters, digits, '-' or '_'")
     path = user_dir(vault, user) / f"{ident}.md"
     if not path.is_file():
         raise GestaltError(f"no gestalt {ident!r} for user {user!r} in {path.parent} (see `home gestalts list`)")
-    with FileLock(vault.lock_path("gestalts")):
+    with nullcontext() if locked else FileLock(vault.lock_path("gestalts")):
         try:
             g = read(path)
         except GestaltError:
@@ -304,6 +307,18 @@ def forget_gestalt(vault: Vault, user: str, ident: str) -> Gestalt | None:
             _remember_forgotten(vault, user, {g.hash, gestalt_hash(g.text)})
         path.unlink(missing_ok=True)
     return g
+
+
+def derived_from(vault: Vault, turns: Iterable[str], read: dict[str, list[dict]] | None = None) -> list[Gestalt]:
+    """The gestalts (every user's) learnt from these turns that nothing else still stands behind: one of
+    their sources is in `turns` and every other one is forgotten too (its log excludes it) or gone (no
+    log holds it). A gestalt with another source still standing stays: the user said it again elsewhere.
+    Hand-written gestalts (no sources) and malformed files are never matched. `read`: see turn_states."""
+    turns = set(turns)
+    hit = [g for g in list_gestalts(vault).gestalts if turns & set(g.sources)]
+    others = {s for g in hit for s in g.sources} - turns
+    excluded, missing = turn_states(vault, others, read) if others else (set(), set())
+    return [g for g in hit if set(g.sources) <= turns | excluded | missing]
 
 
 def new_id(user: str, h: str, taken: set[str]) -> str:
@@ -325,11 +340,15 @@ def add_gestalts(vault: Vault, user: str, drafts: Iterable[Draft]) -> list[Gesta
         taken = {p.stem for p in folder.glob("*.md")} if folder.is_dir() else set()
         taken |= {ident for name in _users(vault, None) if name != user
                   for ident in (p.stem for p in (vault.gestalts_dir / name).glob("*.md"))}
+        # a fact from turns forgotten since they were read (a forget ran during the model call) is not
+        # written: forgetting logs the exclusion under this lock, so it is either seen here or finds the file
+        drafts = list(drafts)
+        gone = turn_states(vault, {s for d in drafts for s in d.sources})[0]
         out = []
         for d in drafts:
             text = " ".join(d.text.split())
             h = gestalt_hash(text)
-            if not normalise(text) or h in seen:
+            if not normalise(text) or h in seen or (d.sources and set(d.sources) <= gone):
                 continue
             if not _KIND.fullmatch(d.kind):
                 raise GestaltError(f"kind {d.kind!r}: expected one lowercase word such as fact or preference")

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,40 @@ def read_log(path: str | os.PathLike) -> LogRead:
             continue
         records.append(rec)
     return LogRead(records, problems)
+
+
+def exclusions(records: Sequence[dict]) -> set[str]:
+    """Ids the user asked to forget: exclude events, and records marked `excluded` themselves."""
+    out = {r["target"] for r in records if r.get("role") == "event" and r.get("event") == "exclude"
+           and isinstance(r.get("target"), str)}
+    return out | {r["id"] for r in records if r.get("excluded") and isinstance(r.get("id"), str)}
+
+
+def turn_states(vault: Vault, ids: Iterable[str], read: dict[str, list[dict]] | None = None) -> tuple[set[str], set[str]]:
+    """Of these turn ids (`<session>:<turn>`): the ones their log excludes (forgotten), and the ones no log
+    holds (the file deleted by hand, an unreadable one, or no such turn). Each session's log is read once;
+    `read` (session → its records) is used and filled, so a caller that already read a log passes it."""
+    read = {} if read is None else read
+    seen: dict[str, tuple[set[str], set[str]]] = {}  # session → (its exclusions, its turns' ids)
+    excluded: set[str] = set()
+    missing: set[str] = set()
+    for ident in ids:
+        session, _, turn = ident.rpartition(":")
+        if session not in read:
+            try:
+                read[session] = read_log(_session_path(vault, session)).records if turn.isdigit() else []
+            except LogError:  # a bad session id, or no such file
+                read[session] = []
+        if session not in seen:
+            records = read[session]
+            seen[session] = (exclusions(records),
+                             {r.get("id") for r in records if r.get("role") in ("user", "assistant")})
+        gone, turns = seen[session]
+        if ident in gone:
+            excluded.add(ident)
+        elif ident not in turns:
+            missing.add(ident)
+    return excluded, missing
 
 
 class ConversationLog:

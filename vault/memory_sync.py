@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -33,7 +33,7 @@ from datetime import datetime
 from . import gestalts as gs
 from . import index_marks
 from .layout import Vault
-from .logs import LogRead, list_sessions
+from .logs import LogRead, exclusions, list_sessions
 from .memory_items import MemoryItem, indexable
 from .memory_store import GESTALT_PREFIX, MemoryStore
 
@@ -48,13 +48,6 @@ class IndexReport:
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
     gestalts: GestaltSync | None = None  # reindex syncs the gestalts too
-
-
-def exclusions(records: Sequence[dict]) -> set[str]:
-    """Ids the user asked to forget: exclude events, and records marked `excluded` themselves."""
-    out = {r["target"] for r in records if r.get("role") == "event" and r.get("event") == "exclude"
-           and isinstance(r.get("target"), str)}
-    return out | {r["id"] for r in records if r.get("excluded") and isinstance(r.get("id"), str)}
 
 
 def index_logs(vault: Vault, store: MemoryStore, batch_size: int = BATCH_SIZE,

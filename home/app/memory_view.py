@@ -120,9 +120,11 @@ def forget(session, entry: Entry) -> str:  # noqa: ANN001
         raise MemoryStoreError(f"cannot forget {entry.id} now: {off_note(session)}")
     log = session.conversation.log if session.conversation is not None else None
     with session.turn_lock:  # the chat appends to the same log: one writer at a time
-        forget_items(vault, [entry.id], store=store, open_logs={log.session: log} if log is not None else None)
+        done = forget_items(vault, [entry.id], store=store, open_logs={log.session: log} if log is not None else None)
     _recount(session, store)
-    return f"forgot {entry.id}: out of memory, and never used for training"
+    n = len(done.derived)
+    learnt = f", with {n} gestalt{'s' * (n != 1)} learnt from it" if n else ""
+    return f"forgot {entry.id}{learnt}: out of memory, and never used for training"
 
 
 def _recount(session, store) -> None:  # noqa: ANN001

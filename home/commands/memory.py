@@ -3,7 +3,7 @@
 The store is derived data (vault/memory.py): `search` first catches up with turns logged since the last
 run, `reindex --rebuild` re-embeds everything from the logs. `forget` is the user's right to have a turn
 dropped: it is marked excluded in its log (vault/forget.py), then leaves the store, so neither memory nor
-training uses it.
+training uses it; the gestalts learnt from it alone go with it, and the output says how many.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.set_defaults(func=run_search)
     forget = verbs.add_parser("forget", help="drop turns from memory and exclude them from training",
                               description="Delete turns from memory and log an exclude event in their "
-                                          "session, so they are never indexed or trained on again.")
+                                          "session, so they are never indexed or trained on again; the "
+                                          "gestalts learnt from them alone go with them (one still backed "
+                                          "by a turn not forgotten stays).")
     which = forget.add_mutually_exclusive_group(required=True)
     which.add_argument("id", nargs="?", help="a memory id, <session>:<turn> (as `search` prints)")
     which.add_argument("--query", metavar="Q", help="forget the best hits for Q instead")
@@ -101,11 +103,16 @@ def run_forget(args: argparse.Namespace) -> int:
                 raise MemoryStoreError(f"nothing in memory matches {args.query!r}: nothing forgotten")
             done = forget(ctx.vault, [h.id for h in hits], store=store)
     if args.json:
-        print(json.dumps({"forgotten": done.ids}))
+        print(json.dumps({"forgotten": done.ids, "derived": done.derived}))
         return 0
     for ident in done.ids:
         text = " ".join(done.texts.get(ident, "").split())[:80]
         print(f"forgot {ident}" + (f": {text}" if text else ""))
+    n = len(done.derived)
+    print(f"and {n} gestalt{'s' * (n != 1)} learnt from {'them' if len(done.ids) > 1 else 'it'} alone"
+          + (":" if n else ""))
+    for ident in done.derived:
+        print(f"  forgot {ident}: {' '.join(done.texts.get(ident, '').split())[:80]}")
     return 0
 
 
