@@ -28,10 +28,10 @@ N_LOGS = 300
 
 
 class FileAccess:
-    """Which files under `folder` are opened (audit hook) or stat'd (os.stat, wrapped) meanwhile."""
+    """Which files under `folder` are opened or listed (audit hook) or stat'd (os.stat, wrapped) meanwhile."""
 
     def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.folder, self.opened, self.statted, self.on = str(folder), [], [], False
+        self.folder, self.opened, self.statted, self.listed, self.on = str(folder), [], [], [], False
         sys.addaudithook(self._audit)  # cannot be removed: it records only while `on`
         real = os.stat
 
@@ -43,12 +43,17 @@ class FileAccess:
         monkeypatch.setattr(os, "stat", stat)
 
     def _audit(self, event: str, args: tuple) -> None:
-        if self.on and event == "open" and isinstance(args[0], str | Path) and str(args[0]).startswith(self.folder):
+        if not (self.on and args and isinstance(args[0], str | Path) and str(args[0]).startswith(self.folder)):
+            return
+        if event == "open":
             self.opened.append(Path(args[0]).name)
+        elif event in ("os.listdir", "os.scandir"):  # a directory scan: O(sessions) by itself
+            self.listed.append(Path(args[0]).name)
 
     def __enter__(self) -> FileAccess:
         self.opened.clear()
         self.statted.clear()
+        self.listed.clear()
         self.on = True
         return self
 
@@ -131,3 +136,36 @@ def test_the_backlog_scan_stops_at_the_cutoff(tmp_path, monkeypatch):
     with access:
         assert schedule.backlog("me") == []
     assert access.opened == ["r2.jsonl"]
+
+
+def test_a_whole_turn_touches_no_other_log(tmp_path, engine, embedder, monkeypatch):
+    """The turn path end to end (log the message, embed, search, prompt, generate, log the reply, index it):
+    at 300 sessions as at 3, the only log it opens or stats is its own, and it lists neither the logs nor the
+    gestalts folder."""
+    from home.turn import Conversation
+    from llm.params import GenParams
+
+    vault = Vault.open(tmp_path / "v")
+    many_logs(vault, N_LOGS)
+    ConversationLog.create(vault, "before").append({"role": "user", "text": "My sister Ana lives in Porto.",
+                                                    "user": "me"})
+    with MemoryStore.open(vault, embedder) as store:
+        recall = Recall(vault, store, MemorySettings())
+        recall.index_soon()  # start-up: the one full pass
+        assert recall.wait_idle(60)
+        engine.set_adapters([])
+        chat = Conversation(engine, ConversationLog.create(vault, "live"), "me", recall=recall)
+        params = GenParams(max_tokens=2, temperature=0.0)
+        list(chat.send("Hello, I'm planning a trip this weekend.", params, []))  # creates its log: one listing
+        assert recall.wait_idle(60)
+        access = FileAccess(vault.root, monkeypatch)
+        for text in ("Where does my sister live?", "What should I pack for Porto?"):
+            with access:
+                list(chat.send(text, params, []))
+                assert recall.wait_idle(60)
+            assert chat.last.record["timings"]["memory_ms"] is not None  # it searched
+            logs = [n for n in access.opened + access.statted if n.endswith(".jsonl")]
+            # (the memory folder's few files are walked for their modes after a write: not one per session)
+            assert set(logs) == {"live.jsonl"} and not {"logs", "gestalts"} & set(access.listed), (logs, access.listed)
+        assert "before:1" in chat.last.record["memory_ids"] or "before:1" in str(chat.history)
+        recall.close()
