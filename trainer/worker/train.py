@@ -188,6 +188,7 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
     from transformers import PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
+    from trainer.worker.hf_compat import checkpointing_kwargs
     from trainer.worker.loss import target_loss
 
     cuda_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
@@ -199,8 +200,7 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
         warmup_steps=settings.warmup_ratio, neftune_noise_alpha=settings.neftune or None,
         weight_decay=0.0, max_grad_norm=1.0, seed=settings.seed, data_seed=settings.seed,
         bf16=cuda_bf16, fp16=device == "cuda" and not cuda_bf16, use_cpu=device == "cpu",
-        activation_checkpointing=plan.checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if plan.checkpointing else None,
+        **checkpointing_kwargs(plan.checkpointing),
         logging_strategy="steps", logging_steps=settings.log_every,
         eval_strategy="steps", eval_steps=eval_every, save_strategy="steps", save_steps=save_every,
         save_total_limit=2, report_to="none", disable_tqdm=True, log_level="error",
