@@ -197,7 +197,7 @@ def test_batch_plan_checkpoints_or_splits_only_when_the_budget_asks():
     assert (short.micro_batch, short.checkpointing) == (8, False)  # chat-length data fits as is
     split = plan_batches(cfg, 8, [40] * 16, 4, "cpu", budget_bytes=2**30)
     assert (split.micro_batch, split.accumulation, split.checkpointing) == (4, 2, False)  # CPU: split first
-    gpu = plan_batches(cfg, 8, [40] * 16, 2, "cuda", budget_bytes=2**29)
+    gpu = plan_batches(cfg, 8, [40] * 16, 2, "cuda", budget_bytes=2**28)
     assert (gpu.micro_batch, gpu.checkpointing) == (8, True)  # GPU: checkpoint first
     long = plan_batches(cfg, 8, [480] * 16, 4, "cpu", budget_bytes=2**30)
     assert long.checkpointing and long.estimate_bytes <= 2**30 and 8 % long.micro_batch == 0
@@ -207,3 +207,18 @@ def test_batch_plan_checkpoints_or_splits_only_when_the_budget_asks():
     assert (tiny.micro_batch, tiny.accumulation, tiny.checkpointing) == (1, 8, True)
     forced = plan_batches(cfg, 8, [40] * 16, 4, "cpu", checkpointing=True, budget_bytes=2**30)
     assert forced.checkpointing and forced.micro_batch == 8
+
+
+def test_batch_plan_on_a_gpu_keeps_an_8b_unchecked_where_it_fits():
+    """Measured on an H200: Llama-8B LoRA at 4 x 1024, bf16, no checkpointing, peaked at 59 GiB with its
+    15 GiB of weights; the plan must not checkpoint it with ~76 GiB to spare (it did: 0.63x HF+peft)."""
+    from transformers import LlamaConfig
+
+    from trainer.worker.batch_plan import plan_batches
+
+    cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32)
+    roomy = plan_batches(cfg, 4, [1024] * 8, 2, "cuda", budget_bytes=int(75.9 * 2**30))
+    assert (roomy.micro_batch, roomy.checkpointing) == (4, False)
+    assert 40 * 2**30 < roomy.estimate_bytes < 60 * 2**30  # ~44 GiB measured
+    card = plan_batches(cfg, 4, [1024] * 8, 2, "cuda", budget_bytes=8 * 2**30)  # a 24 GiB card after the weights
+    assert card.checkpointing
