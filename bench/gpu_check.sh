@@ -21,7 +21,8 @@
 #                       on Hopper) in the background while the throughput rows run; its
 #                       convert_hf_to_gguf.py turns the random-weight models built here into GGUF
 #   .gpu/smollm2-tokenizer.tar.gz   the default model's tokenizer, for those models
-# Or: a CUDA llama-cpp-python already importable (then nothing is built).
+# Or: a CUDA llama-cpp-python already importable (then nothing is built); or, with HOME_GPU_BUILD=0,
+# any llama-cpp-python importable (a CPU one on PYTHONPATH: the rows train on the GPU, verify on the CPU).
 #
 # Models: none is carried (the default model's wheel is 98 MB). A random-weight Llama of 8B shape
 # (4096 × 32 layers, 128,256 vocabulary, f16 GGUF, ~16 GB, built on the GPU in seconds, converted in the
@@ -94,6 +95,9 @@ if [ -n "$only" ] && ! [[ "$only" =~ e2e|decode|retrain ]]; then
   echo "not needed: no llama.cpp row asked for" >"$HOME_GPU_LLAMA_STATUS"
 elif offload; then
   echo "ok: a CUDA llama-cpp-python is importable" >"$HOME_GPU_LLAMA_STATUS"
+elif [ "${HOME_GPU_BUILD:-1}" = 0 ] && "$PY" -c "import llama_cpp" 2>/dev/null; then
+  # a short rerun: the CPU llama.cpp carried on PYTHONPATH verifies and serves `home ask`; no build
+  echo "ok: no build asked for (HOME_GPU_BUILD=0): llama.cpp on the CPU" >"$HOME_GPU_LLAMA_STATUS"
 elif [ -z "$SRC" ]; then
   echo "failed: no CUDA llama-cpp-python and no .gpu/llama-cpp-python-*-trimmed.tar.gz" >"$HOME_GPU_LLAMA_STATUS"
 else
