@@ -247,7 +247,9 @@ def decode(run: Run) -> dict:
     def grab(pat: str) -> str:
         m = re.search(pat, out)
         if not m:
-            raise RuntimeError(last_line(proc.stderr) if proc.returncode else f"no {pat!r} in its output")
+            # exit code too: an H200 run's decode died with no output at all (a signal, not an error line)
+            raise RuntimeError(f"exit {proc.returncode}: {last_line(proc.stderr)}" if proc.returncode
+                               else f"no {pat!r} in its output")
         return m.group(1)
 
     bare, eng, ratio = float(grab(r"Llama\.generate:\s+([\d.]+)")), float(grab(r"Engine\.stream:\s+([\d.]+)")), \
