@@ -161,6 +161,7 @@ def test_zero_adapter_fails_the_moved_check(peft_model, model_path, engine, tmp_
     assert not result.passed
     assert result.moved_hf == 0.0 and result.moved_llama == 0.0
     assert "moved 0.00e+00 < 2e-04 in transformers" in result.reason
+    assert "train more steps or at a higher --lr" in result.reason  # what a user can do about it
 
 
 @pytest.mark.parametrize(

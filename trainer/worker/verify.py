@@ -209,7 +209,8 @@ def _verdict(n: int, *, corr: float, top1: float, moved_ll: float, moved_hf: flo
     for side, moved in (("transformers", moved_hf), ("llama.cpp", moved_ll)):
         if moved < MIN_MOVED:
             fails.append(
-                f"moved {moved:.2e} < {MIN_MOVED:.0e} in {side} (the adapter barely changes the logits)"
+                f"moved {moved:.2e} < {MIN_MOVED:.0e} in {side} (the adapter barely changes the logits: "
+                "train more steps or at a higher --lr)"
             )
     if excess > MAX_EXCESS_NOISE and d_err > min_d_err:
         fails.append(
