@@ -178,3 +178,39 @@ def test_past_sign_rows_a_search_scores_the_sign_codes_candidates_exactly(tmp_pa
     vf.warm()  # the store's warm-up codes a large file before the first search
     assert (tmp_path / "vectors-2.sign").stat().st_size == 600 * 8
     assert vf.top(queries[1], 5) == exact(queries[1], 5, 600)
+
+
+def test_a_turns_rows_are_appended_without_mapping_the_file_again(tmp_path, monkeypatch):
+    """After each turn the store appends a few rows; the next search reads them through the mapping it
+    already has (the .f32 file keeps room past its rows) and the sign codes take them in place. Mapping
+    the whole file again per append made that search fault in every page it read (3x slower at 160k rows:
+    bench/memory_search.py). Counted, not timed: how many times the rows file is mapped."""
+    import sqlite3
+    import sys
+
+    import vault.vector_file as vfm
+
+    monkeypatch.setattr(vfm, "SIGN_ROWS", 500)
+    monkeypatch.setattr(vfm, "CANDIDATES", 200)
+    rng = np.random.default_rng(2)
+    vecs = rng.normal(size=(1700, 64)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vf = VectorFile(tmp_path, sqlite3.connect(tmp_path / "k.sqlite3"), 64)
+    vf.rebuild([([f"s:{j}" for j in range(1500)], ["me"] * 1500, vecs[:1500])])
+    assert vf.top(vecs[3], 1) == ["s:3"]
+    lengths: list[int] = []
+    counting = [True]
+    sys.addaudithook(lambda event, args: lengths.append(args[1]) if counting[0] and event == "mmap.__new__" else None)
+    for i in range(1500, 1700, 4):  # a turn's rows: the user's message, its sentences, the reply
+        vf.upsert([f"s:{j}" for j in range(i, i + 4)], ["me"] * 4, vecs[i:i + 4])
+        assert vf.top(vecs[i + 2], 1) == [f"s:{i + 2}"]
+        if i == 1500:
+            codes = vf._signs._cols
+    counting[0] = False
+    rows_maps = [n for n in lengths if n >= 1500 * 64 * 4]  # the .user file's maps are 64x smaller
+    assert len(rows_maps) == 1, rows_maps  # once, when the first append made room (4096 rows)
+    assert vf._signs._cols is codes and len(vf._signs._codes) == 1700
+    assert (tmp_path / "vectors-1.f32").stat().st_size == (1500 + 4096) * 64 * 4
+    again = VectorFile(tmp_path, vf.db, 64)  # reopened: the room is not rows
+    assert len(again.matrix) == 1700 and again.top(vecs[1699], 1) == ["s:1699"]
+

@@ -40,9 +40,27 @@ class SignCodes:
         self.mean_path = Path(folder) / f"vectors-{gen}.mean"
         self._mean: np.ndarray | None = None
         self._mean_rows = 0
-        self._codes = np.zeros((0, self.width // 8), np.uint64)
-        self._cols = self._codes.T.copy()  # one contiguous array per 64-bit word: the scan reads it in order
+        # one contiguous array per 64-bit word, the scan reads it in order; columns past `_n` are room for
+        # appends: a turn's few new rows are written in place, not the whole array copied and transposed
+        self._cols = np.zeros((self.width // 8, 0), np.uint64)
+        self._n = 0
         self._buf: tuple[np.ndarray, ...] = (np.empty(0, np.uint64),)
+
+    @property
+    def _codes(self) -> np.ndarray:
+        """The coded rows, (rows, words)."""
+        return self._cols[:, :self._n].T
+
+    def _put(self, start: int, codes: np.ndarray) -> None:
+        """Codes (rows, words) for rows `start`…; the room grows by an eighth (4096 rows at least) when full."""
+        end = start + len(codes)
+        if end > self._cols.shape[1]:
+            room = np.zeros((self.width // 8, max(end, self._cols.shape[1] + max(4096, self._cols.shape[1] // 8))),
+                            np.uint64)
+            room[:, :start] = self._cols[:, :start]
+            self._cols = room
+        self._cols[:, start:end] = codes.T
+        self._n = end
 
     def _bits(self, rows: np.ndarray) -> np.ndarray:
         """(n, dim) float32 → (n, width/8) uint64: bit set where the row is above the mean."""
@@ -72,28 +90,25 @@ class SignCodes:
             self._mean, self._mean_rows = (total / max(rows, 1)).astype(np.float32), rows
             atomic_write_bytes(self.mean_path, np.append(self._mean, np.float32(rows)).astype(np.float32).tobytes())
             self.sign.unlink(missing_ok=True)
-            self._codes = self._codes[:0]
-        if len(self._codes) == 0:
+            self._n = 0
+        if self._n == 0:
             # the codes are appended without an fsync (a search must not wait for the disk): after a power
             # loss their tail may hold zeros, so a process recodes the last RECHECK rows it finds, once
-            self._codes = self._read()
-            self._codes = self._codes[:max(0, len(self._codes) - RECHECK)]
-        done = len(self._codes)
+            codes = self._read()
+            self._put(0, codes[:max(0, len(codes) - RECHECK)])
+        done = self._n
         if done > rows:  # the vector file lost a torn append: so do the codes
             os.truncate(self.sign, rows * self.width)
-            self._codes, done = self._codes[:rows], rows
+            self._n = done = rows
         if done == rows:
-            if self._cols.shape[1] != rows:
-                self._cols = np.ascontiguousarray(self._codes.T)
             return
-        new = [self._bits(matrix[s:min(s + CHUNK, rows)]) for s in range(done, rows, CHUNK)]
+        new = np.concatenate([self._bits(matrix[s:min(s + CHUNK, rows)]) for s in range(done, rows, CHUNK)])
         fd = os.open(self.sign, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
-            os.pwrite(fd, b"".join(n.tobytes() for n in new), done * self.width)
+            os.pwrite(fd, new.tobytes(), done * self.width)
         finally:
             os.close(fd)
-        self._codes = np.concatenate([self._codes, *new])
-        self._cols = np.ascontiguousarray(self._codes.T)
+        self._put(done, new)
 
     def _read(self) -> np.ndarray:
         try:
@@ -106,14 +121,15 @@ class SignCodes:
     def candidates(self, q: np.ndarray, n: int, mask: np.ndarray | None) -> np.ndarray:
         """Row indices, ascending, of the `n` rows nearest `q` by Hamming distance (masked-out rows never;
         rows tied with the n-th nearest too, so a few more than `n` may come back)."""
-        rows = self._cols.shape[1]
-        if len(self._buf[0]) != rows:  # scratch arrays, reused: a fresh 1 MB array per query costs page faults
-            self._buf = (np.empty(rows, np.uint64), np.empty(rows, np.uint8), np.empty(rows, np.uint16))
-        word, ones, dist = self._buf
+        rows = self._n
+        if len(self._buf[0]) < rows:  # scratch arrays, reused: a fresh 1 MB array per query costs page faults
+            room = self._cols.shape[1]
+            self._buf = (np.empty(room, np.uint64), np.empty(room, np.uint8), np.empty(room, np.uint16))
+        word, ones, dist = (b[:rows] for b in self._buf)
         qbits = self._bits(q[None, :])[0]
         dist[:] = 0
         for w in range(len(qbits)):
-            np.bitwise_xor(self._cols[w], qbits[w], out=word)
+            np.bitwise_xor(self._cols[w, :rows], qbits[w], out=word)
             np.bitwise_count(word, out=ones)
             np.add(dist, ones, out=dist)
         if mask is not None:

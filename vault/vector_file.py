@@ -37,6 +37,7 @@ DEAD = -1
 SIGN_ROWS = 32768  # past this many rows (50 MB at 384-d) a search scores the sign codes' candidates, not every row
 CANDIDATES, CANDIDATES_PER = 4000, 64  # rows scored exactly: at 100k, 4 % of the scan's bytes
 _CHUNK = 500  # ids per SQL IN (...) (SQLite's default variable limit is far above)
+GROW_ROWS = 4096  # the .f32 file's room grows by an eighth, at least this many rows (a sparse tail: no disk used)
 
 
 class VectorFile:
@@ -56,6 +57,7 @@ class VectorFile:
         self._rows = self._open_rows()
         self._m: np.ndarray | None = None
         self._u: np.ndarray | None = None
+        self._whole: np.ndarray | None = None  # the .f32 file's mapping, room included
         self._signs: SignCodes | None = None
 
     # --- files ---
@@ -64,14 +66,18 @@ class VectorFile:
         return self.folder / f"vectors-{self.gen if gen is None else gen}.{ext}"
 
     def _open_rows(self) -> int:
-        """Rows present in both files; a torn append (a kill mid-write) is cut off."""
+        """Rows present in both files; a torn append (a kill mid-write) is cut off. The `.user` file says
+        how many rows there are: the `.f32` file may hold room past them (zeros, not yet written)."""
         try:
-            n = min(self._path("f32").stat().st_size // (4 * self.dim), self._path("user").stat().st_size // 4)
+            f32, user = self._path("f32").stat().st_size, self._path("user").stat().st_size
         except OSError:
             return -1  # missing: rebuild
-        for ext, size in (("f32", 4 * self.dim), ("user", 4)):
-            if self._path(ext).stat().st_size != n * size:
-                os.truncate(self._path(ext), n * size)
+        row = 4 * self.dim
+        n = min(f32 // row, user // 4)
+        if f32 % row:  # a partial row at the end
+            os.truncate(self._path("f32"), f32 // row * row)
+        if user != n * 4:
+            os.truncate(self._path("user"), n * 4)
         return n
 
     def valid(self, expected: int) -> bool:
@@ -82,11 +88,17 @@ class VectorFile:
         return top is None or top < self._rows
 
     def _map(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows and their users, mapped. The `.f32` file keeps its mapping across appends while they
+        fit in its room (remapping after each turn's rows made the next search fault every page it read
+        in again: 8.6 -> 25.7 ms per search at 160k rows); the small `.user` file is mapped again."""
         if self._m is None or len(self._m) != self._rows:
             if self._rows == 0:
                 self._m, self._u = np.zeros((0, self.dim), np.float32), np.zeros(0, np.int32)
             else:
-                self._m = np.memmap(self._path("f32"), np.float32, "r", shape=(self._rows, self.dim))
+                if self._whole is None or len(self._whole) < self._rows:
+                    room = self._path("f32").stat().st_size // (4 * self.dim)
+                    self._whole = np.memmap(self._path("f32"), np.float32, "r", shape=(room, self.dim))
+                self._m = self._whole[:self._rows]
                 self._u = np.memmap(self._path("user"), np.int32, "r", shape=(self._rows,))
         return self._m, self._u
 
@@ -98,8 +110,12 @@ class VectorFile:
     def _append(self, vectors: np.ndarray, dead_rows: Iterable[int]) -> int:
         """Append rows (dead), mark `dead_rows` dead, fsync both files. Returns the first new row."""
         start = self._rows
+        row = 4 * self.dim
         with _fd(self._path("f32")) as fv, _fd(self._path("user")) as fu:
-            os.pwrite(fv, np.ascontiguousarray(vectors, np.float32).tobytes(), start * 4 * self.dim)
+            room = os.fstat(fv).st_size // row
+            if start + len(vectors) > room:  # room for the next appends: an eighth more (4096 rows at least)
+                os.ftruncate(fv, max(start + len(vectors), room + max(GROW_ROWS, room // 8)) * row)
+            os.pwrite(fv, np.ascontiguousarray(vectors, np.float32).tobytes(), start * row)
             os.pwrite(fu, np.full(len(vectors), DEAD, np.int32).tobytes(), start * 4)
             for row in dead_rows:
                 os.pwrite(fu, np.int32(DEAD).tobytes(), row * 4)
@@ -184,7 +200,7 @@ class VectorFile:
             self.db.executemany("INSERT INTO vec_users(code, name) VALUES (?, ?)", [(c, u) for u, c in codes.items()])
             self._meta(gen=gen, items=len(ids), dim=self.dim)
         self.gen, self._items, self._codes, self._rows, self._dim_ok = gen, len(ids), codes, len(ids), True
-        self._m = self._u = None
+        self._m = self._u = self._whole = None
         self.rebuilds += 1
         self.remove_stale()
 
