@@ -16,9 +16,11 @@ import re
 import pytest
 
 # Modules whose tests start the trainer worker or train in-process. Only these: the group is the suite's
-# critical path (its worker runs nothing else while the other one finishes everything besides).
-TRAINER = re.compile(r"test_(trainer_\w+|families|gpu_check|app_retrain\w*|app_learn_picks|\w*dpo\w*|adapter_names"
-                     r"|vault_orphans|notebook_\w+)$")
+# critical path (its worker runs nothing else while the other one finishes everything besides). Of the
+# trainer_ modules, the data sources (no model), the memory watch and loss (a tiny model built in memory) and
+# the worker's stop on a lost parent (a stand-in worker, no training) run beside it.
+TRAINER = re.compile(r"test_(trainer_(?!sources|memory$|worker$)\w+|families|gpu_check|app_retrain\w*|app_learn_picks"
+                     r"|\w*dpo\w*|adapter_names|vault_orphans|notebook_\w+)$")
 
 
 def pytest_configure(config: pytest.Config) -> None:
