@@ -300,6 +300,20 @@ def test_keyword_search_uses_only_rare_terms_in_a_large_store():
     small = keyword_ids(db, "weekly report", 5, None, 40)  # a small store searches every term
     assert len(small) == 5
 
+    # the terms' counts are kept between searches (counted, not timed: the count queries SQLite runs)
+    counted: list[str] = []
+    db.set_trace_callback(lambda sql: counted.append(sql) if "count(*) FROM docs_fts" in sql else None)
+    counts: dict = {}
+    assert keyword_ids(db, "weekly report about Zanzibar", 10, "me", total, counts) == ["s:12001"]
+    assert len(counted) == 3 and set(counts) == {"weekly", "report", "zanzibar"}
+    assert keyword_ids(db, "the Zanzibar weekly report", 10, "me", total, counts) == ["s:12001"]
+    assert len(counted) == 3  # none counted again
+    db.executemany("INSERT INTO docs(id, text, user) VALUES (?, ?, ?)",
+                   [(f"z:{i}", f"Zanzibar trip day {i}", "me") for i in range(2000)])
+    grown = item_count(db)  # 17 % more items: the kept counts are taken again, and Zanzibar is no longer rare
+    assert keyword_ids(db, "weekly report about Zanzibar", 10, "me", grown, counts) == []
+    assert len(counted) == 6 and counts["zanzibar"] == (2001, grown)
+
 
 def test_vector_matrix_split_over_two_threads_is_still_exact():
     from vault.retrieval import PARALLEL_ROWS

@@ -74,6 +74,7 @@ class MemoryStore:
         self._embedder = embedder
         self._checked = False
         self._matrix: VectorFile | None = None
+        self._term_counts: dict[str, tuple[int, int]] = {}  # the keyword search's term counts (vault/keyword_index.py)
         self.state = self._read_state()
         try:
             self._db = sqlite3.connect(self.dir / KEYWORD_DB, check_same_thread=False)
@@ -268,6 +269,7 @@ class MemoryStore:
             with self._db:
                 self._db.execute("DELETE FROM docs")
             self._items = 0
+            self._term_counts.clear()
             self.state = {"sessions": {}, "excluded": set(), "embedder": self.state.get("embedder")}
             index_marks.clear(self._db)
             self._checked = False
@@ -333,7 +335,7 @@ class MemoryStore:
         q = self.embedder.embed([query])[0] if vector is None else vector
         with self._mutex:
             return hybrid_search(self._db, self._vectors(), query, q, k, pool or max(4 * k, 20), user, window, fill,
-                                 self._items)
+                                 self._items, self._term_counts)
 
     def warm(self) -> None:
         """Load the embedder and map the vectors now, e.g. in a background thread at app start, so the

@@ -260,11 +260,15 @@ def rank(candidates: Iterable[Candidate], query: str, k: int, min_similarity: fl
         for i, c in enumerate(inside, 1):
             c.win_rank = i
     pool: list[Candidate] = []
+    norms: dict[str, str] = {}  # each text normalised once: the dedupe below compares every pair
     anchored = False
     for c in cands:
         floor = min_similarity * (WINDOW_FLOOR if c.win_rank is not None else 1.0)  # the date says much
-        if c.cosine < floor * fill or normalise(c.text) == qnorm:
-            continue  # below the floor, or the user's own question asked again
+        if c.cosine < floor * fill:
+            continue  # below the floor
+        norms[c.id] = normalise(c.text)
+        if norms[c.id] == qnorm:
+            continue  # the user's own question asked again
         anchored = anchored or c.cosine >= floor
         c.fused = sum(1.0 / (RRF_K + r) for r in (c.vec_rank, c.kw_rank, c.win_rank) if r is not None)
         if c.win_rank is not None:
@@ -278,7 +282,7 @@ def rank(candidates: Iterable[Candidate], query: str, k: int, min_similarity: fl
     for c in ordered:
         if len(kept) >= k:
             break
-        if any(_duplicates(c, o) for o in kept):
+        if any(_duplicates(c, o, norms) for o in kept):
             continue
         kept.append(c)
     top = 2.0 / (RRF_K + 1)  # the best possible fused score: first in both lists
@@ -302,8 +306,8 @@ def _newer_first_among_equals(pool: list[Candidate]) -> list[Candidate]:
     return out
 
 
-def _duplicates(a: Candidate, b: Candidate) -> bool:
-    if normalise(a.text) == normalise(b.text):
+def _duplicates(a: Candidate, b: Candidate, norms: dict[str, str]) -> bool:
+    if norms[a.id] == norms[b.id]:
         return True
     return float(np.dot(a.embedding, b.embedding)) >= DUPLICATE_COSINE
 
