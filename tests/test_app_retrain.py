@@ -25,9 +25,13 @@ def manifest(vault) -> dict:
 
 @pytest.mark.slow
 def test_retrain_registers_hot_loads_and_announces_while_the_chat_answers(tmp_path):
+    # The app on a tiny random Llama (tests/families.py): the panel, the hot-load, the announcement and the
+    # chat answering beside the worker are the same for any model; the trainer then trains what the app runs.
+    from tests.families import tiny_gguf
+
     vault = tmp_path / "v"
     write_logs(vault)
-    app = make_app(vault, user="bo", train_steps=3, train_args=TINY)
+    app = make_app(vault, model=tiny_gguf("llama"), user="bo", train_steps=3, train_args=TINY)
     chat_log: list[str] = []
 
     async def scenario(pilot):
@@ -62,9 +66,12 @@ def test_retrain_registers_hot_loads_and_announces_while_the_chat_answers(tmp_pa
 
 @pytest.mark.slow
 def test_cancel_stops_with_a_checkpoint_and_registers_nothing(tmp_path):
+    from tests.families import tiny_gguf
+
     vault = tmp_path / "v"
     write_logs(vault)
-    app = make_app(vault, user="bo", train_steps=40, train_args=TINY)
+    # the tiny Llama's steps take milliseconds: enough of them that the cancel lands mid-training
+    app = make_app(vault, model=tiny_gguf("llama"), user="bo", train_steps=2000, train_args=TINY)
 
     async def scenario(pilot):
         await wait_ready(pilot, app)
