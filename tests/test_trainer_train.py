@@ -1,4 +1,7 @@
-"""trainer/worker/dataset.py and trainer/worker/train.py on the real default model, on the CPU, at toy sizes.
+"""trainer/worker/dataset.py and trainer/worker/train.py on the CPU, at toy sizes, on the tiny random-weight
+Llama GGUF (tests/families.py): the default model's tokenizer and chat template, a model of a few MB. The
+labels, the training loop, its events, checkpoints and an exact resume are the same for any model; the real
+default model is trained end to end in test_trainer_e2e.py (on it this module took ~90 s, now seconds).
 
 One 8-step run (batch 4, rank 8) is shared by the module; the stop/resume test replays it with a stop
 after step 2 and checks that the resumed run reproduces the same losses step for step (same seed →
@@ -158,10 +161,10 @@ def test_signals_request_a_stop_then_abort_and_handlers_come_back():
 
 @pytest.fixture(scope="module")
 def base():
-    from llm.models import default_model_path
+    from tests.families import tiny_gguf
     from trainer.worker.base import load_base, pick_device
 
-    return load_base(default_model_path(), pick_device("cpu"))
+    return load_base(tiny_gguf("llama"), pick_device("cpu"))
 
 
 def test_labels_cover_only_the_target_and_end_of_turn(base):
@@ -240,7 +243,8 @@ def test_stop_then_resume_finishes_with_the_same_losses(base, full_run, tmp_path
     # limit): the old file must stay whole, or the run could never be resumed again.
     ckpts = tmp_path / "checkpoints"
     before = (ckpts / "settings.json").read_bytes()
-    child = subprocess.run([sys.executable, "-c", SETTINGS_WRITE_FAILS, str(tmp_path), str(len(before) - 1)],
+    child = subprocess.run([sys.executable, "-c", SETTINGS_WRITE_FAILS, str(tmp_path), str(len(before) - 1),
+                            str(base.gguf_path)],
                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
     assert child.returncode == 1 and "File too large" in child.stderr, child.stderr[-2000:]
     assert (ckpts / "settings.json").read_bytes() == before
@@ -260,12 +264,12 @@ def test_stop_then_resume_finishes_with_the_same_losses(base, full_run, tmp_path
 
 SETTINGS_WRITE_FAILS = """
 import resource, signal, sys
-from llm.models import default_model_path
+from pathlib import Path
 from tests.test_trainer_train import make_examples, settings, split_examples
 from trainer.worker.base import load_base, pick_device
 from trainer.worker.train import train_adapter
 
-base = load_base(default_model_path(), pick_device("cpu"))
+base = load_base(Path(sys.argv[3]), pick_device("cpu"))
 train, val = split_examples(make_examples(), 0.25, seed=0)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
