@@ -75,6 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "are those of one GPU. Conversion, verification and registration run once after")
     procs.add_argument("--processes", type=int, metavar="N",
                        help="with --device cpu: N CPU processes over gloo, the --gpus path without GPUs (testing)")
+    p.add_argument("--fsdp", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --gpus N: shard the base over the GPUs (FSDP; with --4bit, FSDP-QLoRA) instead of "
+                        "a whole copy on each (DDP). Default: shard when the base's weights exceed half of one "
+                        "GPU's free memory")
     p.add_argument("--4bit", dest="four_bit", action="store_true",
                    help="QLoRA: nf4 weights (bitsandbytes), from the GGUF alone (dequantized once into a cache); "
                         "on the GPU, or with --device cpu on bitsandbytes' CPU backend (slow, for testing)")
@@ -111,7 +115,7 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
         base=args.base, steps=args.steps, epochs=args.epochs, rank=args.rank, window=args.window,
         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, neftune=args.neftune,
         max_length=args.max_length, seed=args.seed, device=training_device(args),
-        processes=args.gpus or args.processes or 1, four_bit=args.four_bit,
+        processes=args.gpus or args.processes or 1, fsdp=args.fsdp, four_bit=args.four_bit,
         allow_cpu=args.allow_cpu, two_phase=args.two_phase,
         resume=args.resume,
         per_persona=args.per_persona,

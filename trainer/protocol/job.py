@@ -55,6 +55,7 @@ class Job:
     seed: int = 0
     device: str = "auto"
     processes: int = 1  # training processes: GPUs (device cuda, nccl), or CPU processes over gloo (a test)
+    fsdp: bool | None = None  # several processes: shard the base (FSDP); None: when it does not fit one GPU
     four_bit: bool = False
     allow_cpu: bool = False  # train a model over ~1B parameters on the CPU anyway (trainer/protocol/guard.py)
     two_phase: bool = False
@@ -169,7 +170,12 @@ class Job:
         """`--gpus N`: one adapter by SFT, data-parallel (trainer/worker/distributed.py)."""
         if self.processes < 1:
             raise bad("processes", f"expected at least 1, got {self.processes}")
+        if self.fsdp is not None and not isinstance(self.fsdp, bool):
+            raise bad("fsdp", f"expected true, false or null, got {self.fsdp!r}")
         if self.processes == 1:
+            if self.fsdp:
+                raise bad("fsdp", "--fsdp shards the base over several processes: add --gpus N "
+                          "(or --processes N --device cpu)")
             return
         flag = f"--gpus {self.processes}" if self.device == "cuda" else f"--processes {self.processes}"
         if self.device not in ("cpu", "cuda"):
@@ -179,9 +185,10 @@ class Job:
                          (self.two_phase, "--two-phase")):
             if on:
                 raise bad("processes", f"{flag}: {what} trains on one process only; drop one of them")
-        if self.four_bit:
-            raise bad("processes", f"{flag}: --4bit (QLoRA) trains on one GPU only for now (FSDP-QLoRA over "
-                      "several is not built); drop --4bit or train on one GPU")
+        if self.fsdp and self.four_bit and self.device == "cpu":
+            raise bad("fsdp", f"{flag} --fsdp --4bit: FSDP-QLoRA runs on GPUs only (accelerate enables FSDP for GPU "
+                      "processes alone, and transformers' sharded loading does not take nf4 weights); drop --fsdp "
+                      "(DDP-QLoRA) or --4bit")
         if self.batch_size % self.processes:
             raise bad("batch_size", f"{flag}: --batch-size {self.batch_size} is the global batch and must split "
                       f"evenly over {self.processes} processes")

@@ -105,10 +105,12 @@ def _quiet_transformers() -> None:
 
 
 def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str | os.PathLike | None = None,
-              tokenizer_only: bool = False) -> Base:
+              tokenizer_only: bool = False, shard: bool = False) -> Base:
     """Load the model and tokenizer to train on. `hf_dir` (from --base) wins over the GGUF for the weights;
     the GGUF is still what the adapter is converted for and verified against. `tokenizer_only`: the
-    tokenizer exactly as training sees it, no weights (`model` None: the ranks of --gpus N hold those)."""
+    tokenizer exactly as training sees it, no weights (`model` None: the ranks of --gpus N hold those).
+    `shard`: a rank of a sharded run (trainer/worker/sharding.py): 1/N of the plain weights, placed by
+    transformers, or all the nf4 weights stored in the compute dtype for FSDP to shard."""
     _quiet_transformers()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -120,9 +122,15 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=device.dtype,
+            # FSDP shards float tensors only: the packed nf4 bytes viewed as the compute dtype (FSDP-QLoRA)
+            **({"bnb_4bit_quant_storage": device.dtype} if shard else {}),
         )
         # quantized where it will run (bitsandbytes packs the weights for that device as they load)
         kwargs["device_map"] = {"": torch.cuda.current_device() if device.kind == "cuda" else "cpu"}
+    if shard:  # this rank's share only (trainer/worker/sharding.py)
+        from trainer.worker.sharding import load_kwargs
+
+        kwargs |= load_kwargs(device.four_bit)
     if hf_dir is None and gguf_path is not None and (device.four_bit or cache_enabled()):
         # from the GGUF alone: its dequantized copy, built on first use (bf16 under nf4)
         src = Path(gguf_path)
@@ -159,7 +167,7 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
         tokenizer.chat_template = CHATML_TEMPLATE
     if model is None:
         return Base(None, tokenizer, str(src), Path(gguf_path) if gguf_path is not None else None)
-    if device.kind == "cuda" and not device.four_bit:
+    if device.kind == "cuda" and not device.four_bit and not shard:
         model.to("cuda")
     model.config.use_cache = False
     torch.manual_seed(0)

@@ -8,7 +8,8 @@ of every rank after a fixed 30 s grace (a checkpoint of a large model being writ
 a traceback; here the worker owns the ranks, so a Ctrl-C reaches each of them once as a stop request
 (checkpoint at the same step everywhere, exit 130, `--resume` continues) and a second one aborts, as for
 one process. Nothing else differs: the Trainer finds the process group the ranks joined (gloo on the CPU,
-nccl on GPUs) and runs DDP over it.
+nccl on GPUs) and runs DDP over it, or FSDP when the base is to be sharded (trainer/worker/sharding.py
+says when, and how the adapter is then saved whole).
 
 Rank 0's events are passed on as this worker's own; the others are silent. `--batch-size` stays the
 global batch: each rank takes batch/N of it, so the step count, the learning-rate schedule and each
@@ -68,6 +69,14 @@ def train_distributed(job: Job, model_path: Path, settings: Any, train_ex: list,
     # dequantized copy if it is missing, so the ranks never race to build it (the first two-rank run
     # here, which had to build it, lost a rank before training began).
     base = load_base(model_path, pick_device(job.device, job.four_bit), job.base, tokenizer_only=True)
+    from trainer.worker.sharding import decide
+
+    settings.fsdp, why = decide(job.fsdp, job.device, job.processes, job.four_bit, model_path)
+    if settings.fsdp and resume and not job.four_bit:
+        from trainer.worker.loop import TrainError
+
+        raise TrainError(f"{out_dir}: a run with the base sharded at load (FSDP) cannot resume: transformers "
+                         "checkpoints no optimizer state for it; start it again without --resume")
     ranks_dir = ensure_private_dir(out_dir / "ranks")
     result_path = ranks_dir / "result.json"
     result_path.unlink(missing_ok=True)  # an earlier, stopped attempt's
@@ -76,7 +85,9 @@ def train_distributed(job: Job, model_path: Path, settings: Any, train_ex: list,
             "train": [dataclasses.asdict(e) for e in train_ex], "val": [dataclasses.asdict(e) for e in val_ex]}
     spec_path = atomic_write_json(ranks_dir / "spec.json", spec)
     emit("phase", name="ranks", detail=f"starting {job.processes} training processes "
-         f"({'nccl on CUDA GPUs' if job.device == 'cuda' else 'gloo on the CPU'})")
+         f"({'nccl on CUDA GPUs' if job.device == 'cuda' else 'gloo on the CPU'}), "
+         + (f"the base sharded over them (FSDP{'-QLoRA' if job.four_bit else ''}: {why})" if settings.fsdp
+            else "each with the whole base (DDP)"))
     procs = _start(job, spec_path, ranks_dir)
     watch = getattr(emit, "watch_children", None)  # the memory watch counts the ranks' memory as the run's
     if watch:

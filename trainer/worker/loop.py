@@ -18,6 +18,7 @@ from typing import Any
 
 from trainer.protocol.runs import complete_checkpoints
 from trainer.worker import ranks
+from trainer.worker.sharding import is_sharded, save_sharded
 from trainer.worker.train_progress import Progress, stop_on_signals
 from vault.fsio import atomic_write_json, ensure_private_dir, replacing_dir
 
@@ -165,7 +166,9 @@ def finish(peft_model: Any, trainer: Any, progress: Progress, out_dir: Path, *, 
     adapter_dir = None
     if not stopped:
         adapter_dir = out_dir / "peft"
-        if ranks.world().main:  # DDP keeps the weights identical on every rank: one reader, one writer
+        if ranks.world().size > 1 and is_sharded(peft_model):  # FSDP: gathered by all, written by rank 0
+            save_sharded(peft_model, progress, adapter_dir, selected)
+        elif ranks.world().main:  # DDP keeps the weights identical on every rank: one reader, one writer
             progress.restore_best(peft_model)
             with replacing_dir(adapter_dir) as tmp:
                 peft_model.save_pretrained(str(tmp), selected_adapters=selected, save_embedding_layers=False)

@@ -69,7 +69,7 @@ def _train(spec: dict, emit):
     if spec["device"] == "cpu":  # the cores shared out: oversubscribed OpenMP threads spin against each other
         settings.cpu_threads = max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"]))
     device = pick_device(spec["device"], spec["four_bit"])
-    base = load_base(spec["model_path"], device, spec["hf_base"])
+    base = load_base(spec["model_path"], device, spec["hf_base"], shard=settings.fsdp)
 
     def examples(rows: list[dict]) -> list[Example]:
         return [Example(**{**r, "context": tuple(r["context"])}) for r in rows]

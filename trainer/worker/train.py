@@ -36,6 +36,7 @@ from trainer.worker.loop import (  # noqa: F401  TrainError, TrainResult: this m
     run_key,
     train_until_stopped,
 )
+from trainer.worker.sharding import is_sharded, logits_loss, sharded_share, trainer_args
 from trainer.worker.train_progress import Progress
 
 Emit = Callable[..., Any]
@@ -69,6 +70,7 @@ class TrainSettings:
     log_every: int = 1  # steps between `step` events
     gradient_checkpointing: bool | None = None  # None: when memory needs it (trainer/worker/batch_plan.py)
     cpu_threads: int | None = None  # torch threads on the CPU; None: torch's default (all cores)
+    fsdp: bool = False  # several processes: shard the base over them (trainer/worker/sharding.py), not DDP
 
 
 def total_steps_for(n_train: int, settings: TrainSettings) -> int:
@@ -147,7 +149,8 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
                         padded=not _padding_free_ok(model, device))
     gc = plan.checkpointing
 
-    if getattr(model, "is_loaded_in_4bit", False):
+    # Not when sharded (as trl does): it upcasts the norms to fp32, and FSDP wants one dtype per layer
+    if getattr(model, "is_loaded_in_4bit", False) and not (settings.fsdp and world.size > 1):
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
@@ -172,7 +175,7 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
             torch.cuda.reset_peak_memory_stats()
         emit("phase", name="train", detail=f"{total} steps, batch {settings.batch_size}x{settings.grad_accum}, "
              f"rank {settings.rank}, {'padding-free' if padding_free else 'length-grouped'} batches on {device}"
-             f"{f' x {world.size} processes' if world.size > 1 else ''}; {plan.describe()}")
+             f"{f' x {world.size} processes' if world.size > 1 else ''}; {plan.describe()}{sharded_share(model)}")
         train_until_stopped(trainer, progress, resume_from)
     return finish(peft_model, trainer, progress, out_dir, device=device, t0=t0, base_val=base_val,
                   padding="padding-free" if padding_free else "length-grouped")
@@ -192,6 +195,8 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
     from trainer.worker.loss import target_loss
 
     cuda_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    # several processes: DDP, or the base sharded over them (trainer/worker/sharding.py says how)
+    sharding = trainer_args(peft_model, settings.fsdp and ranks.world().size > 1, plan.checkpointing)
     args = SFTConfig(
         output_dir=str(ckpt_dir), max_steps=total, per_device_train_batch_size=plan.micro_batch,
         per_device_eval_batch_size=settings.batch_size,
@@ -200,7 +205,7 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
         warmup_steps=settings.warmup_ratio, neftune_noise_alpha=settings.neftune or None,
         weight_decay=0.0, max_grad_norm=1.0, seed=settings.seed, data_seed=settings.seed,
         bf16=cuda_bf16, fp16=device == "cuda" and not cuda_bf16, use_cpu=device == "cpu",
-        **checkpointing_kwargs(plan.checkpointing),
+        **checkpointing_kwargs(plan.checkpointing and not sharding.get("fsdp")),  # else FSDP's own
         logging_strategy="steps", logging_steps=settings.log_every,
         eval_strategy="steps", eval_steps=eval_every, save_strategy="steps", save_steps=save_every,
         save_total_limit=2, report_to="none", disable_tqdm=True, log_level="error",
@@ -208,10 +213,10 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
         use_liger_kernel=device == "cuda" and _liger_available(),
         max_length=None if padding_free else settings.max_length,
         dataset_kwargs={"skip_prepare_dataset": True},
-        # every LoRA weight takes part in every step: DDP need not search the graph for unused ones
-        ddp_find_unused_parameters=False if ranks.world().size > 1 else None,
+        **sharding,
     )
     lengths = [len(r["input_ids"]) for r in train_recs]
+    loss_of = logits_loss if sharding.get("fsdp") or is_sharded(peft_model) else target_loss  # sharded: own forward
 
     class _Trainer(SFTTrainer):
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
@@ -224,7 +229,7 @@ def _make_trainer(peft_model: Any, tokenizer: Any, train_recs: list[dict], val_r
             """Cross-entropy over target tokens only, never the full logits; trl's metrics kept."""
             mode = "train" if model.training else "eval"
             rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "labels", "attention_mask")}
-            loss, n, correct = target_loss(model, inputs["input_ids"], inputs["labels"],
+            loss, n, correct = loss_of(model, inputs["input_ids"], inputs["labels"],
                                            inputs.get("attention_mask"), num_items=num_items_in_batch, **rest)
             procs = self.accelerator.num_processes
             if procs > 1 and num_items_in_batch is not None:

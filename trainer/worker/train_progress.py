@@ -110,9 +110,8 @@ class Progress(TrainerCallback):
                     model: Any = None, **kwargs: Any) -> None:
         loss = float((metrics or {})["eval_loss"])
         improved = self._track_eval(state.global_step, loss)
-        if improved and model is not None and self.world.main:  # swapped in whole: a resumed run reads it back
-            with replacing_dir(self.best_dir) as tmp:
-                model.save_pretrained(str(tmp), save_embedding_layers=False)
+        if improved and model is not None:  # swapped in whole: a resumed run reads it back
+            self._save_best(model)
         stop_early = self.patience > 0 and self.bad_evals >= self.patience and state.global_step < self.total
         self.emit("eval", step=state.global_step, total=self.total, val_loss=round(loss, 5),
                   best_val_loss=round(self.best, 5), base_val_loss=round(self.base_val, 5),
@@ -130,9 +129,22 @@ class Progress(TrainerCallback):
         self.emit("checkpoint", step=state.global_step, total=self.total, path=str(path), reason=reason)
         self._t_mark = time.time()
 
+    def _save_best(self, model: Any) -> None:
+        """best/ written by rank 0; a base sharded over the ranks (FSDP) has its adapter gathered first,
+        by every rank (trainer/worker/sharding.py)."""
+        from trainer.worker.sharding import full_adapter_state, is_sharded
+
+        state = full_adapter_state(model) if self.world.size > 1 and is_sharded(model) else None
+        if self.world.main:
+            with replacing_dir(self.best_dir) as tmp:
+                model.save_pretrained(str(tmp), state_dict=state, save_embedding_layers=False)
+
+    def went_past_best(self) -> bool:
+        return bool(self.val_losses) and self.best is not None and self.val_losses[-1][1] > self.best
+
     def restore_best(self, peft_model: Any) -> None:
         """Put the best validation adapter back if training went past it."""
-        if not self.val_losses or self.best is None or self.val_losses[-1][1] <= self.best:
+        if not self.went_past_best():
             return
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
