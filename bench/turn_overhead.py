@@ -1,12 +1,29 @@
 """Time to first token of a full Home turn (log fsync + router + memory search + engine) over the bare
-engine, with 10k turns in memory spread over 10k session logs.
+engine, with 10k turns in memory spread over 10k session logs (the issue-13 point: `--items 100000
+--sessions 10000 --distinct 3000 --keep DIR`, 10k logs of 10 turns, 26 MB of logs and a 605 MB memory
+folder, built in ~9 min on the shared 2-core box).
 
 Home's own work per turn = the turn's time to first piece − the engine's own time to first token for
 that same call (`Completion.ttft_s`, from the engine taking the prompt): embedding the message, routing,
 searching memory, building the prompt, logging and fsyncing the user's words. Measured within one turn,
 so load on the shared cores hits both sides alike. Separately, the bare engine is timed on the plain
 message and on the very messages Home built (memory block included): their difference is what the
-longer prompt costs the model. The goal (issue 5): Home's own work <= 30 ms at 10k items.
+longer prompt costs the model. The goal (issue 5): Home's own work <= 30 ms at 10k items; issue 13: at
+100k items and 10k sessions. Each turn (and the indexing it sets off) is watched for the log files it
+opens and the listings of the logs folder (an audit hook): flat cost is its own log, whatever the count
+(tests/test_memory_cost.py checks the same, counted, not timed). Home's own work is also given as the CPU
+time of the turn's thread up to the engine taking the prompt, which load on the shared cores does not stretch.
+
+Measured at 100k items / 10k sessions (40 turns, SmolLM2-135M, the box shared, load average 8.1 -> 3.3):
+own work p50 60.8 / p95 146.3 ms wall, CPU 37.2 / 79.8 ms; memory search 35.8 / 67.8 ms; the same vault
+before the vector file kept its mapping across appends (git e56c86d^, load 1.6 -> 7.4): own work 89.1 /
+237.6 ms, memory search 63.0 / 168.5 ms. Where the CPU goes (p50, per turn): the message's embedding 11.8
+ms, the search 15.7 (vector candidates 9.5, keywords 1.6), the rest of recall 3.6, token counting 4.2, log
++ fsync 1.4, routing 0.6; on the turns the router changes the adapter stack, activating it ~50 ms. Each
+turn opened at most 2 log files (its own); the logs folder is listed once per new session (a new file:
+another process may have added one), never per turn. Indexing after a turn: 0.3 ms for its own log vs 365 +
+103 ms for every log stat'd + index.json rewritten as before. The 30 ms goal is not met on this box, in
+wall or in CPU time.
 Last, where the memory block goes: at turn 7 of a chat, with the block in the system prompt (it changes
 every turn, so the cached conversation is read again) vs with the last message (Home's choice).
 Then the indexing a turn sets off in the background (issue 13), before and after, on the same vault: a pass
@@ -19,6 +36,7 @@ reuses one: building 10k turns embeds for minutes on 2 cores).
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -43,7 +61,8 @@ def build(root: Path, n: int, model: Path, sessions: int, distinct: int | None =
 
     with MemoryStore.open(vault, ms.DistinctTexts(load_embedder())) as store, all_blas_threads():
         index_logs(vault, store, batch_size=256, on_batch=lambda k: print(f"  indexed {k}/{n}", end="\r", flush=True))
-    print(f"built {n} turns in {len(list(vault.logs_dir.glob('*.jsonl')))} logs in {time.perf_counter() - t:.0f} s")
+    logs, size = ms.log_bytes(vault)
+    print(f"built {n} turns in {logs} logs ({size / 1e6:.1f} MB) in {time.perf_counter() - t:.0f} s")
     fp = read_model_info(model).fingerprint
     with ManifestStore(vault).update() as m:
         for i, (ident, tasks) in enumerate((("planner", ["planning", "advice"]), ("coder", ["coding"]))):
@@ -52,6 +71,62 @@ def build(root: Path, n: int, model: Path, sessions: int, distinct: int | None =
             c.random_adapter(model, target, rank=8, seed=i)
             m.add_adapter(AdapterEntry(id=ident, name=ident, file=f"adapters/{ident}/adapter.gguf", kind="task",
                                        base={"fingerprint": fp, "name": "bench"}, tasks=tasks, users=["*"]))
+
+
+class LogsTouched:
+    """How many files under the logs folder a turn opens, and how many times it lists the folder (audit
+    hook): flat cost means the turn's own log, whatever the number of sessions."""
+
+    def __init__(self, folder: Path) -> None:
+        import sys
+
+        self.folder, self.on, self.opened, self.listed, self.turns = str(folder), False, set(), 0, 0
+        self.most = 0
+        sys.addaudithook(self._audit)
+
+    def _audit(self, event: str, args: tuple) -> None:
+        if self.on and args and isinstance(args[0], str | Path) and str(args[0]).startswith(self.folder):
+            if event == "open":
+                self.opened.add(str(args[0]))
+            elif event in ("os.listdir", "os.scandir"):
+                self.listed += 1
+
+    def __enter__(self) -> LogsTouched:
+        self.opened.clear()
+        self.on = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.on = False
+        self.turns += 1
+        self.most = max(self.most, len(self.opened))
+
+
+class OwnCPU:
+    """The turn thread's CPU seconds from `start()` to the engine taking the prompt (the first step of
+    `Engine._generate`, where its time to first token starts): Home's own work as CPU time, which load
+    on the shared cores does not stretch (the wall-clock difference does)."""
+
+    def __init__(self, engine) -> None:  # noqa: ANN001
+        self.t0 = self.at = 0.0
+        real = engine._generate
+
+        def generate(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            inner = real(*args, **kwargs)
+
+            def timed():  # noqa: ANN202
+                self.at = time.thread_time()
+                yield from inner
+            return timed()
+
+        engine._generate = generate
+
+    def start(self) -> None:
+        self.t0 = self.at = time.thread_time()
+
+    @property
+    def seconds(self) -> float:
+        return self.at - self.t0
 
 
 def first_piece(stream) -> float:
@@ -128,6 +203,7 @@ def main() -> int:
     from home.app.session import AppOptions, ChatSession
     from home.prompt import build_messages
     from llm.params import GenParams
+    from vault.layout import Vault
     from vault.retrieval import memory_block
 
     model = c.model_path(args.model)
@@ -138,6 +214,10 @@ def main() -> int:
         root = tmp / "v"
     if not (root / "manifest.json").exists():
         build(root, args.items, model, args.sessions, args.distinct)
+    vault = Vault.open(root)
+    logs, log_size = ms.log_bytes(vault)
+    mem_size = sum(p.stat().st_size for p in vault.memory_dir.rglob("*") if p.is_file())
+    load0 = os.getloadavg()[0]
     try:
         session = ChatSession(AppOptions(vault=root, model=model, user="me", max_tokens=4, temperature=0.0,
                                          seed=1, n_ctx=args.n_ctx))
@@ -154,10 +234,17 @@ def main() -> int:
         queries = queries[: args.iters]
         bare, same, home, own, router_ms, memory_ms, extra_tokens, routed = [], [], [], [], [], [], [], 0
         first_piece(session.send("warm up: what did my boss say about the report?", threading.Event()))
+        touched = LogsTouched(session.vault.logs_dir)
+        own_cpu, cpu = OwnCPU(engine), []
         for q in queries:
             session.new_conversation()
             engine.reset()
-            home_t = first_piece(session.send(q, threading.Event()))
+            session.recall.wait_idle(60)  # the previous turn's indexing (it wrote rows: this turn's search sees them)
+            with touched:
+                own_cpu.start()
+                home_t = first_piece(session.send(q, threading.Event()))
+                cpu.append(own_cpu.seconds)
+                session.recall.wait_idle(60)
             rec = session.conversation.last.record
             block = None
             if rec["memory_ids"]:
@@ -191,9 +278,14 @@ def main() -> int:
     prompt_cost = [s - b for s, b in zip(same, bare, strict=True)]
     print(f"\n{len(home)} turns, {args.items} items in memory, {routed} routed to an adapter; "
           f"memory block adds {c.pct(extra_tokens, 50):.0f} prompt tokens (median)")
+    print(f"vault: {logs} session logs ({log_size / 1e6:.1f} MB), memory folder {mem_size / 1e6:.0f} MB; "
+          f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f} over the run; each turn (and its indexing) "
+          f"opened at most {touched.most} log file(s) and listed the logs folder {touched.listed} times in "
+          f"{touched.turns} turns")
     print(f"{'time to first token':<34} {'p50 ms':>8} {'p95 ms':>8}")
     for name, xs in (("bare engine", bare), ("bare engine, Home's prompt", same), ("Home turn", home),
-                     ("Home's own work", own), ("the memory block's prompt cost", prompt_cost)):
+                     ("Home's own work", own), ("  the same, CPU time of the turn", cpu),
+                     ("the memory block's prompt cost", prompt_cost)):
         print(row(name, xs))
     print(f"{'  of which router decide':<34} {c.pct(router_ms, 50):>8.1f} {c.pct(router_ms, 95):>8.1f}")
     print(f"{'  of which memory search':<34} {c.pct(memory_ms, 50):>8.1f} {c.pct(memory_ms, 95):>8.1f}")
@@ -209,7 +301,9 @@ def main() -> int:
     print(f"  ({(c.pct(full, 50) + c.pct(rewrite, 50)) / c.pct(own_log, 50):.0f}x less work per turn at "
           f"{args.sessions} logs)")
     ok = c.pct(own, 95) * 1e3 <= 30
-    print(f"\nHome's own work p95 <= 30 ms at {args.items} items: {c.verdict(ok)}")
+    print(f"\nHome's own work p95 <= 30 ms at {args.items} items: {c.verdict(ok)} (wall, load average "
+          f"{os.getloadavg()[0]:.1f}); as CPU time of the turn: {c.verdict(c.pct(cpu, 95) * 1e3 <= 30)} "
+          f"({c.pct(cpu, 95) * 1e3:.1f} ms)")
     return 0 if ok else 1
 
 
