@@ -15,6 +15,19 @@ Each variant runs in its own subprocess so its peak memory is its own.
     .venv/bin/python bench/trainer_throughput.py --shape tiny --examples 32   # seconds: a smoke run
     python bench/trainer_throughput.py --device cuda --shape llama-1b --max-len 1024
     python bench/trainer_throughput.py --device cuda --shape llama-8b --batch 4 --qlora --gpu-gib 24
+    .venv/bin/python bench/trainer_throughput.py --lengths full --examples 8 --warmup 0 --budgets 1,auto
+
+`--budgets` runs Home's step once per CPU activation budget (each in its own process), for a change of
+trainer/worker/batch_plan.py's budget. Measured 2026-11-30 on the shared 2-core box (load 4-7), the
+135M shapes, one optimizer step of 8 x 512-token windows (a voice at window 4), issue 16:
+
+    budget 1 GiB (before)   45.4 tok/s  90.2 s  peak 4.43 GiB  micro-batch 4 x 2, activation checkpointing
+    budget auto (after)     66.6 tok/s  61.5 s  peak 2.96 GiB  micro-batch 1 x 8, no checkpointing (2.5 GiB)
+    auto / 1: 1.47x tokens/s at 0.67x peak memory
+
+(peaks here are the bench process's, without the worker's allocator bounds, trainer/protocol/memwatch.py.
+The real run with the new budget, `bench/train_memory.py --steps 2` right after on the same box: train
+stage 2.62 GiB, whole run 2.72 GiB (verification), within the 3 GiB goal; checkpointed it was ~1.5 GiB.)
 """
 
 from __future__ import annotations
@@ -128,7 +141,8 @@ def run_variant(args: argparse.Namespace) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
-    lengths = chat_lengths(args.examples, args.max_len, args.seed)
+    lengths = ([args.max_len] * args.examples if args.lengths == "full"
+               else chat_lengths(args.examples, args.max_len, args.seed))
     batches = batches_for(args.variant, lengths, args.batch, args.seed)
     plan = None
     if home:
@@ -202,7 +216,8 @@ def run_variant(args: argparse.Namespace) -> dict:
     dt = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated() if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"variant": args.variant, "real_tok_s": real / dt, "padding": 1 - real / grid, "seconds": dt,
+    return {"variant": args.variant, "budget": os.environ.get("HOME_TRAIN_ACTIVATIONS_GB", "auto"),
+            "real_tok_s": real / dt, "padding": 1 - real / grid, "seconds": dt,
             "peak_gib": peak / 2**30, "steps": len(batches), "liger": liger, "qlora": args.qlora,
             "plan": plan.describe() if plan else "one padded batch per step, no checkpointing"}
 
@@ -232,6 +247,37 @@ def measure(args: argparse.Namespace, argv: list[str], variants: tuple[str, ...]
     return rows
 
 
+def compare_budgets(args: argparse.Namespace, argv: list[str]) -> int:
+    """Home's step at each activation budget, each in its own process (its own peak), side by side."""
+    rows = []
+    for b in [x.strip() for x in args.budgets.split(",") if x.strip()]:
+        env = {k: v for k, v in os.environ.items() if k != "HOME_TRAIN_ACTIVATIONS_GB"}
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        if b != "auto":
+            env["HOME_TRAIN_ACTIVATIONS_GB"] = b
+        print(f"budget {b}: running", file=sys.stderr, flush=True)
+        out = subprocess.run([sys.executable, __file__, "--variant", "home", *argv], capture_output=True,
+                             text=True, env=env)
+        if out.returncode != 0:
+            print(out.stderr[-3000:], file=sys.stderr)
+            return 1
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if args.json:
+        print(json.dumps({"shape": args.shape, "batch": args.batch, "max_len": args.max_len, "lengths": args.lengths,
+                          "rows": rows}))
+        return 0
+    print(f"shape {args.shape} on {args.device}, {args.examples} examples ({args.lengths} lengths, max "
+          f"{args.max_len}), batch {args.batch}: Home's step by activation budget")
+    for r in rows:
+        print(f"  budget {r['budget']:>5} GiB  {r['real_tok_s']:7.1f} real tok/s  {r['seconds']:6.1f} s  "
+              f"peak {r['peak_gib']:.2f} GiB  {r['plan']}")
+    first = rows[0]
+    for r in rows[1:]:
+        print(f"budget {r['budget']} / {first['budget']}: {r['real_tok_s'] / first['real_tok_s']:.2f}x tokens/s at "
+              f"{r['peak_gib'] / first['peak_gib']:.2f}x peak memory")
+    return 0
+
+
 def _last(stderr: str, code: int) -> str:
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
     return (lines[-1] if lines else f"exit {code}")[:300]
@@ -251,6 +297,10 @@ def main() -> int:
     p.add_argument("--gpu-gib", type=float, default=0, help="emulate a card of this many GiB (CUDA)")
     p.add_argument("--liger", choices=("auto", "on", "off"), default="auto", help="Home's side (CUDA)")
     p.add_argument("--only", choices=("home", "baseline"), help="run one side only")
+    p.add_argument("--lengths", choices=("chat", "full"), default="chat",
+                   help="chat: a log-normal mix (median ~90); full: every example --max-len long (voice windows)")
+    p.add_argument("--budgets", default="", help="Home's step only, once per CPU activation budget: GiB "
+                   "numbers or 'auto' (the plan's own), e.g. '1,auto': before/after a budget change")
     p.add_argument("--json", action="store_true", help="one JSON object: both rows and the ratios")
     p.add_argument("--variant", choices=("home", "baseline"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -258,6 +308,8 @@ def main() -> int:
         print(json.dumps(run_variant(args)))
         return 0
     argv = [a for a in sys.argv[1:] if a != "--json"]
+    if args.budgets:
+        return compare_budgets(args, argv)
     rows = measure(args, argv, (args.only,) if args.only else ("baseline", "home"))
     ok = [r for r in rows.values() if "error" not in r]
     ratio = mem = None

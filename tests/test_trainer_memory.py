@@ -222,3 +222,25 @@ def test_batch_plan_on_a_gpu_keeps_an_8b_unchecked_where_it_fits():
     assert 40 * 2**30 < roomy.estimate_bytes < 60 * 2**30  # ~44 GiB measured
     card = plan_batches(cfg, 4, [1024] * 8, 2, "cuda", budget_bytes=8 * 2**30)  # a 24 GiB card after the weights
     assert card.checkpointing
+
+
+def test_cpu_budget_follows_available_memory_within_its_floor_and_cap(tmp_path):
+    """A roomy machine trains a 512-token voice window unchecked (1 x 512: ~1.5x the tokens/s of the
+    checkpointed 4 x 2, bench/trainer_throughput.py --budgets); a short one plans as before (1 GiB)."""
+    from transformers import LlamaConfig
+
+    from trainer.worker import batch_plan as bp
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16384000 kB\nMemFree:          512000 kB\nMemAvailable:   9000000 kB\n")
+    assert bp.available_bytes(str(meminfo)) == 9000000 * 1024
+    assert bp.available_bytes(str(tmp_path / "missing")) is None
+    assert bp.cpu_budget(None) == bp.cpu_budget(2 * 2**30) == 2**30  # unknown or short: the floor
+    assert bp.cpu_budget(6 * 2**30) == 2 * 2**30  # a third of what is available
+    assert bp.cpu_budget(9000000 * 1024) == bp.cpu_budget(64 * 2**30) == int(2.5 * 2**30)  # never past the cap
+
+    cfg = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9)
+    roomy = bp.plan_batches(cfg, 8, [512] * 24, 4, "cpu", budget_bytes=bp.cpu_budget(9000000 * 1024))
+    assert (roomy.micro_batch, roomy.accumulation, roomy.checkpointing) == (1, 8, False)
+    short = bp.plan_batches(cfg, 8, [512] * 24, 4, "cpu", budget_bytes=bp.cpu_budget(2 * 2**30))
+    assert short.checkpointing and short.estimate_bytes <= 2**30

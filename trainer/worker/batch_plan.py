@@ -8,6 +8,10 @@ So: keep everything when the estimate fits the budget; else checkpoint; and if e
 activations do not fit, split each optimizer step into smaller micro-batches (the effective batch and
 the loss stay the same: the loss is normalised by the step's target tokens).
 
+The CPU budget is a third of the memory available, between 1 and 2.5 GiB (`cpu_budget`): at a flat
+1 GiB a 512-token voice window was always checkpointed (4 x 2), 1.47x slower than 1 x 8 unchecked, which
+2.5 GiB allows (bench/trainer_throughput.py --budgets).
+
 The estimate counts fp32/bf16 values kept per token and layer (measured on SmolLM2-135M shapes: ~30 ×
 hidden + 13 × intermediate floats with LoRA on all seven projections, dropout and SDPA attention), plus
 attention scores when a padding mask forces SDPA's math kernel.
@@ -21,7 +25,9 @@ from typing import Any
 
 PER_TOKEN_HIDDEN = 30  # values kept per token and layer, per unit of hidden size
 PER_TOKEN_INTER = 13  # … per unit of MLP intermediate size
-CPU_BUDGET = 1.0 * 2**30  # activations on the CPU: with the 135M model and the runtime, ~2.5 GB peak
+CPU_FLOOR = 1.0 * 2**30  # activations on the CPU when memory is short (or unknown): the 135M model checkpointed
+CPU_CAP = 2.5 * 2**30  # … at most: the 135M model unchecked at 1 x 512 tokens, its whole run within 3 GB
+CPU_SHARE = 1 / 3  # of the memory available (MemAvailable) when the run plans
 GPU_SHARE = 0.7  # of the GPU memory free after the model is loaded
 # On CUDA in bf16 the constants above (fp32, CPU) overcount: measured on an H200 (2026-11-30, plain
 # HF+peft, no checkpointing, no Liger), a random Llama-8B at 4 x 1024 kept ~44 GiB of activations and
@@ -64,6 +70,29 @@ def activation_bytes(config: Any, micro: int, length: int, elt: int, checkpointi
     return layers * micro * length * hidden * elt + per_layer  # each layer's input, one layer live
 
 
+def available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """Memory the kernel says a new allocation can take without swapping (MemAvailable), or None."""
+    try:
+        with open(meminfo) as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cpu_budget(available: int | None) -> int:
+    """A third of the memory available, between CPU_FLOOR and CPU_CAP. Why not the floor always: at 1 GiB
+    a 512-token voice window is always checkpointed, and a CPU step pays ~1.5x for it while the machine
+    has gigabytes free (bench/trainer_throughput.py --budgets). Why a cap: the default model's run stays
+    within 3 GB on any machine; why a share: a 16 GB laptop with a browser open keeps two thirds of
+    what it had, and with under 3 GiB available the plan is the floor's, as before."""
+    if available is None:
+        return int(CPU_FLOOR)
+    return int(min(CPU_CAP, max(CPU_FLOOR, CPU_SHARE * available)))
+
+
 def budget(device: str) -> int:
     """Bytes the activations may take: HOME_TRAIN_ACTIVATIONS_GB if set, else a share of what is free."""
     if os.environ.get("HOME_TRAIN_ACTIVATIONS_GB"):
@@ -73,7 +102,7 @@ def budget(device: str) -> int:
 
         free, _ = torch.cuda.mem_get_info()
         return int(GPU_SHARE * free)
-    return int(CPU_BUDGET)
+    return cpu_budget(available_bytes())
 
 
 def plan_batches(config: Any, batch_size: int, lengths: list[int], elt: int, device: str,
