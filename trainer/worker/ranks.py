@@ -92,6 +92,30 @@ def gather_ints(value: int) -> list[int]:
     return [int(t.item()) for t in out]
 
 
+def average_gradients(model: Any) -> None:
+    """Average every trainable weight's gradient over the ranks as soon as backward has accumulated it.
+
+    Why not DDP's own: DDP all-reduces only after a forward through its wrapper, and the recipe's loss
+    (trainer/worker/loss.py) runs the decoder and the output layer apart, past the wrapper: measured on
+    the tiny Llama without dropout, two ranks then each stepped on their own half of the batch (grad
+    norms 0.250/0.415 against one process's 0.230/0.290 on the same weights and data, losses apart from
+    step 3); averaged here, the grad norms and losses of the first four steps are one process's to the
+    4th decimal. Averaging after each micro-batch is the same as once per step: the sum is linear."""
+    import torch.distributed as dist
+
+    size = world().size
+    if size == 1:
+        return
+
+    def average(p: Any) -> None:
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(size)
+
+    for p in model.parameters():
+        if p.requires_grad:
+            p.register_post_accumulate_grad_hook(average)
+
+
 def sum_ints(value: int) -> int:
     return sum(gather_ints(value))
 

@@ -160,6 +160,8 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
         model.set_attn_implementation("flash_attention_2")
     set_seed(settings.seed)  # LoRA's A matrices are drawn here
     peft_model = get_peft_model(model, peft_config)
+    if world.size > 1 and not settings.fsdp:  # DDP: see ranks.average_gradients for why by hand
+        ranks.average_gradients(peft_model)
 
     with cpu_threads(settings.cpu_threads if device == "cpu" else None):
         trainer = _make_trainer(peft_model, base.tokenizer, train_recs, val_recs, settings, ckpt_dir, total,
