@@ -204,3 +204,37 @@ def test_home_ask_through_vllm_logs_the_server_and_the_adapter(vllm_server, tiny
     assert "home: vLLM serves one adapter per request: using the top one, c (1), without a (0.5)" in proc.stderr
     reply = [r for r in records(vault.root) if r["role"] == "assistant"][-1]
     assert reply["adapters"] == [{"id": "c", "scale": 1.0}]
+
+
+def test_the_app_shows_the_two_adapter_rule_once(vllm_server, tiny, peft_adapters, tmp_path):
+    """In the app, a persona's stack of two through vLLM: the top adapter is served, logged as served,
+    and the screen says why once (not on every turn)."""
+    from llm.gguf_meta import read_model_info
+    from tests.test_app import drive, make_app, records, say, wait_ready
+    from vault.layout import Vault
+    from vault.manifest import AdapterEntry, ManifestStore
+
+    vault = Vault.open(tmp_path / "v")
+    for ident in "ac":
+        shutil.copytree(peft_adapters[ident].parent, vault.adapters_dir / ident)
+        with ManifestStore(vault).update() as m:
+            m.add_adapter(AdapterEntry(id=ident, name=ident, file=f"adapters/{ident}/adapter.gguf", kind="style",
+                                       base={"fingerprint": read_model_info(tiny[0]).fingerprint}))
+    vault.config_path.write_text(f'model = "{tiny[0]}"\n[backend]\napi_key = "{KEY}"\nkind = "vllm"\n')
+    card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Duo", "extensions": {"home": {
+        "hotkey": "f6", "adapters": [{"id": "a", "scale": 0.5}, {"id": "c", "scale": 1.0}]}}}}
+    (vault.personas_dir / "duo.json").write_text(json.dumps(card))
+    app = make_app(vault.root, backend=vllm_server.url, model=str(tiny[0]), max_tokens=4)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await pilot.press("f6")
+        await say(pilot, app, "hi")
+        await say(pilot, app, "and again")
+
+    drive(app, scenario)
+    shown = [str(n.message) for n in app._notifications if n.title == "Server"]
+    said = [m for m in shown if "one adapter per request" in m]  # the second turn's mode scales differ
+    assert len(said) == 1 and "using the top one, c (" in said[0] and "without a (" in said[0], shown
+    replies = [r for r in records(vault.root) if r["role"] == "assistant"]
+    assert [[a["id"] for a in r["adapters"]] for r in replies] == [["c"], ["c"]]  # what was served
