@@ -207,3 +207,23 @@ def test_gpu_layers_zero_runs_on_the_cpu_and_says_so(model_path, engine):
     assert default.requested == (-1 if offload_built_in() else 0)
     with pytest.raises(ValueError, match="expected -1"):
         check_gpu_layers(-2)
+
+
+def test_a_turn_tokenizes_its_prompt_once(engine):
+    """The fit check and the run share one tokenization of the same prompt (a spy that calls through)."""
+    real, texts = engine._llm.tokenize, []
+
+    def spy(text, *a, **kw):
+        texts.append(text)
+        return real(text, *a, **kw)
+
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
+    engine._llm.tokenize = spy
+    try:
+        want = engine.count_tokens(msgs)
+        texts.clear()
+        "".join(engine.stream(msgs, GenParams(max_tokens=2, temperature=0.0)))
+    finally:
+        engine._llm.tokenize = real
+    assert texts == []  # the fit's count and the run reuse the tokens counted just before
+    assert engine.last.prompt_tokens == want
