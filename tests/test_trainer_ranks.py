@@ -24,9 +24,11 @@ TRAIN = ["--user", "bo", "train", "--steps", str(STEPS), "--rank", "4", "--batch
          "--max-length", "64", "--device", "cpu", "--json"]
 # Per-step loss, two processes vs one on the same global batch. Step 1 sees the same weights and data:
 # equal up to float summation order. Later steps also differ by LoRA dropout, whose random masks cannot
-# be the same when the batch is split over two processes (measured ~1e-3 on these steps).
+# be the same when the batch is split over two processes (measured <= 1e-3 on these steps; without
+# dropout equal to the 4th decimal). Ranks that each stepped on their own half of the batch (DDP's
+# all-reduce bypassed, fixed by ranks.average_gradients) were 4e-3 to 1.1e-2 apart.
 FIRST_STEP_TOL = 1e-4
-STEP_TOL = 0.02
+STEP_TOL = 0.003
 
 
 def reference_losses(vault, model) -> list[tuple[int, float]]:
