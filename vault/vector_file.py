@@ -110,12 +110,12 @@ class VectorFile:
     def _append(self, vectors: np.ndarray, dead_rows: Iterable[int]) -> int:
         """Append rows (dead), mark `dead_rows` dead, fsync both files. Returns the first new row."""
         start = self._rows
-        row = 4 * self.dim
+        row_bytes = 4 * self.dim
         with _fd(self._path("f32")) as fv, _fd(self._path("user")) as fu:
-            room = os.fstat(fv).st_size // row
+            room = os.fstat(fv).st_size // row_bytes
             if start + len(vectors) > room:  # room for the next appends: an eighth more (4096 rows at least)
-                os.ftruncate(fv, max(start + len(vectors), room + max(GROW_ROWS, room // 8)) * row)
-            os.pwrite(fv, np.ascontiguousarray(vectors, np.float32).tobytes(), start * row)
+                os.ftruncate(fv, max(start + len(vectors), room + max(GROW_ROWS, room // 8)) * row_bytes)
+            os.pwrite(fv, np.ascontiguousarray(vectors, np.float32).tobytes(), start * row_bytes)
             os.pwrite(fu, np.full(len(vectors), DEAD, np.int32).tobytes(), start * 4)
             for row in dead_rows:
                 os.pwrite(fu, np.int32(DEAD).tobytes(), row * 4)
