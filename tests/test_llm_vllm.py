@@ -123,7 +123,7 @@ def test_a_stack_of_two_is_served_with_its_top_adapter_said_once(backend, caplog
         again = "".join(backend.stream(CHAT, GREEDY, adapters=[("a", 0.5), ("b", 1.0)]))
     assert both == again == only_b
     assert backend.last.adapters == (("b", 1.0),)  # what the turn's log record claims: what was served
-    assert "using the top one, b (1), without a (0.5)" in backend.notice
+    assert "using the top one, b (1), without a (0.5)" in backend.notices[-1]
     assert len([r for r in caplog.records if "one adapter per request" in r.getMessage()]) == 1
 
 
@@ -177,21 +177,28 @@ def test_an_adapter_the_server_lost_is_loaded_again_for_the_next_turn(backend, v
     assert "".join(backend.stream(CHAT, GREEDY, adapters=[("b", 1.0)])) == before
     assert backend.held()["b"].endswith("b/peft")
 
-def test_home_ask_through_vllm_logs_the_server_and_the_adapter(vllm_server, tiny, peft_adapters, tmp_path):
-    """The CLI end to end: a vault's registered adapter (GGUF + PEFT folder) served by vLLM, logged so."""
+def vllm_vault(root, tiny, peft_adapters):
+    """A vault for the tiny Qwen3 served by vLLM, adapters a and c registered (GGUF + PEFT folder)."""
     from llm.gguf_meta import read_model_info
-    from tests.cli_helpers import run_home
-    from tests.test_app import records
     from vault.layout import Vault
     from vault.manifest import AdapterEntry, ManifestStore
 
-    vault = Vault.open(tmp_path / "v")
+    vault = Vault.open(root)
     for ident in "ac":
         shutil.copytree(peft_adapters[ident].parent, vault.adapters_dir / ident)
         with ManifestStore(vault).update() as m:
             m.add_adapter(AdapterEntry(id=ident, name=ident, file=f"adapters/{ident}/adapter.gguf", kind="style",
                                        base={"fingerprint": read_model_info(tiny[0]).fingerprint}))
     vault.config_path.write_text(f'model = "{tiny[0]}"\n[backend]\napi_key = "{KEY}"\nkind = "vllm"\n')
+    return vault
+
+
+def test_home_ask_through_vllm_logs_the_server_and_the_adapter(vllm_server, tiny, peft_adapters, tmp_path):
+    """The CLI end to end: a vault's registered adapter (GGUF + PEFT folder) served by vLLM, logged so."""
+    from tests.cli_helpers import run_home
+    from tests.test_app import records
+
+    vault = vllm_vault(tmp_path / "v", tiny, peft_adapters)
     proc = run_home(vault.root, "--backend", vllm_server.url, "ask", "hi", "--adapter", "c", "--max-tokens", "4")
     assert proc.returncode == 0, proc.stderr
     (reply,) = [r for r in records(vault.root) if r["role"] == "assistant"]
@@ -209,18 +216,9 @@ def test_home_ask_through_vllm_logs_the_server_and_the_adapter(vllm_server, tiny
 def test_the_app_shows_the_two_adapter_rule_once(vllm_server, tiny, peft_adapters, tmp_path):
     """In the app, a persona's stack of two through vLLM: the top adapter is served, logged as served,
     and the screen says why once (not on every turn)."""
-    from llm.gguf_meta import read_model_info
     from tests.test_app import drive, make_app, records, say, wait_ready
-    from vault.layout import Vault
-    from vault.manifest import AdapterEntry, ManifestStore
 
-    vault = Vault.open(tmp_path / "v")
-    for ident in "ac":
-        shutil.copytree(peft_adapters[ident].parent, vault.adapters_dir / ident)
-        with ManifestStore(vault).update() as m:
-            m.add_adapter(AdapterEntry(id=ident, name=ident, file=f"adapters/{ident}/adapter.gguf", kind="style",
-                                       base={"fingerprint": read_model_info(tiny[0]).fingerprint}))
-    vault.config_path.write_text(f'model = "{tiny[0]}"\n[backend]\napi_key = "{KEY}"\nkind = "vllm"\n')
+    vault = vllm_vault(tmp_path / "v", tiny, peft_adapters)
     card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Duo", "extensions": {"home": {
         "hotkey": "f6", "adapters": [{"id": "a", "scale": 0.5}, {"id": "c", "scale": 1.0}]}}}}
     (vault.personas_dir / "duo.json").write_text(json.dumps(card))

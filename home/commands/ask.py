@@ -90,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
                 out.flush()
         if recall is not None:
             recall.wait_idle()  # this turn is searchable by the next one
-        if getattr(engine, "notice", None):  # a server that could not serve the stack as asked (vLLM: one adapter)
-            print(f"home: {engine.notice}", file=sys.stderr)
+        notices = getattr(engine, "notices", ())  # a server that could not serve the stack as asked (vLLM)
+        if notices:
+            print(f"home: {'; '.join(notices)}", file=sys.stderr)
     finally:
         if recall is not None:
             recall.close()

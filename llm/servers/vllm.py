@@ -55,17 +55,26 @@ def served_stack(stack: Sequence[tuple[str, float]]) -> tuple[list[tuple[str, fl
     """What vLLM can serve of `stack`, and why it differs (None when it does not): one adapter per
     request at its trained scale. Adapters at scale 0 are off; of two or more the top (highest scale,
     the first of equals) is served."""
+    served, notes = _served_and_notes(stack)
+    return served, "; ".join(text for _, text in notes) or None
+
+
+def _served_and_notes(stack: Sequence[tuple[str, float]]) -> tuple[list[tuple[str, float]], list[tuple[tuple, str]]]:
+    """`served_stack`'s answer with each rule it applied apart, keyed by the rule and the adapters it
+    names (not their scales, which a turn's mode changes): the key is what a user is told once."""
     on = [(i, s) for i, s in stack if s != 0]
     if not on:
-        return [], None
+        return [], []
     top = max(on, key=lambda a: a[1])  # max keeps the first of equals
     notes = []
     if len(on) > 1:
-        rest = ", ".join(f"{i} ({s:g})" for i, s in on if i != top[0])
-        notes.append(f"vLLM serves one adapter per request: using the top one, {top[0]} ({top[1]:g}), without {rest}")
+        rest = [(i, s) for i, s in on if i != top[0]]
+        notes.append((("one adapter", top[0], tuple(i for i, _ in rest)),
+                      f"vLLM serves one adapter per request: using the top one, {top[0]} ({top[1]:g}), without "
+                      + ", ".join(f"{i} ({s:g})" for i, s in rest)))
     if top[1] != 1.0:
-        notes.append(f"vLLM applies an adapter at its trained scale: {top[0]} at 1, not {top[1]:g}")
-    return [(top[0], 1.0)], "; ".join(notes) or None
+        notes.append((("scale", top[0]), f"vLLM applies an adapter at its trained scale: {top[0]} at 1, not {top[1]:g}"))
+    return [(top[0], 1.0)], notes
 
 
 def chat_body(model: str, messages: Sequence[Message], params: GenParams) -> dict:
@@ -95,8 +104,8 @@ class VllmBackend(RemoteBackend):
                  timeout: float = 600.0) -> None:
         super().__init__(url, model_path, api_key, timeout)  # `_loaded`: adapter id -> (PEFT folder, GGUF facts)
         self.http.hint_404 = "is this a vLLM server, started with --enable-lora?"
-        self._noted: set[str] = set()
-        self.notice: str | None = None  # the last stack vLLM could not serve as asked, said once per stack
+        self._noted: set[tuple] = set()
+        self.notices: list[str] = []  # each rule by which a stack was served other than asked, said once
         self.model, self.root, self.n_ctx = self._check_server()
 
     # --- the server ---------------------------------------------------------------------------
@@ -211,12 +220,13 @@ class VllmBackend(RemoteBackend):
     # --- generation ---------------------------------------------------------------------------
 
     def _serve(self, stack: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
-        """What this request serves of `stack`; the first time a stack cannot be served as asked, says so."""
-        served, why = served_stack(stack)
-        if why is not None and why not in self._noted:
-            self._noted.add(why)
-            self.notice = why
-            log.warning("%s: %s", self.url, why)
+        """What this request serves of `stack`; each rule that changes it is said the first time it applies."""
+        served, notes = _served_and_notes(stack)
+        for key, text in notes:
+            if key not in self._noted:
+                self._noted.add(key)
+                self.notices.append(text)
+                log.warning("%s: %s", self.url, text)
         return served
 
     def request(self, messages: Sequence[Message], params: GenParams, served: Sequence[tuple[str, float]]) -> dict:

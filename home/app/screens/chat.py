@@ -8,7 +8,6 @@ at the next token and Conversation logs the reply with partial=true.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 
@@ -56,7 +55,7 @@ class ChatScreen(Screen[None]):
         self.stack_applied: list[tuple[str, float]] | None = None
         """The stack the engine last confirmed (benchmarks wait on it after a persona switch)."""
         self._cancel: threading.Event | None = None
-        self._notices_shown: set[str] = set()  # each rule a server notice states, numbers aside: said once
+        self._notices_shown = 0  # of the backend's `notices`
 
     def compose(self) -> ComposeResult:
         yield PersonaBar(self.session.personas, id="personas")
@@ -153,23 +152,12 @@ class ChatScreen(Screen[None]):
         self.refresh_bindings()
         if error:
             self.notify(error, severity="error", timeout=8)
-        fresh = self._fresh_notice(getattr(self.session.engine, "notice", None))
-        if fresh:
-            self.notify(fresh, title="Server", severity="warning", timeout=12)
+        notices = getattr(self.session.engine, "notices", ())  # a server's rules, each said once (vLLM)
+        if len(notices) > self._notices_shown:
+            self.notify("; ".join(notices[self._notices_shown:]), title="Server", severity="warning", timeout=12)
+            self._notices_shown = len(notices)
         self.refresh_status()
         self.app.after_turn()
-
-    def _fresh_notice(self, notice: str | None) -> str | None:
-        """What a server notice (a stack served other than asked: vLLM's one adapter per request, its
-        fixed scales) says that this screen has not said yet. The backend words each stack's notice with
-        its scales, which the turn's mode changes; the user needs each rule once, not every turn."""
-        fresh = []
-        for clause in filter(None, (c.strip() for c in (notice or "").split(";"))):
-            key = re.sub(r"\d+(\.\d+)?", "#", clause)
-            if key not in self._notices_shown:
-                self._notices_shown.add(key)
-                fresh.append(clause)
-        return "; ".join(fresh) or None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel":
