@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 
 from .http import Http, ServerError
 
@@ -23,7 +24,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-class ManagedServer:
+class ManagedServer(ABC):
     name = "server"  # in its error lines
     grace_s = 10.0  # from SIGINT to SIGKILL
     poll_s = 0.2  # between /health probes
@@ -43,13 +44,14 @@ class ManagedServer:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
 
+    @abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
     def environment(self) -> dict[str, str] | None:
         return None  # this process's own
 
-    def _check(self) -> None:
+    def _check(self) -> None:  # noqa: B027 - a hook: most servers need nothing checked
         """Raise ServerError, in one line, when the server cannot be started at all."""
 
     def start(self) -> ManagedServer:

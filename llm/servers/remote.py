@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ Message = Mapping[str, Any]
 Stack = list[tuple[str, float]]
 
 
-class RemoteBackend:
+class RemoteBackend(ABC):
     """The `Backend` protocol over an OpenAI-compatible server at `url`, for the base model whose GGUF is
     at `model_path` (read for its metadata only: the fingerprint adapters are checked against)."""
 
@@ -84,20 +85,21 @@ class RemoteBackend:
 
     # --- the context policy -----------------------------------------------------------------------
 
+    @abstractmethod
     def count_tokens(self, messages: Sequence[Message]) -> int:
-        raise NotImplementedError
+        """The prompt's length in tokens, as the server counts it."""
 
     def fit(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[Message], int]:
         return fit_messages(messages, max_tokens, self.n_ctx, self.count_tokens)
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - the Backend protocol's, a no-op here
         """Nothing to forget here: the server keys its prompt cache on tokens and adapters."""
 
     # --- a reply ------------------------------------------------------------------------------------
 
+    @abstractmethod
     def _body(self, messages: Sequence[Message], params: GenParams, stack: Stack) -> tuple[dict, Stack]:
         """(Under the lock.) The request body for `stack`, and the stack it serves."""
-        raise NotImplementedError
 
     def stream(
         self,
@@ -154,7 +156,7 @@ class RemoteBackend:
     def logits(self, tokens: Sequence[int], all_positions: bool = False) -> Any:
         raise LLMError(f"{self.url}: a server gives no logits; this needs the in-process engine (no --backend)")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - the Backend protocol's, a no-op here
         """Nothing to free: the server keeps running (it is not ours to stop here)."""
 
     def __enter__(self) -> RemoteBackend:
