@@ -30,7 +30,7 @@ Then the indexing a turn sets off in the background (issue 13), before and after
 over every log (each one stat'd, and `index.json` with every session's mark rewritten, as after every turn
 before) vs a pass over the turn's own log (its new bytes read, one checkpoint row written).
 Every measurement starts from an empty KV cache (engine.reset()), with the stack Home chose. The turn runs through
-`ChatSession.send`, the app's own path; the vault is built like bench/memory_search.py's (`--keep DIR`
+`ChatSession.send`, the app's own path; the vault is built by bench/memory_vaults.py, as bench/memory_search.py's is (`--keep DIR`
 reuses one: building 10k turns embeds for minutes on 2 cores).
 """
 
@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 import _common as c
-import memory_search as ms
+import memory_vaults as ms
 
 
 def build(root: Path, n: int, model: Path, sessions: int, distinct: int | None = None) -> None:
