@@ -219,6 +219,20 @@ def test_training_beats_the_base_and_reports_progress(full_run):
     assert result.padding == "length-grouped"
 
 
+def test_short_runs_validate_every_other_step_and_the_last(base, full_run, tmp_path):
+    """A validation pass scores the whole split, so a short run validates at most every other step (a
+    9-step run: 5 passes, not 9), and its last step always, so the adapter kept at the end was measured."""
+    from trainer.worker.train import train_adapter, validation_interval
+
+    assert [validation_interval(n) for n in (1, 4, 5, 9, 20, 21, 100, 9000)] == [1, 1, 2, 2, 2, 3, 10, 200]
+    _, _, (train, val) = full_run
+    rec = Recorder()
+    result = train_adapter(base, train, val, settings(steps=5, eval_every=None, save_every=None), tmp_path, emit=rec)
+    result.peft_model.unload()
+    assert [e["step"] for e in rec.of("eval")] == [0, 2, 4, 5]
+    assert [s for s, _ in result.val_losses] == [2, 4, 5] and result.steps_done == 5
+
+
 def test_stop_then_resume_finishes_with_the_same_losses(base, full_run, tmp_path):
     from trainer.worker.train import train_adapter
 
