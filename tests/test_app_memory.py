@@ -50,7 +50,8 @@ def test_a_store_another_process_held_at_start_opens_once_it_is_free(tmp_path, m
     async def scenario(pilot):
         await wait_ready(pilot, app)
         bar = app.chat.query_one(StatusBar)
-        assert app.session.recall is None and "in use" in app.session.memory_note and bar.memory == "off"
+        assert app.session.recall is None and "in use" in app.session.memory_note
+        await wait_for(pilot, lambda: bar.memory == "off")  # the bar shows it at its next refresh
         held.close()
         await wait_for(pilot, lambda: app.session.recall is not None, timeout=30)
         await say(pilot, app, "My cat is called Miso and she is nine.")

@@ -123,7 +123,9 @@ def train_distributed(job: Job, model_path: Path, settings: Any, train_ex: list,
             emit("phase", name="ranks-done", detail=f"{job.processes} processes, peak memory {each} = "
                  f"{result.peak_memory_bytes / 2**30:.2f} GiB")
         if not result.stopped and any(codes):
-            raise RanksFailed(f"{out_dir}: a training process failed after rank 0 finished (exit codes {codes})")
+            first = next(r for r, c in enumerate(codes) if c)
+            raise RanksFailed(f"{ranks_dir / f'rank-{first}.log'}: training process {first} failed after rank 0 "
+                              f"finished (exit codes {codes}){_last_line(ranks_dir / f'rank-{first}.log')}")
     elif stops[0] and all(c in (0, 130, -signal.SIGINT, -signal.SIGTERM) for c in codes):
         raise KeyboardInterrupt  # stopped before training began: nothing to resume from
     else:
@@ -140,12 +142,16 @@ def _failed(failure: dict | None, codes: list[int], ranks_dir: Path) -> RanksFai
         exc.exit_code = int(failure.get("code") or 1)
         return exc
     log = ranks_dir / f"rank-{first}.log"
+    return RanksFailed(f"{log}: training process {first} failed (exit code {codes[first]}){_last_line(log)}")
+
+
+def _last_line(log: Path) -> str:
+    """': <the log's last line>', which says why a rank died, or '' when it said nothing."""
     try:
         tail = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
     except OSError:
         tail = []
-    why = f": {tail[-1]}" if tail else ""
-    return RanksFailed(f"{log}: training process {first} failed (exit code {codes[first]}){why}")
+    return f": {tail[-1]}" if tail else ""
 
 
 def _start(job: Job, spec_path: Path, ranks_dir: Path) -> list[subprocess.Popen]:

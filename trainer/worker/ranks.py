@@ -48,9 +48,31 @@ def init(device: str) -> World:
 
 
 def close() -> None:
+    """Leave the process group in order once every rank has finished: all past their last collective
+    (a barrier), the others first, rank 0 last. Why: rank 0's process hosts the rendezvous store and
+    one end of every peer's connection; when it went first, a peer still tearing its group down could
+    read "connection closed by peer" on a gloo thread, which aborts the process (CI: a finished,
+    registered FSDP run failed on rank 1's exit code -6). Only for a run that ended well: after a
+    failure a peer may be dead or stuck in a collective, and the process just exits."""
+    import datetime
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    me = world()
+    if me.size == 1:
+        dist.destroy_process_group()
+        return
+    store = dist.distributed_c10d._get_default_store()  # kept: rank 0 waits on it after the group is gone
+    dist.barrier()
+    if not me.main:
+        dist.destroy_process_group()
+        store.set(f"home-closed/{me.rank}", "1")
+        return
+    try:
+        store.wait([f"home-closed/{r}" for r in range(1, me.size)], datetime.timedelta(seconds=60))
+    finally:
         dist.destroy_process_group()
 
 
