@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+import numpy as np
 
 from vault.config import MemorySettings
 from vault.layout import Vault
 from vault.lore import lore_session
 from vault.memory import MemoryBusyError, MemoryStore, index_logs
 from vault.memory_items import fold_sources
-from vault.query_plan import bridge, plan
+from vault.query_plan import bridge, plan, statement_form, sub_queries
 from vault.retrieval import FILL_FLOOR, Hit, fit_memory, should_retrieve
 from vault.supersede import current
 
@@ -97,17 +99,22 @@ class Recall:
     # --- before a turn -----------------------------------------------------------------------
 
     def recall(self, text: str, user: str, session: str | None, count_tokens: Callable[[str], int],
-               vector=None, persona: str | None = None, now: datetime | None = None) -> Recalled:  # noqa: ANN001
+               vector=None, persona: str | None = None, now: datetime | None = None,  # noqa: ANN001
+               vectors: Mapping[str, np.ndarray] | None = None) -> Recalled:
         """The memory block for `text`, within the token budget; turns of `session` are left out, and so
         is persona lore (vault/lore.py) of any persona but `persona`: a character's sheet is what that
         character knows, not what every chat should be told.
-        `vector`: the text's embedding, when the router already made it with the same embedder; `now`: when
-        the question is asked (None: now), for time words ("in May", "last spring")."""
-        if self.store is None or self.settings.k <= 0 or not should_retrieve(text):
+        `vector`: the text's embedding, when the router already made it with the same embedder; `vectors`:
+        embeddings already made by text (the turn path embeds `query_texts` with the message, in one
+        batch); `now`: when the question is asked (None: now), for time words ("in May", "last spring")."""
+        if not self.searches(text):
             return Recalled()
         t0 = time.perf_counter()
         qp = plan(text, now)  # two-part questions searched part by part; time words → a date window
-        vectors = self._query_vectors(qp, vector)
+        known = dict(vectors or {})
+        if vector is not None:
+            known[text] = vector
+        vectors = self._query_vectors(qp, known)
         lists = [self.store.search(q, k=self.settings.k + 4, user=user, vector=v, window=qp.window, fill=FILL_FLOOR)
                  for q, v in zip(qp.queries, vectors, strict=True)]
         hops = [h for h in (bridge(q, found[0].text) for q, found in zip(qp.queries[1:], lists[1:], strict=True)
@@ -124,19 +131,31 @@ class Recall:
         block, used = fit_memory(hits, self.settings.budget_tokens, count_tokens, replaced=current(hits, text))
         return Recalled(block, [h.id for h in used], used, True, (time.perf_counter() - t0) * 1000)
 
-    def _query_vectors(self, qp, vector) -> list:  # noqa: ANN001
-        """One embedding per query, blended with its statement form's ("where do I live" + "i live"), all
-        embedded in one batch; the router's embedding of the whole text is reused."""
-        import numpy as np
+    def searches(self, text: str) -> bool:
+        """Whether a turn saying `text` searches memory (not for chit-chat, nor with memory off)."""
+        return self.store is not None and self.settings.k > 0 and should_retrieve(text)
 
-        texts = [q for i, q in enumerate(qp.queries) if i or vector is None]
-        texts += [s for s in qp.statements if s]
-        got = iter(self.store.embedder.embed(texts)) if texts else iter(())
-        base = [vector if i == 0 and vector is not None else next(got) for i in range(len(qp.queries))]
+    def query_texts(self, text: str) -> list[str]:
+        """What a search for `text` embeds: the text, its parts, their statement forms ([] when it does not
+        search). The turn path embeds them with the message in one batch, which the router shares: one
+        MiniLM call costs about the same for one short text as for three (reading the weights dominates),
+        so a second call was ~8 ms more on every question with a statement form."""
+        if not self.searches(text):
+            return []
+        queries = [text, *sub_queries(text)]
+        return list(dict.fromkeys([*queries, *(s for s in map(statement_form, queries) if s)]))
+
+    def _query_vectors(self, qp, known: dict) -> list:  # noqa: ANN001
+        """One embedding per query, blended with its statement form's ("where do I live" + "i live"); what
+        `known` lacks is embedded in one batch (and added to it)."""
+        need = [t for t in dict.fromkeys([*qp.queries, *(s for s in qp.statements if s)]) if t not in known]
+        if need:
+            known.update(zip(need, self.store.embedder.embed(need), strict=True))
         out = []
-        for v, st in zip(base, qp.statements, strict=True):
+        for q, st in zip(qp.queries, qp.statements, strict=True):
+            v = known[q]
             if st:
-                v = np.asarray(v, dtype=np.float32) + next(got)
+                v = np.asarray(v, dtype=np.float32) + known[st]
                 v = v / float(np.linalg.norm(v))
             out.append(v)
         return out

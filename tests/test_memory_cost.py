@@ -169,3 +169,32 @@ def test_a_whole_turn_touches_no_other_log(tmp_path, engine, embedder, monkeypat
             assert set(logs) == {"live.jsonl"} and not {"logs", "gestalts"} & set(access.listed), (logs, access.listed)
         assert "before:1" in chat.last.record["memory_ids"] or "before:1" in str(chat.history)
         recall.close()
+
+
+def test_a_turn_embeds_once_for_the_router_and_memory(tmp_path, model_path, monkeypatch):
+    """The app's turn embeds the message and what memory searches for it ("Where do I live?" is searched
+    blended with "i live") in one MiniLM batch, which the router shares: a second call cost ~8 ms of the
+    turn's own work (one short text costs about what three do: reading the weights dominates)."""
+    import threading
+
+    from home.app.session import AppOptions, ChatSession
+
+    vault = Vault.open(tmp_path / "v")
+    ConversationLog.create(vault, "before").append({"role": "user", "text": "I live in Lisbon with Sam.", "user": "me"})
+    session = ChatSession(AppOptions(vault=vault.root, model=model_path, user="me", max_tokens=2, n_ctx=1024,
+                                     temperature=0.0, seed=1))
+    session.load()
+    try:
+        session.open_memory()
+        assert session.router is not None and session.recall is not None
+        assert session.recall.wait_idle(60)
+        embedder, turn, calls = session.router.embedder, threading.current_thread(), []
+        real = embedder.embed
+        monkeypatch.setattr(embedder, "embed", lambda texts: (threading.current_thread() is turn
+                                                              and calls.append(list(texts))) or real(texts))
+        "".join(session.send("Where do I live?", threading.Event()))
+        assert calls == [["Where do I live?", "i live"]]  # not [[message], [statement]]
+        assert session.conversation.last.record["memory_ids"] == ["before:1"]
+    finally:
+        session.close_memory()
+        session.engine.close()

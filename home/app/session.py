@@ -252,11 +252,15 @@ class ChatSession(StackMixin, MemoryMixin):
     def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
         """One turn on the current persona and stack (worker thread); Conversation logs it."""
         with self.engine_turn():
-            decision = vector = None
+            decision = vector = vectors = None
             if self.router is not None:
                 explicit = self.explicit_specs()
                 info = self.engine.info
-                vector = self.router.embedder.embed([text])[0]  # one embedding for the router and memory
+                # one embedding batch for the router and memory: the message, and what memory searches for it
+                recall = self.conversation.recall
+                texts = list(dict.fromkeys([text, *(recall.query_texts(text) if recall is not None else [])]))
+                vectors = dict(zip(texts, self.router.embedder.embed(texts), strict=True))
+                vector = vectors[text]
                 decision = self.router.decide(self.manifest(), user=self.user, persona=self.persona, text=text,
                                               explicit=explicit, model_fingerprint=info.fingerprint,
                                               model_name=info.name, vector=vector, mode=self.mode_pin)
@@ -269,7 +273,7 @@ class ChatSession(StackMixin, MemoryMixin):
                 # turn only, so the status bar and the next turn start from the stack as chosen.
                 stack = list(decision.stack)
             yield from self.conversation.send(text, self.params(), stack, cancel=cancel,
-                                              router=decision.to_dict() if decision else None, query_vector=vector)
+                                              router=decision.to_dict() if decision else None, query_vectors=vectors)
 
     def pop_last_exchange(self) -> str | None:
         """For regenerate: drop the last user/assistant pair from the model's history and return the
