@@ -124,16 +124,19 @@ class SignCodes:
         rows = self._n
         if len(self._buf[0]) < rows:  # scratch arrays, reused: a fresh 1 MB array per query costs page faults
             room = self._cols.shape[1]
-            self._buf = (np.empty(room, np.uint64), np.empty(room, np.uint8), np.empty(room, np.uint16))
-        word, ones, dist = (b[:rows] for b in self._buf)
+            self._buf = (np.empty(room, np.uint64), np.empty(room, np.uint8), np.empty(room, np.uint16),
+                         np.empty(room, np.bool_), np.empty(room, np.uint16))
+        word, ones, dist, out, far = (b[:rows] for b in self._buf)
         qbits = self._bits(q[None, :])[0]
         dist[:] = 0
         for w in range(len(qbits)):
             np.bitwise_xor(self._cols[w, :rows], qbits[w], out=word)
             np.bitwise_count(word, out=ones)
             np.add(dist, ones, out=dist)
-        if mask is not None:
-            dist[~mask[:rows]] = FAR
+        if mask is not None:  # FAR where masked out, by arithmetic (0.15 ms at 160k rows; `dist[~mask] = FAR`: ~1 ms)
+            np.logical_not(mask[:rows], out=out)
+            np.multiply(out, FAR, out=far, casting="unsafe")
+            np.bitwise_or(dist, far, out=dist)
         # distances are small integers: the n-th nearest's by a histogram, cheaper than a partition
         counts = np.cumsum(np.bincount(dist, minlength=self.width * 8 + 1)[:self.width * 8 + 1])
         if n <= 0 or counts[-1] == 0:

@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS vec_meta(key TEXT PRIMARY KEY, value);
 """
 DEAD = -1
 SIGN_ROWS = 32768  # past this many rows (50 MB at 384-d) a search scores the sign codes' candidates, not every row
-CANDIDATES, CANDIDATES_PER = 4000, 64  # rows scored exactly: at 100k, 4 % of the scan's bytes
+# rows scored exactly: at 100k, 2 % of the scan's bytes. Was 4000/64: on the 160k-item bench vault the exact
+# top-36 kept by score went 99.3 -> 98.8 % and the hits of 72 queries stayed the same, for 2.3 ms less a search
+CANDIDATES, CANDIDATES_PER = 2000, 32
 _CHUNK = 500  # ids per SQL IN (...) (SQLite's default variable limit is far above)
 GROW_ROWS = 4096  # the .f32 file's room grows by an eighth, at least this many rows (a sparse tail: no disk used)
 
@@ -236,7 +238,7 @@ class VectorFile:
         if user is not None and user not in self._codes:
             return []
         mask = u >= 0 if user is None else u == self._codes[user]
-        valid = int(mask.sum())
+        valid = int(np.count_nonzero(mask))
         if not valid:
             return []
         q = np.asarray(q, np.float32)
