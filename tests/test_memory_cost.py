@@ -198,3 +198,25 @@ def test_a_turn_embeds_once_for_the_router_and_memory(tmp_path, model_path, monk
     finally:
         session.close_memory()
         session.engine.close()
+
+
+def test_the_memory_block_is_counted_once_when_every_line_fits():
+    """Fitting the block used to count the growing block once per hit (~2 ms of a turn with llama.cpp's
+    tokenizer); when every line fits, one count of the whole block says so. Over budget, lines are still
+    chosen hit by hit in rank order, a long one skipped and shorter ones after it kept."""
+    from vault.retrieval import Hit, fit_memory
+
+    hits = [Hit(f"s:{i}", f"Fact number {i} about my week at the office.", 1.0 - i / 10, f"2026-01-0{i + 1}T09:00:00Z",
+                "user", "s") for i in range(5)]
+    hits[2] = Hit("s:2", "long " * 80, 0.8, "2026-01-03T09:00:00Z", "user", "s")
+    calls: list[str] = []
+    count = lambda text: calls.append(text) or len(text.split())  # noqa: E731 - a stand-in tokenizer
+
+    block, used = fit_memory(hits, 500, count)
+    assert used == hits and len(calls) == 1
+    whole = len(block.split())
+    calls.clear()
+    block, used = fit_memory(hits, whole - 60, count)  # the long line no longer fits; the others do
+    assert len(calls) == 1 + 5  # the whole, then hit by hit
+    assert used == [hits[0], hits[1], hits[3], hits[4]] and len(block.split()) <= whole - 60
+    assert "long long" not in block

@@ -334,18 +334,26 @@ def fit_memory(hits: Sequence[Hit], token_budget: int, count_tokens: Callable[[s
         return "", []
     header = ("Memory — things said in earlier conversations with this user, with their dates. Prefer "
               "them over older or general knowledge; when two disagree, the newer one is right.")
-    block, used, lines = header, [], {}
+    lines: dict[str, str] = {}
     for h in hits:
         if h.id in replaced:
             continue
         text = " ".join(h.text.split())
         if len(text) > MAX_LINE_CHARS:
             text = text[: MAX_LINE_CHARS - 1].rstrip() + "…"
-        line = f"\n- [{h.time[:10]}] {WHO.get(h.role, 'you said')}: {text}"
-        if count_tokens(block + line) <= token_budget:
-            block += line
-            used.append(h)
-            lines[h.id] = line
-    if newest_first:  # the same lines (the same budget), stably reordered by date
-        block = header + "".join(lines[h.id] for h in sorted(used, key=lambda h: h.time, reverse=True))
+        lines[h.id] = f"\n- [{h.time[:10]}] {WHO.get(h.role, 'you said')}: {text}"
+    fits = [h for h in hits if h.id in lines]
+    # Usually every line fits: one count of the whole block says so (a count of the growing block per hit
+    # cost ~2 ms of the turn: llama.cpp's tokenizer is linear in the text, plus ~0.1 ms a call).
+    if count_tokens(header + "".join(lines[h.id] for h in fits)) <= token_budget:
+        used = fits
+    else:  # in rank order, each line kept while the block still fits
+        block, used = header, []
+        for h in fits:
+            if count_tokens(block + lines[h.id]) <= token_budget:
+                block += lines[h.id]
+                used.append(h)
+    # newest first: the same lines (the same budget), stably reordered by date
+    order = sorted(used, key=lambda h: h.time, reverse=True) if newest_first else used
+    block = header + "".join(lines[h.id] for h in order)
     return (block, used) if used else ("", [])
