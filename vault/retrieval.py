@@ -279,11 +279,17 @@ def rank(candidates: Iterable[Candidate], query: str, k: int, min_similarity: fl
     pool.sort(key=lambda c: (-c.fused, -c.cosine, -c.epoch))
     ordered = _newer_first_among_equals(pool)
     kept: list[Candidate] = []
+    kept_norms: set[str] = set()
+    kept_vecs = np.empty((k, len(ordered[0].embedding) if ordered else 0), np.float32)
     for c in ordered:
         if len(kept) >= k:
             break
-        if any(_duplicates(c, o, norms) for o in kept):
+        # a duplicate of a kept one: the same text normalised, or a near-equal embedding (one product per
+        # candidate against every kept row: a dot per pair cost ~1.5 ms of a search)
+        if norms[c.id] in kept_norms or (kept and float((kept_vecs[:len(kept)] @ c.embedding).max()) >= DUPLICATE_COSINE):
             continue
+        kept_vecs[len(kept)] = c.embedding
+        kept_norms.add(norms[c.id])
         kept.append(c)
     top = 2.0 / (RRF_K + 1)  # the best possible fused score: first in both lists
     return [Hit(c.id, c.text, round(c.fused / top, 4), c.time, c.role, c.session, c.sources) for c in kept]
@@ -304,12 +310,6 @@ def _newer_first_among_equals(pool: list[Candidate]) -> list[Candidate]:
             i -= 1
         out.insert(i, c)
     return out
-
-
-def _duplicates(a: Candidate, b: Candidate, norms: dict[str, str]) -> bool:
-    if norms[a.id] == norms[b.id]:
-        return True
-    return float(np.dot(a.embedding, b.embedding)) >= DUPLICATE_COSINE
 
 
 def memory_block(hits: Sequence[Hit], token_budget: int, count_tokens: Callable[[str], int]) -> str:
