@@ -222,6 +222,7 @@ def main() -> int:
         session = ChatSession(AppOptions(vault=root, model=model, user="me", max_tokens=4, temperature=0.0,
                                          seed=1, n_ctx=args.n_ctx))
         session.load()
+        session.follow_manifest(set())  # as the app does at start: every adapter loaded then, not on a turn
         session.open_memory()
         session.recall.wait_idle(600)
         engine, params = session.engine, GenParams(max_tokens=4, temperature=0.0, seed=1)
