@@ -94,12 +94,21 @@ def trained(vault: Path, name: str, dataset_hash: str, job) -> object | None:
     manifest = ManifestStore(Vault.open(vault)).read()
     for entry in reversed(manifest.versions(name)):
         t = entry.training or {}
-        if ((entry.dataset or {}).get("hash") == dataset_hash and t.get("lr") == job.lr
+        if ((entry.dataset or {}).get("hash") == dataset_hash and t.get("lr") == job.learning_rate
                 and t.get("schedule", "cosine") == job.schedule and t.get("neftune", 0.0) == job.neftune
                 and entry.rank == job.rank and entry.alpha == (job.alpha or 2.0 * job.rank)
-                and (job.steps is None or t.get("steps") == job.steps)):
+                and (job.steps is None or asked_steps(entry) == job.steps)):
             return entry
     return None
+
+
+def asked_steps(entry) -> int | None:
+    """The steps the run was asked for (its run folder's job.json): one that stopped early records fewer."""
+    t = entry.training or {}
+    try:
+        return json.loads((Path(t["run_dir"]) / "job.json").read_text())["steps"]
+    except (KeyError, TypeError, OSError, ValueError):
+        return t.get("steps")
 
 
 def train(vault: Path, voice: str, dataset: Path, dataset_hash: str, args,

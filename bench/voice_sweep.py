@@ -3,15 +3,16 @@
 The voices and data of `bench/voice_fidelity.py` (each voice's earliest `--examples`, its latest
 `--val-fraction` held out by the time split), trained by the real worker at the same `--steps` for every
 setting (same steps × batch over the same targets), one setting changed at a time from Home's defaults
-(lr 2e-4 cosine, rank 16 / alpha 32, window 10, no system line):
+for a voice (lr 1e-3 cosine since the sweep of 2026-11-30, rank 16 / alpha 32, window 10, no system line):
 
-- `lr 1e-3`, `lr 5e-5`: the learning rate;
+- `lr 2e-4` (the default before), `lr 2e-3`, `lr 1e-3`, `lr 5e-5`: the learning rate;
 - `rank 64`, `rank 4` (alpha 2 × rank): capacity;
 - `window 4`: fewer context turns per example (the targets and their count unchanged);
 - `system line`: each example opens with "You are NAME." (the held-out examples too, for base and adapter);
 - `constant`: the learning rate held after warmup instead of cosine to zero (`Job.schedule`);
 - `neftune 5`: NEFTune noise (alpha 5) on the input embeddings while training (`Job.neftune`);
-- `lr 1e-3 constant`: both of the first and the schedule.
+- `lr 1e-3 constant`, `lr 1e-3 neftune 5`, `lr 1e-3 rank 64`: the rate named with another change (the same
+  as the one change alone since 1e-3 became the voice default; named so, they mean the same in every table).
 
 Measured per voice: held-out perplexity, base and adapter, by `home eval`'s shared-prefix scoring in
 llama.cpp, and their ratio; the table's last columns are the median ratio over the voices and the
@@ -41,6 +42,8 @@ from voice_texts import VOICES, voice_examples
 SETTINGS: dict[str, tuple[dict, dict]] = {  # name: (Job fields, data changes)
     "default": ({}, {}),
     "lr 1e-3": ({"lr": 1e-3}, {}),
+    "lr 2e-4": ({"lr": 2e-4}, {}),
+    "lr 2e-3": ({"lr": 2e-3}, {}),
     "lr 5e-5": ({"lr": 5e-5}, {}),
     "rank 64": ({"rank": 64}, {}),
     "rank 4": ({"rank": 4}, {}),
@@ -49,11 +52,18 @@ SETTINGS: dict[str, tuple[dict, dict]] = {  # name: (Job fields, data changes)
     "constant": ({"schedule": "constant"}, {}),
     "neftune 5": ({"neftune": 5.0}, {}),
     "lr 1e-3 constant": ({"lr": 1e-3, "schedule": "constant"}, {}),
+    "lr 1e-3 neftune 5": ({"lr": 1e-3, "neftune": 5.0}, {}),
+    "lr 1e-3 rank 64": ({"lr": 1e-3, "rank": 64}, {}),
 }
 
 
 def slug(name: str) -> str:
     return name.replace(" ", "-").replace(".", "")
+
+
+def best_step(val_losses: list | None) -> int | None:
+    """The step whose validation loss was lowest: the adapter the run kept (trainer/worker/train_progress.py)."""
+    return min(val_losses, key=lambda sv: sv[1])[0] if val_losses else None
 
 
 def with_system(examples: list, voice: str) -> list:
@@ -118,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "ratio": ppl["adapter"] / ppl["base"], "steps": t.get("steps"),
                                         "val_loss": t.get("val_loss"), "base_val_loss": t.get("base_val_loss"),
                                         "duration_s": t.get("duration_s"),
-                                        "peak_memory_bytes": t.get("peak_memory_bytes")}
+                                        "peak_memory_bytes": t.get("peak_memory_bytes"),
+                                        "best_step": best_step(t.get("val_losses"))}
                 say(f"{name} / {voice}: ppl {ppl['base']:.2f} -> {ppl['adapter']:.2f} "
                     f"(x{ppl['adapter'] / ppl['base']:.3f})")
                 nll[voice] = example_nll(engine, held[voice], {o: [(entries[o].id, 1.0)] for o in voices})
@@ -133,6 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         row = results[name]
         print(f"{name:<18}" + "".join(f"{row[v]['ratio']:>12.3f}" for v in voices)
               + f"{row['median_ratio']:>10.3f}{row['attribution']:>9.0%}", file=sys.stderr)
+    print(f"{'setting':<18}{'voice':>10}{'val loss base -> best':>24}{'best/run steps':>16}{'train min':>11}"
+          f"{'peak GiB':>10}", file=sys.stderr)
+    for name in names:
+        for v in voices:
+            r = results[name][v]
+            val = (f"{r['base_val_loss']:.3f} -> {r['val_loss']:.3f}" if r["val_loss"] is not None
+                   and r["base_val_loss"] is not None else "?")
+            minutes = f"{r['duration_s'] / 60:.1f}" if r["duration_s"] else "?"
+            peak = f"{r['peak_memory_bytes'] / 2**30:.2f}" if r["peak_memory_bytes"] else "?"
+            steps = f"{r['best_step']}/{r['steps']}"
+            print(f"{name:<18}{v:>10}{val:>24}{steps:>16}{minutes:>11}{peak:>10}", file=sys.stderr)
     print(json.dumps({"bench": "voice_sweep", "voices": voices, "steps": args.steps, "examples": args.examples,
                       "val_fraction": args.val_fraction, "results": results,
                       "wall_s": round(time.monotonic() - t0, 1)}))

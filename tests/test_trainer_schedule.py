@@ -1,6 +1,7 @@
-"""The recipe knobs the voice sweep turns (issue 16): the learning-rate schedule after warmup (cosine to
-zero, or constant) and NEFTune noise on the input embeddings, from the job document to the trainer that
-runs, on a tiny random-weight Llama (seconds); a bad value is one line naming the field."""
+"""The recipe knobs the voice sweep turns (issue 16): the learning rate (its default by kind), the
+learning-rate schedule after warmup (cosine to zero, or constant) and NEFTune noise on the input
+embeddings, from the job document to the trainer that runs, on a tiny random-weight Llama (seconds); a bad
+value is one line naming the field."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 
-from trainer.protocol.job import Job, JobError, read_job
+from trainer.protocol.job import Job, JobError, default_lr, read_job
 
 
 def test_bad_schedule_or_noise_is_one_line_naming_the_field(tmp_path):
@@ -115,3 +116,42 @@ def test_home_train_passes_the_schedule_and_noise_to_the_job(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         build_parser().parse_args(["train", "--schedule", "linear"])
     assert stop.value.code == 2 and "--schedule: invalid choice: 'linear'" in capsys.readouterr().err
+
+
+def test_a_voice_trains_at_1e_3_and_other_adapters_at_2e_4_unless_the_job_says(tmp_path):
+    """The sweep's winner (bench/voice/RESULTS.md, 2026-11-30): a voice adapter's default rate is 1e-3;
+    other kinds and DPO, unmeasured there, keep 2e-4; a rate the job names always wins."""
+    from trainer.worker.stages import train_settings
+
+    assert (default_lr("voice"), default_lr("persona"), default_lr("voice", "dpo")) == (1e-3, 2e-4, 2e-4)
+    cases = [({}, 1e-3), ({"kind": "voice", "source": "jsonl", "path": "d.jsonl"}, 1e-3),
+             ({"target": "persona", "persona": "wren"}, 2e-4), ({"kind": "style"}, 2e-4),
+             ({"per_persona": True, "source": "jsonl", "path": "p.jsonl"}, 2e-4),
+             ({"method": "dpo", "source": "preferences"}, 2e-4), ({"lr": 5e-4}, 5e-4),
+             ({"kind": "task", "lr": 1e-3}, 1e-3)]
+    for fields, lr in cases:
+        job = Job(vault="v", **fields)
+        job.validate()
+        assert (job.learning_rate, train_settings(job).lr) == (lr, lr), fields
+    job = read_job(_write(tmp_path / "none.json", {"vault": str(tmp_path)}))
+    assert job.lr is None and job.learning_rate == 1e-3  # a job without a rate keeps none: resumed, the same
+    for value in ("1e-3", 0, -1e-3, 2.0, True):
+        path = _write(tmp_path / "bad.json", {"vault": str(tmp_path), "lr": value})
+        with pytest.raises(JobError, match="lr: expected a learning rate above 0 and at most 1") as err:
+            read_job(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_home_train_leaves_the_rate_to_the_kind_unless_given(tmp_path):
+    from home.cli import build_parser
+    from home.commands.train import build_job
+    from home.context import Context
+
+    data = _write(tmp_path / "d.jsonl", {"prompt": [{"role": "user", "content": "hi"}],
+                                         "completion": [{"role": "assistant", "content": "hello"}]})
+    jobs = {}
+    for extra in ([], ["--kind", "task"], ["--lr", "3e-4"]):
+        args = build_parser().parse_args(["--vault", str(tmp_path / "v"), "train", "--source", "jsonl", str(data),
+                                          *extra])
+        jobs[tuple(extra)] = build_job(Context(args), args)
+    assert [(j.lr, j.learning_rate) for j in jobs.values()] == [(None, 1e-3), (None, 2e-4), (3e-4, 3e-4)]

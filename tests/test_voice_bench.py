@@ -151,3 +151,27 @@ def test_the_sweeps_system_line_names_the_speaker_and_reaches_the_trainer(bench,
 
     for recipe, _ in voice_sweep.SETTINGS.values():  # every setting is a job `home train` accepts
         Job(vault=str(tmp_path), **recipe).validate()
+    assert Job(vault="v", **voice_sweep.SETTINGS["lr 2e-4"][0]).learning_rate == 2e-4  # the default before
+    assert voice_sweep.best_step([[2, 4.05], [4, 3.88], [6, 3.91]]) == 4 and voice_sweep.best_step([]) is None
+
+
+def test_a_run_that_stopped_early_is_reused_for_the_steps_it_was_asked(bench, tmp_path):
+    """Re-running the bench reuses an adapter trained on the same data and recipe, also when its run
+    stopped early (it records the steps it took; its job.json, the steps asked)."""
+    from vault.layout import Vault
+    from vault.manifest import ManifestStore
+
+    fidelity, _ = bench
+    job = fidelity.job_for(tmp_path / "vault", "maya", tmp_path / "maya.jsonl", _args(val_fraction=0.25))
+    job.steps = 18
+    run = tmp_path / "vault" / "runs" / "maya-1"
+    run.mkdir(parents=True)
+    (run / "job.json").write_text(json.dumps({"steps": 18}))
+    with ManifestStore(Vault.open(tmp_path / "vault")).update() as m:
+        m.add_adapter(AdapterEntry(id="maya-voice-1", name="maya-voice", file="adapters/x.gguf", rank=16, alpha=32.0,
+                                   dataset={"hash": "h"}, training={"steps": 14, "lr": 1e-3, "run_dir": str(run)}))
+    assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job).id == "maya-voice-1"
+    job.steps = 14
+    assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job) is None
+    job.steps, job.lr = 18, 2e-4
+    assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job) is None

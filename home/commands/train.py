@@ -59,7 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", type=int, default=16, metavar="R", help="LoRA rank (default 16, alpha 2×rank)")
     p.add_argument("--window", type=int, default=10, metavar="N", help="context turns per example (default 10)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N")
-    p.add_argument("--lr", type=float, default=2e-4, metavar="LR")
+    p.add_argument("--lr", type=float, default=None, metavar="LR",
+                   help="learning rate (default 1e-3 for a voice adapter, 2e-4 for other kinds and dpo: "
+                        "bench/voice/RESULTS.md)")
     p.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                    help="the learning rate after warmup: cosine to zero (default) or constant")
     p.add_argument("--neftune", type=float, default=0.0, metavar="ALPHA",

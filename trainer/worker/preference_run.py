@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.protocol.job import Job
-from trainer.worker.stages import DatasetTooSmall, Emit, finish_candidate
+from trainer.worker.stages import DatasetTooSmall, Emit, finish_candidate, train_settings
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,6 @@ def train_preferences(job: Job, vault, run_dir: Path, model_path: Path, info, em
     from trainer.protocol.guard import check_cpu
     from trainer.worker.base import load_base, pick_device
     from trainer.worker.dpo import train_dpo
-    from trainer.worker.train import TrainSettings
     from vault.manifest import ManifestStore
 
     t0 = time.time()
@@ -100,10 +99,7 @@ def train_preferences(job: Job, vault, run_dir: Path, model_path: Path, info, em
         under = Under(lower / "adapter.gguf", lower / "peft")
 
     # 2. DPO, then the shared stages: convert, verify, held-out perplexity of the chosen replies, plot
-    settings = TrainSettings(steps=job.steps, epochs=job.epochs if job.steps is None else None, rank=job.rank,
-                             alpha=job.alpha or 2.0 * job.rank, batch_size=job.batch_size, lr=job.lr,
-                             schedule=job.schedule, neftune=job.neftune, max_length=job.max_length,
-                             val_fraction=job.val_fraction, seed=job.seed)
+    settings = train_settings(job)
     resume = job.resume and any((run_dir / "checkpoints").glob("checkpoint-*")) and not (run_dir / "peft").exists()
     result = train_dpo(base, train_p, val_p, settings, run_dir, start=start.peft_dir, beta=job.beta, emit=emit,
                        resume=resume)
@@ -174,7 +170,7 @@ def _register(job: Job, vault, info, report, c, start: Start, pref: dict, promot
                   "steps": r.steps_done, "device": r.device, "duration_s": round(time.time() - t0, 1),
                   "train_loss": r.train_losses[-1][1] if r.train_losses else None, "val_loss": r.best_val_loss,
                   "base_val_loss": r.base_val_loss, "train_losses": r.train_losses, "val_losses": r.val_losses,
-                  "tokens_per_s": r.tokens_per_s, "peak_memory_bytes": r.peak_memory_bytes, "lr": job.lr,
+                  "tokens_per_s": r.tokens_per_s, "peak_memory_bytes": r.peak_memory_bytes, "lr": job.learning_rate,
                   "schedule": job.schedule, "neftune": job.neftune,
                   "batch_size": job.batch_size, "seed": job.seed, "source": "preferences", "run_dir": job.run_dir},
         verification=c.ver.to_dict(), parent=parent,

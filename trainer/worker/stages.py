@@ -58,18 +58,26 @@ class Candidate:
     n_val: int
 
 
+def train_settings(job: Job) -> Any:
+    """The trainer's settings for the job (SFT or DPO): its recipe, the learning rate its kind's default
+    when the job names none (`Job.learning_rate`)."""
+    from trainer.worker.train import TrainSettings
+
+    return TrainSettings(steps=job.steps, epochs=job.epochs if job.steps is None else None, rank=job.rank,
+                         alpha=job.alpha or 2.0 * job.rank, batch_size=job.batch_size, lr=job.learning_rate,
+                         schedule=job.schedule, neftune=job.neftune, max_length=job.max_length,
+                         val_fraction=job.val_fraction, seed=job.seed)
+
+
 def train_candidate(job: Job, base, model_path: Path, train_ex: list, val_ex: list, out_dir: Path, name: str,
              kind: str, emit: Emit, under: Candidate | None = None) -> Candidate:
     """Train → convert → verify → held-out perplexity → plot, for one adapter (nothing registered yet).
 
     On --resume a phase continues from its checkpoint if it has one and had not finished; a phase that
     finished is trained again from the same seed (same result), one that never started starts."""
-    from trainer.worker.train import TrainSettings, train_adapter
+    from trainer.worker.train import train_adapter
 
-    settings = TrainSettings(steps=job.steps, epochs=job.epochs if job.steps is None else None, rank=job.rank,
-                             alpha=job.alpha or 2.0 * job.rank, batch_size=job.batch_size, lr=job.lr,
-                             schedule=job.schedule, neftune=job.neftune, max_length=job.max_length,
-                             val_fraction=job.val_fraction, seed=job.seed)
+    settings = train_settings(job)
     resume = job.resume and any((out_dir / "checkpoints").glob("checkpoint-*")) and not (out_dir / "peft").exists()
     if job.processes > 1:  # --gpus N: N ranks train, the rest happens here once (`base` is then None)
         from trainer.worker.distributed import train_distributed
@@ -184,7 +192,7 @@ def register_candidates(job: Job, vault, info, report, candidates: list[Candidat
                     "val_loss": r.best_val_loss, "base_val_loss": r.base_val_loss,
                     "train_losses": r.train_losses, "val_losses": r.val_losses,
                     "tokens_per_s": r.tokens_per_s, "peak_memory_bytes": r.peak_memory_bytes,
-                    "lr": job.lr, "schedule": job.schedule, "neftune": job.neftune,
+                    "lr": job.learning_rate, "schedule": job.schedule, "neftune": job.neftune,
                     "batch_size": job.batch_size, "seed": job.seed, "source": job.source,
                     "phase": (i + 1) if len(candidates) > 1 else None, "run_dir": job.run_dir}
         reg = register_adapter(
