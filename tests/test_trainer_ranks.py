@@ -31,8 +31,9 @@ FIRST_STEP_TOL = 1e-4
 STEP_TOL = 0.003
 
 
-def reference_losses(vault, model) -> list[tuple[int, float]]:
-    """One process, in this one, on the split and settings `home train` makes of the same logs."""
+def reference_losses(vault, model, four_bit: bool = False) -> list[tuple[int, float]]:
+    """One process, in this one, on the split and settings `home train` makes of the same logs (`four_bit`:
+    on the nf4 base, as `--4bit`)."""
     from trainer.data.sources import load_source
     from trainer.protocol.job import Job
     from trainer.worker.base import load_base, pick_device
@@ -47,7 +48,7 @@ def reference_losses(vault, model) -> list[tuple[int, float]]:
     train_ex, val_ex = split_examples(report.examples, job.val_fraction, seed=job.seed, by_time=time_split(job))
     settings = TrainSettings(steps=STEPS, epochs=None, rank=4, alpha=8.0, batch_size=4, lr=5e-3, max_length=64,
                              seed=0)
-    base = load_base(model, pick_device("cpu"))
+    base = load_base(model, pick_device("cpu", four_bit))
     result = train_adapter(base, train_ex, val_ex, settings, vault.parent / "reference")
     return result.train_losses
 
