@@ -14,16 +14,25 @@ opens and the listings of the logs folder (an audit hook): flat cost is its own 
 (tests/test_memory_cost.py checks the same, counted, not timed). Home's own work is also given as the CPU
 time of the turn's thread up to the engine taking the prompt, which load on the shared cores does not stretch.
 
-Measured at 100k items / 10k sessions (40 turns, SmolLM2-135M, the box shared, load average 8.1 -> 3.3):
-own work p50 60.8 / p95 146.3 ms wall, CPU 37.2 / 79.8 ms; memory search 35.8 / 67.8 ms; the same vault
-before the vector file kept its mapping across appends (git e56c86d^, load 1.6 -> 7.4): own work 89.1 /
-237.6 ms, memory search 63.0 / 168.5 ms. Where the CPU goes (p50, per turn): the message's embedding 11.8
-ms, the search 15.7 (vector candidates 9.5, keywords 1.6), the rest of recall 3.6, token counting 4.2, log
-+ fsync 1.4, routing 0.6; on the turns the router changes the adapter stack, activating it ~50 ms. Each
-turn opened at most 2 log files (its own); the logs folder is listed once per new session (a new file:
-another process may have added one), never per turn. Indexing after a turn: 0.3 ms for its own log vs 365 +
-103 ms for every log stat'd + index.json rewritten as before. The 30 ms goal is not met on this box, in
-wall or in CPU time.
+Measured at 100k items / 10k sessions (40 turns, SmolLM2-135M; the session loads every adapter at start, as
+the app does, so no turn pays a first load: that was the "~50 ms activating a stack" of earlier notes). Under
+the heavy lock, load ~1.8, the code before and after issue 13's cuts alternated on one vault (before, after,
+before, after): own work p50 36.5 / 37.7 -> 30.3 / 32.4 ms wall, p95 45.8 / 46.9 -> 35.0 / 37.3 ms; CPU p50
+34.9 / 35.9 -> 29.3 / 30.1, p95 39.8 / 40.5 -> 33.8 / 35.3 ms. Where the CPU goes (p50 per turn, before ->
+after): the embedding 12.6 -> 11.5 ms (one batch for the router and memory: a question with a statement form
+paid a second call, ~8 ms); the search 15.5 -> 11.4 (vector candidates 9.6 -> 6.9 at 2000 sign-code
+candidates, ranking 1.6 -> 0.9, keywords 1.3 -> 1.2); token counting 3.6 -> 2.1 (the memory block counted
+once, 2.8 -> 1.2); log + fsync 1.2-1.4; routing 0.6. (The alternated runs and the parts timed each step's
+function inside `ChatSession.send`, this bench's path, 40 turns each; this bench's own runs under the lock:
+before 40.8 / 54.7 ms wall, CPU 33.8 / 44.0; after CPU 28.9 / 36.2, wall 46.9 / 68.9 in a run disturbed by
+something else, the bare engine's p95 at 14.5 s against 0.37 s.) Earlier, on the loaded box (load 8.1 ->
+3.3): 60.8 / 146.3 ms wall, CPU 37.2 / 79.8. Each turn opened at most 2 log files (its own); the logs folder is listed
+once per new session (a new file: another process may have added one), never per turn. Indexing after a
+turn: 0.3 ms for its own log vs 365 + 103 ms for every log stat'd + index.json rewritten as before. The 30
+ms goal is not met, in wall or in CPU time: the embedding alone is ~10-12 ms (MiniLM reads its 42 MB of
+weights per call: 7 tokens 8.7 ms, 28 tokens 13.4 ms on one thread; a second thread gains nothing, int8
+weights halve it but move the vectors to cos ~0.96 of the indexed ones), and the sign codes' scan of 160k
+rows ~3 ms.
 Last, where the memory block goes: at turn 7 of a chat, with the block in the system prompt (it changes
 every turn, so the cached conversation is read again) vs with the last message (Home's choice).
 Then the indexing a turn sets off in the background (issue 13), before and after, on the same vault: a pass
