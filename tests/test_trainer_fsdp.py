@@ -3,7 +3,8 @@ over gloo (`--processes 2 --device cpu --fsdp`) train the tiny Llama GGUF (tests
 rank holding half of the base's weights (transformers shards them as it loads); rank 0 writes the whole
 adapter, which converts, verifies and registers once, and each step's loss matches one process on the
 same global batch. The default rule (shard when the weights exceed half of one GPU's free memory) and
-the refusals (FSDP-QLoRA on CPU processes) are checked without training.
+the refusals (`--fsdp` on one process, `--resume` of FSDP-QLoRA on CPU processes) are checked without
+training. FSDP-QLoRA on CPU processes trains in tests/test_trainer_ranks_4bit.py.
 """
 
 from __future__ import annotations
@@ -68,13 +69,14 @@ def test_the_default_shards_only_a_base_too_big_for_one_gpu():
     assert decide(True, "cuda", 1, False, None) == (False, "")
 
 
-def test_fsdp_without_several_processes_or_qlora_on_cpu_processes_is_one_line(tmp_path):
+def test_fsdp_on_one_process_or_resuming_qlora_sharded_on_cpu_processes_is_one_line(tmp_path):
     vault = tmp_path / "v"
     write_logs(vault)
     proc = run_home(vault, *TRAIN, "--fsdp")
     assert proc.returncode == 2
     assert "--fsdp shards the base over several processes" in one_error_line(proc)
-    proc = run_home(vault, *TRAIN, "--processes", "2", "--fsdp", "--4bit")
+    proc = run_home(vault, *TRAIN, "--processes", "2", "--fsdp", "--4bit", "--resume")
     assert proc.returncode == 2
-    assert "--processes 2 --fsdp --4bit: FSDP-QLoRA runs on GPUs only" in one_error_line(proc)
+    assert "--processes 2 --fsdp --4bit: a run with the base sharded over CPU processes" in one_error_line(proc)
+    assert "start it again without --resume" in one_error_line(proc)
     assert not (vault / "manifest.json").exists() or manifest(vault)["adapters"] == {}

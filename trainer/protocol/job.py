@@ -205,10 +205,9 @@ class Job:
                          (self.two_phase, "--two-phase")):
             if on:
                 raise bad("processes", f"{flag}: {what} trains on one process only; drop one of them")
-        if self.fsdp and self.four_bit and self.device == "cpu":
-            raise bad("fsdp", f"{flag} --fsdp --4bit: FSDP-QLoRA runs on GPUs only (accelerate enables FSDP for GPU "
-                      "processes alone, and transformers' sharded loading does not take nf4 weights); drop --fsdp "
-                      "(DDP-QLoRA) or --4bit")
+        if self.fsdp and self.four_bit and self.device == "cpu" and self.resume:
+            raise bad("resume", f"{flag} --fsdp --4bit: a run with the base sharded over CPU processes "
+                      "checkpoints the adapter only, no optimizer state; start it again without --resume")
         if self.batch_size % self.processes:
             raise bad("batch_size", f"{flag}: --batch-size {self.batch_size} is the global batch and must split "
                       f"evenly over {self.processes} processes")

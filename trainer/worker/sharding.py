@@ -11,9 +11,14 @@ Two ways, by what the installed libraries can shard:
 - `--4bit`: FSDP-QLoRA, the recipe bitsandbytes and PEFT document: the nf4 weights stored in the compute
   dtype (`bnb_4bit_quant_storage`) so FSDP can flat-shard them, and the Trainer's FSDP2 through
   accelerate (`fsdp_args`); its LoRA is sharded too, so rank 0 saves it gathered from every rank
-  (`full_adapter_state`). GPUs only: accelerate turns FSDP on for GPU processes alone (on CPU processes
-  it would quietly be DDP), and transformers' load-time sharding does not take nf4 weights (it fails
-  in the first forward on this machine).
+  (`full_adapter_state`). On CPU processes accelerate does not turn FSDP on (it would quietly be DDP),
+  so `shard_by_hand` shards the nf4 base itself (FSDP2, one unit per decoder layer), leaves the LoRA
+  whole, and the Trainer takes the model as sharded at load, as for plain weights (adapter-only
+  checkpoints, no resume). bitsandbytes' nf4 weights survive FSDP2's gathers on gloo too (`Linear4bit`
+  restores their quantization state from the module): `--processes 2 --device cpu --fsdp --4bit` runs
+  this path for real. transformers' load-time sharding cannot take them: the weights become DTensors
+  without their quantization metadata, and PEFT then fails wrapping them ('DTensor' object has no
+  attribute 'compress_statistics').
 
 When: `--fsdp` asks for it (`--no-fsdp` refuses it); by default the worker shards when the base's
 weights would take more than `WEIGHT_SHARE` of the smallest GPU's free memory, the rest being what the
@@ -79,9 +84,9 @@ def trainer_args(model: Any, shard: bool, checkpointing: bool) -> dict:
 
     if not shard:  # DDP: every LoRA weight takes part in every step; no need to search the graph for unused ones
         return {"ddp_find_unused_parameters": False if ranks.world().size > 1 else None}
-    if getattr(model, "is_loaded_in_4bit", False):
+    if getattr(model, "is_loaded_in_4bit", False) and not is_sharded(model):
         return fsdp_args(model, checkpointing)
-    return {"save_only_model": True}  # sharded at load: the Trainer cannot checkpoint its optimizer
+    return {"save_only_model": True}  # sharded at load or by hand: the Trainer cannot checkpoint its optimizer
 
 
 def fsdp_args(model: Any, checkpointing: bool) -> dict:
@@ -95,6 +100,33 @@ def fsdp_args(model: Any, checkpointing: bool) -> dict:
     if layers:
         config |= {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": layers}
     return {"fsdp": True, "fsdp_config": config}
+
+
+def shard_by_hand(peft_model: Any) -> None:
+    """FSDP-QLoRA on CPU processes: the nf4 base (stored as float32) sharded with FSDP2, one unit per
+    decoder layer and one for the rest, its LoRA left whole on every rank; then marked the way transformers
+    marks a model it sharded at load, so the Trainer treats it as the plain-weights path: no DDP wrapper,
+    the LoRA broadcast from rank 0 and its gradients averaged over the ranks, the adapter saved whole.
+    Why the LoRA whole: sharded, trl's cast of a quantized model's LoRA to bf16 (QLoRA's recipe) comes
+    after FSDP2 has recorded fp32, and the Trainer's checkpoint cannot save DTensors."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from transformers import DistributedConfig
+
+    from trainer.worker import ranks
+
+    size = ranks.world().size
+    mesh = init_device_mesh("cpu", (size,))
+    lora = {p for p in peft_model.parameters() if p.requires_grad}  # whole on every rank, as for plain weights
+    inner = peft_model.get_base_model()
+    layers = set(getattr(inner, "_no_split_modules", None) or [])
+    for module in inner.modules():
+        if type(module).__name__ in layers:
+            fully_shard(module, mesh=mesh, ignored_params=lora)
+    fully_shard(peft_model, mesh=mesh, ignored_params=lora)
+    inner._is_distributed_loading_by_transformers = True  # the flags and config `from_pretrained` would set
+    inner._is_fsdp_managed_module = True
+    inner.config.distributed_config = DistributedConfig(fsdp_size=size)
 
 
 def sharded_share(model: Any) -> str:

@@ -36,7 +36,7 @@ from trainer.worker.loop import (  # noqa: F401  TrainError, TrainResult: this m
     run_key,
     train_until_stopped,
 )
-from trainer.worker.sharding import is_sharded, logits_loss, sharded_share, trainer_args
+from trainer.worker.sharding import is_sharded, logits_loss, shard_by_hand, sharded_share, trainer_args
 from trainer.worker.train_progress import Progress
 
 Emit = Callable[..., Any]
@@ -167,6 +167,8 @@ def train_adapter(base: Base, train_examples: list[Example], val_examples: list[
         model.set_attn_implementation("flash_attention_2")
     set_seed(settings.seed)  # LoRA's A matrices are drawn here
     peft_model = get_peft_model(model, peft_config)
+    if settings.fsdp and world.size > 1 and device == "cpu" and getattr(model, "is_loaded_in_4bit", False):
+        shard_by_hand(peft_model)  # accelerate shards GPU processes only (trainer/worker/sharding.py)
     if world.size > 1 and not settings.fsdp:  # DDP: see ranks.average_gradients for why by hand
         ranks.average_gradients(peft_model)
 
