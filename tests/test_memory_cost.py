@@ -220,3 +220,25 @@ def test_the_memory_block_is_counted_once_when_every_line_fits():
     assert len(calls) == 1 + 5  # the whole, then hit by hit
     assert used == [hits[0], hits[1], hits[3], hits[4]] and len(block.split()) <= whole - 60
     assert "long long" not in block
+
+
+def test_home_ask_embeds_once_for_the_router_and_memory(tmp_path, model_path, monkeypatch, capsys):
+    """`home ask` as the app: the router's embedding and memory's ("Where do I live?" with "i live") in one
+    batch. It opened memory after the router had embedded the message, and paid a second call."""
+    from home.cli import main
+    from vault.bert_numpy import NumpyBert
+    from vault.bert_onnx import OnnxBert
+    from vault.embedder import SentenceTransformerEmbedder
+
+    vault = Vault.open(tmp_path / "v")
+    ConversationLog.create(vault, "before").append({"role": "user", "text": "I live in Lisbon with Sam.", "user": "me"})
+    monkeypatch.setenv("HOME_VAULT", str(vault.root))
+    calls = []
+    for cls in (NumpyBert, OnnxBert, SentenceTransformerEmbedder):  # whichever runtime loads the MiniLM here
+        monkeypatch.setattr(cls, "embed", lambda self, texts, real=cls.embed: calls.append(list(texts))
+                            or real(self, texts))
+    assert main(["--model", str(model_path), "--user", "me", "ask", "--max-tokens", "2", "--json",
+                 "Where do I live?"]) == 0
+    asked = [c for c in calls if "i live" in c or c == ["Where do I live?"]]
+    assert asked == [["Where do I live?", "i live"]], calls  # not [[message], [statement]]
+    assert json.loads(capsys.readouterr().out)["memory_ids"] == ["before:1"]

@@ -58,15 +58,28 @@ def run(args: argparse.Namespace) -> int:
     info = engine.info
     if upgrade_fingerprints(ctx.vault, info, manifest):  # adapters registered under the v1 fingerprint
         manifest = ctx.manifest()
-    decision = router = vector = None
-    if ctx.config.router.enabled:
-        # Deciding costs one MiniLM embedding (numpy, ~10 ms); an explicit choice still logs what the
-        # router would have picked. The embedder is shared with memory below.
-        router = Router.load(ctx.vault, ctx.config)
-        vector = router.embedder.embed([args.text])[0]
+    router = Router.load(ctx.vault, ctx.config) if ctx.config.router.enabled else None
+    recall = _open_recall(ctx, args, router.embedder if router else None)  # shares the router's embedder
+    try:
+        return _answer(ctx, args, engine, manifest, persona, explicit, params, router, recall)
+    finally:
+        if recall is not None:
+            recall.close()
+
+
+def _answer(ctx: Context, args: argparse.Namespace, engine, manifest, persona, explicit, params,  # noqa: ANN001
+            router, recall) -> int:  # noqa: ANN001
+    info = engine.info
+    decision = vectors = None
+    if router is not None:
+        # Deciding costs one MiniLM call (numpy, ~10 ms); an explicit choice still logs what the router
+        # would have picked. The same batch embeds what memory searches for ("i live" for "Where do I
+        # live?"): a second call cost about as much again (reading the weights dominates).
+        texts = list(dict.fromkeys([args.text, *(recall.query_texts(args.text) if recall is not None else [])]))
+        vectors = dict(zip(texts, router.embedder.embed(texts), strict=True))
         decision = router.decide(
             manifest, user=ctx.user, persona=persona, text=args.text, explicit=explicit,
-            model_fingerprint=info.fingerprint, model_name=info.name, vector=vector, mode=args.mode)
+            model_fingerprint=info.fingerprint, model_name=info.name, vector=vectors[args.text], mode=args.mode)
         stack = decision.stack
     else:
         stack = resolve_stack(manifest, explicit or [], info.fingerprint, info.name)
@@ -79,23 +92,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         log = ConversationLog.create(ctx.vault)
         history = []
-    recall = _open_recall(ctx, args, router.embedder if router else None)
     convo = Conversation(engine, log, ctx.user, persona, history, recall=recall)
     out = sys.stdout
-    try:
-        for piece in convo.send(args.text, params, stack, router=decision.to_dict() if decision else None,
-                                query_vector=vector):
-            if not args.json:
-                out.write(piece)
-                out.flush()
-        if recall is not None:
-            recall.wait_idle()  # this turn is searchable by the next one
-        notices = getattr(engine, "notices", ())  # a server that could not serve the stack as asked (vLLM)
-        if notices:
-            print(f"home: {'; '.join(notices)}", file=sys.stderr)
-    finally:
-        if recall is not None:
-            recall.close()
+    for piece in convo.send(args.text, params, stack, router=decision.to_dict() if decision else None,
+                            query_vectors=vectors):
+        if not args.json:
+            out.write(piece)
+            out.flush()
+    if recall is not None:
+        recall.wait_idle()  # this turn is searchable by the next one
+    notices = getattr(engine, "notices", ())  # a server that could not serve the stack as asked (vLLM)
+    if notices:
+        print(f"home: {'; '.join(notices)}", file=sys.stderr)
     if args.json:
         rec = convo.last.record
         json.dump({"text": convo.last.text, "session": rec["session"], "id": rec["id"],
