@@ -99,22 +99,18 @@ class Recall:
     # --- before a turn -----------------------------------------------------------------------
 
     def recall(self, text: str, user: str, session: str | None, count_tokens: Callable[[str], int],
-               vector=None, persona: str | None = None, now: datetime | None = None,  # noqa: ANN001
+               persona: str | None = None, now: datetime | None = None,
                vectors: Mapping[str, np.ndarray] | None = None) -> Recalled:
         """The memory block for `text`, within the token budget; turns of `session` are left out, and so
         is persona lore (vault/lore.py) of any persona but `persona`: a character's sheet is what that
         character knows, not what every chat should be told.
-        `vector`: the text's embedding, when the router already made it with the same embedder; `vectors`:
-        embeddings already made by text (the turn path embeds `query_texts` with the message, in one
-        batch); `now`: when the question is asked (None: now), for time words ("in May", "last spring")."""
+        `vectors`: embeddings already made by text with the same embedder (`turn_vectors`, the turn path's
+        one batch for the router and memory); `now`: when the question is asked (None: now), for time words ("in May", "last spring")."""
         if not self.searches(text):
             return Recalled()
         t0 = time.perf_counter()
         qp = plan(text, now)  # two-part questions searched part by part; time words → a date window
-        known = dict(vectors or {})
-        if vector is not None:
-            known[text] = vector
-        vectors = self._query_vectors(qp, known)
+        vectors = self._query_vectors(qp, dict(vectors or {}))
         lists = [self.store.search(q, k=self.settings.k + 4, user=user, vector=v, window=qp.window, fill=FILL_FLOOR)
                  for q, v in zip(qp.queries, vectors, strict=True)]
         hops = [h for h in (bridge(q, found[0].text) for q, found in zip(qp.queries[1:], lists[1:], strict=True)
@@ -228,3 +224,11 @@ class Recall:
             self.store.close()
             self.store = None
 
+
+def turn_vectors(embedder, text: str, recall: Recall | None) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """A turn's embeddings by text, in one MiniLM call: the message (the router's) and what memory
+    searches for it (`Recall.query_texts`). One call costs about the same for one short text as for
+    three (reading the weights dominates), so a second one was ~8 ms more on every question with a
+    statement form. The app's turn and `home ask` both make it."""
+    texts = list(dict.fromkeys([text, *(recall.query_texts(text) if recall is not None else [])]))
+    return dict(zip(texts, embedder.embed(texts), strict=True))

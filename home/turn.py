@@ -73,11 +73,9 @@ class Conversation:
         router: dict | None = None,
         memory_block: str | None = None,
         memory_ids: list[str] | None = None,
-        query_vector=None,  # noqa: ANN001
         query_vectors: dict | None = None,
     ) -> Iterator[str]:
-        """Stream the reply to `text`; afterwards `self.last` holds the logged result. `query_vector`:
-        the text's embedding if the router made one, so memory does not embed it again; `query_vectors`:
+        """Stream the reply to `text`; afterwards `self.last` holds the logged result. `query_vectors`:
         embeddings by text (the message's and memory's `query_texts`, made in one batch)."""
         persona = self.persona  # one persona for the whole turn, whatever the UI switches meanwhile
         persona_id = persona.id if persona else None
@@ -88,7 +86,7 @@ class Conversation:
         memory_ms = None
         if memory_block is None and self.recall is not None:
             recalled = self.recall.recall(text, self.user, self.log.session,
-                                          lambda s: len(self.engine.tokenize(s)), query_vector, persona_id,
+                                          lambda s: len(self.engine.tokenize(s)), persona_id,
                                           vectors=query_vectors)
             memory_block, memory_ids = recalled.block, recalled.ids
             memory_ms = round(recalled.ms, 1) if recalled.searched else None

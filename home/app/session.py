@@ -252,18 +252,16 @@ class ChatSession(StackMixin, MemoryMixin):
     def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
         """One turn on the current persona and stack (worker thread); Conversation logs it."""
         with self.engine_turn():
-            decision = vector = vectors = None
+            decision = vectors = None
             if self.router is not None:
                 explicit = self.explicit_specs()
                 info = self.engine.info
-                # one embedding batch for the router and memory: the message, and what memory searches for it
-                recall = self.conversation.recall
-                texts = list(dict.fromkeys([text, *(recall.query_texts(text) if recall is not None else [])]))
-                vectors = dict(zip(texts, self.router.embedder.embed(texts), strict=True))
-                vector = vectors[text]
+                from home.recall import turn_vectors
+
+                vectors = turn_vectors(self.router.embedder, text, self.conversation.recall)
                 decision = self.router.decide(self.manifest(), user=self.user, persona=self.persona, text=text,
                                               explicit=explicit, model_fingerprint=info.fingerprint,
-                                              model_name=info.name, vector=vector, mode=self.mode_pin)
+                                              model_name=info.name, vector=vectors[text], mode=self.mode_pin)
                 with self._state:
                     if self.explicit_specs() is None:  # still the router's call (the UI may have chosen meanwhile)
                         self._stack = list(decision.stack)

@@ -72,11 +72,11 @@ def _answer(ctx: Context, args: argparse.Namespace, engine, manifest, persona, e
     info = engine.info
     decision = vectors = None
     if router is not None:
-        # Deciding costs one MiniLM call (numpy, ~10 ms); an explicit choice still logs what the router
-        # would have picked. The same batch embeds what memory searches for ("i live" for "Where do I
-        # live?"): a second call cost about as much again (reading the weights dominates).
-        texts = list(dict.fromkeys([args.text, *(recall.query_texts(args.text) if recall is not None else [])]))
-        vectors = dict(zip(texts, router.embedder.embed(texts), strict=True))
+        # Deciding costs one MiniLM call (~10 ms), made with what memory searches for; an explicit choice
+        # still logs what the router would have picked.
+        from home.recall import turn_vectors
+
+        vectors = turn_vectors(router.embedder, args.text, recall)
         decision = router.decide(
             manifest, user=ctx.user, persona=persona, text=args.text, explicit=explicit,
             model_fingerprint=info.fingerprint, model_name=info.name, vector=vectors[args.text], mode=args.mode)
