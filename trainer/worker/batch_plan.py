@@ -78,7 +78,7 @@ def available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        pass
+        return None  # not Linux, or a line it cannot read: the floor's plan (cpu_budget)
     return None
 
 
