@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from home.app.draft import DraftVectors
 from home.app.session_memory import MemoryMixin
 from home.app.session_stack import StackMixin
 from home.context import Context
@@ -99,6 +100,7 @@ class ChatSession(StackMixin, MemoryMixin):
         self.memory_items: int | None = None
         self.memory_note: str | None = None  # why memory is off, when it is
         self.router_note: str | None = None  # why the router is off, when it could not load
+        self.drafts = DraftVectors(self.draft_vectors)  # the prompt box's text embedded while the user types
 
     # --- model and conversation ---------------------------------------------------------------
 
@@ -252,13 +254,15 @@ class ChatSession(StackMixin, MemoryMixin):
     def send(self, text: str, cancel: threading.Event) -> Iterator[str]:
         """One turn on the current persona and stack (worker thread); Conversation logs it."""
         with self.engine_turn():
-            decision = vectors = None
+            decision = None
+            vectors = self.drafts.take(text)  # typed, then a pause before Enter: embedded already
             if self.router is not None:
                 explicit = self.explicit_specs()
                 info = self.engine.info
-                from home.recall import turn_vectors
+                if vectors is None:
+                    from home.recall import turn_vectors
 
-                vectors = turn_vectors(self.router.embedder, text, self.conversation.recall)
+                    vectors = turn_vectors(self.router.embedder, text, self.conversation.recall)
                 decision = self.router.decide(self.manifest(), user=self.user, persona=self.persona, text=text,
                                               explicit=explicit, model_fingerprint=info.fingerprint,
                                               model_name=info.name, vector=vectors[text], mode=self.mode_pin)
@@ -272,6 +276,18 @@ class ChatSession(StackMixin, MemoryMixin):
                 stack = list(decision.stack)
             yield from self.conversation.send(text, self.params(), stack, cancel=cancel,
                                               router=decision.to_dict() if decision else None, query_vectors=vectors)
+
+    def draft_vectors(self, text: str) -> dict | None:
+        """(A worker thread.) What a turn saying `text` would embed (`home.recall.turn_vectors`), for
+        `drafts`; None while no embedder is loaded (the router and memory open after the model)."""
+        recall = self.recall
+        store = recall.store if recall is not None else None
+        embedder = self.router.embedder if self.router is not None else (store.embedder if store else None)
+        if embedder is None:
+            return None
+        from home.recall import turn_vectors
+
+        return turn_vectors(embedder, text, recall)
 
     def pop_last_exchange(self) -> str | None:
         """For regenerate: drop the last user/assistant pair from the model's history and return the

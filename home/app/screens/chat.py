@@ -15,8 +15,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.timer import Timer
+from textual.widgets import Footer, TextArea
 
+from home.app.draft import PAUSE_S
 from home.app.session import ChatSession
 from home.app.session_stack import VOICE_STEP
 from home.app.widgets.messages import AssistantMessage, MessageList, SystemLine, UserMessage
@@ -56,6 +58,7 @@ class ChatScreen(Screen[None]):
         """The stack the engine last confirmed (benchmarks wait on it after a persona switch)."""
         self._cancel: threading.Event | None = None
         self._notices_shown = 0  # of the backend's `notices`
+        self._draft_timer: Timer | None = None  # fires PAUSE_S after the last edit of the prompt
 
     def compose(self) -> ComposeResult:
         yield PersonaBar(self.session.personas, id="personas")
@@ -104,6 +107,25 @@ class ChatScreen(Screen[None]):
         await self.query_one(MessageList).add(SystemLine(text))
 
     # --- turns --------------------------------------------------------------------------------
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        """Typing: once it pauses, embed the draft in a worker (home/app/draft.py), so that Enter does
+        not wait for MiniLM; a text edited after that is embedded on its turn as before."""
+        if not isinstance(event.text_area, PromptInput):
+            return
+        if self._draft_timer is not None:
+            self._draft_timer.stop()
+        self._draft_timer = self.set_timer(PAUSE_S, self._embed_draft)
+
+    def _embed_draft(self) -> None:
+        self._draft_timer = None
+        text = self.query_one(PromptInput).text.strip()
+        if text and self.session.ready:
+            self._draft(text)
+
+    @work(thread=True, group="draft", exit_on_error=False)
+    def _draft(self, text: str) -> None:
+        self.session.drafts.prepare(text)
 
     async def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
         if not self.session.ready:
