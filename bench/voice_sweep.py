@@ -14,8 +14,9 @@ for a voice (lr 1e-3 cosine since the sweep of 2026-11-30, rank 16 / alpha 32, w
 - `lr 1e-3 constant`, `lr 1e-3 neftune 5`, `lr 1e-3 rank 64`: the rate named with another change (the same
   as the one change alone since 1e-3 became the voice default; named so, they mean the same in every table).
 
-Measured per voice: held-out perplexity, base and adapter, by `home eval`'s shared-prefix scoring in
-llama.cpp, and their ratio; the table's last columns are the median ratio over the voices and the
+Measured per voice: held-out perplexity, base and adapter, by Home's one held-out measure in llama.cpp
+(`heldout_perplexity`: `home eval`'s and the retrain panel's), and their ratio; the table's last columns
+are the median ratio over the voices and the
 attribution accuracy among the setting's adapters (each held-out example alone, the adapter with the
 lowest loss "wrote" it: with two voices, whether each adapter prefers its own speaker's later words). Each setting
 trains in its own vault under `<out>/<setting>/` (no promotion gate between settings), each training
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from llm.engine import Engine
     from trainer.data.examples import DatasetReport
     from trainer.evaluation.evaluate import validation_split
-    from trainer.evaluation.perplexity import compare
+    from trainer.evaluation.perplexity import heldout_perplexity
     from vault.layout import Vault
 
     t0 = time.monotonic()
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             nll = {}
             for voice in voices:
                 say(f"{name} / {voice}: scoring {len(held[voice])} held-out examples")
-                ppl = compare(engine, held[voice], entries[voice].id, shared=True)
+                ppl = heldout_perplexity(engine, held[voice], entries[voice].id)
                 t = entries[voice].training or {}
                 results[name][voice] = {"base": ppl["base"], "adapter": ppl["adapter"],
                                         "ratio": ppl["adapter"] / ppl["base"], "steps": t.get("steps"),

@@ -165,8 +165,9 @@ def render(report: dict) -> str:
     lines = [
         f"eval of '{a['id']}' (scale {a['scale']:g}) on {report['examples']} of {d.get('available', '?')} "
         f"examples from {where}, {report['scored_tokens']} target tokens"
-        + (" (shared-prefix scoring: each target sees at least its window; --exact for windows alone)"
-           if report.get("scoring") == "shared" else ""),
+        + (" (each reply after the conversation before it, as the retrain panel measures; --exact for "
+           "windows alone)" if report.get("scoring") == "shared"
+           else " (--exact: each example in its own window, not the retrain panel's measure)"),
         f"{'held-out' if report['heldout'] else 'NOT held-out'}: {report['heldout_note']}",
         *([f"sounds {report['likeness']:g}% more like {'you' if a.get('kind') == 'voice' else 'them'} than the base "
            f"(held-out perplexity {_num(ppl['base'])} → {_num(ppl['adapter'])})"]

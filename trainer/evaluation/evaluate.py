@@ -23,7 +23,7 @@ from llm.fingerprint import base_refusal
 from llm.params import GenParams
 from trainer.data import textstats
 from trainer.data.examples import Example
-from trainer.evaluation.perplexity import compare, likeness, score
+from trainer.evaluation.perplexity import compare, heldout_perplexity, likeness, score
 from vault.fsio import atomic_write_bytes, atomic_write_json, ensure_private_dir
 from vault.layout import Vault
 from vault.manifest import AdapterEntry, ManifestStore
@@ -190,8 +190,10 @@ def evaluate_adapter(
     examples = list(examples)
     before = engine.adapters
     try:
-        ppl = compare(engine, examples, adapter_id, scale, shared=shared,
-                      progress=lambda who, done, total: _tick(say, f"perplexity, {who}", done, total))
+        tick = lambda who, done, total: _tick(say, f"perplexity, {who}", done, total)  # noqa: E731
+        # shared: Home's one held-out measure, the retrain panel's too; exact: each example in its window
+        ppl = (heldout_perplexity(engine, examples, adapter_id, scale, progress=tick) if shared
+               else compare(engine, examples, adapter_id, scale, progress=tick))
         with_persona = None
         if persona_system:
             engine.set_adapters([])
@@ -220,7 +222,8 @@ def evaluate_adapter(
         "heldout": heldout,
         "heldout_note": note,
         "persona": persona_name if persona_system else None,
-        "likeness": likeness(_finite(ppl["base"]), _finite(ppl["adapter"])) if heldout else None,
+        # "sounds X% more like you": Home's one held-out measure only (the retrain panel's), never --exact's
+        "likeness": likeness(_finite(ppl["base"]), _finite(ppl["adapter"])) if heldout and shared else None,
         "perplexity": {"base": _finite(ppl["base"]), "adapter": _finite(ppl["adapter"]),
                        "base_with_persona": _finite(with_persona.perplexity) if with_persona else None},
         "loss": {"base": _finite(ppl["base_loss"]), "adapter": _finite(ppl["adapter_loss"]),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainer.data.examples import Example
+from trainer.evaluation.chains import MAX_GROUP_TOKENS as HELDOUT_TOKENS  # what one held-out pass reads
 
 
 @dataclass(frozen=True)
@@ -110,21 +111,39 @@ def score(engine, examples: Sequence[Example], system: str | None = None, max_to
 
 def compare(engine, examples: Sequence[Example], adapter_id: str, scale: float = 1.0,
             system: str | None = None, under: Sequence[tuple[str, float]] = (), shared: bool = False,
-            progress: Callable[[str, int, int], None] | None = None) -> dict:
+            progress: Callable[[str, int, int], None] | None = None, max_tokens: int | None = None) -> dict:
     """Perplexity of the base and of base + adapter on the same examples; restores the caller's stack.
 
-    `under`: adapters the candidate was trained on top of (two-phase), applied beneath it. `shared`, see
-    `score`. `progress(who, done, total)`, who = "base" | "adapter"."""
+    `under`: adapters the candidate was trained on top of (two-phase), applied beneath it. `shared` and
+    `max_tokens`, see `score`. `progress(who, done, total)`, who = "base" | "adapter"."""
     def tick(who: str):
         return None if progress is None else (lambda done, total: progress(who, done, total))
 
     before = engine.adapters
     try:
         engine.set_adapters([])
-        base = score(engine, examples, system, shared=shared, progress=tick("base"))
+        base = score(engine, examples, system, max_tokens, tick("base"), shared)
         engine.set_adapters([*under, (adapter_id, scale)])
-        tuned = score(engine, examples, system, shared=shared, progress=tick("adapter"))
+        tuned = score(engine, examples, system, max_tokens, tick("adapter"), shared)
     finally:
         engine.set_adapters(before)
     return {"base": base.perplexity, "adapter": tuned.perplexity, "base_loss": base.loss,
             "adapter_loss": tuned.loss, "tokens": base.tokens}
+
+
+def heldout_perplexity(engine, examples: Sequence[Example], adapter_id: str, scale: float = 1.0,
+                       system: str | None = None, under: Sequence[tuple[str, float]] = (),
+                       progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Home's one held-out measure, behind both "sounds X% more like you" (the retrain panel, from the
+    worker's run) and `home eval`'s perplexity: llama.cpp on the GGUF the user runs, target tokens only,
+    each target read after the conversation before it, as the app gives a reply its chat history (shared
+    chains: at least the example's own window, up to HELDOUT_TOKENS of the conversation in one pass).
+
+    Why not each example in its own window (`compare(shared=False)`): in the app the model sees the whole
+    chat, and the base learns a voice from context too; on the 2026-11-30 hamlet adapter the window alone
+    gave 0.797 against 0.858 with the conversation before it (bench/voice/RESULTS.md). The trainer's
+    validation loss (transformers, fp32 base, cut to the 512 training tokens) is the early-stop signal,
+    not this. The number is the same on any engine of at least HELDOUT_TOKENS context."""
+    limit = min(engine.n_ctx, HELDOUT_TOKENS)
+    return compare(engine, examples, adapter_id, scale, system, under, shared=True, progress=progress,
+                   max_tokens=limit)

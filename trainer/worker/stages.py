@@ -93,7 +93,7 @@ def finish_candidate(job: Job, base, model_path: Path, result, train_ex: list, v
     """A trained adapter (SFT or DPO) → convert → verify → held-out perplexity on `val_ex` → plot.
     `under`: what it was trained over (an object with `gguf` and `peft_dir`), applied beneath it."""
     from llm.engine import Engine
-    from trainer.evaluation.perplexity import compare
+    from trainer.evaluation.perplexity import HELDOUT_TOKENS, heldout_perplexity
     from trainer.evaluation.plot import plot_training
     from trainer.worker.convert import convert_peft_to_gguf
     from trainer.worker.verify import verify_adapter
@@ -110,7 +110,8 @@ def finish_candidate(job: Job, base, model_path: Path, result, train_ex: list, v
 
     probes = [_probe_text(base.tokenizer, ex) for ex in val_ex[:PROBES]]
     emit("phase", name="verify", detail="verifying the GGUF adapter in llama.cpp against transformers")
-    with Engine(model_path, n_ctx=max(1024, job.max_length + 64)) as engine:
+    # the context `home eval` reads held-out words with, so the panel's "sounds X% more like you" is its number
+    with Engine(model_path, n_ctx=max(HELDOUT_TOKENS, job.max_length + 64)) as engine:
         stack: list[tuple[str, float]] = []
         if under is not None:
             engine.load_adapter("under", under.gguf)
@@ -121,8 +122,9 @@ def finish_candidate(job: Job, base, model_path: Path, result, train_ex: list, v
         if not ver.passed:
             raise VerificationFailed(f"{gguf_out}: conversion check failed: {ver.reason}")
         engine.load_adapter("candidate", gguf_out)
-        emit("phase", name="heldout", detail="held-out perplexity in llama.cpp, base and adapter")
-        ppl = compare(engine, val_ex, "candidate", under=stack)
+        emit("phase", name="heldout", detail="held-out perplexity in llama.cpp, base and adapter, "
+             "each reply after the conversation before it")
+        ppl = heldout_perplexity(engine, val_ex, "candidate", under=stack)
     emit("eval", stage="heldout", perplexity_base=ppl["base"], perplexity_adapter=ppl["adapter"],
          tokens=ppl["tokens"])
     png = plot_training(out_dir / "training.png", result.train_losses, result.val_losses, result.base_val_loss,
