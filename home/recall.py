@@ -111,8 +111,9 @@ class Recall:
         t0 = time.perf_counter()
         qp = plan(text, now)  # two-part questions searched part by part; time words → a date window
         vectors = self._query_vectors(qp, dict(vectors or {}))
-        lists = [self.store.search(q, k=self.settings.k + 4, user=user, vector=v, window=qp.window, fill=FILL_FLOOR)
-                 for q, v in zip(qp.queries, vectors, strict=True)]
+        # the whole question and its parts in one pass over the vector file's sign codes (the same hits as one by one)
+        lists = self.store.search_many(qp.queries, vectors, k=self.settings.k + 4, user=user, window=qp.window,
+                                       fill=FILL_FLOOR)
         hops = [h for h in (bridge(q, found[0].text) for q, found in zip(qp.queries[1:], lists[1:], strict=True)
                             if found) if h]
         if hops:  # a two-part question's second hop, through the names its parts' first hits hold

@@ -214,3 +214,47 @@ def test_a_turns_rows_are_appended_without_mapping_the_file_again(tmp_path, monk
     again = VectorFile(tmp_path, vf.db, 64)  # reopened: the room is not rows
     assert len(again.matrix) == 1700 and again.top(vecs[1699], 1) == ["s:1699"]
 
+
+
+def test_a_questions_parts_share_one_sign_code_scan_and_find_what_one_by_one_finds(tmp_path, monkeypatch, embedder):
+    """home/recall.py searches a two-part question's whole and parts together (`MemoryStore.search_many`):
+    each word of the sign codes read once for them all (`SignCodes.candidates_many`), each part's rows
+    scored as `top` scores them, so the ids, and the hits, are those of one search after another."""
+    import sqlite3
+
+    import vault.sign_codes as scm
+    import vault.vector_file as vfm
+
+    monkeypatch.setattr(vfm, "SIGN_ROWS", 500)
+    monkeypatch.setattr(vfm, "CANDIDATES", 200)
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(30, 64)) + 0.5
+    vecs = (centres[rng.integers(0, 30, 3000)] + 0.3 * rng.normal(size=(3000, 64))).astype(np.float32)
+    vecs[2000:2400] = vecs[7]  # repeated texts: many rows tied at the Hamming cut
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    db = sqlite3.connect(tmp_path / "k.sqlite3")
+    vf = VectorFile(tmp_path, db, 64)
+    vf.rebuild([([f"s:{j}" for j in range(3000)], ["me" if j % 3 else "kim" for j in range(3000)], vecs)])
+    scans = []
+    real = scm.SignCodes.candidates_many
+    monkeypatch.setattr(scm.SignCodes, "candidates_many", lambda self, qs, n, mask: scans.append(len(qs))
+                        or real(self, qs, n, mask))
+    for rows in ([7, 8, 9], [2100, 5], [11]):
+        qs = vecs[rows] + 0.05 * rng.normal(size=(len(rows), 64)).astype(np.float32)
+        for user in (None, "me"):
+            scans.clear()
+            together = vf.top_many(qs, 12, user)
+            assert scans == [len(rows)]  # one scan for all the parts
+            assert together == [vf.top(q, 12, user) for q in qs] and all(len(t) == 12 for t in together)
+    assert vf.top_many(qs, 5, "nobody") == [[]]
+
+    vault = Vault.open(tmp_path / "v")  # the store: the same hits as one search after another
+    conversation(vault)
+    with MemoryStore.open(vault, embedder) as store:
+        index_logs(vault, store)
+        queries = ["where does my sister live?", "what car do I have?", "when is my birthday?"]
+        vectors = embedder.embed(queries)
+        ids = lambda hits: [(h.id, h.text) for h in hits]  # noqa: E731
+        together = [ids(h) for h in store.search_many(queries, vectors, k=6, fill=0.2)]
+        assert all(together) and together == [
+            ids(store.search(q, k=6, vector=v, fill=0.2)) for q, v in zip(queries, vectors, strict=True)]

@@ -24,10 +24,11 @@ WINDOW_LIMIT = 400  # a date window holding more items than this is too wide to 
 
 def hybrid_search(db: sqlite3.Connection, vectors: VectorFile, query: str, q: np.ndarray, k: int, pool: int,
                   user: str | None, window: tuple[float, float] | None, fill: float, total: int,
-                  counts: dict[str, tuple[int, int]] | None = None) -> list[Hit]:
+                  counts: dict[str, tuple[int, int]] | None = None, vec_ids: list[str] | None = None) -> list[Hit]:
     """The best `k` turns for `query` (its embedding `q`); `total`: the store's item count, which caps
-    the keyword search's terms, `counts` the terms' item counts kept between searches (vault/keyword_index.py)."""
-    vec_ids = vectors.top(q, pool, user)
+    the keyword search's terms, `counts` the terms' item counts kept between searches (vault/keyword_index.py).
+    `vec_ids`: `vectors.top(q, pool, user)` when the caller already has it (`VectorFile.top_many`)."""
+    vec_ids = vectors.top(q, pool, user) if vec_ids is None else vec_ids
     kw_ids = keyword_ids(db, query, pool, user, total, counts)
     ids = list(dict.fromkeys(vec_ids + kw_ids + in_window(db, window, user)))
     marks = ",".join("?" * len(ids))

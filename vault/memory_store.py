@@ -337,6 +337,18 @@ class MemoryStore:
             return hybrid_search(self._db, self._vectors(), query, q, k, pool or max(4 * k, 20), user, window, fill,
                                  self._items, self._term_counts)
 
+    def search_many(self, queries: list[str], vectors, k: int = 5, user: str | None = None,  # noqa: ANN001
+                    window: tuple[float, float] | None = None, fill: float = 1.0) -> list[list[Hit]]:
+        """`search` for each of a question's parts, by their embeddings: the vector file's scan is shared
+        (`VectorFile.top_many`: each word of the sign codes read once for them all); the same hits."""
+        pool = max(4 * k, 20)
+        with self._mutex:
+            vf = self._vectors()
+            tops = vf.top_many(np.asarray(vectors, np.float32), pool, user) if len(queries) else []
+            return [hybrid_search(self._db, vf, q, v, k, pool, user, window, fill, self._items, self._term_counts,
+                                  vec_ids=ids) if q.strip() and k > 0 else []
+                    for q, v, ids in zip(queries, vectors, tops, strict=True)]
+
     def warm(self) -> None:
         """Load the embedder and map the vectors now, e.g. in a background thread at app start, so the
         first turn that needs memory does not pay for it (a missing or stale vector file is rebuilt here, and

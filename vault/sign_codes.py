@@ -44,7 +44,9 @@ class SignCodes:
         # appends: a turn's few new rows are written in place, not the whole array copied and transposed
         self._cols = np.zeros((self.width // 8, 0), np.uint64)
         self._n = 0
-        self._buf: tuple[np.ndarray, ...] = (np.empty(0, np.uint64),)
+        # scratch (word, ones, distances per query, mask, far), reused: a fresh 1 MB array a query costs page faults
+        self._buf: tuple[np.ndarray, ...] = (np.empty(0, np.uint64), np.empty(0, np.uint8),
+                                             np.empty((1, 0), np.uint16), np.empty(0, np.bool_), np.empty(0, np.uint16))
 
     @property
     def _codes(self) -> np.ndarray:
@@ -121,22 +123,35 @@ class SignCodes:
     def candidates(self, q: np.ndarray, n: int, mask: np.ndarray | None) -> np.ndarray:
         """Row indices, ascending, of the `n` rows nearest `q` by Hamming distance (masked-out rows never;
         rows tied with the n-th nearest too, so a few more than `n` may come back)."""
+        return self.candidates_many(q[None, :], n, mask)[0]
+
+    def candidates_many(self, qs: np.ndarray, n: int, mask: np.ndarray | None) -> list[np.ndarray]:
+        """`candidates` for each row of `qs` (a question's parts, home/recall.py): each word of the codes is
+        read once for them all, while it is in cache (three queries on 160k rows of random codes: ~4.3 ms of
+        CPU against 5.2-7.2 ms one after another)."""
         rows = self._n
-        if len(self._buf[0]) < rows:  # scratch arrays, reused: a fresh 1 MB array per query costs page faults
-            room = self._cols.shape[1]
-            self._buf = (np.empty(room, np.uint64), np.empty(room, np.uint8), np.empty(room, np.uint16),
+        if self._buf[0].shape[0] < rows or self._buf[2].shape[0] < len(qs):
+            room, many = self._cols.shape[1], max(len(qs), self._buf[2].shape[0])
+            self._buf = (np.empty(room, np.uint64), np.empty(room, np.uint8), np.empty((many, room), np.uint16),
                          np.empty(room, np.bool_), np.empty(room, np.uint16))
-        word, ones, dist, out, far = (b[:rows] for b in self._buf)
-        qbits = self._bits(q[None, :])[0]
+        word, ones, out, far = (b[:rows] for b in (self._buf[0], self._buf[1], self._buf[3], self._buf[4]))
+        dist = self._buf[2][:len(qs), :rows]
+        qbits = self._bits(qs)
         dist[:] = 0
-        for w in range(len(qbits)):
-            np.bitwise_xor(self._cols[w, :rows], qbits[w], out=word)
-            np.bitwise_count(word, out=ones)
-            np.add(dist, ones, out=dist)
+        for w in range(qbits.shape[1]):
+            col = self._cols[w, :rows]
+            for j in range(len(qs)):
+                np.bitwise_xor(col, qbits[j, w], out=word)
+                np.bitwise_count(word, out=ones)
+                np.add(dist[j], ones, out=dist[j])
         if mask is not None:  # FAR where masked out, by arithmetic (0.15 ms at 160k rows; `dist[~mask] = FAR`: ~1 ms)
             np.logical_not(mask[:rows], out=out)
             np.multiply(out, FAR, out=far, casting="unsafe")
             np.bitwise_or(dist, far, out=dist)
+        return [self._nearest(d, n) for d in dist]
+
+    def _nearest(self, dist: np.ndarray, n: int) -> np.ndarray:
+        """The rows of the `n` smallest distances (and those tied with the n-th), ascending."""
         # distances are small integers: the n-th nearest's by a histogram, cheaper than a partition
         counts = np.cumsum(np.bincount(dist, minlength=self.width * 8 + 1)[:self.width * 8 + 1])
         if n <= 0 or counts[-1] == 0:

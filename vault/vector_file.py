@@ -232,23 +232,32 @@ class VectorFile:
     def top(self, q: np.ndarray, n: int, user: str | None = None) -> list[str]:
         """Ids of the `n` live rows most similar to `q` (unit length), best first; only `user`'s when given.
         Past SIGN_ROWS rows, the rows scored are the sign codes' nearest candidates (vault/sign_codes.py)."""
+        return self.top_many(np.asarray(q, np.float32)[None, :], n, user)[0]
+
+    def top_many(self, qs: np.ndarray, n: int, user: str | None = None) -> list[list[str]]:
+        """`top` for each row of `qs` (a question's parts): the mask, the sign codes' scan and the id lookup
+        done once for them all; each query's candidates are scored as `top` scores them (the same ids)."""
         from .retrieval import _top_rows
 
         m, u = self._map()
         if user is not None and user not in self._codes:
-            return []
+            return [[] for _ in qs]
         mask = u >= 0 if user is None else u == self._codes[user]
         valid = int(np.count_nonzero(mask))
         if not valid:
-            return []
-        q = np.asarray(q, np.float32)
+            return [[] for _ in qs]
+        qs = np.asarray(qs, np.float32)
         if len(m) > SIGN_ROWS:
-            rows = self._by_signs(m, q, min(n, valid), mask)
+            n = min(n, valid)
+            cands = self._sign_codes(m).candidates_many(qs, max(CANDIDATES, CANDIDATES_PER * n), mask)
+            found_rows = [self._best_of(m, q, cand, n) for q, cand in zip(qs, cands, strict=True)]
         else:
-            rows = _top_rows(m.view(np.ndarray), q, min(n, valid), None if valid == len(m) else mask)
-        found = dict(self.db.execute(f"SELECT row, id FROM vec_rows WHERE row IN ({','.join('?' * len(rows))})",
-                                     [int(r) for r in rows]))
-        return [found[int(r)] for r in rows if int(r) in found]
+            found_rows = [_top_rows(m.view(np.ndarray), q, min(n, valid), None if valid == len(m) else mask)
+                          for q in qs]
+        every = sorted({int(r) for rows in found_rows for r in rows})
+        found = dict(self.db.execute(f"SELECT row, id FROM vec_rows WHERE row IN ({','.join('?' * len(every))})",
+                                     every)) if every else {}
+        return [[found[int(r)] for r in rows if int(r) in found] for rows in found_rows]
 
     def warm(self) -> None:
         """Map the files and, past SIGN_ROWS, bring the sign codes up to date (a search would do it first)."""
@@ -262,9 +271,9 @@ class VectorFile:
         self._signs.update(m)
         return self._signs
 
-    def _by_signs(self, m: np.ndarray, q: np.ndarray, n: int, mask: np.ndarray) -> np.ndarray:
-        """The `n` best rows among the sign codes' max(CANDIDATES, CANDIDATES_PER * n) nearest, scored exactly."""
-        cand = self._sign_codes(m).candidates(q, max(CANDIDATES, CANDIDATES_PER * n), mask)
+    @staticmethod
+    def _best_of(m: np.ndarray, q: np.ndarray, cand: np.ndarray, n: int) -> np.ndarray:
+        """The `n` best of the sign codes' candidate rows, scored exactly."""
         scores = m.view(np.ndarray)[cand] @ q  # (np.take into a reused array measured slower than this)
         best = np.argsort(-scores, kind="stable")[:n]
         return cand[best]
