@@ -117,9 +117,8 @@ class Recall:
         hops = [h for h in (bridge(q, found[0].text) for q, found in zip(qp.queries[1:], lists[1:], strict=True)
                             if found) if h]
         if hops:  # a two-part question's second hop, through the names its parts' first hits hold
-            for q, v in zip(hops, self.store.embedder.embed(hops), strict=True):
-                lists.append(self.store.search(q, k=self.settings.k + 4, user=user, vector=v, window=qp.window,
-                                               fill=FILL_FLOOR))
+            lists += self.store.search_many(hops, self.store.embedder.embed(hops), k=self.settings.k + 4, user=user,
+                                            window=qp.window, fill=FILL_FLOOR)
         hits = fold_sources(interleave(lists))  # a gestalt found by one query, its turn by another: once
         own_lore = lore_session(persona) if persona else None
         hits = [h for h in hits if h.session != session
