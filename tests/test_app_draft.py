@@ -63,3 +63,47 @@ def test_enter_after_a_pause_uses_the_draft_and_an_edit_embeds_again(tmp_path):
         assert session.conversation.history[-2]["content"] == "Where does Sam live now?"
 
     drive(app, scenario)
+
+
+def test_a_turn_waits_for_the_draft_in_flight_and_only_the_newest_waiting_draft_is_embedded():
+    """`take` of the text being embedded waits for that embed (no second MiniLM call); drafts asked while
+    one embeds queue, and only the newest is embedded after it (typing went on: the older is stale)."""
+    import time
+
+    import numpy as np
+
+    from home.app.draft import DraftVectors
+    from home.recall import turn_vectors
+    from vault.embedder import load_embedder
+
+    embedder = load_embedder()
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def embed(text: str) -> dict:  # the real MiniLM, held until the test lets it finish
+        calls.append(text)
+        started.set()
+        release.wait(10)
+        return turn_vectors(embedder, text, None)
+
+    drafts, got = DraftVectors(embed), {}
+    first = threading.Thread(target=drafts.prepare, args=("Where do I live?",))
+    first.start()
+    assert started.wait(10)
+    taker = threading.Thread(target=lambda: got.setdefault("v", drafts.take("Where do I live?")))
+    taker.start()
+    older = threading.Thread(target=drafts.prepare, args=("Where do I",))
+    older.start()
+    while drafts._latest != "Where do I":
+        time.sleep(0.005)
+    newer = threading.Thread(target=drafts.prepare, args=("Where do I work?",))
+    newer.start()
+    while drafts._latest != "Where do I work?":
+        time.sleep(0.005)
+    taker.join(0.2)
+    assert taker.is_alive()  # waiting for the embed in flight, not embedding a second time
+    release.set()
+    for t in (first, taker, older, newer):
+        t.join(10)
+    assert calls == ["Where do I live?", "Where do I work?"]  # "Where do I" gave way to the newer draft
+    assert np.allclose(got["v"]["Where do I live?"], embedder.embed(["Where do I live?"])[0], atol=1e-6)
+    assert drafts.text == "Where do I work?" and drafts.take("Where do I live?") is None and drafts.used == 1
