@@ -24,18 +24,21 @@ WINDOW_LIMIT = 400  # a date window holding more items than this is too wide to 
 
 def hybrid_search(db: sqlite3.Connection, vectors: VectorFile, query: str, q: np.ndarray, k: int, pool: int,
                   user: str | None, window: tuple[float, float] | None, fill: float, total: int,
-                  counts: dict[str, tuple[int, int]] | None = None, vec_ids: list[str] | None = None) -> list[Hit]:
+                  counts: dict[str, tuple[int, int]] | None = None, vec_hits: dict[str, int] | None = None) -> list[Hit]:
     """The best `k` turns for `query` (its embedding `q`); `total`: the store's item count, which caps
     the keyword search's terms, `counts` the terms' item counts kept between searches (vault/keyword_index.py).
-    `vec_ids`: `vectors.top(q, pool, user)` when the caller already has it (`VectorFile.top_many`)."""
-    vec_ids = vectors.top(q, pool, user) if vec_ids is None else vec_ids
+    `vec_hits`: the vector file's top `pool` ids for `q` with their rows, when the caller already has them
+    (`VectorFile.top_many_rows`)."""
+    if vec_hits is None:
+        vec_hits = vectors.top_many_rows(np.asarray(q, np.float32)[None, :], pool, user)[0]
+    vec_ids = list(vec_hits)
     kw_ids = keyword_ids(db, query, pool, user, total, counts)
     ids = list(dict.fromkeys(vec_ids + kw_ids + in_window(db, window, user)))
     marks = ",".join("?" * len(ids))
     rows = db.execute(f"SELECT id, text, time, epoch, role, session, sources FROM docs WHERE id IN ({marks})",
                       ids).fetchall() if ids else []
     cands: dict[str, Candidate] = {}
-    vecs = vectors.vectors(ids)
+    vecs = vectors.vectors(ids, vec_hits)
     for ident, text, when, epoch, role, session, sources in rows:
         v = vecs.get(ident)
         if v is not None:  # both indexes have it (a batch cut short is re-upserted by the indexer)

@@ -344,10 +344,10 @@ class MemoryStore:
         pool = max(4 * k, 20)
         with self._mutex:
             vf = self._vectors()
-            tops = vf.top_many(np.asarray(vectors, np.float32), pool, user) if len(queries) else []
+            tops = vf.top_many_rows(np.asarray(vectors, np.float32), pool, user) if len(queries) else []
             return [hybrid_search(self._db, vf, q, v, k, pool, user, window, fill, self._items, self._term_counts,
-                                  vec_ids=ids) if q.strip() and k > 0 else []
-                    for q, v, ids in zip(queries, vectors, tops, strict=True)]
+                                  vec_hits=hits) if q.strip() and k > 0 else []
+                    for q, v, hits in zip(queries, vectors, tops, strict=True)]
 
     def warm(self) -> None:
         """Load the embedder and map the vectors now, e.g. in a background thread at app start, so the

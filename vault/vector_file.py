@@ -221,9 +221,13 @@ class VectorFile:
         row = self.db.execute("SELECT row FROM vec_rows WHERE id = ?", (ident,)).fetchone()
         return None if row is None else np.array(self._map()[0][row[0]])
 
-    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """The vectors of those of `ids` that have one (one query for them all: a search's candidates)."""
-        rows = self._rows_of(list(ids))
+    def vectors(self, ids: Sequence[str], known: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+        """The vectors of those of `ids` that have one (one query for them all: a search's candidates).
+        `known`: rows of some of them (`top_many_rows`' hits, under the same hold of the store's mutex): only
+        the others are looked up."""
+        known = known or {}
+        rows = {i: known[i] for i in ids if i in known}
+        rows.update(self._rows_of([i for i in ids if i not in known]))
         if not rows:
             return {}
         got = self._map()[0].view(np.ndarray)[list(rows.values())]
@@ -237,15 +241,20 @@ class VectorFile:
     def top_many(self, qs: np.ndarray, n: int, user: str | None = None) -> list[list[str]]:
         """`top` for each row of `qs` (a question's parts): the mask, the sign codes' scan and the id lookup
         done once for them all; each query's candidates are scored as `top` scores them (the same ids)."""
+        return [list(hits) for hits in self.top_many_rows(qs, n, user)]
+
+    def top_many_rows(self, qs: np.ndarray, n: int, user: str | None = None) -> list[dict[str, int]]:
+        """`top_many` with each id's row (best first): a search then reads their vectors without looking
+        their rows up again (`vectors(ids, known)`: 0.4 ms of SQL a search at 100k items)."""
         from .retrieval import _top_rows
 
         m, u = self._map()
         if user is not None and user not in self._codes:
-            return [[] for _ in qs]
+            return [{} for _ in qs]
         mask = u >= 0 if user is None else u == self._codes[user]
         valid = int(np.count_nonzero(mask))
         if not valid:
-            return [[] for _ in qs]
+            return [{} for _ in qs]
         qs = np.asarray(qs, np.float32)
         if len(m) > SIGN_ROWS:
             n = min(n, valid)
@@ -257,7 +266,7 @@ class VectorFile:
         every = sorted({int(r) for rows in found_rows for r in rows})
         found = dict(self.db.execute(f"SELECT row, id FROM vec_rows WHERE row IN ({','.join('?' * len(every))})",
                                      every)) if every else {}
-        return [[found[int(r)] for r in rows if int(r) in found] for rows in found_rows]
+        return [{found[r]: r for r in map(int, rows) if r in found} for rows in found_rows]
 
     def warm(self) -> None:
         """Map the files and, past SIGN_ROWS, bring the sign codes up to date (a search would do it first)."""
