@@ -42,6 +42,20 @@ is met for a drafted turn, not for a cold one (a message pasted and sent at once
 per turn, CPU p50 cold / drafted: embedding 12.3 / 0; search 12.2 / 11.7 (sign-code candidates and their
 exact scores 7.4, keywords 1.4, ranking 1.0); token counting 1.5 (the block's one count ~1.2, then the prompt);
 log + fsync 1.4; routing 0.6. Peak RSS 1.24 GB.
+The vector stage's cuts (VectorFile.top_many_rows: the hits' rows carried to the search, no second id
+lookup; sign-code bit counts summed in bytes, the cut found by bisection), the same hits: in one process,
+old and new interleaved query by query on this vault, search CPU p50 10.88 -> 10.47 ms (272 searches, load
+2.5). Cold turns, the per-part profile (30 turns a run, under the heavy lock, new/base alternated; the first
+pair at load 3.4-4 while something else ran): own work wall p50 / p95 29.9 / 35.0 (new) vs 30.8 / 36.4 (base),
+CPU 28.9 / 33.8 vs 29.8 / 34.5; search 11.9 vs 12.4, of which the vector stage 6.8 vs 7.2 and the
+candidates' vectors 0.40 vs 0.56. The stage is memory-bound: at 161k rows ~2.4 ms scanning 7.7 MB of codes
+after the model ran, ~2 ms gathering 2,000 random float32 rows (TLB misses in the VM, no page faults), the
+rest sub-ms; a helper thread (the scan in halves, or the keyword search beside it) measured slower while
+another process held the second core. 1,000 candidates instead of 2,000: search -1.1 ms, the same hits on
+334 of 336 queries (a lead's call: it changes results). This bench on the new code, 16 queries, load 1.9:
+cold 30.5 / 34.3 ms wall, CPU 29.2 / 32.0; drafted 17.2 / 20.8, CPU 15.2 / 19.0 (the base's run beside it,
+40 queries, was disturbed: load 1.9 -> 4.0, the bare engine's p50 7.9 s; CPU cold 30.5 / 37.2, drafted
+17.8 / 25.0): the cold goal is still not met, by ~2-4 ms of CPU at p95.
 Last, where the memory block goes: at turn 7 of a chat, with the block in the system prompt (it changes
 every turn, so the cached conversation is read again) vs with the last message (Home's choice).
 Then the indexing a turn sets off in the background (issue 13), before and after, on the same vault: a pass
