@@ -333,15 +333,14 @@ class MemoryStore:
         if not query.strip() or k <= 0:
             return []
         q = self.embedder.embed([query])[0] if vector is None else vector
-        with self._mutex:
-            return hybrid_search(self._db, self._vectors(), query, q, k, pool or max(4 * k, 20), user, window, fill,
-                                 self._items, self._term_counts)
+        return self.search_many([query], [q], k, user, window, fill, pool)[0]
 
     def search_many(self, queries: list[str], vectors, k: int = 5, user: str | None = None,  # noqa: ANN001
-                    window: tuple[float, float] | None = None, fill: float = 1.0) -> list[list[Hit]]:
+                    window: tuple[float, float] | None = None, fill: float = 1.0,
+                    pool: int | None = None) -> list[list[Hit]]:
         """`search` for each of a question's parts, by their embeddings: the vector file's scan is shared
-        (`VectorFile.top_many`: each word of the sign codes read once for them all); the same hits."""
-        pool = max(4 * k, 20)
+        (`VectorFile.top_many_rows`: each word of the sign codes read once for them all); the same hits."""
+        pool = pool or max(4 * k, 20)
         with self._mutex:
             vf = self._vectors()
             tops = vf.top_many_rows(np.asarray(vectors, np.float32), pool, user) if len(queries) else []

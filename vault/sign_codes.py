@@ -123,15 +123,12 @@ class SignCodes:
         whole = len(raw) // self.width * self.width  # a torn last row is coded again
         return np.frombuffer(raw[:whole], np.uint64).reshape(-1, self.width // 8).copy()
 
-    def candidates(self, q: np.ndarray, n: int, mask: np.ndarray | None) -> np.ndarray:
-        """Row indices, ascending, of the `n` rows nearest `q` by Hamming distance (masked-out rows never;
-        rows tied with the n-th nearest too, so a few more than `n` may come back)."""
-        return self.candidates_many(q[None, :], n, mask)[0]
-
     def candidates_many(self, qs: np.ndarray, n: int, mask: np.ndarray | None) -> list[np.ndarray]:
-        """`candidates` for each row of `qs` (a question's parts, home/recall.py): each word of the codes is
-        read once for them all, while it is in cache (three queries on 160k rows of random codes: ~4.3 ms of
-        CPU against 5.2-7.2 ms one after another)."""
+        """For each row of `qs` (a search's query, or a question's parts, home/recall.py): row indices,
+        ascending, of the `n` rows nearest it by Hamming distance (masked-out rows never; rows tied with the
+        n-th nearest too, so a few more than `n` may come back). Each word of the codes is read once for all
+        the queries, while it is in cache (three queries on 160k rows of random codes: ~4.3 ms of CPU
+        against 5.2-7.2 ms one after another)."""
         rows = self._n
         if self._buf[0].shape[0] < rows or self._buf[2].shape[0] < len(qs):
             room, many = self._cols.shape[1], max(len(qs), self._buf[2].shape[0])
