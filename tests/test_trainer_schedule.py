@@ -132,7 +132,7 @@ def test_a_voice_trains_at_1e_3_and_other_adapters_at_2e_4_unless_the_job_says(t
     for fields, lr in cases:
         job = Job(vault="v", **fields)
         job.validate()
-        assert (job.learning_rate, train_settings(job).lr) == (lr, lr), fields
+        assert (job.learning_rate, train_settings(job, 24).lr) == (lr, lr), fields
     job = read_job(_write(tmp_path / "none.json", {"vault": str(tmp_path)}))
     assert job.lr is None and job.learning_rate == 1e-3  # a job without a rate keeps none: resumed, the same
     for value in ("1e-3", 0, -1e-3, 2.0, True):

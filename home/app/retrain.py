@@ -32,7 +32,8 @@ def cpu_refusal_for(job: Job, engine) -> str | None:
 def build_job(session, method: str = "sft") -> Job:
     """The user's voice from their chat logs (sft), or from their pick-best pairs over their current voice
     (dpo, "learn from your picks"), for the model the app runs, with the Job's own defaults (those of
-    `home train` with no flags: rank 16, batch 8, lr 1e-3 for a voice, 512 tokens, auto device).
+    `home train` with no flags: length and rank by the log's size (trainer/protocol/tiers.py), batch 8,
+    lr 1e-3 for a voice, 512 tokens, auto device).
     AppOptions.train_steps / train_args override them (tests train 6 tiny steps on the CPU)."""
     o = session.options
     fields = dict(o.train_args or {})

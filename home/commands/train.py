@@ -19,6 +19,7 @@ from home.progress import ProgressPrinter
 from home.worker import start_worker
 from trainer.protocol.events import read_events
 from trainer.protocol.job import METHODS, SCHEDULES, SOURCES, Job
+from trainer.protocol.tiers import tiers_help
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,8 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tones", nargs="*", default=[], metavar="TONE")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, metavar="N", help="optimizer steps")
-    length.add_argument("--epochs", type=float, metavar="N", help="passes over the data (default 3)")
-    p.add_argument("--rank", type=int, default=16, metavar="R", help="LoRA rank (default 16, alpha 2×rank)")
+    length.add_argument("--epochs", type=float, metavar="N",
+                        help=f"passes over the data (default for a voice, by its size: {tiers_help('epochs')}; "
+                             f"3 for other kinds; trainer/protocol/tiers.py)")
+    p.add_argument("--rank", type=int, default=None, metavar="R",
+                   help=f"LoRA rank, alpha 2×rank (default for a voice, by its size: {tiers_help('rank')}; "
+                        "16 for other kinds)")
     p.add_argument("--window", type=int, default=10, metavar="N", help="context turns per example (default 10)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N")
     p.add_argument("--lr", type=float, default=None, metavar="LR",

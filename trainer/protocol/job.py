@@ -50,9 +50,9 @@ class Job:
     tones: list[str] = field(default_factory=list)
     model: str | None = None  # the GGUF the app runs (path or reference); None = built-in default
     base: str | None = None  # a Hugging Face directory to train on instead of the dequantized GGUF
-    steps: int | None = None
-    epochs: float | None = None
-    rank: int = 16
+    steps: int | None = None  # optimizer steps; None: from epochs
+    epochs: float | None = None  # None: the voice tier's (trainer/protocol/tiers.py), 3 for other kinds
+    rank: int | None = None  # None: the voice tier's (trainer/protocol/tiers.py), 16 for other kinds
     alpha: float | None = None  # default 2 × rank
     window: int = 10
     batch_size: int = 8
@@ -154,6 +154,8 @@ class Job:
             raise bad("steps", "give --steps or --epochs, not both")
         for key, low in (("steps", 1), ("rank", 1), ("window", 1), ("batch_size", 1), ("max_length", 32)):
             value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise bad(key, f"expected a whole number, got {value!r}")
             if value is not None and value < low:
                 raise bad(key, f"expected at least {low}, got {value}")
         if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
@@ -163,8 +165,9 @@ class Job:
             raise bad("schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0 <= self.neftune <= 100:
             raise bad("neftune", f"expected a noise alpha between 0 and 100 (0: none), got {self.neftune}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise bad("epochs", f"expected a positive number, got {self.epochs}")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float))
+                                        or self.epochs <= 0):
+            raise bad("epochs", f"expected a positive number, got {self.epochs!r}")
         if self.split not in (None, *SPLITS):
             raise bad("split", f"expected one of {', '.join(SPLITS)}, got {self.split!r}")
         if not 0 < self.val_fraction < 0.5:

@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 
 from trainer.protocol.job import Job
-from trainer.worker.stages import DatasetTooSmall, Emit, gate_voice, register_candidates, train_candidate
+from trainer.worker.stages import (
+    DatasetTooSmall,
+    Emit,
+    announce_size,
+    gate_voice,
+    register_candidates,
+    train_candidate,
+)
 
 
 def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit) -> dict:
@@ -34,8 +41,9 @@ def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit
                               f"({len(report.rejected)} lines rejected{first})")
     train_ex, val_ex = split_examples(report.examples, job.val_fraction, seed=job.seed, by_time=time_split(job))
 
+    settings = announce_size(job, len(train_ex), emit)  # the voice tier, when it chose the length or rank
     device = pick_device(job.device, job.four_bit)
-    check_cpu(device.kind, info, report.examples, job.epochs, job.steps, job.batch_size, job.allow_cpu)
+    check_cpu(device.kind, info, train_ex, settings.epochs, settings.steps, job.batch_size, job.allow_cpu)
     if job.processes > 1:  # each rank loads its own copy (trainer/worker/distributed.py)
         base = None
     else:

@@ -99,7 +99,7 @@ def train_preferences(job: Job, vault, run_dir: Path, model_path: Path, info, em
         under = Under(lower / "adapter.gguf", lower / "peft")
 
     # 2. DPO, then the shared stages: convert, verify, held-out perplexity of the chosen replies, plot
-    settings = train_settings(job)
+    settings = train_settings(job, len(train_p))
     resume = job.resume and any((run_dir / "checkpoints").glob("checkpoint-*")) and not (run_dir / "peft").exists()
     result = train_dpo(base, train_p, val_p, settings, run_dir, start=start.peft_dir, beta=job.beta, emit=emit,
                        resume=resume)

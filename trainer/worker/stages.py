@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.protocol.job import Job
+from trainer.protocol.tiers import sized
 
 Emit = Callable[..., dict]
 PROBES = 6  # validation examples used as verification probes
@@ -58,15 +59,31 @@ class Candidate:
     n_val: int
 
 
-def train_settings(job: Job) -> Any:
-    """The trainer's settings for the job (SFT or DPO): its recipe, the learning rate its kind's default
-    when the job names none (`Job.learning_rate`)."""
+def train_settings(job: Job, n_train: int) -> Any:
+    """The trainer's settings for the job (SFT or DPO) on `n_train` training examples: its recipe, the
+    learning rate its kind's default when the job names none (`Job.learning_rate`), its length and rank
+    the voice tier's when the job names none (trainer/protocol/tiers.py `sized`)."""
     from trainer.worker.train import TrainSettings
 
-    return TrainSettings(steps=job.steps, epochs=job.epochs if job.steps is None else None, rank=job.rank,
-                         alpha=job.alpha or 2.0 * job.rank, batch_size=job.batch_size, lr=job.learning_rate,
+    size = sized(job, n_train)
+    return TrainSettings(steps=size.steps, epochs=size.epochs, rank=size.rank,
+                         alpha=job.alpha or 2.0 * size.rank, batch_size=job.batch_size, lr=job.learning_rate,
                          schedule=job.schedule, neftune=job.neftune, max_length=job.max_length,
                          val_fraction=job.val_fraction, seed=job.seed)
+
+
+def announce_size(job: Job, n_train: int, emit: Emit) -> Any:
+    """The run's settings on `n_train` training examples; when a voice tier chose its length or rank, one
+    `plan` phase line says which and what (`home train` and the retrain panel show it)."""
+    from trainer.worker.train import total_steps_for
+
+    settings = train_settings(job, n_train)
+    size = sized(job, n_train)
+    if size.tier is not None:
+        total = total_steps_for(n_train, settings)
+        emit("phase", name="plan", detail=size.describe(total), tier=size.tier.name, examples=n_train,
+             epochs=size.epochs, steps=total, rank=size.rank)
+    return settings
 
 
 def train_candidate(job: Job, base, model_path: Path, train_ex: list, val_ex: list, out_dir: Path, name: str,
@@ -77,7 +94,7 @@ def train_candidate(job: Job, base, model_path: Path, train_ex: list, val_ex: li
     finished is trained again from the same seed (same result), one that never started starts."""
     from trainer.worker.train import train_adapter
 
-    settings = train_settings(job)
+    settings = train_settings(job, len(train_ex))
     resume = job.resume and any((out_dir / "checkpoints").glob("checkpoint-*")) and not (out_dir / "peft").exists()
     if job.processes > 1:  # --gpus N: N ranks train, the rest happens here once (`base` is then None)
         from trainer.worker.distributed import train_distributed
@@ -189,7 +206,9 @@ def register_candidates(job: Job, vault, info, report, candidates: list[Candidat
     for i, c in enumerate(candidates):
         r = c.result
         parent = entries[-1]["id"] if entries else None
+        size = sized(job, c.n_train)
         training = {"steps": r.steps_done, "device": r.device, "duration_s": round(time.time() - t0, 1),
+                    "epochs": size.epochs, "tier": size.tier.name if size.tier else None,  # as resolved
                     "train_loss": r.train_losses[-1][1] if r.train_losses else None,
                     "val_loss": r.best_val_loss, "base_val_loss": r.base_val_loss,
                     "train_losses": r.train_losses, "val_losses": r.val_losses,

@@ -21,7 +21,7 @@ from trainer.evaluation.perplexity import likeness
 PHASE_STAGE = {"load": "dataset", "tokenize": "dataset", "baseline": "dataset", "identity": "training",
                "style": "training", "train": "training", "saved": "converting", "best": "converting",
                "convert": "converting", "verify": "verifying", "heldout": "evaluating",
-               "register": "registering", "start": "dataset", "preference": "evaluating", "gate": "evaluating"}
+               "register": "registering", "start": "dataset", "plan": "dataset", "preference": "evaluating", "gate": "evaluating"}
 EVENT_STAGE = {"started": "starting", "dataset": "dataset", "step": "training", "checkpoint": "training",
                "converted": "verifying", "verified": "registering", "registered": "registered",
                "done": "done", "stopped": "stopped", "error": "failed"}
