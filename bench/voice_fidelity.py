@@ -87,19 +87,36 @@ def job_for(vault: Path, voice: str, dataset: Path, args, recipe: dict | None = 
 
 
 def trained(vault: Path, name: str, dataset_hash: str, job) -> object | None:
-    """The newest adapter `name` already trained on this data with this recipe, or None."""
+    """The newest adapter `name` already trained on this data with this recipe (its length and rank as the
+    worker resolves them: the voice tier's where the job names none), or None."""
+    from trainer.protocol.tiers import sized
     from vault.layout import Vault
     from vault.manifest import ManifestStore
 
     manifest = ManifestStore(Vault.open(vault)).read()
     for entry in reversed(manifest.versions(name)):
         t = entry.training or {}
+        size = sized(job, ((entry.dataset or {}).get("counts") or {}).get("train", 0))
         if ((entry.dataset or {}).get("hash") == dataset_hash and t.get("lr") == job.learning_rate
                 and t.get("schedule", "cosine") == job.schedule and t.get("neftune", 0.0) == job.neftune
-                and entry.rank == job.rank and entry.alpha == (job.alpha or 2.0 * job.rank)
-                and (job.steps is None or asked_steps(entry) == job.steps)):
+                and entry.rank == size.rank and entry.alpha == (job.alpha or 2.0 * size.rank)
+                and (asked_steps(entry) == job.steps if job.steps is not None
+                     else trained_epochs(entry) == size.epochs)):
             return entry
     return None
+
+
+def trained_epochs(entry) -> float | None:
+    """The epochs a run trained for: recorded since the size tiers (trainer/protocol/tiers.py); before
+    them, its job.json's, else 3, Home's default then; None when it was asked for steps or is unknown."""
+    t = entry.training or {}
+    if "epochs" in t:
+        return t["epochs"]
+    try:
+        asked = json.loads((Path(t["run_dir"]) / "job.json").read_text())
+    except (KeyError, TypeError, OSError, ValueError):
+        return None
+    return None if asked.get("steps") is not None else asked.get("epochs") or 3.0
 
 
 def asked_steps(entry) -> int | None:

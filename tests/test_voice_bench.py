@@ -175,3 +175,32 @@ def test_a_run_that_stopped_early_is_reused_for_the_steps_it_was_asked(bench, tm
     assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job) is None
     job.steps, job.lr = 18, 2e-4
     assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job) is None
+
+
+def test_a_run_on_the_default_length_is_reused_only_for_its_tiers_epochs(bench, tmp_path):
+    """With no --steps the bench's job trains for its size tier's epochs (trainer/protocol/tiers.py): an
+    adapter is reused when it trained that many (recorded since the tiers; before them, its job.json's or
+    3), not when it trained the 3 epochs every size got before."""
+    from vault.layout import Vault
+    from vault.manifest import ManifestStore
+
+    fidelity, _ = bench
+    job = fidelity.job_for(tmp_path / "vault", "maya", tmp_path / "maya.jsonl", _args(val_fraction=0.25))
+    old_run = tmp_path / "vault" / "runs" / "maya-1"
+    old_run.mkdir(parents=True)
+    (old_run / "job.json").write_text(json.dumps({"steps": None, "epochs": None}))
+    counts = {"hash": "h", "counts": {"train": 269}}
+    with ManifestStore(Vault.open(tmp_path / "vault")).update() as m:
+        m.add_adapter(AdapterEntry(id="maya-voice-1", name="maya-voice", file="adapters/x.gguf", rank=16, alpha=32.0,
+                                   dataset=counts, training={"steps": 102, "lr": 1e-3, "run_dir": str(old_run)}))
+    assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job) is None  # 3 epochs, before the tiers
+    job.epochs = 3.0
+    assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job).id == "maya-voice-1"
+    job.epochs = None
+    with ManifestStore(Vault.open(tmp_path / "vault")).update() as m:
+        m.add_adapter(AdapterEntry(id="maya-voice-2", name="maya-voice", file="adapters/y.gguf", rank=16, alpha=32.0,
+                                   dataset=counts, training={"steps": 43, "epochs": 1.25, "tier": "medium",
+                                                             "lr": 1e-3, "run_dir": str(old_run)}))
+    assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job).id == "maya-voice-2"
+    job.rank = 64
+    assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job) is None
