@@ -164,7 +164,7 @@ def after_append(store, probes: list[str], embedder) -> dict:  # noqa: ANN001
             if mode == "before" and vf._signs is not None:
                 signs = vf._signs
                 signs._cols = np.ascontiguousarray(signs._cols[:, :signs._n])  # no room: copied whole
-                signs._buf = (np.empty(0, np.uint64),)
+                signs._buf = tuple(b[..., :0] for b in signs._buf)  # no scratch kept: allocated again
             t, cpu = time.perf_counter(), time.process_time()
             store.search(q, k=5, vector=vec)
             out[mode].append(time.perf_counter() - t)
