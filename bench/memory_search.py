@@ -33,6 +33,16 @@ p50 16.5 / p95 24.5 ms (CPU 10.2 / 12.2 ms; the earlier run at load 7.2: 24.8 / 
 recall@3 1.00, the same top-5 texts as the exact scan; right after an append 45.4 / 64.2 ms before (CPU
 28.1 / 32.6), 17.5 / 27.6 ms after (CPU 11.1 / 12.8): 2.3x at p95. 1M on paper: ~4.5 ms besides the vector
 part + 10 x its 20.0 ms = ~205 ms: past ~40k items per 25 ms the candidates must come from an ANN graph.
+(That was the exact scan; the sign codes came after, see below.)
+
+Measured 2026-11-30 23:27 UTC on a quiet 2-core box of another kind (AMD EPYC Zen 4, AVX-512; nothing else
+running, load 1.9-2.4 from this run alone), `--sizes 1000 --big`: search p95 given the router's vector at 100k
+turns (160k items) 1.8 ms (p50 1.7; 6.9 ms with the query's own embedding), the exact scan beside it 7.0 ms,
+the same top-5 texts 0.998, recall@3 1.00; right after a turn's rows were written 2.7 ms (mapped again:
+6.6); 100k ingest 433 turns/s (231 s); 1k ingest 473 turns/s against the numpy embedder's 161 in the same
+run (2.95x wall, 3.03x less CPU per turn: 12.3 -> 4.1 ms); 1M vector rows (1.59 GB file) top-20 p95 6.2 ms
+(exact 34.4). The issue's ~125 turns/s was the numpy embedder on the older AVX2 box; this box runs numpy
+at 161, so the ratio, not the rate, is the comparable number.
 """
 
 from __future__ import annotations
