@@ -93,13 +93,13 @@ def test_the_plan_takes_the_tiers_steps_and_says_so_in_one_line():
         assert total_steps_for(n, settings) == steps, n
         [event] = events
         tier = voice_tier(n)
-        assert (event["name"], event["tier"], event["steps"], event["rank"]) == ("plan", tier.name, steps, 16)
+        assert (event["name"], event["tier"], event["steps"], event["rank"]) == ("plan", tier.name, steps, tier.rank)
         line = _describe(event)
         assert line == (f"voice tier {tier.name} ({n} training examples): {tier.epochs:g} epochs = {steps} steps, "
-                        "rank 16"), line
+                        f"rank {tier.rank}"), line
     events, emit = collect()
     announce_size(Job(vault="v", epochs=2.0), 269, emit)
-    assert events[0]["detail"] == "voice tier medium (269 training examples): 2 epochs (yours) = 68 steps, rank 16"
+    assert events[0]["detail"] == f"voice tier medium (269 training examples): 2 epochs (yours) = 68 steps, rank {MEDIUM.rank}"
     events, emit = collect()
     announce_size(Job(vault="v", kind="style"), 269, emit)
     assert events == []  # no tier, no line: the train phase's line says the steps as before

@@ -181,6 +181,7 @@ def test_a_run_on_the_default_length_is_reused_only_for_its_tiers_epochs(bench, 
     """With no --steps the bench's job trains for its size tier's epochs (trainer/protocol/tiers.py): an
     adapter is reused when it trained that many (recorded since the tiers; before them, its job.json's or
     3), not when it trained the 3 epochs every size got before."""
+    from trainer.protocol.tiers import voice_tier
     from vault.layout import Vault
     from vault.manifest import ManifestStore
 
@@ -189,18 +190,18 @@ def test_a_run_on_the_default_length_is_reused_only_for_its_tiers_epochs(bench, 
     old_run = tmp_path / "vault" / "runs" / "maya-1"
     old_run.mkdir(parents=True)
     (old_run / "job.json").write_text(json.dumps({"steps": None, "epochs": None}))
-    counts = {"hash": "h", "counts": {"train": 269}}
+    counts, rank = {"hash": "h", "counts": {"train": 269}}, voice_tier(269).rank  # the medium tier's
     with ManifestStore(Vault.open(tmp_path / "vault")).update() as m:
-        m.add_adapter(AdapterEntry(id="maya-voice-1", name="maya-voice", file="adapters/x.gguf", rank=16, alpha=32.0,
+        m.add_adapter(AdapterEntry(id="maya-voice-1", name="maya-voice", file="adapters/x.gguf", rank=rank, alpha=2.0 * rank,
                                    dataset=counts, training={"steps": 102, "lr": 1e-3, "run_dir": str(old_run)}))
     assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job) is None  # 3 epochs, before the tiers
     job.epochs = 3.0
     assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job).id == "maya-voice-1"
     job.epochs = None
     with ManifestStore(Vault.open(tmp_path / "vault")).update() as m:
-        m.add_adapter(AdapterEntry(id="maya-voice-2", name="maya-voice", file="adapters/y.gguf", rank=16, alpha=32.0,
-                                   dataset=counts, training={"steps": 43, "epochs": 1.25, "tier": "medium",
+        m.add_adapter(AdapterEntry(id="maya-voice-2", name="maya-voice", file="adapters/y.gguf", rank=rank, alpha=2.0 * rank,
+                                   dataset=counts, training={"steps": 43, "epochs": voice_tier(269).epochs, "tier": "medium",
                                                              "lr": 1e-3, "run_dir": str(old_run)}))
     assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job).id == "maya-voice-2"
-    job.rank = 64
+    job.rank = rank + 1
     assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job) is None
