@@ -40,7 +40,8 @@ running, load 1.9-2.4 from this run alone), `--sizes 1000 --big`: search p95 giv
 turns (160k items) 1.8 ms (p50 1.7; 6.9 ms with the query's own embedding), the exact scan beside it 7.0 ms,
 the same top-5 texts 0.998, recall@3 1.00; right after a turn's rows were written 2.7 ms (mapped again:
 6.6); 100k ingest 433 turns/s (231 s); 1k ingest 473 turns/s against the numpy embedder's 161 in the same
-run (2.95x wall, 3.03x less CPU per turn: 12.3 -> 4.1 ms); 1M vector rows (1.59 GB file) top-20 p95 6.2 ms
+run (2.95x wall, 3.03x less CPU per turn: 12.3 -> 4.1 ms; 1k is a 2-second run: at 10k, `--sizes 10000
+--synthetic`, 124 -> 431 turns/s, 3.47x wall, 14.0 -> 4.5 CPU-ms per turn, 3.10x: PASS); 1M vector rows (1.59 GB file) top-20 p95 6.2 ms
 (exact 34.4). The issue's ~125 turns/s was the numpy embedder on the older AVX2 box; this box runs numpy
 at 161, so the ratio, not the rate, is the comparable number.
 """
