@@ -18,10 +18,16 @@ a gestalt shown in the block stands for its source turns. With `--keep`, they ar
 `--gestalts written` takes bench/data/recall_gestalts.py's hand-written lines instead: the ceiling, what
 a distiller that reads every fact right would add.
 
+Session summaries (`--summaries extract model`): each session's summary item (vault/session_summary.py:
+extractive, or written by the default model from the same sentences, home/session_summary_model.py) is
+made in the indexing pass; a hit on one counts only the turns it was drawn from. Every option given is
+measured beside the default in one run, one column each.
+
     .venv/bin/python bench/memory_recall.py            # the table
     .venv/bin/python bench/memory_recall.py --json     # one JSON object: overall and per type
     .venv/bin/python bench/memory_recall.py --users maya --sessions 6   # a slice (the test's)
     .venv/bin/python bench/memory_recall.py --gestalts distil --json   # with distilled gestalts
+    .venv/bin/python bench/memory_recall.py --summaries extract model  # default | extractive | model summaries
 """
 
 from __future__ import annotations
@@ -179,8 +185,17 @@ def item_cost(people: list[dict], embedder) -> dict:  # noqa: ANN001
     return out
 
 
+def load_engine():  # noqa: ANN201
+    """The default local model (SmolLM2-135M GGUF, llama.cpp), as the app loads it."""
+    from llm.engine import Engine
+    from llm.models import default_model_path
+
+    return Engine(default_model_path(), n_ctx=2048)
+
+
 def run(path: Path, users: list[str] | None, sessions: int | None, progress: bool = False,
-        keep: Path | None = None, cost: bool = False, gestalts: str = "none") -> dict:
+        keep: Path | None = None, cost: bool = False, gestalts: str = "none",
+        summaries: str = "none", engine=None) -> dict:  # noqa: ANN001
     from home.recall import Recall
     from vault.blas import all_blas_threads
     from vault.config import MemorySettings
@@ -190,6 +205,13 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
 
     people, qs = load(path, users, sessions)
     embedder = load_embedder()
+    make = None
+    if summaries == "extract":
+        from vault.session_summary import extract as make
+    elif summaries == "model":
+        from home.session_summary_model import model_summariser
+
+        make = model_summariser(engine)
     with tempfile.TemporaryDirectory() as tmp:
         reuse = keep is not None and (keep / "logs").is_dir()
         if reuse:
@@ -210,7 +232,7 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
         with MemoryStore.open(vault, embedder) as store:
             t0, cpu0 = time.perf_counter(), time.process_time()
             with all_blas_threads():  # the foreground bulk pass, as `home memory reindex` runs it
-                index_logs(vault, store, batch_size=256)
+                rep = index_logs(vault, store, batch_size=256, summaries=make)
                 sync_gestalts(vault, store)
             ingest_s, ingest_cpu = time.perf_counter() - t0, time.process_time() - cpu0
             st = store.stats()
@@ -234,6 +256,10 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
                    "recall_p95_ms": round(c.pct(times, 95), 1) if times else None,
                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                    "gestalts_indexed": st["gestalts"], **distilled}
+    if make is not None:
+        n_sessions = sum(len(u["sessions"]) for u in people)
+        out["cost"].update(summaries=rep.summaries, summary_s=round(rep.summary_s, 2),
+                           summary_ms_per_session=round(rep.summary_s * 1e3 / max(n_sessions, 1), 1))
     if cost:
         out["cost"].update(item_cost(people, embedder))
     out["rows"] = rows
@@ -263,9 +289,39 @@ def table(res: dict) -> str:
     if co.get("gestalts_indexed"):
         lines.append(f"gestalts: {co['gestalts_indexed']} in memory" + (
             f" (distilled from {co['distil_asked']} turns in {co['distil_s']} s)" if "distil_s" in co else ""))
+    if "summary_s" in co:
+        lines.append(f"session summaries: {co['summaries']} made in {co['summary_s']} s "
+                     f"({co['summary_ms_per_session']} ms per session, in the indexing pass)")
     if "embed_ratio" in co:
         lines.append(f"embedding alone: whole turns {co['embed_turns_s']} s, turns + sentence items "
                      f"{co['embed_items_s']} s ({co['embed_ratio']}x)")
+    return "\n".join(lines)
+
+
+def side_by_side(results: dict[str, dict]) -> str:
+    """R@5 / R@10 / MRR per type, one column group per variant, each with its change from the first."""
+    names = list(results)
+    head = f"{'type':<10} {'n':>4}  " + "  ".join(f"{n[:22]:>22}" for n in names)
+    lines = [head, f"{'':<16}" + "  ".join(f"{'R@5   R@10   MRR':>22}" for _ in names)]
+    base = results[names[0]]
+    for t in ("overall", *TYPES):
+        if t not in base:
+            continue
+        if t == "no-answer":
+            cells = [f"{'empty ' + format(r[t]['empty'], '.3f'):>22}" for r in results.values()]
+        else:
+            cells = [f"{r[t]['recall@5']:.3f}  {r[t]['recall@10']:.3f}  {r[t]['mrr']:.3f}".rjust(22)
+                     for r in results.values()]
+        lines.append(f"{t:<10} {base[t]['questions']:>4}  " + "  ".join(cells))
+    if "updated" in base:
+        lines.append("updated, newer statement first: " + "  ".join(f"{n} {r['updated']['newer_first']}"
+                                                              for n, r in results.items()))
+    for n in names[1:]:
+        d = [f"{t} {results[n][t]['recall@10'] - base[t]['recall@10']:+.3f}" for t in ("overall", *TYPES)
+             if t in base and t != "no-answer"]
+        lines.append(f"{n}: R@10 vs {names[0]}: " + ", ".join(d))
+    for n, r in results.items():
+        lines.append(f"\n[{n}]\n" + table(r).split("\n\n", 1)[1])
     return "\n".join(lines)
 
 
@@ -282,19 +338,40 @@ def main() -> int:
     p.add_argument("--gestalts", choices=("none", "distil", "written"), default="none",
                    help="distil: every session distilled into gestalts first (the default model), as the app does; "
                         "written: bench/data/recall_gestalts.py's lines (the ceiling: every fact distilled right)")
+    p.add_argument("--summaries", nargs="+", choices=("none", "extract", "model"), default=["none"],
+                   help="session summary items to measure beside the default: extract (no model), model "
+                        "(the default model)")
     args = p.parse_args()
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    variants = {"default": {}}
+    variants.update({f"summaries {s}": {"summaries": s} for s in args.summaries if s != "none"})
+    if len(variants) > 1 and args.keep:
+        print("--keep measures one variant (its store is reused); drop --summaries or --keep",
+              file=sys.stderr)
+        return 2
+    engine = load_engine() if "model" in args.summaries else None
+    results = {}
     try:
-        res = run(args.data, args.users, args.sessions, progress=not args.json, keep=args.keep,
-                  cost=args.cost, gestalts=args.gestalts)
+        for name, opts in variants.items():
+            if not args.json and len(variants) > 1:
+                print(f"-- {name}", file=sys.stderr)
+            results[name] = run(args.data, args.users, args.sessions, progress=not args.json, keep=args.keep,
+                                cost=args.cost, gestalts=args.gestalts, engine=engine, **opts)
     except (OSError, ValueError, KeyError) as exc:
         print(f"{args.data}: cannot read the set ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
-    if not args.rows:
-        res.pop("rows")
-    print(json.dumps(res) if args.json else table(res))
+    finally:
+        if engine is not None:
+            engine.close()
+    for res in results.values():
+        if not args.rows:
+            res.pop("rows")
+    if len(results) == 1:
+        print(json.dumps(results["default"]) if args.json else table(results["default"]))
+    else:
+        print(json.dumps({"variants": results}) if args.json else side_by_side(results))
     return 0
 
 

@@ -23,6 +23,7 @@ from vault.memory import MemoryBusyError, MemoryStore, index_logs
 from vault.memory_items import fold_sources
 from vault.query_plan import bridge, plan, statement_form, sub_queries
 from vault.retrieval import FILL_FLOOR, Hit, fit_memory, should_retrieve
+from vault.session_summary import extract as extract_summary
 from vault.supersede import current
 
 LORE_PREFIX = lore_session("")
@@ -68,6 +69,7 @@ class Recall:
         self._start_lock = threading.Lock()  # index_soon runs on the turn thread and the loader: one indexer
         self._full = False  # a pass over every log was asked for (start-up)
         self._sessions: set[str] = set()  # else only these logs (the turn path's own session)
+        self._ended: set[str] = set()  # chats just left: their session summaries are made (`[memory] summaries`)
         self.on_indexed: Callable[[int], None] | None = None  # called with the store's new count
         self.on_error: Callable[[str], None] | None = None  # a pass failed (one line); the next pass retries
 
@@ -162,7 +164,11 @@ class Recall:
         """Index whatever the logs hold that the store has not seen (foreground; `home ask`)."""
         if self.store is None:
             return 0
-        return index_logs(self.vault, self.store).indexed
+        return index_logs(self.vault, self.store, summaries=self._summaries()).indexed
+
+    def _summaries(self):  # noqa: ANN202
+        """The session summariser when `[memory] summaries` is on (vault/session_summary.py), else None."""
+        return extract_summary if self.settings.summaries else None
 
     def index_soon(self, session: str | None = None) -> None:
         """Ask the background indexer for a pass (returns at once; several asks make one pass): over
@@ -181,6 +187,14 @@ class Recall:
             self._idle.clear()
             self._wake.set()
 
+    def session_ended(self, session: str) -> None:
+        """A chat was left (a new or resumed one replaced it): with `[memory] summaries` on, the background
+        indexer makes its summary now rather than at the next start-up."""
+        if self.settings.summaries:
+            with self._start_lock:
+                self._ended.add(session)
+            self.index_soon(session)
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no indexing pass is pending (tests, shutdown)."""
         return self._idle.wait(timeout)
@@ -192,10 +206,11 @@ class Recall:
                 return
             with self._start_lock:
                 self._wake.clear()
-                full, sessions = self._full, sorted(self._sessions)
-                self._full, self._sessions = False, set()
+                full, sessions, ended = self._full, sorted(self._sessions), sorted(self._ended)
+                self._full, self._sessions, self._ended = False, set(), set()
             try:
-                index_logs(self.vault, self.store, sessions=None if full else sessions)
+                index_logs(self.vault, self.store, sessions=None if full else sessions, summaries=self._summaries(),
+                           ended=ended)
             except Exception as exc:  # noqa: BLE001 - a bad log must not kill the indexer; the app shows it
                 self._tell(self.on_error, f"memory indexing failed: {type(exc).__name__}: {exc}")
             else:

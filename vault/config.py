@@ -54,6 +54,7 @@ class MemorySettings:
     k: int = 5  # memory items offered to the model per turn, at most
     budget_tokens: int = 300  # the memory block's share of the prompt
     embedder: str = ""  # "" = the bundled all-MiniLM-L6-v2; a sentence-transformers folder; or a .gguf (llama.cpp)
+    summaries: bool = False  # one extractive summary item per ended session (vault/session_summary.py)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,8 @@ k = {m.k}                 # memory items offered per turn, at most
 budget_tokens = {m.budget_tokens}   # prompt tokens the memory block may use
 embedder = ""         # "" = bundled all-MiniLM-L6-v2, a sentence-transformers folder, or an embedding .gguf
                       # (llama.cpp); after a change: home memory reindex --rebuild
+summaries = {str(m.summaries).lower()}   # also remember each ended chat as one summary of what you said about yourself
+                      # (no model; finds more, but ranks some single facts lower: off by default)
 
 [gestalts]
 enabled = {str(gst.enabled).lower()}      # distil lasting facts about you into <vault>/gestalts/<user>/ (`home gestalts …`)

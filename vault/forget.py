@@ -8,7 +8,8 @@ distilled again. A turn takes along the gestalts learnt from it alone (their fil
 way): "forget that" means what Home learnt from it too. Only then is the index told
 (`MemoryStore.forgotten`). When it cannot be told (another process owns it, or it is damaged), nothing is
 lost: the sources already say what was forgotten, and the index follows them at its next catch-up
-(`index_logs` applies new exclude events, `sync_gestalts` drops items whose file is gone) or rebuild.
+(`index_logs` applies new exclude events and remakes the session summaries that held them, `sync_gestalts`
+drops items whose file is gone) or rebuild.
 
 Every id is checked before anything is written, so an unknown id changes nothing. Writers hold
 `locks/forget.lock`, so two forgets of one turn log one event.
@@ -26,6 +27,7 @@ from .layout import Vault
 from .logs import ConversationLog, read_log
 from .memory_store import GESTALT_PREFIX, MemoryStore, MemoryStoreError
 from .memory_sync import exclusions
+from .session_summary import repair as repair_summaries
 
 _SESSION = re.compile(r"[a-z0-9][a-z0-9.-]*")
 
@@ -79,6 +81,7 @@ def forget(vault: Vault, ids: Sequence[str], store: MemoryStore | None = None,
     derived = [GESTALT_PREFIX + g.id for g in learnt]
     if store is not None:
         store.forgotten(ids + derived)
+        repair_summaries(vault, store, turns, sessions)  # a session summary holding their words is remade
     return Forgotten(ids, texts, indexed=store is not None, derived=derived)
 
 

@@ -36,6 +36,7 @@ from .layout import Vault
 from .logs import LogRead, exclusions, list_sessions
 from .memory_items import MemoryItem, indexable
 from .memory_store import GESTALT_PREFIX, MemoryStore
+from .session_summary import Summariser, has_summary, repair, sync_summaries
 
 BATCH_SIZE = 64
 
@@ -48,16 +49,22 @@ class IndexReport:
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
     gestalts: GestaltSync | None = None  # reindex syncs the gestalts too
+    summaries: int = 0  # session summary items written (vault/session_summary.py)
+    summary_s: float = 0.0
 
 
 def index_logs(vault: Vault, store: MemoryStore, batch_size: int = BATCH_SIZE,
-               on_batch: Callable[[int], None] | None = None, sessions: Iterable[str] | None = None) -> IndexReport:
+               on_batch: Callable[[int], None] | None = None, sessions: Iterable[str] | None = None,
+               summaries: Summariser | None = None, ended: Iterable[str] = ()) -> IndexReport:
     """Index every logged turn not indexed yet, in batches; apply new exclude events. Safe to kill.
 
     Sessions whose file size matches the checkpoint are skipped without reading, and a grown one is read
     from where the checkpoint left off; a session whose file is gone leaves memory too. `sessions`: only
     these (and files that appeared or went since the last pass), as the turn path asks; None: every log.
     `on_batch(n_done)` is called after each batch is durable (checkpoint written).
+    `summaries`: also (re)make the summary item (vault/session_summary.py) of every session read in this
+    pass that has ended: all but the turn path's own `sessions` (whose summary, if one was made before, is
+    refreshed), and of the `ended` ones (a chat the app just left).
     One indexer at a time per store (the app's background indexer); searches may run meanwhile.
     """
     t0 = time.perf_counter()
@@ -91,6 +98,7 @@ def index_logs(vault: Vault, store: MemoryStore, batch_size: int = BATCH_SIZE,
         fresh = excluded - st["excluded"]
         if fresh:
             report.removed = store.delete(sorted(fresh))
+            repair(vault, store, fresh)  # a session summary that held a forgotten turn's words is remade
             st["excluded"] |= fresh
         # One item per id, the later record winning: a log written by two processes before turn numbers
         # were taken under a lock can hold one id twice, and chromadb refuses a batch that does.
@@ -133,7 +141,13 @@ def index_logs(vault: Vault, store: MemoryStore, batch_size: int = BATCH_SIZE,
     finally:
         if writer is not None:
             writer.shutdown(wait=True)
-    if pending:
+    if summaries is not None:
+        named = set(sessions or ())
+        todo = {s for s in done if s not in named or has_summary(store, s)} | (set(ended) - gone)
+        t1 = time.perf_counter()
+        report.summaries = sync_summaries(vault, store, todo, summaries)[0] if todo else 0
+        report.summary_s = time.perf_counter() - t1
+    if pending or report.summaries:
         store.private()
     report.seconds = time.perf_counter() - t0
     return report

@@ -134,6 +134,8 @@ class ChatSession(StackMixin, MemoryMixin):
         ending = self.conversation
         if ending is not None and ending.last is not None and self.on_session_end is not None:
             self.on_session_end(ending.log.session, ending.log.path)
+        if ending is not None and ending.last is not None and self.recall is not None:
+            self.recall.session_ended(ending.log.session)  # its summary, with `[memory] summaries` on
         if session_id is None:
             log, history, records = ConversationLog.create(self.vault), [], []
         else:
