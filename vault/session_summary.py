@@ -18,7 +18,8 @@ but single facts R@5 0.833 -> 0.792 and updated facts R@5 0.933 -> 0.867, newer-
 summary takes a top-5 place from a lone fact, and one holding a stale statement can rank above the newer
 one). Without the supersede rule below (and with one-sentence summaries) it reached R@10 0.899, but put the
 stale line first in 3 of the 15 updated questions.
-Cost: 41 summaries for 45 sessions, 0.57 s in the indexing pass (~13 ms a session, one MiniLM call each).
+Cost: 41 summaries for 45 sessions, 0.51-0.57 s in the indexing pass (~12 ms a session, one MiniLM call
+each). A model summary (the default 135M) measured no better and 45x dearer: home/session_summary_model.py.
 
 A summary holding a statement that a newer line replaces is replaced with it (vault/supersede.py).
 Derived data, like every item: made from the logs by the background indexer (vault/memory_sync.py
