@@ -117,3 +117,13 @@ def test_the_background_indexer_summarises_a_chat_when_it_ends(tmp_path, embedde
             assert recall.wait_idle(30) and (recall.store.get(summary_id("old")) is not None) is on
         finally:
             recall.close()
+
+
+def test_a_model_summary_points_to_the_turns_it_was_made_from(tmp_path, engine):
+    """The default model (greedy) writes it from the same sentences: its sources are theirs, no others."""
+    from home.session_summary_model import model_summariser
+
+    recs = _log(Vault.open(tmp_path / "v"), "old", OLD)
+    text, sources = model_summariser(engine)(recs)
+    assert text.strip() and sources == extract(recs)[1] == (recs[0]["id"], recs[5]["id"])
+    assert model_summariser(engine)(recs[:5]) is None  # one fact sentence: no summary, no model call needed
