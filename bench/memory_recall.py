@@ -23,11 +23,16 @@ extractive, or written by the default model from the same sentences, home/sessio
 made in the indexing pass; a hit on one counts only the turns it was drawn from. Every option given is
 measured beside the default in one run, one column each.
 
+Query rewrite (`--rewrite`): each question is also rewritten by the default model (home/query_rewrite.py,
+greedy, real llama.cpp) and the rewrite searched beside it, as `[memory] rewrite = true` does; the table
+gives its recall, and the cost lines the model call's ms per question.
+
     .venv/bin/python bench/memory_recall.py            # the table
     .venv/bin/python bench/memory_recall.py --json     # one JSON object: overall and per type
     .venv/bin/python bench/memory_recall.py --users maya --sessions 6   # a slice (the test's)
     .venv/bin/python bench/memory_recall.py --gestalts distil --json   # with distilled gestalts
     .venv/bin/python bench/memory_recall.py --summaries extract model  # default | extractive | model summaries
+    .venv/bin/python bench/memory_recall.py --rewrite  # default | the default model's query rewrite
 """
 
 from __future__ import annotations
@@ -194,7 +199,7 @@ def load_engine():  # noqa: ANN201
 
 
 def run(path: Path, users: list[str] | None, sessions: int | None, progress: bool = False,
-        keep: Path | None = None, cost: bool = False, gestalts: str = "none",
+        keep: Path | None = None, cost: bool = False, gestalts: str = "none", rewrite: bool = False,
         summaries: str = "none", engine=None) -> dict:  # noqa: ANN001
     from home.recall import Recall
     from vault.blas import all_blas_threads
@@ -212,6 +217,12 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
         from home.session_summary_model import model_summariser
 
         make = model_summariser(engine)
+    rewriter = None
+    if rewrite:
+        from home.query_rewrite import rewrite_query
+
+        def rewriter(text: str) -> str | None:
+            return rewrite_query(engine, text)
     with tempfile.TemporaryDirectory() as tmp:
         reuse = keep is not None and (keep / "logs").is_dir()
         if reuse:
@@ -237,15 +248,18 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
             ingest_s, ingest_cpu = time.perf_counter() - t0, time.process_time() - cpu0
             st = store.stats()
             items = st["keyword_items"] + st["parts"]  # every embedded item: turns, gestalts, sentences
-            recall = Recall(vault, store, MemorySettings(k=K, budget_tokens=100_000))
-            rows, times = [], []
+            recall = Recall(vault, store, MemorySettings(k=K, budget_tokens=100_000, rewrite=rewrite))
+            rows, times, rw_times = [], [], []
             for n, q in enumerate(qs, 1):
                 now = datetime.fromisoformat(q["asked"].replace("Z", "+00:00"))
                 t = time.perf_counter()
                 got = recall.recall(q["question"], q["user"], session=None, now=now,
-                                    count_tokens=lambda s: len(s) // 4)
+                                    count_tokens=lambda s: len(s) // 4, rewriter=rewriter)
                 times.append((time.perf_counter() - t) * 1e3)
                 rows.append(score(q, [h.sources or (h.id,) for h in got.hits], got.block))
+                if rewrite:
+                    rw_times.append(got.rewrite_ms)
+                    rows[-1]["rewrite"] = got.rewrite
                 if progress and n % 25 == 0:
                     print(f"  {n}/{len(qs)} questions", file=sys.stderr)
     out = summarise(rows)
@@ -260,6 +274,9 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
         n_sessions = sum(len(u["sessions"]) for u in people)
         out["cost"].update(summaries=rep.summaries, summary_s=round(rep.summary_s, 2),
                            summary_ms_per_session=round(rep.summary_s * 1e3 / max(n_sessions, 1), 1))
+    if rewrite:
+        out["cost"].update(rewrite_p50_ms=round(c.pct(rw_times, 50), 1), rewrite_p95_ms=round(c.pct(rw_times, 95), 1),
+                           rewritten=sum(1 for r in rows if r.get("rewrite")))
     if cost:
         out["cost"].update(item_cost(people, embedder))
     out["rows"] = rows
@@ -292,6 +309,9 @@ def table(res: dict) -> str:
     if "summary_s" in co:
         lines.append(f"session summaries: {co['summaries']} made in {co['summary_s']} s "
                      f"({co['summary_ms_per_session']} ms per session, in the indexing pass)")
+    if "rewrite_p50_ms" in co:
+        lines.append(f"query rewrite: {co['rewritten']} questions rewritten, model call p50 {co['rewrite_p50_ms']} ms, "
+                     f"p95 {co['rewrite_p95_ms']} ms (inside recall's times)")
     if "embed_ratio" in co:
         lines.append(f"embedding alone: whole turns {co['embed_turns_s']} s, turns + sentence items "
                      f"{co['embed_items_s']} s ({co['embed_ratio']}x)")
@@ -338,6 +358,8 @@ def main() -> int:
     p.add_argument("--gestalts", choices=("none", "distil", "written"), default="none",
                    help="distil: every session distilled into gestalts first (the default model), as the app does; "
                         "written: bench/data/recall_gestalts.py's lines (the ceiling: every fact distilled right)")
+    p.add_argument("--rewrite", action="store_true",
+                   help="also measure the local model's query rewrite (the default model), beside the default")
     p.add_argument("--summaries", nargs="+", choices=("none", "extract", "model"), default=["none"],
                    help="session summary items to measure beside the default: extract (no model), model "
                         "(the default model)")
@@ -347,11 +369,13 @@ def main() -> int:
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     variants = {"default": {}}
     variants.update({f"summaries {s}": {"summaries": s} for s in args.summaries if s != "none"})
+    if args.rewrite:
+        variants["rewrite"] = {"rewrite": True}
     if len(variants) > 1 and args.keep:
-        print("--keep measures one variant (its store is reused); drop --summaries or --keep",
+        print("--keep measures one variant (its store is reused); drop --rewrite/--summaries or --keep",
               file=sys.stderr)
         return 2
-    engine = load_engine() if "model" in args.summaries else None
+    engine = load_engine() if args.rewrite or "model" in args.summaries else None
     results = {}
     try:
         for name, opts in variants.items():

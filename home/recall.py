@@ -48,6 +48,9 @@ class Recalled:
     hits: list[Hit] = field(default_factory=list)
     searched: bool = False
     ms: float = 0.0
+    queries: list[str] = field(default_factory=list)  # what was searched: the text, its parts, the rewrite
+    rewrite: str | None = None  # the local model's search query (`[memory] rewrite`), when it wrote one
+    rewrite_ms: float = 0.0
 
 
 class Recall:
@@ -102,16 +105,27 @@ class Recall:
 
     def recall(self, text: str, user: str, session: str | None, count_tokens: Callable[[str], int],
                persona: str | None = None, now: datetime | None = None,
-               vectors: Mapping[str, np.ndarray] | None = None) -> Recalled:
+               vectors: Mapping[str, np.ndarray] | None = None,
+               rewriter: Callable[[str], str | None] | None = None) -> Recalled:
         """The memory block for `text`, within the token budget; turns of `session` are left out, and so
         is persona lore (vault/lore.py) of any persona but `persona`: a character's sheet is what that
         character knows, not what every chat should be told.
         `vectors`: embeddings already made by text with the same embedder (`turn_vectors`, the turn path's
-        one batch for the router and memory); `now`: when the question is asked (None: now), for time words ("in May", "last spring")."""
+        one batch for the router and memory); `now`: when the question is asked (None: now), for time words ("in May", "last spring").
+        `rewriter`: the local model's query rewrite (home/query_rewrite.py), called only when `[memory]
+        rewrite` is on; its query is searched as one more part, beside the question, never instead."""
         if not self.searches(text):
             return Recalled()
         t0 = time.perf_counter()
         qp = plan(text, now)  # two-part questions searched part by part; time words → a date window
+        rewrite, rewrite_ms = None, 0.0
+        if self.settings.rewrite and rewriter is not None:
+            t1 = time.perf_counter()
+            rewrite = rewriter(text)
+            rewrite_ms = (time.perf_counter() - t1) * 1000
+            if rewrite and rewrite not in qp.queries:
+                qp.queries.append(rewrite)
+                qp.statements.append(statement_form(rewrite))
         vectors = self._query_vectors(qp, dict(vectors or {}))
         # the whole question and its parts in one pass over the vector file's sign codes (the same hits as one by one)
         lists = self.store.search_many(qp.queries, vectors, k=self.settings.k + 4, user=user, window=qp.window,
@@ -127,7 +141,8 @@ class Recall:
                 and (not h.session.startswith(LORE_PREFIX) or h.session == own_lore)]
         hits = hits[: self.settings.k]
         block, used = fit_memory(hits, self.settings.budget_tokens, count_tokens, replaced=current(hits, text))
-        return Recalled(block, [h.id for h in used], used, True, (time.perf_counter() - t0) * 1000)
+        return Recalled(block, [h.id for h in used], used, True, (time.perf_counter() - t0) * 1000, list(qp.queries),
+                        rewrite, rewrite_ms)
 
     def searches(self, text: str) -> bool:
         """Whether a turn saying `text` searches memory (not for chit-chat, nor with memory off)."""

@@ -63,6 +63,12 @@ class Conversation:
         info = self.engine.info
         return {"name": info.name, "fingerprint": info.fingerprint}
 
+    def _rewrite(self, text: str) -> str | None:
+        """The model's search query for `text`, from it and the recent turns (`[memory] rewrite`)."""
+        from home.query_rewrite import rewrite_query
+
+        return rewrite_query(self.engine, text, [m["content"] for m in self.history if not m.get("greeting")])
+
     def send(
         self,
         text: str,
@@ -87,7 +93,7 @@ class Conversation:
         if memory_block is None and self.recall is not None:
             recalled = self.recall.recall(text, self.user, self.log.session,
                                           lambda s: len(self.engine.tokenize(s)), persona_id,
-                                          vectors=query_vectors)
+                                          vectors=query_vectors, rewriter=self._rewrite)
             memory_block, memory_ids = recalled.block, recalled.ids
             memory_ms = round(recalled.ms, 1) if recalled.searched else None
         messages = build_messages(persona, self.history, text, self.user, memory_block, prompt_budget(self.engine))

@@ -54,6 +54,7 @@ class MemorySettings:
     k: int = 5  # memory items offered to the model per turn, at most
     budget_tokens: int = 300  # the memory block's share of the prompt
     embedder: str = ""  # "" = the bundled all-MiniLM-L6-v2; a sentence-transformers folder; or a .gguf (llama.cpp)
+    rewrite: bool = False  # the chat model also writes a search query (home/query_rewrite.py): a model call per turn
     summaries: bool = False  # one extractive summary item per ended session (vault/session_summary.py)
 
 
@@ -161,6 +162,8 @@ k = {m.k}                 # memory items offered per turn, at most
 budget_tokens = {m.budget_tokens}   # prompt tokens the memory block may use
 embedder = ""         # "" = bundled all-MiniLM-L6-v2, a sentence-transformers folder, or an embedding .gguf
                       # (llama.cpp); after a change: home memory reindex --rebuild
+rewrite = {str(m.rewrite).lower()}     # the chat model also rewrites each question into a search query: helps with a
+                      # 3-8B model, not with the built-in 135M one; a model call (hundreds of ms) per turn
 summaries = {str(m.summaries).lower()}   # also remember each ended chat as one summary of what you said about yourself
                       # (no model; finds more, but ranks some single facts lower: off by default)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -41,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat-penalty", type=float, metavar="R")
     p.add_argument("--seed", type=int, metavar="N", help="sampling seed (default: random)")
     p.add_argument("--no-memory", action="store_true", help="do not recall earlier conversations for this turn")
+    p.add_argument("--rewrite", action="store_true",
+                   help="the model also rewrites the question into a search query for memory ([memory] rewrite)")
     p.add_argument("--mode", choices=("auto", "focused", "character"), default="auto",
                    help="pin the reply mode (default auto: a task is answered focused, chat in character)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the reply and its record")
@@ -121,6 +124,8 @@ def _open_recall(ctx: Context, args: argparse.Namespace, embedder=None):
     from vault.retrieval import should_retrieve
 
     settings = ctx.config.memory
+    if args.rewrite:
+        settings = dataclasses.replace(settings, rewrite=True)
     if args.no_memory or not settings.enabled or not should_retrieve(args.text):
         return None
     from home.recall import Recall
