@@ -190,14 +190,6 @@ def item_cost(people: list[dict], embedder) -> dict:  # noqa: ANN001
     return out
 
 
-def load_engine():  # noqa: ANN201
-    """The default local model (SmolLM2-135M GGUF, llama.cpp), as the app loads it."""
-    from llm.engine import Engine
-    from llm.models import default_model_path
-
-    return Engine(default_model_path(), n_ctx=2048)
-
-
 def run(path: Path, users: list[str] | None, sessions: int | None, progress: bool = False,
         keep: Path | None = None, cost: bool = False, gestalts: str = "none", rewrite: bool = False,
         summaries: str = "none", engine=None) -> dict:  # noqa: ANN001
@@ -217,12 +209,9 @@ def run(path: Path, users: list[str] | None, sessions: int | None, progress: boo
         from home.session_summary_model import model_summariser
 
         make = model_summariser(engine)
-    rewriter = None
-    if rewrite:
-        from home.query_rewrite import rewrite_query
+    from home.query_rewrite import rewrite_query
 
-        def rewriter(text: str) -> str | None:
-            return rewrite_query(engine, text)
+    rewriter = (lambda text: rewrite_query(engine, text)) if rewrite else None
     with tempfile.TemporaryDirectory() as tmp:
         reuse = keep is not None and (keep / "logs").is_dir()
         if reuse:
@@ -375,7 +364,12 @@ def main() -> int:
         print("--keep measures one variant (its store is reused); drop --rewrite/--summaries or --keep",
               file=sys.stderr)
         return 2
-    engine = load_engine() if args.rewrite or "model" in args.summaries else None
+    engine = None
+    if args.rewrite or "model" in args.summaries:  # the default local model (SmolLM2-135M GGUF), as the app loads it
+        from llm.engine import Engine
+        from llm.models import default_model_path
+
+        engine = Engine(default_model_path(), n_ctx=2048)
     results = {}
     try:
         for name, opts in variants.items():
