@@ -116,3 +116,30 @@ def test_cache_is_atomic_private_and_never_used_half_written(tmp_path, model_pat
     with pytest.raises(RuntimeError, match="disk full"):
         dequantized_base(model_path)
     assert [p.name for p in base_dir(model_path).parent.iterdir()] == []
+
+
+def test_an_nf4_layer_stays_differentiable_after_a_validation_pass(tmp_path, monkeypatch):
+    """A no-grad eval forward (a validation pass) must not turn the nf4 base into bitsandbytes' packed
+    AVX512-BF16 inference layout: after it, a training forward still back-propagates through the base
+    linear exactly (d sum(x Wᵀ) / dx = the dequantized W summed over its rows). Before
+    trainer/worker/base.py's keep_nf4_differentiable, on a Zen 4 CPU x.grad was None here."""
+    import torch
+    from bitsandbytes.functional import dequantize_4bit
+
+    from trainer.worker.base import Device, load_base
+
+    monkeypatch.setenv("HOME_CACHE", str(tmp_path / "cache"))
+    model = load_base(tiny_gguf("llama"), Device("cpu", torch.float32, four_bit=True)).model
+    ids = torch.tensor([[1, 2, 3, 4]])
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    model.train()
+    layer = layers[0]
+    x = torch.randn(3, layer.in_features, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad is not None
+    w = dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+    assert torch.allclose(x.grad, w.sum(0).expand_as(x), atol=1e-4)

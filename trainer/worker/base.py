@@ -104,6 +104,23 @@ def _quiet_transformers() -> None:
         pass
 
 
+def keep_nf4_differentiable(model: Any) -> int:
+    """Stop bitsandbytes repacking nf4 weights for its AVX512-BF16 CPU kernel; returns the layers told.
+
+    Why: on a CPU with AVX512-BF16 (Zen 4, Sapphire Rapids) a Linear4bit's first forward outside training
+    mode with no grad (our validation passes, the baseline's first) converts its weight in place to a packed
+    layout for good, and every later forward, training ones included, runs `gemv_4bit`, which has no
+    backward: the gradient stops at every base linear and the loss is computed in bf16. A run then trains
+    the wrong thing, silently (two ranks stopped matching one process, tests/test_trainer_ranks_4bit.py).
+    Left unpacked, the weight is dequantized per forward as on any other CPU (bitsandbytes' MatMul4Bit)."""
+    told = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            told += 1
+    return told
+
+
 def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str | os.PathLike | None = None,
               tokenizer_only: bool = False, shard: bool = False) -> Base:
     """Load the model and tokenizer to train on. `hf_dir` (from --base) wins over the GGUF for the weights;
@@ -169,6 +186,8 @@ def load_base(gguf_path: str | os.PathLike | None, device: Device, hf_dir: str |
         return Base(None, tokenizer, str(src), Path(gguf_path) if gguf_path is not None else None)
     if device.kind == "cuda" and not device.four_bit and not shard:
         model.to("cuda")
+    if device.four_bit and device.kind == "cpu":
+        keep_nf4_differentiable(model)
     model.config.use_cache = False
     torch.manual_seed(0)
     return Base(model, tokenizer, str(src), Path(gguf_path) if gguf_path is not None else None)
