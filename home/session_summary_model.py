@@ -1,7 +1,7 @@
 """A session summary written by the local model (issue 13), measured against the extractive one.
 
 The model reads the same sentences the extractive summary keeps (vault/session_summary.py
-`fact_sentences`) and writes one or two sentences about the user; the item's sources are the turns it
+`kept_sentences`) and writes one or two sentences about the user; the item's sources are the turns it
 was given, and nothing else of the session. One greedy call per ended session, on the base model (no
 adapter colours it), in the background indexer, never on the turn path.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llm.params import GenParams
-from vault.session_summary import MAX_WORDS, MIN_SOURCES, Summariser, fact_sentences
+from vault.session_summary import MAX_WORDS, Summariser, kept_sentences
 
 SYSTEM = ("Summarise what the user says about themselves in one or two short sentences starting with "
           "\"The user\". Keep names, places and dates.")
@@ -28,17 +28,11 @@ def model_summariser(engine, params: GenParams = PARAMS, max_words: int = MAX_WO
     """A `Summariser` that asks `engine` (greedy) to summarise the session's fact sentences."""
 
     def make(records: Sequence[dict]) -> tuple[str, tuple[str, ...]] | None:
-        kept, n = [], 0
-        for s, turn in fact_sentences(records):
-            if kept and n + len(s.split()) > max_words:
-                break
-            kept.append((s, turn))
-            n += len(s.split())
-        sources = tuple(dict.fromkeys(t for _, t in kept))
-        if len(sources) < MIN_SOURCES:
+        got = kept_sentences(records, max_words)
+        if got is None:
             return None  # as the extractive one: a lone sentence is already an item
-        msgs = [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": "\n".join(s for s, _ in kept)}]
+        kept, sources = got
+        msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(kept)}]
         text = " ".join("".join(engine.stream(msgs, params, adapters=[])).split())
         return (text, sources) if text else None
 

@@ -68,10 +68,10 @@ def fact_sentences(records: Sequence[dict]) -> list[tuple[str, str]]:
     return out
 
 
-def extract(records: Sequence[dict], max_words: int = MAX_WORDS,
-            min_sources: int = MIN_SOURCES) -> tuple[str, tuple[str, ...]] | None:
-    """The extractive summary: the fact sentences joined, up to `max_words`; its sources are only the
-    turns whose sentences made it in."""
+def kept_sentences(records: Sequence[dict], max_words: int = MAX_WORDS,
+                   min_sources: int = MIN_SOURCES) -> tuple[list[str], tuple[str, ...]] | None:
+    """What any summary of the session is made from: its fact sentences, in order, up to `max_words`, and
+    the turns they came from; None when they come from fewer than `min_sources` turns."""
     kept, n = [], 0
     for s, turn in fact_sentences(records):
         size = len(s.split())
@@ -80,9 +80,18 @@ def extract(records: Sequence[dict], max_words: int = MAX_WORDS,
         kept.append((s, turn))
         n += size
     sources = tuple(dict.fromkeys(t for _, t in kept))
-    if len(sources) < min_sources:
+    return ([s for s, _ in kept], sources) if len(sources) >= min_sources else None
+
+
+def extract(records: Sequence[dict], max_words: int = MAX_WORDS,
+            min_sources: int = MIN_SOURCES) -> tuple[str, tuple[str, ...]] | None:
+    """The extractive summary: the fact sentences joined, up to `max_words`; its sources are only the
+    turns whose sentences made it in."""
+    got = kept_sentences(records, max_words, min_sources)
+    if got is None:
         return None
-    return " ".join(s if s.endswith((".", "!", "?")) else s + "." for s, _ in kept), sources
+    kept, sources = got
+    return " ".join(s if s.endswith((".", "!", "?")) else s + "." for s in kept), sources
 
 
 def summary_item(session: str, records: Sequence[dict], make: Summariser) -> MemoryItem | None:
