@@ -35,6 +35,15 @@ def model_path():
 
 
 @pytest.fixture(scope="session")
+def embedder():
+    """The default MiniLM, loaded once per test process (onnxruntime's session is thread-safe; it holds no
+    per-test state)."""
+    from vault.embedder import load_embedder
+
+    return load_embedder()
+
+
+@pytest.fixture(scope="session")
 def engine(model_path):
     """One real Engine for the whole session (n_ctx 1024). Tests that change its adapters put the
     base stack back (see `clean_engine` in tests/test_llm_adapters.py)."""

@@ -71,12 +71,6 @@ def many_logs(vault: Vault, n: int, days_ago: float = 0) -> None:
         os.utime(path, (when, when))
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from vault.embedder import load_embedder
-
-    return load_embedder()
-
 
 def test_a_turn_reads_only_its_own_log_and_rewrites_no_index_json(tmp_path, embedder, monkeypatch):
     vault = Vault.open(tmp_path / "v")

@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from home.recall import Recall
 from vault.config import MemorySettings
 from vault.layout import Vault
@@ -22,12 +20,6 @@ from vault.memory import MemoryStore, index_logs
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def embedder():
-    from vault.embedder import load_embedder
-
-    return load_embedder()
 
 
 def test_a_fact_said_in_passing_is_recalled_in_a_new_chat(tmp_path, embedder):

@@ -35,12 +35,6 @@ class Spy:
         return getattr(self._engine, name)
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from vault.embedder import load_embedder
-
-    return load_embedder()
-
 
 @pytest.fixture
 def store(tmp_path, embedder):

@@ -18,13 +18,6 @@ from vault.logs import ConversationLog
 from vault.manifest import AdapterEntry, ManifestStore
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from vault.embedder import load_embedder
-
-    return load_embedder()
-
-
 @pytest.mark.parametrize(("kind", "runs"), [("manifest", 3), ("index", 2)])
 def test_kill_9_at_random_moments_loses_and_corrupts_nothing(tmp_path, embedder, kind, runs):
     lines: list[str] = []

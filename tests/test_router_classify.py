@@ -93,12 +93,6 @@ class CountingEmbedder:
         return self.inner.embed(texts)
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from vault.embedder import load_embedder
-
-    return load_embedder(None)
-
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory, embedder):

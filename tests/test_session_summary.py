@@ -4,8 +4,6 @@ remade when one of those turns is forgotten. Real MiniLM, real store (ChromaDB +
 
 from __future__ import annotations
 
-import pytest
-
 from home.recall import Recall
 from vault.config import MemorySettings, parse_config
 from vault.forget import forget
@@ -24,12 +22,6 @@ OLD = [("user", "Hi! I'm Maya and I live in Lisbon. What should I cook tonight?"
        ("user", "I play the cello in a small orchestra; my brother Rui studies physics in Coimbra."),
        ("user", "Can you suggest a pasta recipe?")]
 
-
-@pytest.fixture(scope="module")
-def embedder():
-    from vault.embedder import load_embedder
-
-    return load_embedder()
 
 
 def _log(vault: Vault, sid: str, turns) -> list[dict]:

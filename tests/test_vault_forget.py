@@ -21,12 +21,6 @@ TURNS = [("user", "My bank PIN is 4921.", 0), ("assistant", "Please keep that pr
          ("user", "I'm allergic to peanuts.", 1), ("assistant", "Noted: no peanuts.", 1)]
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from vault.embedder import load_embedder
-
-    return load_embedder()
-
 
 @pytest.fixture
 def seeded(tmp_path, embedder):

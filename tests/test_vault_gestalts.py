@@ -29,12 +29,6 @@ def vault(tmp_path):
     return Vault.open(tmp_path / "v")
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from vault.embedder import load_embedder
-
-    return load_embedder()
-
 
 def snapshot(folder):
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}

@@ -86,12 +86,6 @@ def conversation(vault: Vault) -> dict[str, str]:
     return {query: ids[fact] for fact, _, query in FACTS}
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from vault.embedder import load_embedder
-
-    return load_embedder()
-
 
 @pytest.fixture
 def vault(tmp_path):

@@ -17,13 +17,6 @@ from vault.vector_file import VectorFile
 from .test_vault_memory import conversation
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from vault.embedder import load_embedder
-
-    return load_embedder()
-
-
 class Spy:
     """Counts ChromaDB reads of embeddings (the whole-matrix load this file replaces)."""
 
