@@ -10,6 +10,7 @@ from home.query_rewrite import clean, messages, rewrite_query
 from home.recall import Recall
 from home.turn import Conversation
 from llm.params import GenParams
+from tests.test_turn_memory import Spy  # the real engine, recording each generation's messages
 from vault.config import MemorySettings, parse_config
 from vault.layout import Vault
 from vault.logs import ConversationLog
@@ -18,22 +19,6 @@ from vault.memory import MemoryStore, index_logs
 RECENT = ["My sister Ana moved to Porto last month and works at a bakery."]
 QUESTION = "Does she like it there?"
 ONLY_VIA_REWRITE = "Ana has settled into Porto well."  # nothing of it is in the question's words
-
-
-class Spy:
-    """The real engine, recording the messages of each generation."""
-
-    def __init__(self, engine):
-        self._engine = engine
-        self.seen: list[list[dict]] = []
-
-    def stream(self, msgs, params, cancel=None, adapters=None):
-        self.seen.append(msgs)
-        return self._engine.stream(msgs, params, cancel=cancel, adapters=adapters)
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
 
 
 @pytest.fixture
