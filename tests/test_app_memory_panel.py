@@ -24,6 +24,7 @@ from vault.layout import Vault
 SISTER = "20260101-090000-000000-aaaa"
 BREAD = "20260102-090000-000000-bbbb"
 RESUMED = "20260103-090000-000000-cccc"
+CELLO = "20260104-090000-000000-dddd"
 SIZE = (100, 24)
 
 
@@ -196,3 +197,28 @@ def test_memory_panel_snapshot(tmp_path, snap_compare):
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
     finally:
         app.close_engine()
+
+
+def test_panel_forgets_a_session_summary_as_the_turns_it_holds(tmp_path):
+    """`[memory] summaries = true`: the start-up catch-up summarised CELLO; forgetting `summary:<CELLO>` in
+    the panel logs an exclude event for each turn it holds and takes the summary out (issue 13)."""
+    vault, _ = seeded(tmp_path, keys="[memory]\nsummaries = true\n")
+    write_session(vault, CELLO, "04", ["I play the cello in a small orchestra.", "Lovely.",
+                                       "My brother Rui studies physics in Coimbra.", "Interesting."])
+    app = make_app(vault.root, max_tokens=4)
+    summary = f"summary:{CELLO}"
+
+    async def scenario(pilot):
+        await settle(pilot, app)
+        store = app.session.recall.store
+        assert store.get(summary).sources == (f"{CELLO}:1", f"{CELLO}:3")
+        panel = await open_panel(pilot, app)
+        await search(pilot, panel, "cello orchestra brother physics")
+        assert summary in [e.id for e in panel.results]
+        await forget(pilot, panel, "s", summary)
+        assert store.get(summary) is None and store.get(f"{CELLO}:1") is None
+        assert f"forgot {summary} and the 2 turns {summary} held" in str(panel.query_one("#mem-status").render())
+
+    drive(app, scenario)
+    assert [(r["event"], r["target"]) for r in log_of(vault, CELLO) if r["role"] == "event"] == [
+        ("exclude", f"{CELLO}:1"), ("exclude", f"{CELLO}:3")]

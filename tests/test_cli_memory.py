@@ -6,10 +6,11 @@ import json
 import os
 
 from tests.cli_helpers import one_error_line, run_home
+from tests.test_session_summary import LONG, OLD, _log
 from tests.test_vault_memory import FACTS, FILLERS, conversation
 from vault import gestalts as gs
 from vault.layout import Vault
-from vault.logs import read_log
+from vault.logs import exclusions, read_log
 from vault.memory import MemoryStore
 
 
@@ -93,3 +94,46 @@ def test_forget_with_a_damaged_index_still_forgets_and_refuses_while_the_app_own
     rebuilt = run_home(root, "memory", "search", "where does my sister live?", "-k", "5", "--json")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert sister not in [h["id"] for h in json.loads(rebuilt.stdout)]
+
+
+def test_summaries_follow_the_config_and_forget_as_the_turns_they_hold(tmp_path):
+    """`[memory] summaries = true`: `search`'s catch-up and `reindex --rebuild` make the session summaries
+    the app's indexer would (off: none); `forget summary:<session>`, by id or as a `--query`'s best hit,
+    forgets the turns it holds and says which (issue 13)."""
+    root = tmp_path / "v"
+    vault = Vault.open(root)
+    vault.config_path.write_text('user = "maya"\n[memory]\nsummaries = true\n')
+    old, long = _log(vault, "old", OLD), _log(vault, "long", LONG)
+    found = run_home(root, "memory", "search", "What instrument do I play and what does my brother study?",
+                     "-k", "10", "--json")
+    assert found.returncode == 0, found.stderr
+    assert {"summary:old", "summary:long"} <= {h["id"] for h in json.loads(found.stdout)}
+
+    gone = run_home(root, "memory", "forget", "summary:old")
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout == ("forgot summary:old and the 2 turns it held:\n"
+                           + "".join(f"  forgot {r['id']}: {r['text'][:80]}\n" for r in (old[0], old[5]))
+                           + "and 0 gestalts learnt from them alone\n")
+    log = root / "logs" / "old.jsonl"
+    assert exclusions(read_log(log).records) == {old[0]["id"], old[5]["id"]}
+    before = log.read_bytes()
+    again = run_home(root, "memory", "forget", "summary:old")  # nothing about the user is left to summarise
+    assert again.returncode == 2 and "'summary:old': session 'old' has no summary" in one_error_line(again)
+    assert log.read_bytes() == before
+
+    by_query = run_home(root, "memory", "forget", "--query", "I am a nurse, my brother studies physics, I play "
+                        "the cello and autumn is my favourite season", "--json")
+    assert by_query.returncode == 0, by_query.stderr
+    held = [r["id"] for r in long[:4]]
+    assert json.loads(by_query.stdout) == {"forgotten": ["summary:long"], "derived": [],
+                                           "held": {"summary:long": held}, "remade": ["summary:long"]}
+    assert exclusions(read_log(root / "logs" / "long.jsonl").records) == set(held)
+
+    rebuilt = run_home(root, "memory", "reindex", "--rebuild")
+    assert rebuilt.returncode == 0 and "; 1 session summary; " in rebuilt.stdout, rebuilt.stderr
+    vault.config_path.write_text('user = "maya"\n[memory]\nsummaries = false\n')
+    off = run_home(root, "memory", "reindex", "--rebuild")
+    assert off.returncode == 0 and "summar" not in off.stdout, off.stderr
+    left = run_home(root, "memory", "search", "bicycle tomatoes balcony", "-k", "10", "--json", "--no-index")
+    ids = {h["id"] for h in json.loads(left.stdout)}
+    assert long[4]["id"] in ids and not [i for i in ids if i.startswith("summary:")]

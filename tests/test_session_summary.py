@@ -4,12 +4,16 @@ remade when one of those turns is forgotten. Real MiniLM, real store (ChromaDB +
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from home.recall import Recall
 from vault.config import MemorySettings, parse_config
 from vault.forget import forget
 from vault.layout import Vault
-from vault.logs import ConversationLog
-from vault.memory import MemoryStore, index_logs
+from vault.logs import ConversationLog, exclusions, read_log
+from vault.memory import MemoryStore, MemoryStoreError, index_logs, reindex
 from vault.retrieval import Hit
 from vault.session_summary import extract, summary_id
 from vault.supersede import replaces
@@ -21,6 +25,16 @@ OLD = [("user", "Hi! I'm Maya and I live in Lisbon. What should I cook tonight?"
        ("user", "Marta from the office lives in Berlin."),
        ("user", "I play the cello in a small orchestra; my brother Rui studies physics in Coimbra."),
        ("user", "Can you suggest a pasta recipe?")]
+# six statements of ~22 words: a summary holds the first four (MAX_WORDS), the last two are left over
+LONG = [("user", t) for t in (
+    "I work as a nurse at the children's hospital in Porto and I usually take the night shift on weekends "
+    "because the wards are calmer.",
+    "My brother Rui studies physics in Coimbra and he visits me every second month with his girlfriend Ines "
+    "and their old dog.",
+    "I play the cello in a small amateur orchestra that rehearses on Tuesday evenings in a church hall near the river.",
+    "My favourite season is autumn because I love walking in the rain along the beach with a warm coffee in my hand.",
+    "I grow tomatoes and basil on my balcony and I make a fresh sauce from them every Sunday for the whole family.",
+    "I ride my bicycle to work every morning, even in winter, and I keep a spare raincoat in my locker.")]
 
 
 
@@ -85,6 +99,68 @@ def test_a_forget_the_store_missed_repairs_the_summary_at_catch_up(tmp_path, emb
         index_logs(vault, store)  # even with summaries off, no summary keeps the forgotten words
         got = store.get(summary_id("old"))
         assert "Lisbon" not in got.text and old[0]["id"] not in got.sources
+
+
+def excluded(vault: Vault, sid: str) -> set[str]:
+    return exclusions(read_log(vault.logs_dir / f"{sid}.jsonl").records)
+
+
+def test_forgetting_a_summary_forgets_the_turns_it_holds(tmp_path, embedder):
+    """`summary:<session>` (as `home memory search` prints it) means what it holds: its source turns get
+    exclude events, and the summary is dropped, or remade from the statements it had no room for."""
+    vault = Vault.open(tmp_path / "v")
+    old, long = _log(vault, "old", OLD), _log(vault, "long", LONG)
+    with MemoryStore.open(vault, embedder) as store:
+        index_logs(vault, store, summaries=extract)
+        held = [r["id"] for r in long[:4]]
+        assert list(store.get(summary_id("long")).sources) == held
+        done = forget(vault, [summary_id("old"), summary_id("long")], store)
+        assert done.held == {summary_id("old"): [old[0]["id"], old[5]["id"]], summary_id("long"): held}
+        assert done.remade == [summary_id("long")] and "Lisbon" in done.texts[summary_id("old")]
+        assert store.get(summary_id("old")) is None
+        remade = store.get(summary_id("long"))
+        assert remade.sources == (long[4]["id"], long[5]["id"]) and "nurse" not in remade.text
+        assert not [i for i in [old[0]["id"], old[5]["id"], *held] if store.get(i) is not None]
+        assert store.get(old[4]["id"]) is not None  # Marta's line was never in the summary: it stays
+    assert excluded(vault, "old") == {old[0]["id"], old[5]["id"]} and excluded(vault, "long") == set(held)
+
+
+def test_without_the_index_the_log_says_what_a_summary_holds(tmp_path, embedder):
+    """Another process owns the index (or it is damaged): the turns come from the log, as `extract` makes
+    the summary, and the index drops the summary at its next catch-up."""
+    vault = Vault.open(tmp_path / "v")
+    old = _log(vault, "old", OLD)
+    with MemoryStore.open(vault, embedder) as store:
+        index_logs(vault, store, summaries=extract)
+    done = forget(vault, [summary_id("old")])
+    assert done.held == {summary_id("old"): [old[0]["id"], old[5]["id"]]} and not done.indexed
+    assert excluded(vault, "old") == {old[0]["id"], old[5]["id"]}
+    with MemoryStore.open(vault, embedder) as store:
+        index_logs(vault, store)
+        assert store.get(summary_id("old")) is None and store.get(old[0]["id"]) is None
+
+
+def test_a_summary_id_without_a_summary_is_refused_with_nothing_written(tmp_path, embedder):
+    vault = Vault.open(tmp_path / "v")
+    short = _log(vault, "short", OLD[:4])  # one statement about the user: no summary
+    before = (vault.logs_dir / "short.jsonl").read_bytes()
+    with MemoryStore.open(vault, embedder) as store:
+        index_logs(vault, store, summaries=extract)
+        for ident, why in (("summary:short", "session 'short' has no summary"),
+                           ("summary:nope", "no session log nope.jsonl"), ("summary:../x", "no session log")):
+            with pytest.raises(MemoryStoreError, match=re.escape(f"unknown memory id {ident!r}: {why}")):
+                forget(vault, [short[0]["id"], ident], store)  # the turn beside it is not forgotten either
+        assert store.get(short[0]["id"]) is not None
+    assert (vault.logs_dir / "short.jsonl").read_bytes() == before
+
+
+def test_reindex_rebuild_keeps_the_summaries_when_asked(tmp_path, embedder):
+    vault = Vault.open(tmp_path / "v")
+    _log(vault, "old", OLD)
+    with MemoryStore.open(vault, embedder) as store:
+        assert reindex(vault, store, rebuild=True, summaries=extract).summaries == 1
+        assert store.get(summary_id("old")) is not None
+        assert reindex(vault, store, rebuild=True).summaries == 0 and store.get(summary_id("old")) is None
 
 
 def test_a_newer_statement_replaces_a_summary_holding_the_stale_one():

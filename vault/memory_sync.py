@@ -212,12 +212,13 @@ def read_new(path, start: int = 0) -> tuple[LogRead, int]:  # noqa: ANN001
 
 
 def reindex(vault: Vault, store: MemoryStore, rebuild: bool = False, batch_size: int = BATCH_SIZE,
-            on_batch: Callable[[int], None] | None = None) -> IndexReport:
+            on_batch: Callable[[int], None] | None = None, summaries: Summariser | None = None) -> IndexReport:
     """Catch up with the logs and the gestalts; `rebuild` first empties the store, so everything is
-    re-embedded."""
+    re-embedded. `summaries`: as for `index_logs` (the caller passes it when `[memory] summaries` is on:
+    a rebuild without it leaves no session summary)."""
     if rebuild:
         store.reset()
-    report = index_logs(vault, store, batch_size=batch_size, on_batch=on_batch)
+    report = index_logs(vault, store, batch_size=batch_size, on_batch=on_batch, summaries=summaries)
     report.gestalts = sync_gestalts(vault, store)
     return report
 

@@ -98,9 +98,10 @@ def search(session, query: str) -> list[Entry]:  # noqa: ANN001
 
 
 def forget(session, entry: Entry) -> str:  # noqa: ANN001
-    """Forget one item; returns what happened in a line. A turn: out of memory and an `exclude` event in
-    its log (through the chat's open log when it is this session's, under the turn lock so its turn
-    numbers stay in order), so neither the indexer nor the trainer uses it again. A gestalt: its file is
+    """Forget one item; returns what happened in a line. A turn (a session summary: each turn it holds):
+    out of memory and an `exclude` event in its log (through the chat's open log when it is this
+    session's, under the turn lock so its turn numbers stay in order), so neither the indexer nor the
+    trainer uses it again. A gestalt: its file is
     deleted, its hashes remembered (never distilled again), then memory follows the files. Lore comes
     from a character sheet and is refused. VaultError (one line) when it cannot."""
     if entry.kind == "lore":
@@ -124,6 +125,10 @@ def forget(session, entry: Entry) -> str:  # noqa: ANN001
     _recount(session, store)
     n = len(done.derived)
     learnt = f", with {n} gestalt{'s' * (n != 1)} learnt from it" if n else ""
+    if entry.id in done.held:  # a session summary: the turns it held are what is forgotten
+        turns = f"the {len(done.held[entry.id])} turns {entry.id} held"
+        what = f"{turns} (it is remade from the others)" if entry.id in done.remade else f"{entry.id} and {turns}"
+        return f"forgot {what}{learnt}: out of memory, and never used for training"
     return f"forgot {entry.id}{learnt}: out of memory, and never used for training"
 
 

@@ -3,7 +3,8 @@
 The store is derived data (vault/memory.py): `search` first catches up with turns logged since the last
 run, `reindex --rebuild` re-embeds everything from the logs. `forget` is the user's right to have a turn
 dropped: it is marked excluded in its log (vault/forget.py), then leaves the store, so neither memory nor
-training uses it; the gestalts learnt from it alone go with it, and the output says how many.
+training uses it; the gestalts learnt from it alone go with it, and the output says how many. A session
+summary (`summary:<session>`) is forgotten as the turns it holds, each listed.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "gestalts learnt from them alone go with them (one still backed "
                                           "by a turn not forgotten stays).")
     which = forget.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", nargs="?", help="a memory id, <session>:<turn> (as `search` prints)")
+    which.add_argument("id", nargs="?", help="a memory id, <session>:<turn> or summary:<session> (as `search` "
+                       "prints; a summary: the turns it holds)")
     which.add_argument("--query", metavar="Q", help="forget the best hits for Q instead")
     forget.add_argument("-k", type=int, default=1, metavar="N", help="with --query: how many hits (default 1)")
     forget.add_argument("--json", action="store_true")
@@ -54,10 +56,18 @@ def _open(ctx: Context, embedder=None):
     return MemoryStore.open(ctx.vault, embedder)
 
 
+def _summaries(ctx: Context):  # noqa: ANN202
+    """The session summariser when the vault's `[memory] summaries` is on, else None: as the app's indexer
+    (home/recall.py), so a catch-up or rebuild here makes the summaries the app would."""
+    from vault.session_summary import extract
+
+    return extract if ctx.config.memory.summaries else None
+
+
 def _catch_up(ctx: Context, store) -> None:
     from vault.memory import index_logs, sync_gestalts
 
-    index_logs(ctx.vault, store)
+    index_logs(ctx.vault, store, summaries=_summaries(ctx))
     sync_gestalts(ctx.vault, store)  # gestalt files edited or deleted while no app was watching
 
 
@@ -103,14 +113,29 @@ def run_forget(args: argparse.Namespace) -> int:
                 raise MemoryStoreError(f"nothing in memory matches {args.query!r}: nothing forgotten")
             done = forget(ctx.vault, [h.id for h in hits], store=store)
     if args.json:
-        print(json.dumps({"forgotten": done.ids, "derived": done.derived}))
+        print(json.dumps({"forgotten": done.ids, "derived": done.derived, "held": done.held,
+                          "remade": done.remade}))
         return 0
+    shown: set[str] = set()
     for ident in done.ids:
-        text = " ".join(done.texts.get(ident, "").split())[:80]
-        print(f"forgot {ident}" + (f": {text}" if text else ""))
+        if ident in shown:
+            continue
+        shown.add(ident)
+        if ident not in done.held:
+            text = " ".join(done.texts.get(ident, "").split())[:80]
+            print(f"forgot {ident}" + (f": {text}" if text else ""))
+            continue
+        turns = done.held[ident]
+        n = f"{len(turns)} turn{'s' * (len(turns) != 1)}"
+        print(f"forgot the {n} {ident} held (it is remade from the session's other turns):"
+              if ident in done.remade else f"forgot {ident} and the {n} it held:")
+        for turn in turns:
+            if turn not in shown:
+                shown.add(turn)
+                print(f"  forgot {turn}: {' '.join(done.texts.get(turn, '').split())[:80]}")
     n = len(done.derived)
-    print(f"and {n} gestalt{'s' * (n != 1)} learnt from {'them' if len(done.ids) > 1 else 'it'} alone"
-          + (":" if n else ""))
+    many = len(done.ids) > 1 or any(len(t) > 1 for t in done.held.values())
+    print(f"and {n} gestalt{'s' * (n != 1)} learnt from {'them' if many else 'it'} alone" + (":" if n else ""))
     for ident in done.derived:
         print(f"  forgot {ident}: {' '.join(done.texts.get(ident, '').split())[:80]}")
     return 0
@@ -152,13 +177,15 @@ def run_reindex(args: argparse.Namespace) -> int:
             store.reset()
         store.embedder  # noqa: B018 - load it now, so the rate below is indexing alone
         with all_blas_threads():  # foreground, no model beside it: every core embeds
-            report = reindex(ctx.vault, store)
+            report = reindex(ctx.vault, store, summaries=_summaries(ctx))
         total = store.count()
     for problem in report.problems:
         print(f"skipped {problem}")
     rate = f" ({report.indexed / report.seconds:.0f} turns/s)" if report.indexed and report.seconds else ""
-    print(f"indexed {report.indexed} turns from {report.sessions} sessions in {report.seconds:.1f} s{rate}; "
-          f"removed {report.removed}; {total} in memory")
+    made = report.summaries
+    summaries = f"; {made} session summar{'ies' if made != 1 else 'y'}" if made else ""
+    print(f"indexed {report.indexed} turns from {report.sessions} sessions in {report.seconds:.1f} s{rate}"
+          f"{summaries}; removed {report.removed}; {total} in memory")
     return 0
 
 

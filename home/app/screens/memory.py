@@ -197,7 +197,7 @@ class MemoryScreen(Screen[None]):
         if not entry.forgettable:
             self._status(f"{entry.id} is lore from a character sheet: edit the sheet to change it.", error=True)
             return
-        what = "gestalt" if entry.kind == "gestalt" else "turn"
+        what = {"gestalt": "gestalt", "summary": "summary and the turns it holds"}.get(entry.kind, "turn")
         self.app.push_screen(ConfirmScreen(f"Forget this {what} ({entry.id})?", entry.text, yes="Forget"),
                              callback=lambda yes: self._forget(entry) if yes else None)
 
