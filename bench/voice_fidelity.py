@@ -99,6 +99,7 @@ def trained(vault: Path, name: str, dataset_hash: str, job) -> object | None:
         size = sized(job, ((entry.dataset or {}).get("counts") or {}).get("train", 0))
         if ((entry.dataset or {}).get("hash") == dataset_hash and t.get("lr") == job.learning_rate
                 and t.get("schedule", "cosine") == job.schedule and t.get("neftune", 0.0) == job.neftune
+                and t.get("modules", "all") == job.modules
                 and entry.rank == size.rank and entry.alpha == (job.alpha or 2.0 * size.rank)
                 and (asked_steps(entry) == job.steps if job.steps is not None
                      else trained_epochs(entry) == size.epochs)):

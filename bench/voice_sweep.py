@@ -55,6 +55,8 @@ SETTINGS: dict[str, tuple[dict, dict]] = {  # name: (Job fields, data changes)
     "lr 1e-3 constant": ({"lr": 1e-3, "schedule": "constant"}, {}),
     "lr 1e-3 neftune 5": ({"lr": 1e-3, "neftune": 5.0}, {}),
     "lr 1e-3 rank 64": ({"lr": 1e-3, "rank": 64}, {}),
+    "lr 1e-3 attention": ({"lr": 1e-3, "modules": "attention"}, {}),
+    "lr 1e-3 mlp": ({"lr": 1e-3, "modules": "mlp"}, {}),
 }
 
 

@@ -155,3 +155,36 @@ def test_home_train_leaves_the_rate_to_the_kind_unless_given(tmp_path):
                                           *extra])
         jobs[tuple(extra)] = build_job(Context(args), args)
     assert [(j.lr, j.learning_rate) for j in jobs.values()] == [(None, 1e-3), (None, 2e-4), (3e-4, 3e-4)]
+
+
+def test_modules_choose_the_projections_lora_adapts(tmp_path, capsys):
+    """`--modules attention|mlp|all` (the sweep's "which modules") reaches the LoRA the trainer builds:
+    on a tiny Llama, attention adapts q/k/v/o only, mlp gate/up/down only; a bad value is one line."""
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from home.cli import build_parser
+    from home.commands.train import build_job
+    from home.context import Context
+    from trainer.worker.stages import train_settings
+    from trainer.worker.train import lora_config
+
+    data = _write(tmp_path / "d.jsonl", {"prompt": [{"role": "user", "content": "hi"}],
+                                         "completion": [{"role": "assistant", "content": "hello"}]})
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=64)
+    adapted = {}
+    for modules in ("attention", "mlp", "all"):
+        args = build_parser().parse_args(["--vault", str(tmp_path / "v"), "train", "--source", "jsonl", str(data),
+                                          "--modules", modules])
+        job = build_job(Context(args), args)
+        model = get_peft_model(LlamaForCausalLM(cfg), lora_config(train_settings(job, 24)))
+        adapted[modules] = sorted({n.split(".lora_A")[0].split(".")[-1] for n, _ in model.named_parameters() if "lora_A" in n})
+    assert adapted == {"attention": ["k_proj", "o_proj", "q_proj", "v_proj"],
+                       "mlp": ["down_proj", "gate_proj", "up_proj"],
+                       "all": ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]}
+    assert Job(vault="v").modules == "all"
+    path = _write(tmp_path / "bad.json", {"vault": str(tmp_path), "modules": "embeddings"})
+    with pytest.raises(JobError, match="modules: expected one of all, attention, mlp") as err:
+        read_job(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)

@@ -18,7 +18,7 @@ from home.errors import UsageError
 from home.progress import ProgressPrinter
 from home.worker import start_worker
 from trainer.protocol.events import read_events
-from trainer.protocol.job import METHODS, SCHEDULES, SOURCES, Job
+from trainer.protocol.job import METHODS, MODULES, SCHEDULES, SOURCES, Job
 from trainer.protocol.tiers import tiers_help
 
 
@@ -71,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the learning rate after warmup: cosine to zero (default) or constant")
     p.add_argument("--neftune", type=float, default=0.0, metavar="ALPHA",
                    help="NEFTune: noise on the input embeddings while training (e.g. 5; default 0, none)")
+    p.add_argument("--modules", choices=MODULES, default="all",
+                   help="the projections LoRA adapts: all seven (default), attention (q/k/v/o) or mlp "
+                        "(gate/up/down); bench/voice/RESULTS.md measures them")
     p.add_argument("--max-length", type=int, default=512, metavar="TOKENS")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base", metavar="DIR", help="train on this Hugging Face model directory instead of the GGUF")
@@ -121,7 +124,7 @@ def build_job(ctx: Context, args: argparse.Namespace) -> Job:
         tasks=args.tasks, tones=args.tones, model=str(ctx.model_path) if model is None else model,
         base=args.base, steps=args.steps, epochs=args.epochs, rank=args.rank, window=args.window,
         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, neftune=args.neftune,
-        max_length=args.max_length, seed=args.seed, device=training_device(args),
+        modules=args.modules, max_length=args.max_length, seed=args.seed, device=training_device(args),
         processes=args.gpus or args.processes or 1, fsdp=args.fsdp, four_bit=args.four_bit,
         allow_cpu=args.allow_cpu, two_phase=args.two_phase,
         resume=args.resume,

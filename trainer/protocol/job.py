@@ -17,6 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 KINDS = ("voice", "persona", "task", "style", "other")
 SPLITS = ("time", "random")
 SCHEDULES = ("cosine", "constant")  # the learning rate after warmup: cosine to zero, or flat
+MODULES = ("all", "attention", "mlp")  # the projections LoRA adapts (trainer/worker/train.py MODULE_TARGETS)
 VOICE_LR = 1e-3  # a voice adapter (SFT): bench/voice/RESULTS.md, issue 16
 OTHER_LR = 2e-4  # any other adapter, and preference (DPO) training
 
@@ -59,6 +60,7 @@ class Job:
     lr: float | None = None  # None: default_lr(kind, method), the measured default for the adapter
     schedule: str = "cosine"  # one of SCHEDULES
     neftune: float = 0.0  # NEFTune: noise on the input embeddings while training (its alpha; 0: none)
+    modules: str = "all"  # one of MODULES
     max_length: int = 512
     val_fraction: float = 0.1
     split: str | None = None  # time: hold out the latest examples; random: a seeded share; None: time for a voice
@@ -163,6 +165,8 @@ class Job:
             raise bad("lr", f"expected a learning rate above 0 and at most 1, got {self.lr!r}")
         if self.schedule not in SCHEDULES:
             raise bad("schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.modules not in MODULES:
+            raise bad("modules", f"expected one of {', '.join(MODULES)}, got {self.modules!r}")
         if not 0 <= self.neftune <= 100:
             raise bad("neftune", f"expected a noise alpha between 0 and 100 (0: none), got {self.neftune}")
         if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float))

@@ -171,7 +171,7 @@ def _register(job: Job, vault, info, report, c, start: Start, pref: dict, promot
                   "train_loss": r.train_losses[-1][1] if r.train_losses else None, "val_loss": r.best_val_loss,
                   "base_val_loss": r.base_val_loss, "train_losses": r.train_losses, "val_losses": r.val_losses,
                   "tokens_per_s": r.tokens_per_s, "peak_memory_bytes": r.peak_memory_bytes, "lr": job.learning_rate,
-                  "schedule": job.schedule, "neftune": job.neftune,
+                  "schedule": job.schedule, "neftune": job.neftune, "modules": job.modules,
                   "batch_size": job.batch_size, "seed": job.seed, "source": "preferences", "run_dir": job.run_dir},
         verification=c.ver.to_dict(), parent=parent,
         stack=[{"id": parent, "scale": 1.0}] if parent else [],

@@ -63,13 +63,13 @@ def train_settings(job: Job, n_train: int) -> Any:
     """The trainer's settings for the job (SFT or DPO) on `n_train` training examples: its recipe, the
     learning rate its kind's default when the job names none (`Job.learning_rate`), its length and rank
     the voice tier's when the job names none (trainer/protocol/tiers.py `sized`)."""
-    from trainer.worker.train import TrainSettings
+    from trainer.worker.train import MODULE_TARGETS, TrainSettings
 
     size = sized(job, n_train)
     return TrainSettings(steps=size.steps, epochs=size.epochs, rank=size.rank,
                          alpha=job.alpha or 2.0 * size.rank, batch_size=job.batch_size, lr=job.learning_rate,
-                         schedule=job.schedule, neftune=job.neftune, max_length=job.max_length,
-                         val_fraction=job.val_fraction, seed=job.seed)
+                         schedule=job.schedule, neftune=job.neftune, targets=MODULE_TARGETS[job.modules],
+                         max_length=job.max_length, val_fraction=job.val_fraction, seed=job.seed)
 
 
 def announce_size(job: Job, n_train: int, emit: Emit) -> Any:
@@ -214,7 +214,7 @@ def register_candidates(job: Job, vault, info, report, candidates: list[Candidat
                     "train_losses": r.train_losses, "val_losses": r.val_losses,
                     "tokens_per_s": r.tokens_per_s, "peak_memory_bytes": r.peak_memory_bytes,
                     "lr": job.learning_rate, "schedule": job.schedule, "neftune": job.neftune,
-                    "batch_size": job.batch_size, "seed": job.seed, "source": job.source,
+                    "modules": job.modules, "batch_size": job.batch_size, "seed": job.seed, "source": job.source,
                     "phase": (i + 1) if len(candidates) > 1 else None, "run_dir": job.run_dir}
         reg = register_adapter(
             vault, name=c.name, gguf=c.gguf, peft_dir=c.peft_dir, extra_files=[c.png],

@@ -44,6 +44,11 @@ Emit = Callable[..., Any]
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj",
                    "gate_up_proj")
 
+# Job.modules → the projections LoRA adapts; every name above is in exactly one group
+MODULE_TARGETS = {"all": ALL_PROJECTIONS,
+                  "attention": ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"),
+                  "mlp": ("gate_proj", "up_proj", "down_proj", "gate_up_proj")}
+
 LR_SCHEDULERS = {"cosine": "cosine", "constant": "constant_with_warmup"}  # Job.schedule → transformers' name
 
 
