@@ -205,3 +205,27 @@ def test_a_run_on_the_default_length_is_reused_only_for_its_tiers_epochs(bench, 
     assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job).id == "maya-voice-2"
     job.rank = rank + 1
     assert fidelity.trained(tmp_path / "vault", "maya-voice", "h", job) is None
+
+
+def test_the_learning_curve_fit_says_where_it_meets_the_goal(bench, capsys, tmp_path):
+    """bench/voice_curve.py: ln(ratio) on ln(N); a ratio that halves per 10x data meets 0.50 where it
+    should, a flat or rising one never; sizes too small to hold out the same latest examples are refused."""
+    import math
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import voice_curve
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    f = voice_curve.fit([(10, 1.0), (100, 0.8), (1000, 0.64)])
+    assert f["slope_per_efold"] == pytest.approx(math.log(0.8) / math.log(10))
+    assert f["examples_for_goal"] == pytest.approx(10 * 10 ** (math.log(0.5) / math.log(0.8)))
+    assert voice_curve.fit([(10, 0.8), (100, 0.8)])["examples_for_goal"] is None
+    assert voice_curve.fit([(10, 0.7), (100, 0.9)])["examples_for_goal"] is None
+    curves = {"v": {"points": [{"trained": 10, "ratio": 1.0}, {"trained": 100, "ratio": 0.8}], "fit": f}}
+    assert voice_curve.plot(curves)[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit) as stop:
+        voice_curve.main(["--voices", "maya", "--sizes", "8", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "--sizes: 8 examples for maya is too few" in capsys.readouterr().err
+    assert not (tmp_path / "vault").exists()
