@@ -127,9 +127,12 @@ LOG_SESSION = "20261124-100000-000000-ab12"
 
 def _log_records() -> list[dict]:
     out = []
+    # Five of the user's messages: a harmless mutation leaves at least the four a training run needs.
     for n, (role, text) in enumerate([("user", "I planted figs today."), ("assistant", "Lovely. Where?"),
                                       ("user", "By the south wall, where it is warm."), ("assistant", "Good spot."),
-                                      ("user", "They should fruit next summer.")], 1):
+                                      ("user", "They should fruit next summer."), ("assistant", "And then?"),
+                                      ("user", "Jam, if the wasps leave any."), ("assistant", "Ha."),
+                                      ("user", "I will net them in June.")], 1):
         out.append({"v": 1, "id": f"{LOG_SESSION}:{n}", "session": LOG_SESSION, "turn": n,
                     "time": f"2026-11-24T10:00:0{n}Z", "user": "me", "persona": None, "role": role, "text": text})
     return out
@@ -195,7 +198,8 @@ def datasets(draw, size: int = 64) -> Case:
         names = (f"{name}:{line}",) if certain and line and kind != "binary-line" else (name,)
         return Case("dataset", f"{source}-{kind}", {rel: data}, argv, names, must_fail=certain)
     if source == "transcript":
-        good = "ANN: I planted figs today.\nBOB: Where?\nANN: By the south wall.\nBOB: Warm there.\nANN: Yes.\n"
+        good = ("ANN: I planted figs today.\nBOB: Where?\nANN: By the south wall.\nBOB: Warm there.\nANN: Yes.\n"
+                "BOB: And then?\nANN: Jam.\nBOB: Wasps?\nANN: Nets.\n")
         kind = draw(st.sampled_from(("binary", "encoding", "truncated", "huge-line", "speaker-trick", "symlink")))
         speaker = draw(st.sampled_from(TRICKS)) if kind == "speaker-trick" else "ANN"
         data = {"binary": lambda: draw(binary()), "encoding": lambda: draw(encoded(good)),
@@ -208,7 +212,8 @@ def datasets(draw, size: int = 64) -> Case:
     if source == "essays":
         kind = draw(st.sampled_from(("binary", "encoding", "empty", "symlink-file", "symlink-loop", "huge")))
         good = "# On figs\n\nFigs want a warm wall and patience.\n\nIn the end, patience is the whole trick.\n"
-        files = {"inputs/essays/good.md": good.encode()}
+        files = {"inputs/essays/good.md": good.encode(),  # two good essays: at least the four examples a run needs
+                 "inputs/essays/good2.md": good.replace("figs", "pears").encode()}
         bad = {"binary": lambda: draw(binary()), "encoding": lambda: draw(encoded(good)), "empty": lambda: b"  \n",
                "symlink-file": lambda: Link("{root}/outside/secret.txt"), "symlink-loop": lambda: Link("{root}/inputs/essays"),
                "huge": lambda: (good + "word " * size * 200).encode()}[kind]()
@@ -217,7 +222,9 @@ def datasets(draw, size: int = 64) -> Case:
                     ["train", "--source", "essays", "{root}/inputs/essays", *check], ("bad.md", "loop"),
                     must_fail=kind in ("binary", "empty"))
     kind, data, names, must = draw(gestalt_text(size))
-    return Case("dataset", f"gestalts-{kind}", {"vault/gestalts/me/g-new.md": data},
+    more = {f"vault/gestalts/me/{gid}.md": GOOD_GESTALT.replace("g-keep", gid).replace("keeps bees", fact).encode()
+            for gid, fact in (("g-dawn", "walks at dawn"), ("g-bed", "reads in bed"))}  # with g-keep: the 4 a run needs
+    return Case("dataset", f"gestalts-{kind}", {**more, "vault/gestalts/me/g-new.md": data},
                 ["train", "--source", "gestalts", *check], names, must_fail=must)
 
 

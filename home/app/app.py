@@ -13,7 +13,14 @@ from textual.binding import Binding
 
 from home.app.commands import HomeCommands
 from home.app.features import FeaturesMixin
-from home.app.retrain import RetrainRun, build_job, cpu_refusal_for, picks_refusal, picks_waiting
+from home.app.retrain import (
+    RetrainRun,
+    build_job,
+    cpu_refusal_for,
+    logs_refusal,
+    picks_refusal,
+    picks_waiting,
+)
 from home.app.screens.adapters import AdaptersScreen
 from home.app.screens.chat import ChatScreen
 from home.app.screens.error import ErrorScreen
@@ -244,11 +251,11 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         panel = self.chat.query_one(TrainPanel)
         try:
             job = build_job(self.session, method)
-            refusal = (picks_refusal(self.session) if method == "dpo" else None) or cpu_refusal_for(
-                job, self.session.engine)
+            refusal = (picks_refusal(self.session) if method == "dpo" else logs_refusal(self.session, job)) \
+                or cpu_refusal_for(job, self.session.engine)
             if refusal is None:
                 self.retrain = RetrainRun(job, self.session.vault.runs_dir)
-        except (JobError, LLMError, VaultError, OSError) as exc:
+        except (JobError, LLMError, VaultError, OSError, ValueError) as exc:  # ValueError: the logs' SourceError
             self.notify(f"retrain: {exc}", severity="error", timeout=8)
             return
         if refusal is not None:  # the worker would refuse too, after loading: say it now, start nothing

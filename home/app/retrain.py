@@ -63,6 +63,18 @@ def _fitting_voice(session):
     return entry
 
 
+def logs_refusal(session, job: Job) -> str | None:
+    """Why "Retrain my voice" cannot start (too few of the user's messages in the logs), said before a
+    worker starts and loads torch only to refuse; None when it can. The worker checks the same
+    (DatasetReport.too_small)."""
+    from trainer.data.sources import load_source
+
+    report = load_source(job.source, job.path, vault=session.vault, speaker=job.speaker, target=job.target,
+                         persona=job.persona, window=job.window, user=job.user)
+    why = report.too_small(session.vault.logs_dir)
+    return f"{why}: each message you send is one; chat a little more first" if why else None
+
+
 def picks_refusal(session) -> str | None:
     """Why "learn from your picks" cannot start (too few usable pairs to hold some out), said before a
     worker starts; None when it can. The worker checks the same (trainer.data.preferences.split_pairs)."""

@@ -104,7 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the worker's JSON events instead of a progress bar")
     p.add_argument("--check", action="store_true",
                    help="read the source and print the dataset report (examples, every rejected line with its "
-                        "file and line); train nothing. Exit 2 when a line is rejected or nothing is usable")
+                        "file and line); train nothing. Exit 2 when a line is rejected or there are too few examples "
+                        "to train (under 4)")
     p.set_defaults(func=run)
 
 
@@ -150,18 +151,19 @@ def check_dataset(ctx: Context, job: Job) -> int:
     so bad data is found in a second, not after the model has loaded."""
     if job.method == "dpo":
         return check_pairs(ctx, job)
-    from trainer.data.sources import load_source
+    from trainer.data.sources import load_source, source_place
 
     report = load_source(job.source, job.path, vault=ctx.vault, speaker=job.speaker, target=job.target,
                          persona=None if job.per_persona else job.persona, window=job.window, user=job.user)
     print(report.render())
-    where = job.path or ctx.vault.logs_dir
+    where = source_place(job.source, job.path, ctx.vault, job.user)
     if report.rejected:
         more = f" (and {len(report.rejected) - 1} more)" if len(report.rejected) > 1 else ""
         print(f"home: error: {report.rejected[0]}{more}", file=sys.stderr)
         return 2
-    if not report.examples:
-        print(f"home: error: {where}: no usable examples", file=sys.stderr)
+    too_small = report.too_small(where)  # the worker's own refusal: a check that passes is a run that starts
+    if too_small:
+        print(f"home: error: {too_small}", file=sys.stderr)
         return 2
     return 0
 

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 OPENING_PROMPT = "(You start the conversation.)"
+MIN_EXAMPLES = 4  # fewer leaves nothing worth holding out for validation (trainer/worker/dataset.py)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,17 @@ class DatasetReport:
         for ex in self.examples:
             h.update(ex.key().encode())
         return h.hexdigest()
+
+    def too_small(self, where: object) -> str | None:
+        """Why these examples cannot make a training run (fewer than MIN_EXAMPLES), else None. Asked by
+        `home train --check` and the app's retrain before any worker starts, and by the worker itself,
+        so a check that passes is a run that starts."""
+        n = len(self.examples)
+        if n >= MIN_EXAMPLES:
+            return None
+        first = f"; first: {self.rejected[0]}" if self.rejected else ""
+        return (f"{where}: {n} usable example{'s' if n != 1 else ''}, at least {MIN_EXAMPLES} are needed "
+                f"({len(self.rejected)} lines rejected{first})")
 
     def summary(self) -> dict:
         lengths = [len(ex.target.split()) for ex in self.examples]

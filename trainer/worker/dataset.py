@@ -18,10 +18,9 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from trainer.data.examples import Example
+from trainer.data.examples import MIN_EXAMPLES, Example
 
 IGNORE = -100  # the label torch's cross-entropy skips
-MIN_EXAMPLES = 4  # fewer than this leaves nothing worth holding out
 
 
 class DataError(ValueError):

@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from trainer.data.examples import DatasetReport, Example
+from trainer.data.examples import MIN_EXAMPLES, DatasetReport, Example
 from trainer.protocol.job import Job, JobError
 from trainer.protocol.runs import read_state, write_state
 from trainer.worker.stages import (
@@ -28,8 +28,6 @@ from trainer.worker.stages import (
     register_candidates,
     train_candidate,
 )
-
-MIN_EXAMPLES = 4
 
 
 class PersonasFailed(Exception):

@@ -21,7 +21,7 @@ from trainer.worker.stages import (
 
 def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit) -> dict:
     """Dataset → one adapter (or the two-phase pair) → registered; returns the last manifest entry."""
-    from trainer.data.sources import load_source
+    from trainer.data.sources import load_source, source_place
     from trainer.protocol.guard import check_cpu
     from trainer.worker.base import load_base, pick_device
     from trainer.worker.dataset import split_examples
@@ -34,11 +34,9 @@ def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit
     report = load_source(job.source, job.path, vault=vault, speaker=job.speaker, target=job.target,
                          persona=job.persona, window=job.window, user=job.user)
     emit("dataset", report=report.render(), **report.summary())
-    if len(report.examples) < 4:
-        where = job.path or vault.logs_dir
-        first = f"; first: {report.rejected[0]}" if report.rejected else ""
-        raise DatasetTooSmall(f"{where}: {len(report.examples)} usable examples, at least 4 are needed "
-                              f"({len(report.rejected)} lines rejected{first})")
+    too_small = report.too_small(source_place(job.source, job.path, vault, job.user))
+    if too_small:
+        raise DatasetTooSmall(too_small)
     train_ex, val_ex = split_examples(report.examples, job.val_fraction, seed=job.seed, by_time=time_split(job))
 
     settings = announce_size(job, len(train_ex), emit)  # the voice tier, when it chose the length or rank

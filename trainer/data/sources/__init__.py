@@ -103,3 +103,13 @@ def merge_roles(turns: list[tuple[str, str]]) -> tuple[dict, ...]:
         else:
             msgs.append({"role": role, "content": text})
     return tuple(msgs)
+
+
+def source_place(kind: str, path: str | Path | None, vault, user: str | None = None) -> str | Path:
+    """What a refusal of the whole source names: the path given, else the vault folder it was read from
+    (a user's gestalts folder for gestalts, the logs folder for logs)."""
+    if path:
+        return path
+    if kind == "gestalts":
+        return vault.gestalts_dir / user if user else vault.gestalts_dir
+    return vault.logs_dir

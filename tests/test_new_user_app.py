@@ -1,0 +1,26 @@
+"""The chat app as a brand-new user meets it (real engine, default model, Pilot): what a first press of
+each key shows."""
+
+from __future__ import annotations
+
+from home.app.widgets.train_panel import TrainPanel
+from tests.test_app import drive, make_app, wait_ready
+from tests.test_new_user_cli import log_user_turns
+
+
+def test_retrain_with_too_few_messages_says_so_instead_of_starting_a_worker(tmp_path):
+    """ctrl+t on a vault with two of the user's messages started a trainer worker, which loaded torch only
+    to refuse them; the panel now says why at once and nothing starts."""
+    vault = log_user_turns(tmp_path / "v", 2)
+    app = make_app(vault.root)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await pilot.press("ctrl+t")
+        panel = app.chat.query_one(TrainPanel)
+        assert panel.display and app.retrain is None and not app.training_running
+        assert panel.view.outcome == (f"{vault.logs_dir}: 2 usable examples, at least 4 are needed (0 lines "
+                                      "rejected): each message you send is one; chat a little more first")
+        assert "stage: not started" in panel.text
+
+    drive(app, scenario)

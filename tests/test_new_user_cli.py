@@ -1,0 +1,32 @@
+"""What a brand-new user hits at the command line, with a near-empty vault: each refusal one line naming
+what and where, a non-zero exit, and a check that agrees with the run it checks."""
+
+from __future__ import annotations
+
+from tests.cli_helpers import one_error_line, run_home
+from vault.layout import Vault
+from vault.logs import ConversationLog
+
+
+def log_user_turns(root, n: int, topic: str = "plans") -> Vault:
+    """One session in which the user "me" wrote `n` messages (each one training example for a voice)."""
+    vault = Vault.open(root)
+    log = ConversationLog.create(vault)
+    for i in range(n):
+        log.append({"user": "me", "persona": None, "role": "user", "text": f"my message number {i}, about {topic}"})
+        log.append({"user": "me", "persona": None, "role": "assistant", "text": f"reply {i}"})
+    return vault
+
+
+def test_train_check_refuses_what_the_run_would_refuse(tmp_path):
+    """`home train --check` passed three examples (exit 0) and `home train` then refused them after
+    starting a worker: the check now applies the run's minimum of four."""
+    vault = log_user_turns(tmp_path / "v", 3)
+    proc = run_home(vault.root, "--user", "me", "train", "--check")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc)
+    assert line == f"home: error: {vault.logs_dir}: 3 usable examples, at least 4 are needed (0 lines rejected)"
+    assert "dataset: 3 examples" in proc.stdout
+    log_user_turns(vault.root, 1, topic="dinner")
+    proc = run_home(vault.root, "--user", "me", "train", "--check")
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
