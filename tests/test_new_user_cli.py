@@ -3,7 +3,11 @@ what and where, a non-zero exit, and a check that agrees with the run it checks.
 
 from __future__ import annotations
 
-from tests.cli_helpers import one_error_line, run_home
+import json
+import subprocess
+import sys
+
+from tests.cli_helpers import REPO, home_env, one_error_line, run_home
 from vault.layout import Vault
 from vault.logs import ConversationLog
 
@@ -30,3 +34,20 @@ def test_train_check_refuses_what_the_run_would_refuse(tmp_path):
     log_user_turns(vault.root, 1, topic="dinner")
     proc = run_home(vault.root, "--user", "me", "train", "--check")
     assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+
+
+def test_plain_chat_survives_a_mistyped_persona_and_answers_help(tmp_path):
+    """`/persona sge` ended the whole chat (exit 2), `/help` and `/personas` went to the model as messages
+    (`/personas` even switched to no persona): now each is answered on stderr and the chat goes on."""
+    vault = Vault.open(tmp_path / "v")
+    vault.config_path.write_text('user = "me"\n[generation]\nmax_tokens = 4\n')
+    proc = subprocess.run([sys.executable, "-m", "home.cli", "chat", "--plain"], cwd=REPO, env=home_env(vault.root),
+                          input="/persona sge\n/help\n/personas\n/persona sage\nhi\n/quit\n", capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "(unknown persona 'sge' (known: quill, sage, spark))" in proc.stderr
+    assert "(commands: /persona NAME" in proc.stderr and "(unknown command /personas; commands:" in proc.stderr
+    assert "(persona: Sage)" in proc.stderr and "Sage> " in proc.stdout
+    said = [json.loads(line) for log in vault.logs_dir.glob("*.jsonl") for line in log.read_text().splitlines()]
+    assert [(r["role"], r["text"]) for r in said if r["role"] == "user"] == [("user", "hi")]
+    assert [r["persona"] for r in said if r["role"] == "assistant"][-1] == "sage"

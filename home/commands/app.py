@@ -6,16 +6,19 @@ scripts can pipe into it and every turn is logged either way.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from home.context import Context
 from home.generation import generation_params
 from home.stack import activate, persona_specs, resolve_stack
 from home.turn import Conversation
+from vault.errors import PersonaError
 from vault.logs import ConversationLog
 from vault.personas import get_persona
 
-HELP = "commands: /persona NAME (switch; 'none' for the base model), /new (fresh chat), /quit"
+HELP = "commands: /persona NAME (switch; 'none' for the base model), /new (fresh chat), /help, /quit"
+COMMAND = re.compile(r"/[A-Za-z?]+")  # what looks like a command; "/etc/hosts is …" is a message
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,19 +55,27 @@ def run_plain(args: argparse.Namespace) -> int:
             return 0
         if not text:
             continue
-        if text in ("/quit", "/exit"):
+        command, _, rest = text.partition(" ")
+        if command in ("/quit", "/exit"):
             return 0
-        if text == "/new":
+        if command == "/new":
             convo = _new_conversation(ctx, engine, convo.persona)
             print("(new chat)", file=sys.stderr)
             _greet(convo)
             continue
-        if text.startswith("/persona"):
-            wanted = text.partition(" ")[2].strip()
-            persona = None if wanted in ("", "none") else get_persona(ctx.vault, wanted)
+        if command == "/persona":
+            try:  # a typo in a name is said and the chat goes on (it used to end the chat, exit 2)
+                persona = None if rest.strip() in ("", "none") else get_persona(ctx.vault, rest.strip())
+            except PersonaError as exc:
+                print(f"({exc})", file=sys.stderr)
+                continue
             convo.persona = persona
             print(f"(persona: {persona.name if persona else 'none'})", file=sys.stderr)
             _greet(convo)
+            continue
+        if COMMAND.fullmatch(command):  # /help, or a mistyped command: never sent to the model as a message
+            print(f"({HELP})" if command in ("/help", "/?") else f"(unknown command {command}; {HELP})",
+                  file=sys.stderr)
             continue
         params = generation_params(ctx, convo.persona, argparse.Namespace(
             temperature=None, top_p=None, top_k=None, repeat_penalty=None,
