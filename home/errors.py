@@ -14,6 +14,14 @@ class UsageError(Exception):
     exit_code = 2
 
 
+def require_text(text: str, example: str) -> str:
+    """A message or query that is empty or only spaces is refused before anything loads: an empty `home ask`
+    was sent to the model and logged as a turn of its own. `example`: the command with words in it."""
+    if not text.strip():
+        raise UsageError(f"the text is empty: give some words, e.g. {example}")
+    return text
+
+
 def report_error(exc: BaseException) -> int:
     """Print a known error as `home: error: …` and return its exit code; re-raise anything else."""
     # Our own error families, and the trainer's (SourceError, JobError, …) that carry an exit code.

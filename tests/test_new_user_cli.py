@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.cli_helpers import REPO, home_env, one_error_line, run_home
 from vault.layout import Vault
 from vault.logs import ConversationLog
@@ -51,3 +53,21 @@ def test_plain_chat_survives_a_mistyped_persona_and_answers_help(tmp_path):
     said = [json.loads(line) for log in vault.logs_dir.glob("*.jsonl") for line in log.read_text().splitlines()]
     assert [(r["role"], r["text"]) for r in said if r["role"] == "user"] == [("user", "hi")]
     assert [r["persona"] for r in said if r["role"] == "assistant"][-1] == "sage"
+
+
+@pytest.mark.parametrize("argv", [["ask", ""], ["ask", "  "], ["route", ""], ["memory", "search", " "]])
+def test_empty_text_is_refused_before_anything_loads(tmp_path, argv):
+    """`home ask ""` sent nothing to the model and logged it as a turn; route and memory search took it too."""
+    vault = tmp_path / "v"
+    proc = run_home(vault, *argv)
+    assert proc.returncode == 2 and not proc.stdout, proc.stdout
+    assert one_error_line(proc).startswith("home: error: the text is empty: give some words, e.g. home ")
+    assert not list((vault / "logs").glob("*.jsonl"))
+
+
+def test_memory_search_in_a_new_vault_says_memory_is_empty(tmp_path):
+    """A new user's first search said "nothing in memory is close enough to that", as if it had looked."""
+    vault = Vault.open(tmp_path / "v")
+    proc = run_home(vault.root, "memory", "search", "where does my sister live")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"memory is empty: nothing is logged in {vault.logs_dir} yet (chat with `home` or `home ask`)\n"

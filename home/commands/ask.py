@@ -8,6 +8,7 @@ import json
 import sys
 
 from home.context import Context
+from home.errors import require_text
 from home.generation import generation_params
 from home.router import Router, explicit_choice
 from home.stack import activate, resolve_stack, upgrade_fingerprints
@@ -51,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_text(args.text, 'home ask "plan my week"')
     ctx = Context(args)
     name = args.persona or ctx.config.persona or None
     persona = get_persona(ctx.vault, name) if name else None

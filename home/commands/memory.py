@@ -14,7 +14,7 @@ import json
 import sys
 
 from home.context import Context
-from home.errors import UsageError
+from home.errors import UsageError, require_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,13 +80,17 @@ def _line(hit) -> str:
 def run_search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UsageError("-k: expected a positive number")
+    require_text(args.query, 'home memory search "where does my sister live"')
     ctx = Context(args)
     with _open(ctx) as store:
         if not args.no_index:
             _catch_up(ctx, store)
         hits = store.search(args.query, k=args.k, user=getattr(args, "user", None))
+        empty = not hits and store.count() == 0
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+    elif empty:  # a new vault: say why nothing came back, not that nothing was close
+        print(f"memory is empty: nothing is logged in {ctx.vault.logs_dir} yet (chat with `home` or `home ask`)")
     elif not hits:
         print("nothing in memory is close enough to that")
     else:

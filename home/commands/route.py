@@ -10,6 +10,7 @@ import argparse
 import json
 
 from home.context import Context
+from home.errors import require_text
 from vault.personas import get_persona
 
 
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from home.router import Router, explicit_choice
 
+    require_text(args.text, 'home route "my script crashes with a KeyError"')
     ctx = Context(args)
     name = args.persona or ctx.config.persona or None
     persona = get_persona(ctx.vault, name) if name else None
