@@ -4,7 +4,7 @@ each key shows."""
 from __future__ import annotations
 
 from home.app.widgets.train_panel import TrainPanel
-from tests.test_app import drive, make_app, wait_ready
+from tests.test_app import drive, keys_panel_text, make_app, wait_ready
 from tests.test_new_user_cli import log_user_turns
 
 
@@ -22,5 +22,27 @@ def test_retrain_with_too_few_messages_says_so_instead_of_starting_a_worker(tmp_
         assert panel.view.outcome == (f"{vault.logs_dir}: 2 usable examples, at least 4 are needed (0 lines "
                                       "rejected): each message you send is one; chat a little more first")
         assert "stage: not started" in panel.text
+
+    drive(app, scenario)
+
+
+def test_f12_lists_homes_keys_before_the_message_boxs_editing_keys(tmp_path):
+    """F12 listed the focused prompt's ~40 editing keys first (cursor, select, delete): on a 30-line terminal
+    none of Home's own keys (personas, memory, retrain, search) was on screen."""
+    app = make_app(tmp_path / "v")
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await pilot.press("f12")
+        await pilot.pause()
+        lines = [line.strip() for line in keys_panel_text(app).splitlines() if line.strip()]
+        assert lines[0] == "Home" and "Editing your message" in lines, lines[:5]
+        at = {what: next(i for i, line in enumerate(lines) if what in line)
+              for what in ("Memory", "Retrain", "Search", "Pick best", "Quill", "Quit", "Cursor up")}
+        shown = app.screen.query_one("HelpPanel").size.height
+        assert max(i for what, i in at.items() if what != "Cursor up") < min(at["Cursor up"], shown), (at, shown)
+        await pilot.press("f12")
+        await pilot.pause()
+        assert not app.screen.query("HelpPanel")
 
     drive(app, scenario)

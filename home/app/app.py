@@ -26,6 +26,7 @@ from home.app.screens.chat import ChatScreen
 from home.app.screens.error import ErrorScreen
 from home.app.session import AppOptions, ChatSession
 from home.app.tools import ToolsMixin
+from home.app.widgets.keys_panel import HomeHelpPanel
 from home.app.widgets.train_panel import TrainPanel
 from llm.errors import LLMError
 from trainer.protocol.job import JobError
@@ -270,6 +271,11 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
             self.action_hide_help_panel()
         else:
             self.action_show_help_panel()
+
+    def action_show_help_panel(self) -> None:
+        """F12 and the palette's "Keys": Textual's panel with Home's keys first (home/app/widgets/keys_panel.py)."""
+        if not self.screen.query("HelpPanel"):
+            self.screen.mount(HomeHelpPanel())
 
     def action_cancel_training(self) -> None:
         if self.retrain is not None and self.retrain.cancel():

@@ -14,6 +14,8 @@ NEWLINE_KEYS = ("shift+enter", "ctrl+j", "newline")
 class PromptInput(TextArea):
     """A TextArea whose Enter submits, since chat is mostly one-line messages."""
 
+    BINDING_GROUP_TITLE = "Editing your message"  # F12's heading over the TextArea's keys, after Home's
+
     @dataclass
     class Submitted(Message):
         text: str
