@@ -3,8 +3,10 @@ each key shows."""
 
 from __future__ import annotations
 
+from textual.command import CommandPalette
+
 from home.app.widgets.train_panel import TrainPanel
-from tests.test_app import drive, keys_panel_text, make_app, wait_ready
+from tests.test_app import drive, keys_panel_text, make_app, wait_for, wait_ready
 from tests.test_new_user_cli import log_user_turns
 
 
@@ -44,5 +46,27 @@ def test_f12_lists_homes_keys_before_the_message_boxs_editing_keys(tmp_path):
         await pilot.press("f12")
         await pilot.pause()
         assert not app.screen.query("HelpPanel")
+
+    drive(app, scenario)
+
+
+def test_resume_entries_say_when_and_how_each_session_began(tmp_path):
+    """After a restart the palette's "Resume session 20261201-020741-786084-5db4" entries were ids alone:
+    a user could not tell which one was the chat they wanted back."""
+    vault = log_user_turns(tmp_path / "v", 2)
+    (session,) = [p.stem for p in vault.logs_dir.glob("*.jsonl")]
+    app = make_app(vault.root)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: CommandPalette.is_open(app))
+        app.screen.query_one("CommandInput").value = "resume"
+        commands = app.screen.query_one("CommandList")
+        await wait_for(pilot, lambda: commands.option_count > 0)
+        shown = [str(commands.get_option_at_index(i).prompt) for i in range(commands.option_count)]
+        (entry,) = [s for s in shown if session in s]
+        assert "“my message number 0, about plans”" in entry, entry
+        await pilot.press("escape")
 
     drive(app, scenario)

@@ -207,6 +207,23 @@ def list_sessions(vault: Vault) -> list[SessionInfo]:
     return sorted(out, key=lambda s: (s.modified, s.id), reverse=True)
 
 
+def first_message(path: str | os.PathLike, max_lines: int = 50) -> str | None:
+    """The session's first user message, from its first `max_lines` lines only (a long log is never read
+    whole): what names a session in a list of them. None when there is none there, or it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            for _, line in zip(range(max_lines), fh, strict=False):
+                try:
+                    rec = loads(line)
+                except JSONProblem:
+                    continue
+                if isinstance(rec, dict) and rec.get("role") == "user" and isinstance(rec.get("text"), str):
+                    return rec["text"]
+    except OSError:
+        return None
+    return None
+
+
 def _session_path(vault: Vault, session: str) -> Path:
     if not session or not set(session) <= _SESSION_CHARS or session.startswith("."):
         raise LogError(f"session id {session!r}: only lowercase letters, digits, '-' and '.' are allowed")

@@ -7,12 +7,26 @@ appear without restarting.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from datetime import datetime
+from functools import lru_cache, partial
+from pathlib import Path
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from home.app.features import known_users
 from home.app.tools import fitting_adapters
+from vault.logs import first_message
+
+
+@lru_cache(maxsize=256)
+def session_line(path: Path, modified: float) -> str:
+    """What a "Resume session" entry says under its id: when it was last written and how it began (the id
+    alone told a user nothing about which chat it was). Cached per file version: the palette asks on
+    every keystroke."""
+    when = datetime.fromtimestamp(modified).strftime("%b %d %H:%M")
+    text = " ".join((first_message(path) or "").split())
+    said = f"“{text[:59]}…”" if len(text) > 60 else f"“{text}”" if text else "no message of yours yet"
+    return f"{when} · {said}"
 
 
 class HomeCommands(Provider):
@@ -65,8 +79,9 @@ class HomeCommands(Provider):
         for name in known_users(session):
             if name != session.user:
                 out.append((f"Switch user: {name}", partial(app.action_switch_user, name), "a new session as them"))
-        for sid in session.recent_sessions():
-            out.append((f"Resume session {sid}", partial(app.action_resume, sid), "load its history"))
+        for info in session.recent_sessions():
+            out.append((f"Resume session {info.id}", partial(app.action_resume, info.id),
+                        session_line(info.path, info.modified)))
         return out
 
     async def discover(self) -> Hits:

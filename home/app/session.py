@@ -25,7 +25,7 @@ from home.turn import Conversation
 from llm.errors import LLMError
 from llm.params import GenParams
 from vault.fsio import atomic_write_text
-from vault.logs import ConversationLog, list_sessions
+from vault.logs import ConversationLog, SessionInfo, list_sessions
 from vault.manifest import Manifest
 from vault.personas import Persona, get_persona, list_personas
 
@@ -155,8 +155,8 @@ class ChatSession(StackMixin, MemoryMixin):
         with self._state:
             return self.conversation.greet() if self.conversation is not None else None
 
-    def recent_sessions(self, limit: int = 20) -> list[str]:
-        return [s.id for s in list_sessions(self.vault)[:limit]]
+    def recent_sessions(self, limit: int = 20) -> list[SessionInfo]:
+        return list_sessions(self.vault)[:limit]
 
     @property
     def ready(self) -> bool:
