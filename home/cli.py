@@ -7,8 +7,11 @@ refused, 1 anything else at run time), never a traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
+from typing import NoReturn
 
 from home import __version__
 from home.commands import (
@@ -52,8 +55,25 @@ environment:
   HOME_API_KEY the API key of the --backend server (else config [backend] api_key)"""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistyped choice (a command, a verb, a --mode) is one line with the nearest right one:
+    `home aks` printed the whole usage and every command, and no hint."""
+
+    def error(self, message: str) -> NoReturn:
+        m = re.fullmatch(r"argument (\S+): invalid choice: '?(.*?)'? \(choose from (.*)\)", message, re.S)
+        if m is None:
+            super().error(message)
+        name, bad, listed = m.groups()
+        choices = [c.strip().strip("'") for c in listed.split(",")]
+        near = difflib.get_close_matches(bad, choices, n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        what = "command" if name in ("COMMAND", "VERB") else name
+        self.exit(2, f"{self.prog}: error: unknown {what} '{bad[:60]}'{hint} (one of: {', '.join(choices)}; "
+                     f"see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="home",
         description=DESCRIPTION,
         epilog=EPILOG,

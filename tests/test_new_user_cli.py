@@ -71,3 +71,16 @@ def test_memory_search_in_a_new_vault_says_memory_is_empty(tmp_path):
     proc = run_home(vault.root, "memory", "search", "where does my sister live")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"memory is empty: nothing is logged in {vault.logs_dir} yet (chat with `home` or `home ask`)\n"
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["aks", "hi"], "home: error: unknown command 'aks'; did you mean 'ask'? (one of: chat, ask, adapters, "),
+    (["memory", "serch", "x"], "home memory: error: unknown command 'serch'; did you mean 'search'? (one of: search, "),
+    (["ask", "hi", "--mode", "focussed"], "home ask: error: unknown --mode 'focussed'; did you mean 'focused'? "),
+])
+def test_a_mistyped_choice_is_one_line_with_the_nearest_one(tmp_path, argv, line):
+    """`home aks` printed the usage block and a list of every command, and no hint."""
+    proc = run_home(tmp_path / "v", *argv)
+    assert proc.returncode == 2 and not proc.stdout
+    (only,) = proc.stderr.splitlines()
+    assert only.startswith(line) and only.endswith("--help)"), only
