@@ -37,8 +37,10 @@ async def fix_replies(pilot, screen) -> None:
     for i, msg in enumerate(screen.query(AssistantMessage)):
         msg.text = FIXED[i % len(FIXED)]
         await msg.query_one(Markdown).update(msg.text)
-    for line in screen.query(SystemLine):
-        line.update(re.sub(r"session \S+", "session 20260101-000000", str(line.render())))
+    for s in pilot.app.screen_stack:  # the chat's lines under a modal too (the first screen's names a time)
+        for line in s.query(SystemLine):
+            text = re.sub(r"session \S+", "session 20260101-000000", str(line.render()))
+            line.update(re.sub(r"\(\w{3} \d\d \d\d:\d\d · ", "(Jan 01 09:00 · ", text))
     for s in pilot.app.screen_stack:  # the chat's prompt under a modal too: its blink phase shows through
         for w in [*s.query(PromptInput), *s.query(Input)]:
             w.cursor_blink = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from textual.command import CommandPalette
 
+from home.app.screens.chat import FIRST_HINT
 from home.app.widgets.train_panel import TrainPanel
 from tests.test_app import drive, keys_panel_text, make_app, wait_for, wait_ready
 from tests.test_new_user_cli import log_user_turns
@@ -70,3 +71,38 @@ def test_resume_entries_say_when_and_how_each_session_began(tmp_path):
         await pilot.press("escape")
 
     drive(app, scenario)
+
+
+def test_the_first_screen_says_how_to_start_and_where_the_last_chat_is(tmp_path):
+    """The first screen was empty: nothing said which keys do what, nor that yesterday's chat could come
+    back. A persona's greeting opens the chat instead, as before."""
+    def first_lines(app) -> list[str]:
+        return [str(w.render()) for w in app.chat.query("SystemLine")]
+
+    fresh = make_app(tmp_path / "fresh")
+
+    async def new_user(pilot):
+        await wait_ready(pilot, fresh)
+        await wait_for(pilot, lambda: first_lines(fresh))
+        assert first_lines(fresh) == [FIRST_HINT]
+
+    drive(fresh, new_user)
+    vault = log_user_turns(tmp_path / "v", 2)
+    back = make_app(vault.root)
+
+    async def returning(pilot):
+        await wait_ready(pilot, back)
+        await wait_for(pilot, lambda: first_lines(back))
+        (line,) = first_lines(back)
+        assert line.startswith(FIRST_HINT + " Your last chat (") and line.endswith(
+            " · “my message number 0, about plans”) is in ctrl+p → Resume."), line
+
+    drive(back, returning)
+    greeted = make_app(vault.root, persona="sage")
+
+    async def with_greeting(pilot):
+        await wait_ready(pilot, greeted)
+        await wait_for(pilot, lambda: greeted.chat.query("AssistantMessage"))
+        assert not first_lines(greeted)
+
+    drive(greeted, with_greeting)

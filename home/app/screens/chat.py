@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, TextArea
 
+from home.app.commands import session_line
 from home.app.draft import PAUSE_S
 from home.app.session import ChatSession
 from home.app.session_stack import VOICE_STEP
@@ -30,6 +31,8 @@ from llm.errors import LLMError
 from vault.errors import VaultError
 
 FLUSH_S = 0.04
+FIRST_HINT = ("New chat: type below, Enter sends. The keys on the top line switch persona, ctrl+p has "
+              "everything else, F12 lists every key.")
 TRAIN_HINT = "No voice adapter for {user} yet: press ctrl+t (Retrain my voice) or run `home train`."
 
 
@@ -83,6 +86,18 @@ class ChatScreen(Screen[None]):
         opening = next((m["content"] for m in self.session.conversation.history if m.get("greeting")), None)
         if opening is not None:
             self.call_later(self._show_greeting, opening)
+        elif not self.query_one(MessageList).children:
+            self.call_later(self.note, self._first_line())
+
+    def _first_line(self) -> str:
+        """What an empty first screen says (it said nothing: a new user did not know the keys, and after a
+        restart did not know the last chat could come back)."""
+        line = FIRST_HINT
+        current = self.session.conversation.log.session
+        last = next((s for s in self.session.recent_sessions(2) if s.id != current), None)
+        if last is not None:
+            line += f" Your last chat ({session_line(last.path, last.modified)}) is in ctrl+p → Resume."
+        return line
 
     async def _show_greeting(self, text: str) -> None:
         """The persona's greeting, as its first message of the chat."""
