@@ -84,3 +84,14 @@ def test_a_mistyped_choice_is_one_line_with_the_nearest_one(tmp_path, argv, line
     assert proc.returncode == 2 and not proc.stdout
     (only,) = proc.stderr.splitlines()
     assert only.startswith(line) and only.endswith("--help)"), only
+
+
+def test_doctor_on_a_vault_that_is_a_file_is_one_finding(tmp_path):
+    """`home --vault FILE doctor` failed the model and the config with the vault's error, printed it a third
+    time as `home: error:` and stopped (exit 2) before the rest: now one FAIL line for the vault, exit 1."""
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not a vault\n")
+    proc = run_home(tmp_path, "--vault", str(junk), "doctor")
+    assert proc.returncode == 1 and not proc.stderr, proc.stderr
+    fails = [line for line in proc.stdout.splitlines() if line.startswith("[FAIL]")]
+    assert fails == [f"[FAIL] vault      {junk}: vault path exists but is not a directory"], proc.stdout

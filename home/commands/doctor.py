@@ -32,6 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from llm.offload import describe_offload, vram
 
     line(None, "llama.cpp", f"llama-cpp-python {llama_cpp.__version__}; {describe_offload()}")
+    try:  # everything but llama.cpp and the GPU reads the vault: one finding, not the same error four times
+        _ = ctx.vault
+    except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+        line(None, "model", "not checked: the vault (below) cannot be opened, and its config names the model")
+        line(None, "gpu", vram())
+        line(False, "vault", str(exc))
+        return 1
     try:
         path = ctx.model_path
         info = ctx.model_info
@@ -39,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         engine = ctx.engine(n_ctx=512)
         n = len(engine.tokenize("hello"))
         line(True, "model", f"{info.name} ({info.arch}, {path.stat().st_size / 2**20:.0f} MiB) loads in "
-                            f"{time.perf_counter() - t0:.2f} s, tokenizes ({n} tokens), {path}")
+                            f"{time.perf_counter() - t0:.2f} s, tokenizes ({n} token{'s' if n != 1 else ''}), {path}")
         line(None, "offload", _layers(engine.offload))
     except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
         line(False, "model", str(exc))
