@@ -6,6 +6,7 @@ from __future__ import annotations
 from textual.command import CommandPalette
 
 from home.app.screens.chat import FIRST_HINT
+from home.app.screens.error import ErrorScreen
 from home.app.widgets.train_panel import TrainPanel
 from tests.test_app import drive, keys_panel_text, make_app, wait_for, wait_ready
 from tests.test_new_user_cli import log_user_turns
@@ -106,3 +107,16 @@ def test_the_first_screen_says_how_to_start_and_where_the_last_chat_is(tmp_path)
         assert not first_lines(greeted)
 
     drive(greeted, with_greeting)
+
+
+def test_an_unknown_persona_at_start_says_where_to_pick_one(tmp_path):
+    """`home chat --persona sge` opened "Home cannot start … Fix the file named above", and no file was named."""
+    app = make_app(tmp_path / "v", persona="sge")
+
+    async def scenario(pilot):
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen))
+        assert app.screen.message == "unknown persona 'sge' (known: quill, sage, spark)"
+        assert "--persona NAME" in app.screen.hint and "home personas list" in app.screen.hint
+        await pilot.press("q")
+
+    drive(app, scenario)

@@ -10,9 +10,12 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from llm.errors import ModelError
+from vault.errors import PersonaError
 
 MODEL_HINT = ("Check the path given with --model (or `model` in config.toml); \"\" means the built-in "
               "SmolLM2. `home doctor` checks the whole setup.")
+PERSONA_HINT = ("Start with a persona from that list (--persona NAME, or `persona` in config.toml; `home personas "
+                "list` shows them), or fix the card file named above.")
 OTHER_HINT = "Fix the file named above, then start Home again. `home doctor` checks the whole setup."
 
 
@@ -22,7 +25,9 @@ class ErrorScreen(Screen[None]):
     def __init__(self, error: Exception) -> None:
         super().__init__()
         self.message = str(error)
-        self.hint = MODEL_HINT if isinstance(error, ModelError) else OTHER_HINT
+        # a persona typo named no file: "fix the file named above" sent a new user looking for one
+        self.hint = (MODEL_HINT if isinstance(error, ModelError) else PERSONA_HINT if isinstance(error, PersonaError)
+                     else OTHER_HINT)
 
     def compose(self) -> ComposeResult:
         with Center(), Vertical(id="error-box"):
