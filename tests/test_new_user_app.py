@@ -3,10 +3,13 @@ each key shows."""
 
 from __future__ import annotations
 
+import asyncio
+
 from textual.command import CommandPalette
 
 from home.app.screens.chat import FIRST_HINT
 from home.app.screens.error import ErrorScreen
+from home.app.widgets.status_bar import StatusBar
 from home.app.widgets.train_panel import TrainPanel
 from tests.test_app import drive, keys_panel_text, make_app, wait_for, wait_ready
 from tests.test_new_user_cli import log_user_turns
@@ -120,3 +123,28 @@ def test_an_unknown_persona_at_start_says_where_to_pick_one(tmp_path):
         await pilot.press("q")
 
     drive(app, scenario)
+
+
+def test_the_status_line_keeps_persona_adapters_and_memory_at_80_columns(tmp_path):
+    """At 80 columns the status line was cut after "– tok/s │": context and memory were off screen. Now the
+    least needed parts (speed, then the model's name, then context) leave first; nothing is cut."""
+    app = make_app(tmp_path / "v")
+
+    async def main():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_ready(pilot, app)
+            bar = app.chat.query_one(StatusBar)
+            line = str(bar.render())
+            assert line.startswith("user me │ persona none │ adapters base │ ") and " │ memory 0 used · " in line
+            assert len(line) <= bar.content_size.width, (line, bar.content_size.width)
+            bar.model, bar.n_ctx = "loading model…", 0  # as before the model is up: that stays on the line
+            assert str(bar.render()).startswith("loading model… │ user me │ persona none │ adapters base │ memory")
+            app.chat.refresh_status()
+            await pilot.resize_terminal(140, 24)
+            await pilot.pause()
+            assert str(bar.render()).startswith("Smollm2 135M 8k Lc1… │ user me │ persona none │ adapters base │ – tok/s")
+
+    try:
+        asyncio.run(main())
+    finally:
+        app.close_engine()
