@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 import sys
+import textwrap
 from typing import NoReturn
 
 from home import __version__
@@ -51,13 +52,54 @@ examples:
   home serve --host 0.0.0.0         (the model in a llama-server, for Home elsewhere: home --backend URL)
 
 environment:
-  HOME_VAULT   the vault directory (default: the platform's user data dir; --vault wins)
-  HOME_API_KEY the API key of the --backend server (else config [backend] api_key)"""
+  HOME_VAULT   the vault directory (--vault wins; default: the user data dir)
+  HOME_API_KEY the --backend server's API key (else config [backend] api_key)"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written, but their prose re-flowed to the terminal: it was written
+    ~100 columns wide (some paragraphs one 300-character line) and broke mid-word at 80. A paragraph starts
+    at a blank line, a "- " item (its lines after the first indented two spaces) or a "Label: " line;
+    other indented lines (examples, the environment table) are kept exactly as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out: list[str] = []
+        para: list[str] = []
+
+        def flush() -> None:
+            if para:
+                hang = "  " if para[0].startswith("- ") else ""
+                out.append(textwrap.fill(" ".join(para), width, initial_indent=indent,
+                                         subsequent_indent=indent + hang))
+                para.clear()
+
+        for line in text.splitlines():
+            item = bool(para) and para[0].startswith("- ")
+            if item and line.startswith("  ") and line[2:3].strip():  # an item's continuation, hanging
+                para.append(line.strip())
+                continue
+            if not line.strip() or line[0].isspace():
+                flush()
+                out.append(indent + line if line.strip() else "")
+                continue
+            if item or line.startswith("- ") or LABEL.match(line):  # after an item, an unindented line is new
+                flush()
+            para.append(line.strip())
+        flush()
+        return "\n".join(out)
+
+
+LABEL = re.compile(r"[\w$-][\w$ -]{0,24}: ")  # "Usage: …", "llama-server: …": each starts a paragraph
 
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a mistyped choice (a command, a verb, a --mode) is one line with the nearest right one:
-    `home aks` printed the whole usage and every command, and no hint."""
+    `home aks` printed the whole usage and every command, and no hint. Every help page is formatted by
+    HelpFormatter (the subcommands' parsers are this class too: argparse makes them of their parent's)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's own
+        kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         m = re.fullmatch(r"argument (\S+): invalid choice: '?(.*?)'? \(choose from (.*)\)", message, re.S)
@@ -77,7 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="home",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"home {__version__}")
     parser.add_argument("--vault", metavar="DIR", help="vault directory (overrides HOME_VAULT)")

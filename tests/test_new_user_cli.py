@@ -95,3 +95,33 @@ def test_doctor_on_a_vault_that_is_a_file_is_one_finding(tmp_path):
     assert proc.returncode == 1 and not proc.stderr, proc.stderr
     fails = [line for line in proc.stdout.splitlines() if line.startswith("[FAIL]")]
     assert fails == [f"[FAIL] vault      {junk}: vault path exists but is not a directory"], proc.stdout
+
+
+def _parsers(parser, name="home"):
+    """Every parser under `home`: the commands and their verbs."""
+    import argparse
+
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for verb, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {verb}")
+
+
+def test_every_help_page_fits_80_columns_and_every_option_says_what_it_does(monkeypatch):
+    """At 80 columns the prose of `home --help`, train, route, serve, drift, eval and data was cut mid-word
+    (written ~100 wide, some paragraphs one 300-character line), and `home ask --help` listed --max-tokens,
+    --temperature, --top-p, --top-k and --repeat-penalty with no word on what they do (train seven more).
+    Examples (`  home …`) may run longer: they are for pasting."""
+    from home.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "80")
+    long, silent = [], []
+    for name, parser in _parsers(build_parser()):
+        for line in parser.format_help().splitlines():
+            if len(line) > 80 and not line.lstrip().startswith("home "):
+                long.append(f"{name}: {line}")
+        silent += [f"{name} {a.option_strings[0]}" for a in parser._actions
+                   if a.option_strings and not a.help and a.dest != "json"]  # --json says it all
+    assert not long, "\n".join(long)
+    assert not silent, silent

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ask",
         help="ask once: stream the reply to stdout and log the turn",
-        description="Ask Home once. The reply streams to stdout; the turn is logged in the vault.",
+        description="Ask Home once. The reply streams to stdout; the turn is logged in the vault. Sampling "
+                    "flags not given come from the persona's card, else config.toml [generation].",
     )
     p.add_argument("text", help="what to say")
     p.add_argument("--persona", metavar="NAME", help="speak with this persona (see `home personas list`)")
@@ -36,11 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-adapters", action="store_true", help="the base model alone, even if the persona has adapters")
     p.add_argument("--continue", dest="resume", metavar="SESSION", nargs="?", const="latest",
                    help="continue a session (default: the latest) with its history")
-    p.add_argument("--max-tokens", type=int, metavar="N")
-    p.add_argument("--temperature", type=float, metavar="T")
-    p.add_argument("--top-p", type=float, metavar="P")
-    p.add_argument("--top-k", type=int, metavar="K")
-    p.add_argument("--repeat-penalty", type=float, metavar="R")
+    # each default: the persona's card (extensions.home.generation), else config.toml [generation]
+    p.add_argument("--max-tokens", type=int, metavar="N", help="the longest reply, in tokens")
+    p.add_argument("--temperature", type=float, metavar="T", help="sampling temperature: 0 always picks the likeliest "
+                   "token; higher is more varied")
+    p.add_argument("--top-p", type=float, metavar="P", help="sample from the likeliest tokens whose probabilities add "
+                   "up to P")
+    p.add_argument("--top-k", type=int, metavar="K", help="sample from the K likeliest tokens")
+    p.add_argument("--repeat-penalty", type=float, metavar="R", help="above 1 discourages repeating tokens")
     p.add_argument("--seed", type=int, metavar="N", help="sampling seed (default: random)")
     p.add_argument("--no-memory", action="store_true", help="do not recall earlier conversations for this turn")
     p.add_argument("--rewrite", action="store_true",

@@ -26,7 +26,8 @@ from trainer.protocol.job import DEVICES, Job
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("two bases (--compare MODEL2): trained here when no adapter from this data is registered")
+    g = p.add_argument_group("two bases (--compare MODEL2)",
+                             "an adapter per base is trained here when none from this data is registered")
     g.add_argument("--compare", metavar="MODEL2",
                    help="a second base GGUF (path or owner/repo/file.gguf): the four-way table base, base + adapter "
                         "for the model Home runs and for MODEL2")
@@ -34,10 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     length.add_argument("--steps", type=int, metavar="N", help="optimizer steps per training")
     length.add_argument("--epochs", type=float, metavar="N", help="passes over the data (default 3)")
     g.add_argument("--rank", type=int, default=16, metavar="R", help="LoRA rank (default 16)")
-    g.add_argument("--lr", type=float, default=2e-4, metavar="LR")
-    g.add_argument("--batch-size", type=int, default=8, metavar="N")
-    g.add_argument("--max-length", type=int, default=512, metavar="TOKENS")
-    g.add_argument("--device", choices=DEVICES, default="auto")
+    g.add_argument("--lr", type=float, default=2e-4, metavar="LR", help="learning rate (default 2e-4)")
+    g.add_argument("--batch-size", type=int, default=8, metavar="N", help="examples per optimizer step (default 8)")
+    g.add_argument("--max-length", type=int, default=512, metavar="TOKENS", help="longest example (default 512)")
+    g.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where to train (default auto: a CUDA GPU when there is one)")
     g.add_argument("--retrain", action="store_true", help="train on both bases even when adapters are registered")
 
 

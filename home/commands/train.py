@@ -51,9 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="logs: learn your own messages (user, default) or a persona's replies (persona NAME)")
     p.add_argument("--persona", metavar="NAME", help="jsonl: only records of this persona")
     p.add_argument("--name", metavar="NAME", help="adapter name (default: <user>-voice or <persona>-persona)")
-    p.add_argument("--kind", choices=("voice", "persona", "task", "style", "other"))
-    p.add_argument("--tasks", nargs="*", default=[], metavar="TASK")
-    p.add_argument("--tones", nargs="*", default=[], metavar="TONE")
+    p.add_argument("--kind", choices=("voice", "persona", "task", "style", "other"),
+                   help="what the adapter is, for the router and the app (default: persona with --target persona, "
+                        "else voice)")
+    p.add_argument("--tasks", nargs="*", default=[], metavar="TASK",
+                   help="task classes the router may pick it for (e.g. coding writing)")
+    p.add_argument("--tones", nargs="*", default=[], metavar="TONE",
+                   help="tones the router may pick it for (e.g. upbeat stressed)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, metavar="N", help="optimizer steps")
     length.add_argument("--epochs", type=float, metavar="N",
@@ -63,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"LoRA rank, alpha 2×rank (default for a voice, by its size: {tiers_help('rank')}; "
                         "16 for other kinds)")
     p.add_argument("--window", type=int, default=10, metavar="N", help="context turns per example (default 10)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="examples per optimizer step (default 8)")
     p.add_argument("--lr", type=float, default=None, metavar="LR",
                    help="learning rate (default 1e-3 for a voice adapter, 2e-4 for other kinds and dpo: "
                         "bench/voice/RESULTS.md)")
@@ -74,10 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modules", choices=MODULES, default="all",
                    help="the projections LoRA adapts: all seven (default), attention (q/k/v/o) or mlp "
                         "(gate/up/down); bench/voice/RESULTS.md measures them")
-    p.add_argument("--max-length", type=int, default=512, metavar="TOKENS")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-length", type=int, default=512, metavar="TOKENS",
+                   help="longest example; a longer one loses its oldest context, never its target (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="for the split, the shuffle and the LoRA init (default 0)")
     p.add_argument("--base", metavar="DIR", help="train on this Hugging Face model directory instead of the GGUF")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train (default auto: a CUDA GPU when there is one)")
     procs = p.add_mutually_exclusive_group()
     procs.add_argument("--gpus", type=int, metavar="N",
                        help="train on N CUDA GPUs of this machine, one process each (DDP over nccl); "
