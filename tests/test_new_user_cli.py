@@ -125,3 +125,16 @@ def test_every_help_page_fits_80_columns_and_every_option_says_what_it_does(monk
                    if a.option_strings and not a.help and a.dest != "json"]  # --json says it all
     assert not long, "\n".join(long)
     assert not silent, silent
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["ask", "hi", "--max-tokens", "0"], "home ask: error: argument --max-tokens: expected a whole number >= 1, got '0'"),
+    (["ask", "hi", "--temperature", "-1"], "home ask: error: argument --temperature: expected a number >= 0, got '-1'"),
+    (["chat", "--plain", "--max-tokens", "-5"], "home chat: error: argument --max-tokens: expected a whole number >= 1, "
+                                                 "got '-5'"),
+])
+def test_a_bad_sampling_flag_is_refused_without_a_traceback(tmp_path, argv, said):
+    """`home ask hi --max-tokens 0` (or --temperature -1) ended in a ValueError traceback from GenParams."""
+    proc = run_home(tmp_path / "v", *argv)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == said

@@ -9,6 +9,7 @@ import argparse
 import re
 import sys
 
+from home.commands import positive_int
 from home.context import Context
 from home.generation import generation_params
 from home.stack import activate, persona_specs, resolve_stack
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--persona", metavar="NAME", help="start with this persona")
     p.add_argument("--plain", action="store_true",
                    help="a plain line-by-line REPL instead of the full-screen app (also when stdin is no tty)")
-    p.add_argument("--max-tokens", type=int, metavar="N", help="cap each reply (default: config/persona)")
+    p.add_argument("--max-tokens", type=positive_int, metavar="N", help="cap each reply (default: config/persona)")
     p.set_defaults(func=run)
 
 

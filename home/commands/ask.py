@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 
+from home.commands import non_negative_float, positive_int
 from home.context import Context
 from home.errors import require_text
 from home.generation import generation_params
@@ -38,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--continue", dest="resume", metavar="SESSION", nargs="?", const="latest",
                    help="continue a session (default: the latest) with its history")
     # each default: the persona's card (extensions.home.generation), else config.toml [generation]
-    p.add_argument("--max-tokens", type=int, metavar="N", help="the longest reply, in tokens")
-    p.add_argument("--temperature", type=float, metavar="T", help="sampling temperature: 0 always picks the likeliest "
+    p.add_argument("--max-tokens", type=positive_int, metavar="N", help="the longest reply, in tokens")
+    p.add_argument("--temperature", type=non_negative_float, metavar="T", help="sampling temperature: 0 always picks the likeliest "
                    "token; higher is more varied")
     p.add_argument("--top-p", type=float, metavar="P", help="sample from the likeliest tokens whose probabilities add "
                    "up to P")

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from home.commands import data_eval
+from home.commands import data_eval, non_negative_float, positive_int
 from home.context import Context
 from home.errors import UsageError
 from home.progress import fmt_duration
@@ -46,8 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the endpoint's model name (with --endpoint; a local GGUF is `home --model PATH data …`)")
     s.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds per endpoint request")
     s.add_argument("--out", metavar="DIR", help="output folder (default <vault>/runs/synth)")
-    s.add_argument("--max-tokens", type=int, default=160, metavar="N", help="tokens per reply (default 160)")
-    s.add_argument("--temperature", type=float, default=0.8, metavar="T",
+    s.add_argument("--max-tokens", type=positive_int, default=160, metavar="N", help="tokens per reply (default 160)")
+    s.add_argument("--temperature", type=non_negative_float, default=0.8, metavar="T",
                    help="sampling temperature of the replies (default 0.8)")
     s.add_argument("--min-words", type=int, default=3, metavar="N", help="shorter replies are dropped")
     s.add_argument("--max-words", type=int, default=160, metavar="N", help="longer replies are dropped")

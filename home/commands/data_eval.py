@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from home.commands import positive_int
 from home.context import Context
 from home.errors import UsageError
 from vault.errors import VaultError
@@ -33,7 +34,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
                    help="use this adapter for a persona, an id or a name (its newest version); default: "
                         "the persona adapter its card lists")
     e.add_argument("--samples", type=int, default=8, metavar="N", help="replies generated per persona (default 8)")
-    e.add_argument("--max-tokens", type=int, default=48, metavar="N", help="tokens per greedy reply (default 48)")
+    e.add_argument("--max-tokens", type=positive_int, default=48, metavar="N", help="tokens per greedy reply (default 48)")
     e.add_argument("--max-examples", type=int, default=32, metavar="N", help="held-out lines scored per persona")
     e.add_argument("--json", action="store_true", help="print the report as one JSON object")
     e.set_defaults(func=run_eval)

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 
-from home.commands import eval_compare
+from home.commands import eval_compare, positive_int
 from home.context import Context
 from home.errors import UsageError
 from home.prompt import system_prompt
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "for a persona adapter it also selects that persona's records/replies")
     p.add_argument("--window", type=int, default=10, metavar="N", help="context turns per example (default 10)")
     p.add_argument("--samples", type=int, default=4, metavar="N", help="prompts to generate from (default 4)")
-    p.add_argument("--max-tokens", type=int, metavar="N", help="tokens per greedy sample (default 48)")
+    p.add_argument("--max-tokens", type=positive_int, metavar="N", help="tokens per greedy sample (default 48)")
     p.add_argument("--max-examples", type=int, default=64, metavar="N",
                    help="examples to score, spread evenly over the data (default 64)")
     p.add_argument("--all-data", action="store_true",
