@@ -138,3 +138,15 @@ def test_a_bad_sampling_flag_is_refused_without_a_traceback(tmp_path, argv, said
     proc = run_home(tmp_path / "v", *argv)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.splitlines()[-1] == said
+
+
+def test_personas_list_names_its_columns_and_fits_the_terminal(tmp_path):
+    """`home personas list` printed 'quill  f3  built-in  base  A precise writing editor who tightens prose…'
+    with no header (adapters list has one), each line 119 characters: at 80 columns every one wrapped."""
+    proc = subprocess.run([sys.executable, "-m", "home.cli", "personas", "list"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env={**home_env(tmp_path / "v"), "COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["ID", "KEY", "FROM", "ADAPTERS", "DESCRIPTION"]
+    assert [line.split()[0] for line in lines[1:]] == ["quill", "sage", "spark"]
+    assert max(len(line) for line in lines) <= 80, lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 from home.context import Context
 from vault.personas import Persona, get_persona, import_card, list_personas
@@ -42,11 +43,15 @@ def run_list(args: argparse.Namespace) -> int:
         print(json.dumps([{"id": p.id, "name": p.name, "builtin": p.builtin, "hotkey": p.home.get("hotkey"),
                            "adapters": p.home.get("adapters", [])} for p in personas], indent=2))
         return 0
+    # the columns named, as `adapters list` does ("f3 built-in base" told a new user little), and the
+    # description cut to the terminal: at 80 columns every line wrapped
+    print(f"{'ID':<16} {'KEY':<6} {'FROM':<9} {'ADAPTERS':<24} DESCRIPTION")
+    room = max(20, shutil.get_terminal_size().columns - 59)
     for p in personas:
         key = p.home.get("hotkey") or "-"
         stack = ", ".join(f"{a['id']}:{a.get('scale', 1.0)}" for a in p.home.get("adapters", [])) or "base"
         origin = "built-in" if p.builtin else "vault"
-        print(f"{p.id:<16} {key:<6} {origin:<9} {stack:<24} {_first_line(p.data.get('description', ''))}")
+        print(f"{p.id:<16} {key:<6} {origin:<9} {stack:<24} {_first_line(p.data.get('description', ''), room)}")
     return 0
 
 
