@@ -132,9 +132,13 @@ def test_every_help_page_fits_80_columns_and_every_option_says_what_it_does(monk
     (["ask", "hi", "--temperature", "-1"], "home ask: error: argument --temperature: expected a number >= 0, got '-1'"),
     (["chat", "--plain", "--max-tokens", "-5"], "home chat: error: argument --max-tokens: expected a whole number >= 1, "
                                                  "got '-5'"),
+    (["ask", "hi", "--top-p", "5"], "home ask: error: argument --top-p: expected a number between 0 and 1, got '5'"),
+    (["ask", "hi", "--top-k", "-3"], "home ask: error: argument --top-k: expected a whole number >= 0, got '-3'"),
+    (["ask", "hi", "--repeat-penalty", "0"], "home ask: error: argument --repeat-penalty: expected a number > 0, got '0'"),
 ])
 def test_a_bad_sampling_flag_is_refused_without_a_traceback(tmp_path, argv, said):
-    """`home ask hi --max-tokens 0` (or --temperature -1) ended in a ValueError traceback from GenParams."""
+    """`home ask hi --max-tokens 0` (or --temperature -1) ended in a ValueError traceback from GenParams; --top-p 5,
+    --top-k -3 and --repeat-penalty 0 went to llama.cpp as they were (a persona card may not hold them)."""
     proc = run_home(tmp_path / "v", *argv)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.splitlines()[-1] == said
@@ -150,3 +154,12 @@ def test_personas_list_names_its_columns_and_fits_the_terminal(tmp_path):
     assert lines[0].split() == ["ID", "KEY", "FROM", "ADAPTERS", "DESCRIPTION"]
     assert [line.split()[0] for line in lines[1:]] == ["quill", "sage", "spark"]
     assert max(len(line) for line in lines) <= 80, lines
+
+
+def test_config_sampling_values_follow_a_persona_cards_rules(tmp_path):
+    """config.toml's [generation] top_p = 5 was taken as it was; a persona card with it is refused."""
+    vault = Vault.open(tmp_path / "v")
+    vault.config_path.write_text("[generation]\ntop_p = 5\n")
+    proc = run_home(vault.root, "ask", "hi")
+    assert proc.returncode == 2
+    assert one_error_line(proc) == f"home: error: {vault.config_path}: generation.top_p: expected between 0 and 1, got 5.0 (line 2)"

@@ -356,6 +356,10 @@ def _parse(text: str, path: str) -> Config:
         raise ConfigError(f"{path}: generation.max_tokens: expected at least 1, got {gen.max_tokens}")
     if gen.temperature < 0:
         raise ConfigError(f"{path}: generation.temperature: expected >= 0, got {gen.temperature}")
+    for name, ok, want in (("top_p", 0 <= gen.top_p <= 1, "between 0 and 1"), ("top_k", gen.top_k >= 0, ">= 0"),
+                           ("repeat_penalty", gen.repeat_penalty > 0, "> 0")):  # a persona card's rules
+        if not ok:
+            raise ConfigError(f"{path}: generation.{name}: expected {want}, got {getattr(gen, name)}")
     if ctx.n_ctx < 256:
         raise ConfigError(f"{path}: context.n_ctx: expected at least 256, got {ctx.n_ctx}")
     if ctx.gpu_layers < -1:

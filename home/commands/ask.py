@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from home.commands import non_negative_float, positive_int
+from home.commands import count, non_negative_float, positive_float, positive_int, probability
 from home.context import Context
 from home.errors import require_text
 from home.generation import generation_params
@@ -42,10 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=positive_int, metavar="N", help="the longest reply, in tokens")
     p.add_argument("--temperature", type=non_negative_float, metavar="T", help="sampling temperature: 0 always picks the likeliest "
                    "token; higher is more varied")
-    p.add_argument("--top-p", type=float, metavar="P", help="sample from the likeliest tokens whose probabilities add "
+    p.add_argument("--top-p", type=probability, metavar="P", help="sample from the likeliest tokens whose probabilities add "
                    "up to P")
-    p.add_argument("--top-k", type=int, metavar="K", help="sample from the K likeliest tokens")
-    p.add_argument("--repeat-penalty", type=float, metavar="R", help="above 1 discourages repeating tokens")
+    p.add_argument("--top-k", type=count, metavar="K", help="sample from the K likeliest tokens")
+    p.add_argument("--repeat-penalty", type=positive_float, metavar="R", help="above 1 discourages repeating tokens")
     p.add_argument("--seed", type=int, metavar="N", help="sampling seed (default: random)")
     p.add_argument("--no-memory", action="store_true", help="do not recall earlier conversations for this turn")
     p.add_argument("--rewrite", action="store_true",
