@@ -33,6 +33,21 @@ def test_retrain_with_too_few_messages_says_so_instead_of_starting_a_worker(tmp_
     drive(app, scenario)
 
 
+def test_a_refusal_shows_no_empty_progress_bar_or_chart(tmp_path):
+    """The refusal stood above a progress bar at '--%', 'step 0 · loss – · – tok/s · eta ?', an empty
+    'train loss' chart and 'validation loss: –', as if a run were stuck; a refusal now shows its reason."""
+    app = make_app(tmp_path / "v")
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await pilot.press("ctrl+t")
+        panel = app.chat.query_one(TrainPanel)
+        assert panel.text.splitlines() == ["Retrain my voice", "stage: not started", panel.view.outcome]
+        assert not any(panel.query_one(w).display for w in ("ProgressBar", "Sparkline"))
+
+    drive(app, scenario)
+
+
 def test_f12_lists_homes_keys_before_the_message_boxs_editing_keys(tmp_path):
     """F12 listed the focused prompt's ~40 editing keys first (cursor, select, delete): on a 30-line terminal
     none of Home's own keys (personas, memory, retrain, search) was on screen."""

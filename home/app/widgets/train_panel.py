@@ -125,6 +125,9 @@ class TrainView:
         return "validation loss: " + (" → ".join(parts) if parts else "–")
 
 
+RUN_WIDGETS = ("#train-progress", "#train-stats", "#train-loss-label", "#train-losses", "#train-val")
+
+
 class TrainPanel(Vertical):
     """Hidden until a run starts; stays up with the outcome until closed (its button or Esc)."""
 
@@ -149,9 +152,12 @@ class TrainPanel(Vertical):
     def on_mount(self) -> None:
         self.query_one("#train-picks", Button).display = False
 
-    def start(self) -> None:
-        """A fresh run: reset and show."""
+    def start(self, run: bool = True) -> None:
+        """A fresh run: reset and show. `run=False`: no run (an offer, a refusal), so no progress bar, step
+        line, loss chart or validation line: they stood empty ('step 0 · loss – · eta ?') under a refusal."""
         self.view = TrainView()
+        for wid in RUN_WIDGETS:
+            self.query_one(wid).display = run
         self.query_one("#train-picks", Button).display = False
         self.query_one("#train-cancel", Button).label = "Cancel"
         self.query_one(ProgressBar).update(total=None, progress=0)
@@ -160,7 +166,7 @@ class TrainPanel(Vertical):
 
     def offer(self, picks: int) -> None:
         """Enough new pick-best choices ([training] learn_from_picks_after): offer preference training."""
-        self.start()
+        self.start(run=False)
         self.view.stage = "ready"
         self.view.detail = "DPO over your voice: it replaces it only if at least as good"
         self.view.finish(f"{picks} new pick-best choices: learn from your picks?")
@@ -169,8 +175,8 @@ class TrainPanel(Vertical):
         self.refresh_view()
 
     def refuse(self, why: str) -> None:
-        """Shown instead of a run that would not start (the CPU guard): the reason, and Close."""
-        self.start()
+        """Shown instead of a run that would not start (the CPU guard, too few examples): the reason, and Close."""
+        self.start(run=False)
         self.view.stage = "not started"
         self.view.finish(why)
         self.query_one("#train-cancel", Button).label = "Close"
@@ -206,7 +212,8 @@ class TrainPanel(Vertical):
     @property
     def text(self) -> str:
         """What the panel says, as plain text (tests read it)."""
-        return "\n".join(str(w.render()) for w in self.query(Static) if (w.id or "").startswith("train-"))
+        return "\n".join(str(w.render()) for w in self.query(Static)
+                         if (w.id or "").startswith("train-") and w.display)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "train-cancel":
