@@ -163,3 +163,20 @@ def test_the_status_line_keeps_persona_adapters_and_memory_at_80_columns(tmp_pat
         asyncio.run(main())
     finally:
         app.close_engine()
+
+
+def test_chat_continue_opens_the_app_on_that_session(tmp_path):
+    """`home chat --continue`: the app opens on the session, its messages shown and given to the model."""
+    vault = log_user_turns(tmp_path / "v", 2)
+    (sid,) = [p.stem for p in vault.logs_dir.glob("*.jsonl")]
+    app = make_app(vault.root, resume=sid)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await wait_for(pilot, lambda: app.chat.query("SystemLine"))
+        assert app.session.conversation.log.session == sid
+        assert [m["content"] for m in app.session.conversation.history][:1] == ["my message number 0, about plans"]
+        assert [m.text for m in app.chat.query("UserMessage")] == [f"my message number {i}, about plans" for i in (0, 1)]
+        assert [str(w.render()) for w in app.chat.query("SystemLine")] == [f"— resumed {sid} —"]
+
+    drive(app, scenario)

@@ -163,3 +163,20 @@ def test_config_sampling_values_follow_a_persona_cards_rules(tmp_path):
     proc = run_home(vault.root, "ask", "hi")
     assert proc.returncode == 2
     assert one_error_line(proc) == f"home: error: {vault.config_path}: generation.top_p: expected between 0 and 1, got 5.0 (line 2)"
+
+
+def test_chat_continue_reopens_the_latest_session_or_says_there_is_none(tmp_path):
+    """`home ask --continue` went on with the last chat; `home chat` had no way to (unknown flag)."""
+    vault = Vault.open(tmp_path / "v")
+    vault.config_path.write_text('user = "me"\n[generation]\nmax_tokens = 4\n')
+    proc = run_home(vault.root, "chat", "--continue")
+    assert proc.returncode == 2 and one_error_line(proc) == f"home: error: no sessions to continue in {vault.logs_dir}"
+    log_user_turns(vault.root, 2)
+    (log,) = vault.logs_dir.glob("*.jsonl")
+    proc = subprocess.run([sys.executable, "-m", "home.cli", "chat", "--plain", "--continue"], cwd=REPO,
+                          env=home_env(vault.root), input="and then?\n", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"(continuing session {log.stem}: 4 earlier messages)" in proc.stderr
+    assert list(vault.logs_dir.glob("*.jsonl")) == [log]  # the same session, not a new one
+    said = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["text"] for r in said if r["role"] == "user"][-1] == "and then?" and len(said) == 6

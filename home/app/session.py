@@ -47,6 +47,7 @@ class AppOptions:
     backend: str | None = None  # a llama-server URL (`home --backend`); None: config [backend] url
     temperature: float | None = None
     seed: int | None = None
+    resume: str | None = None  # `home chat --continue`: the session the chat opens on (its history shown)
     train_steps: int | None = None
     """Retrain overrides (tests): optimizer steps, and any other trainer.protocol.job.Job fields."""
     train_args: dict | None = None
@@ -81,6 +82,7 @@ class ChatSession(StackMixin, MemoryMixin):
         self.persona: Persona | None = get_persona(self.vault, name) if name else None
         self.engine = None
         self.conversation: Conversation | None = None
+        self.opening: list[dict] = []  # the records the chat opened with: a resumed session's, or the greeting
         self.voice_on = False
         self.voice_scale: float | None = None  # None: the adapter's own scale from the manifest
         self.mode_pin = "auto"  # dual mode: "auto" (the router's task class decides), "focused" or "character"
@@ -108,7 +110,7 @@ class ChatSession(StackMixin, MemoryMixin):
         """Resolve and load the model (seconds; a worker thread). ModelError if it cannot."""
         self.engine = self.ctx.backend(n_ctx=self.options.n_ctx)
         upgrade_fingerprints(self.vault, self.engine.info)  # adapters registered under the v1 fingerprint
-        self.new_conversation()
+        self.opening = self.new_conversation(self.options.resume)
         self.refresh_stack()
         self.apply_stack()
 

@@ -29,10 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plain", action="store_true",
                    help="a plain line-by-line REPL instead of the full-screen app (also when stdin is no tty)")
     p.add_argument("--max-tokens", type=positive_int, metavar="N", help="cap each reply (default: config/persona)")
+    p.add_argument("--continue", dest="resume", metavar="SESSION", nargs="?", const="latest",
+                   help="reopen a session (default: the latest) with its history, as `home ask --continue`")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "resume", None):  # checked here: a missing session is one line, not an error screen
+        from home.commands.ask import resolve_session
+
+        ctx = Context(args)
+        args.resume = ConversationLog.open(ctx.vault, resolve_session(ctx, args.resume)).session
     if getattr(args, "plain", False) or not sys.stdin.isatty() or not sys.stdout.isatty():
         return run_plain(args)
     from home.app import AppOptions, run_app
@@ -45,9 +52,12 @@ def run_plain(args: argparse.Namespace) -> int:
     name = getattr(args, "persona", None) or ctx.config.persona or None
     persona = get_persona(ctx.vault, name) if name else None
     engine = ctx.backend()
-    convo = _new_conversation(ctx, engine, persona)
+    convo = _new_conversation(ctx, engine, persona, getattr(args, "resume", None))
     print(f"Home — {engine.info.name}, persona: {persona.name if persona else 'none'}. {HELP}", file=sys.stderr)
-    _greet(convo)
+    if convo.history:
+        print(f"(continuing session {convo.log.session}: {len(convo.history)} earlier messages)", file=sys.stderr)
+    else:
+        _greet(convo)
     while True:
         try:
             text = input(f"{ctx.user}> ").strip()
@@ -102,5 +112,11 @@ def _greet(convo: Conversation) -> None:
         print(f"{convo.persona.name}> {opening}", flush=True)
 
 
-def _new_conversation(ctx: Context, engine, persona) -> Conversation:
-    return Conversation(engine, ConversationLog.create(ctx.vault), ctx.user, persona)
+def _new_conversation(ctx: Context, engine, persona, session: str | None = None) -> Conversation:
+    """A fresh session, or `session` continued with its history (as `home ask --continue`)."""
+    if session is None:
+        return Conversation(engine, ConversationLog.create(ctx.vault), ctx.user, persona)
+    log = ConversationLog.open(ctx.vault, session)
+    history = [{"role": r["role"], "content": r["text"]} for r in log.records()
+               if r.get("role") in ("user", "assistant") and not r.get("partial")]
+    return Conversation(engine, log, ctx.user, persona, history)

@@ -96,7 +96,7 @@ def _answer(ctx: Context, args: argparse.Namespace, engine, manifest, persona, e
     activate(engine, ctx.vault, manifest, stack)
 
     if args.resume:
-        log = ConversationLog.open(ctx.vault, _session_id(ctx, args.resume))
+        log = ConversationLog.open(ctx.vault, resolve_session(ctx, args.resume))
         history = [{"role": r["role"], "content": r["text"]} for r in log.records()
                    if r.get("role") in ("user", "assistant") and not r.get("partial")]
     else:
@@ -145,7 +145,8 @@ def _open_recall(ctx: Context, args: argparse.Namespace, embedder=None):
     return recall
 
 
-def _session_id(ctx: Context, wanted: str) -> str:
+def resolve_session(ctx: Context, wanted: str) -> str:
+    """`--continue [SESSION]` (ask and chat): "latest" is the newest session; a missing one is refused when opened."""
     from vault.errors import LogError
     from vault.logs import list_sessions
 

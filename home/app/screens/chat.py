@@ -84,7 +84,9 @@ class ChatScreen(Screen[None]):
         self.stack_applied = list(self.session.stack)
         self.refresh_status()
         opening = next((m["content"] for m in self.session.conversation.history if m.get("greeting")), None)
-        if opening is not None:
+        if self.session.options.resume:  # `home chat --continue`: the session's messages, as a resume shows them
+            self.call_later(self._show_records, self.session.opening, f"— resumed {self.session.conversation.log.session} —")
+        elif opening is not None:
             self.call_later(self._show_greeting, opening)
         elif not self.query_one(MessageList).children:
             self.call_later(self.note, self._first_line())
@@ -253,8 +255,13 @@ class ChatScreen(Screen[None]):
             self.notify("Wait for the model (or the reply) first.", severity="warning")
             return
         records = self.session.new_conversation(session_id)
+        await self.query_one(MessageList).clear()
+        log = self.session.conversation.log
+        await self._show_records(records, f"— resumed {log.session} —" if session_id else f"— new session {log.session} —")
+
+    async def _show_records(self, records: list[dict], note: str) -> None:
+        """A session's messages as the chat shows them, then `note`."""
         messages = self.query_one(MessageList)
-        await messages.clear()
         for r in records:
             if r["role"] == "user":
                 await messages.add(UserMessage(r.get("user") or self.session.user, r.get("text", "")))
@@ -263,8 +270,7 @@ class ChatScreen(Screen[None]):
                 reply = AssistantMessage(persona.name if persona else r.get("persona") or "home", r.get("text", ""))
                 await messages.add(reply)
                 await reply.finish(stopped=bool(r.get("partial")))
-        log = self.session.conversation.log
-        await self.note(f"— resumed {log.session} —" if session_id else f"— new session {log.session} —")
+        await self.note(note)
         self.refresh_status()
 
     async def action_new_chat(self) -> None:
