@@ -4,11 +4,13 @@ each key shows."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from textual.command import CommandPalette
 
 from home.app.screens.chat import FIRST_HINT
 from home.app.screens.error import ErrorScreen
+from home.app.widgets.persona_bar import PersonaBar
 from home.app.widgets.status_bar import StatusBar
 from home.app.widgets.train_panel import TrainPanel
 from tests.test_app import drive, keys_panel_text, make_app, wait_for, wait_ready
@@ -178,5 +180,23 @@ def test_chat_continue_opens_the_app_on_that_session(tmp_path):
         assert [m["content"] for m in app.session.conversation.history][:1] == ["my message number 0, about plans"]
         assert [m.text for m in app.chat.query("UserMessage")] == [f"my message number {i}, about plans" for i in (0, 1)]
         assert [str(w.render()) for w in app.chat.query("SystemLine")] == [f"— resumed {sid} —"]
+
+    drive(app, scenario)
+
+
+def test_two_cards_on_one_hotkey_show_once_on_the_persona_bar(tmp_path):
+    """With an imported card on f2 beside Sage the bar read 'F2 Ada Lovelace  F2 Sage', and F2 picked Ada."""
+    vault = log_user_turns(tmp_path / "v", 0)
+    (vault.personas_dir / "ada-lovelace.json").write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0",
+        "data": {"name": "Ada Lovelace", "extensions": {"home": {"hotkey": "f2"}}}}))
+    app = make_app(vault.root)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        bar = app.chat.query_one(PersonaBar)
+        assert [(key, pid) for key, pid, _ in bar.entries] == [
+            ("f1", None), ("f2", "ada-lovelace"), ("f3", "quill"), ("f4", "spark")]
+        await pilot.press("f2")
+        assert app.session.persona.id == "ada-lovelace"
 
     drive(app, scenario)

@@ -180,3 +180,15 @@ def test_chat_continue_reopens_the_latest_session_or_says_there_is_none(tmp_path
     assert list(vault.logs_dir.glob("*.jsonl")) == [log]  # the same session, not a new one
     said = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["text"] for r in said if r["role"] == "user"][-1] == "and then?" and len(said) == 6
+
+
+def test_importing_a_card_whose_hotkey_is_taken_says_which_persona_gets_it(tmp_path):
+    """A card with hotkey f2 imported beside Sage (f2) was taken silently; in the app F2 then went to one of
+    them and the other could not be reached by key."""
+    card = tmp_path / "ada.json"
+    card.write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": {
+        "name": "Ada Lovelace", "description": "A mathematician.", "extensions": {"home": {"hotkey": "f2"}}}}))
+    proc = run_home(tmp_path / "v", "personas", "import", str(card))
+    assert proc.returncode == 0 and proc.stdout == "imported persona 'ada-lovelace' (Ada Lovelace)\n"
+    assert proc.stderr == ("home: note: hotkey f2 is also sage's; in the app it picks ada-lovelace. Give one of them "
+                           "another extensions.home.hotkey\n")

@@ -102,6 +102,19 @@ def list_personas(vault: Vault, errors: list[str] | None = None) -> list[Persona
     return [found[k] for k in sorted(found)]
 
 
+def hotkeys(personas: list[Persona]) -> dict[str, str]:
+    """Hotkey → the persona it picks in the app: the first (by id) of the cards that name it, F1 being the
+    base model's. Two cards naming one key (an imported card's f2 beside Sage's) left the second
+    unreachable while the persona bar showed both on F2."""
+    owners: dict[str, str] = {"f1": ""}
+    for p in personas:
+        key = p.home.get("hotkey")
+        if key and key not in owners:
+            owners[key] = p.id
+    del owners["f1"]
+    return owners
+
+
 def get_persona(vault: Vault, name: str) -> Persona:
     """By id, by slug(name), or by the card's name (case-insensitive).
 

@@ -31,6 +31,7 @@ from home.app.widgets.train_panel import TrainPanel
 from llm.errors import LLMError
 from trainer.protocol.job import JobError
 from vault.errors import VaultError
+from vault.personas import hotkeys
 
 BINDING_IDS = {"quit", "new_chat", "cancel", "retrain", "pick_best", "search", "copy", "memory"}  # config.toml [keys] entries that remap our bindings
 
@@ -87,10 +88,10 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         if "cancel" in keymap:  # one key stops what runs: the reply, else the training
             keymap["cancel_training"] = keymap["cancel"]
         self.set_keymap(keymap)
-        for p in self.session.personas:
-            hotkey = p.home.get("hotkey")
-            if hotkey:  # priority: a focused TextArea binds f6/f7 itself (select line / all)
-                self._bindings.bind(hotkey, f"persona({p.id!r})", p.name, show=False, priority=True)
+        names = {p.id: p.name for p in self.session.personas}
+        for hotkey, pid in hotkeys(self.session.personas).items():  # one persona per key, as the bar shows
+            # priority: a focused TextArea binds f6/f7 itself (select line / all)
+            self._bindings.bind(hotkey, f"persona({pid!r})", names[pid], show=False, priority=True)
         self.push_screen(ChatScreen(self.session))
         self._load_model()
 

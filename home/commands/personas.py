@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 
 from home.context import Context
-from vault.personas import Persona, get_persona, import_card, list_personas
+from vault.personas import Persona, get_persona, hotkeys, import_card, list_personas
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +80,14 @@ def run_import(args: argparse.Namespace) -> int:
         manifest.personas[persona.id] = {"id": persona.id, "file": f"personas/{persona.id}.json",
                                          "source": str(args.file), "imported": now_iso()}
     print(f"imported persona '{persona.id}' ({persona.name})")
+    key = persona.home.get("hotkey")
+    everyone = list_personas(ctx.vault, [])
+    others = [p.id for p in everyone if key and p.home.get("hotkey") == key and p.id != persona.id]
+    if key == "f1" or others:  # said, not refused: the card is the user's to edit
+        picks = "the base model" if key == "f1" else hotkeys(everyone)[key]
+        also = f"also {', '.join(others)}'s" if others else "the base model's"
+        print(f"home: note: hotkey {key} is {also}; in the app it picks {picks}. Give one of them another "
+              f"extensions.home.hotkey", file=sys.stderr)
     return 0
 
 

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from vault.personas import Persona
+from vault.personas import Persona, hotkeys
 
 BASE_KEY = "f1"
 
@@ -26,7 +26,8 @@ class PersonaBar(Static):
     def __init__(self, personas: list[Persona], **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.entries: list[tuple[str, str | None, str]] = [(BASE_KEY, None, "base")]
-        keyed = [(p.home["hotkey"], p.id, p.name) for p in personas if p.home.get("hotkey")]
+        names = {p.id: p.name for p in personas}
+        keyed = [(key, pid, names[pid]) for key, pid in hotkeys(personas).items()]  # the keys that work
         self.entries += sorted(keyed, key=lambda e: _natural(e[0]))
 
     def render(self) -> Text:
