@@ -8,6 +8,7 @@ import json
 
 from textual.command import CommandPalette
 
+from home.app.commands import HomeCommands
 from home.app.screens.chat import FIRST_HINT
 from home.app.screens.error import ErrorScreen
 from home.app.widgets.persona_bar import PersonaBar
@@ -198,5 +199,7 @@ def test_two_cards_on_one_hotkey_show_once_on_the_persona_bar(tmp_path):
             ("f1", None), ("f2", "ada-lovelace"), ("f3", "quill"), ("f4", "spark")]
         await pilot.press("f2")
         assert app.session.persona.id == "ada-lovelace"
+        helps = {name: help_text for name, _, help_text in HomeCommands(app.screen)._commands()}
+        assert helps["Persona: Sage"] == "switch persona" and helps["Persona: Ada Lovelace"] == "switch persona (f2)"
 
     drive(app, scenario)

@@ -16,6 +16,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from home.app.features import known_users
 from home.app.tools import fitting_adapters
 from vault.logs import first_message
+from vault.personas import hotkeys
 
 
 @lru_cache(maxsize=256)
@@ -63,8 +64,9 @@ class HomeCommands(Provider):
             out.append(("Cancel training", app.action_cancel_training, "stop at the next step, keep a checkpoint"))
         if session is None:
             return out
+        persona_keys = {pid: key for key, pid in hotkeys(session.personas).items()}  # the working ones, as the bar
         for p in session.personas:
-            key = p.home.get("hotkey")
+            key = persona_keys.get(p.id)
             out.append((f"Persona: {p.name}", partial(app.action_persona, p.id),
                         f"switch persona{f' ({key})' if key else ''}"))
         active = {i for i, _ in session.stack}
