@@ -192,3 +192,10 @@ def test_importing_a_card_whose_hotkey_is_taken_says_which_persona_gets_it(tmp_p
     assert proc.returncode == 0 and proc.stdout == "imported persona 'ada-lovelace' (Ada Lovelace)\n"
     assert proc.stderr == ("home: note: hotkey f2 is also sage's; in the app it picks ada-lovelace. Give one of them "
                            "another extensions.home.hotkey\n")
+
+
+def test_doctor_on_a_new_vault_does_not_say_0_personas(tmp_path):
+    """`home doctor` said '0 adapters, 0 personas, 0 users' right after `personas list` showed three."""
+    proc = run_home(tmp_path / "v", "doctor")
+    assert ("[ok  ] manifest   0 adapters, 0 imported personas (and 3 built-in), 0 registered users (by a voice "
+            "adapter or Switch user)") in proc.stdout.splitlines(), proc.stdout

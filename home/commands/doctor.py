@@ -62,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     line(*_leftovers(ctx))
     try:
         m = ctx.manifest()
-        line(True, "manifest", f"{len(m.adapters)} adapters, {len(m.personas)} personas, {len(m.users)} users")
+        from vault.personas import list_personas
+
+        builtin = sum(p.builtin for p in list_personas(ctx.vault, []))
+        # "0 personas" beside the three `personas list` shows read as "the personas are missing"
+        line(True, "manifest", f"{len(m.adapters)} adapters, {len(m.personas)} imported personas (and {builtin} "
+                               f"built-in), {len(m.users)} registered users (by a voice adapter or Switch user)")
     except Exception as exc:  # noqa: BLE001
         line(False, "manifest", str(exc))
     return 1 if failures else 0
