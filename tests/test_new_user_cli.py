@@ -199,3 +199,13 @@ def test_doctor_on_a_new_vault_does_not_say_0_personas(tmp_path):
     proc = run_home(tmp_path / "v", "doctor")
     assert ("[ok  ] manifest   0 adapters, 0 imported personas (and 3 built-in), 0 registered users (by a voice "
             "adapter or Switch user)") in proc.stdout.splitlines(), proc.stdout
+
+
+def test_memory_search_names_its_columns(tmp_path):
+    """`home memory search` printed bare rows: nothing said the first column is what `memory forget` takes."""
+    vault = log_user_turns(tmp_path / "v", 2)
+    proc = run_home(vault.root, "--user", "me", "memory", "search", "my message about plans")
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = proc.stdout.splitlines()
+    assert header.split() == ["ID", "(home", "memory", "forget", "ID)", "SCORE", "DATE", "WHO", "TEXT"]
+    assert rows and all(row.split()[0].split(":")[1].isdigit() for row in rows), rows

@@ -93,7 +93,8 @@ def run_search(args: argparse.Namespace) -> int:
         print(f"memory is empty: nothing is logged in {ctx.vault.logs_dir} yet (chat with `home` or `home ask`)")
     elif not hits:
         print("nothing in memory is close enough to that")
-    else:
+    else:  # the columns named: the first is what `home memory forget` takes, which nothing said
+        print(f"{'ID (home memory forget ID)':<32} {'SCORE':>5}  {'DATE':<10}  {'WHO':<9}  TEXT")
         for h in hits:
             print(_line(h))
     return 0
