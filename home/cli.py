@@ -39,7 +39,8 @@ Home: a terminal assistant that learns your voice.
 One GGUF model stays loaded; LoRA adapters (personas, your own writing voice, task styles) are
 hot-swapped per turn. Every conversation is logged in your private vault.
 
-Run `home` alone to open the chat app, or a command below."""
+Run `home` alone to open the chat app (chat's options work there too: home --persona sage, home --continue),
+or a command below."""
 
 EPILOG = """\
 examples:
@@ -159,6 +160,24 @@ def _gpu_layers(text: str) -> int:
     return value
 
 
+TOP_VALUED = {"--vault", "--model", "--user", "--gpu-layers", "--backend"}  # home's own options that take a value
+CHAT_FLAGS = {"--persona", "--plain", "--max-tokens", "--continue"}
+
+
+def chat_by_default(argv: list[str]) -> list[str]:
+    """`home` alone is `home chat`, so `home --persona sage` (or --continue, --plain, --max-tokens) is too: it
+    said "unknown command 'sage'", argparse reading the flag as unknown and its value as the command."""
+    i = 0
+    while i < len(argv):
+        flag = argv[i].split("=", 1)[0]
+        if flag in CHAT_FLAGS:
+            return [*argv[:i], "chat", *argv[i:]]
+        if flag not in TOP_VALUED:
+            return argv  # a command, --help, --version, or something argparse will refuse itself
+        i += 1 if "=" in argv[i] else 2
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     from home.errors import report_error
 
@@ -167,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     # a kill -9 mid-indexing left 0644 files. The trainer worker does the same (trainer/__main__.py).
     os.umask(0o077)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(chat_by_default(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

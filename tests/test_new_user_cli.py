@@ -209,3 +209,18 @@ def test_memory_search_names_its_columns(tmp_path):
     header, *rows = proc.stdout.splitlines()
     assert header.split() == ["ID", "(home", "memory", "forget", "ID)", "SCORE", "DATE", "WHO", "TEXT"]
     assert rows and all(row.split()[0].split(":")[1].isdigit() for row in rows), rows
+
+
+def test_home_alone_takes_the_chat_options(tmp_path):
+    """`home` alone is the chat, but `home --persona sage` said "unknown command 'sage'" (argparse took the
+    flag as unknown and its value as the command), and `home --continue` "unrecognized arguments"."""
+    vault = Vault.open(tmp_path / "v")
+    vault.config_path.write_text('user = "me"\n[generation]\nmax_tokens = 4\n')
+    proc = subprocess.run([sys.executable, "-m", "home.cli", "--vault", str(vault.root), "--persona", "sage", "--plain"],
+                          cwd=REPO, env=home_env(vault.root), input="hi\n/quit\n", capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "persona: Sage." in proc.stderr and "Sage> " in proc.stdout
+    again = subprocess.run([sys.executable, "-m", "home.cli", "--continue", "--plain"], cwd=REPO,
+                           env=home_env(vault.root), input="", capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "(continuing session " in again.stderr, again.stderr
