@@ -121,5 +121,6 @@ def test_distil_the_latest_session(tmp_path):
     assert out["new"] == len(out["gestalts"]) >= 1 and len(out["candidates"]) == 2
     again = run(root, "gestalts", "distil", "--session", "s1")
     assert again.returncode == 0 and f"{out['grounded']} grounded, 0 new" in again.stdout, again.stdout
+    assert "session s1: 3 turns of yours" in again.stdout
     nothing = run(root, "gestalts", "distil", "--session", "nope")
     assert nothing.returncode == 2 and "no session 'nope'" in one_error_line(nothing)

@@ -180,7 +180,8 @@ def run_distil(args: argparse.Namespace) -> int:
         print("+ " + _line(g))
     s = result.summary()
     known = len(result.grounded) - len(result.new)
-    print(f"session {sid}: {s['turns']} turns of yours, {s['asked']} read for facts, {s['grounded']} grounded, "
+    turns = f"{s['turns']} turn{'s' * (s['turns'] != 1)}"
+    print(f"session {sid}: {turns} of yours, {s['asked']} read for facts, {s['grounded']} grounded, "
           f"{s['new']} new" + (f" ({known} already known or forgotten)" if known else "")
           + f" in {s['seconds']:.1f} s" + (f"; {note}" if note else ""))
     return 0
