@@ -57,6 +57,7 @@ SETTINGS: dict[str, tuple[dict, dict]] = {  # name: (Job fields, data changes)
     "lr 1e-3 rank 64": ({"lr": 1e-3, "rank": 64}, {}),
     "lr 1e-3 attention": ({"lr": 1e-3, "modules": "attention"}, {}),
     "lr 1e-3 mlp": ({"lr": 1e-3, "modules": "mlp"}, {}),
+    "lr 1e-3 window 10": ({"lr": 1e-3}, {"window": 10}),
 }
 
 
