@@ -9,7 +9,9 @@ Measured on bench/voice/RESULTS.md's time-split voice bench at lr 1e-3 cosine, r
 - medium, 1.25 epochs ("all of a voice's data"): 269 / 252 examples, 36 steps (1.1 epochs): both curves
   flat (-0.01 nats over the last 8 steps), no overfitting turn yet;
 - large, 1 epoch: NOT measured, extrapolated (one epoch took most of the gain at ~250 examples).
-Rank 16 everywhere: the only rank measured so far. Other kinds and DPO, unmeasured, keep DEFAULT_EPOCHS
+Rank 16 everywhere: rank 64 at the medium tier ("rank 64, NEFTune, modules, window" section) cut one
+voice's ratio (falstaff 0.646 -> 0.606, hamlet equal) but blurred who is who (attribution 83 -> 69 %), for
+4x the adapter and +20 % minutes. Other kinds and DPO, unmeasured, keep DEFAULT_EPOCHS
 and DEFAULT_RANK. The early stop on the later-in-time split still ends any tier's run at its best step.
 """
 
