@@ -19,6 +19,7 @@ from home.commands import (
     adapters,
     app,
     ask,
+    bounded,
     data,
     doctor,
     drift,
@@ -149,15 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _gpu_layers(text: str) -> int:
-    """-1 or a count, refused at parse time (exit 2) rather than read by llama.cpp as "all"."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -2
-    if value < -1:
-        raise argparse.ArgumentTypeError(f"expected -1 (all) or a number of layers >= 0, got {text!r}")
-    return value
+# -1 or a count, refused at parse time (exit 2) rather than read by llama.cpp as "all"
+_gpu_layers = bounded(int, lambda v: v >= -1, "-1 (all) or a number of layers >= 0")
 
 
 TOP_VALUED = {"--vault", "--model", "--user", "--gpu-layers", "--backend"}  # home's own options that take a value

@@ -3,59 +3,28 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
-def positive_int(text: str) -> int:
-    """A count of at least 1 (--max-tokens), refused at parse time: 0 reached the engine's GenParams and
-    ended `home ask` in a traceback."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+def bounded(convert: Callable[[str], float], ok: Callable[[float], bool], expected: str) -> Callable[[str], float]:
+    """An argparse type: `convert(text)`, refused at parse time (exit 2, one line) unless `ok` holds.
+    Values a persona card would refuse (0 tokens, top-p 5) reached GenParams or llama.cpp and ended in a
+    traceback or a silent clamp."""
+
+    def parse(text: str):  # noqa: ANN202
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):  # `not ok` catches NaN too
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    """A number >= 0 (--temperature: 0 is greedy), refused at parse time like `positive_int`."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number from 0 to 1 (--top-p), as a persona card's generation.top_p: 5 was passed to llama.cpp."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
-def count(text: str) -> int:
-    """A whole number >= 0 (--top-k: 0 turns it off), as a persona card's generation.top_k."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A number > 0 (--repeat-penalty: 1 is none), as a persona card's generation.repeat_penalty."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+positive_int = bounded(int, lambda v: v >= 1, "a whole number >= 1")  # --max-tokens
+non_negative_float = bounded(float, lambda v: v >= 0, "a number >= 0")  # --temperature: 0 is greedy
+probability = bounded(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")  # --top-p
+count = bounded(int, lambda v: v >= 0, "a whole number >= 0")  # --top-k: 0 turns it off
+positive_float = bounded(float, lambda v: v > 0, "a number > 0")  # --repeat-penalty: 1 is none
