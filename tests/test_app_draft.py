@@ -66,8 +66,9 @@ def test_enter_after_a_pause_uses_the_draft_and_an_edit_embeds_again(tmp_path):
 
 
 def test_a_turn_waits_for_the_draft_in_flight_and_only_the_newest_waiting_draft_is_embedded():
-    """`take` of the text being embedded waits for that embed (no second MiniLM call); drafts asked while
-    one embeds queue, and only the newest is embedded after it (typing went on: the older is stale)."""
+    """`take` of the text being embedded waits for that embed (no second MiniLM call) and gets its vectors even
+    when a newer draft finishes first; drafts asked while one embeds queue, and only the newest is embedded
+    after it (typing went on: the older is stale)."""
     import time
 
     import numpy as np
@@ -86,10 +87,23 @@ def test_a_turn_waits_for_the_draft_in_flight_and_only_the_newest_waiting_draft_
         return turn_vectors(embedder, text, None)
 
     drafts, got = DraftVectors(embed), {}
+    taker = threading.Thread(target=lambda: got.setdefault("v", drafts.take("Where do I live?")))
+
+    class LateWaker(threading.Condition):
+        """The taker wakes last: the newer draft's embed ends first and takes the draft slot (as CI once had it)."""
+
+        def wait(self, timeout=None):
+            woke = super().wait(timeout)
+            if threading.current_thread() is taker:
+                self.release()
+                time.sleep(0.3)
+                self.acquire()
+            return woke
+
+    drafts._cond = LateWaker()
     first = threading.Thread(target=drafts.prepare, args=("Where do I live?",))
     first.start()
     assert started.wait(10)
-    taker = threading.Thread(target=lambda: got.setdefault("v", drafts.take("Where do I live?")))
     taker.start()
     older = threading.Thread(target=drafts.prepare, args=("Where do I",))
     older.start()

@@ -5,7 +5,7 @@ the ~30 ms of a turn's own work at 100k items, and most of it is reading the wei
 The chat embeds the prompt box's text in a worker thread once typing pauses (`PAUSE_S`); a turn whose text
 is exactly the one embedded takes those vectors, any other text is embedded on the turn as before. One
 draft is kept (the latest); a turn that asks for the text being embedded right now waits for that embed
-rather than making a second one.
+rather than making a second one, and gets that embed's own result (a newer draft may finish before it wakes).
 """
 
 from __future__ import annotations
@@ -20,6 +20,15 @@ PAUSE_S = 0.2  # after the last keystroke: typing goes on uninterrupted, Enter a
 Vectors = dict[str, np.ndarray]
 
 
+class _Embed:
+    """One embed in flight: a turn waiting on it reads its result here, not the draft slot a newer text may take."""
+
+    __slots__ = ("text", "vectors", "done")
+
+    def __init__(self, text: str) -> None:
+        self.text, self.vectors, self.done = text, None, False
+
+
 class DraftVectors:
     """One text's turn vectors (`home.recall.turn_vectors`), made ahead of its turn. Thread-safe: `prepare`
     runs on a worker thread, `take` on the turn's."""
@@ -29,7 +38,7 @@ class DraftVectors:
         self._cond = threading.Condition()
         self._text: str | None = None  # the text `_vectors` were made for
         self._vectors: Vectors | None = None
-        self._pending: str | None = None  # the text being embedded now
+        self._pending: _Embed | None = None  # the embed in flight
         self._latest: str | None = None  # the text last asked for: an older one still waiting gives way
         self.embedded = 0  # drafts embedded (tests, bench)
         self.used = 0  # turns that took a draft's vectors
@@ -38,20 +47,21 @@ class DraftVectors:
         """Embed `text` unless it is the draft already embedded or being embedded; True when it embedded."""
         text = text.strip()
         with self._cond:
-            if not text or text in (self._text, self._pending):
+            if not text or text == self._text or (self._pending is not None and self._pending.text == text):
                 return False
             self._latest = text
             while self._pending is not None:  # one embed at a time: the one in flight is older than this
                 self._cond.wait()
             if self._latest != text:  # typing went on while this waited: the newer text is embedded instead
                 return False
-            self._pending = text
+            job = self._pending = _Embed(text)
         vectors = None
         try:
             vectors = self._embed(text)
         finally:
             with self._cond:
                 self._pending = None
+                job.vectors, job.done = vectors, True
                 if vectors is not None:
                     self._text, self._vectors = text, vectors
                     self.embedded += 1
@@ -66,9 +76,14 @@ class DraftVectors:
     def take(self, text: str) -> Vectors | None:
         """A copy of the vectors made for exactly `text` (waiting for them if they are being made now), or None."""
         with self._cond:
-            while self._pending == text:
-                self._cond.wait()
-            if self._text != text or self._vectors is None:
+            job = self._pending
+            if job is not None and job.text == text:
+                while not job.done:
+                    self._cond.wait()
+                vectors = job.vectors
+            else:
+                vectors = self._vectors if self._text == text else None
+            if vectors is None:
                 return None
             self.used += 1
-            return dict(self._vectors)
+            return dict(vectors)
