@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm.errors import AdapterError
+from llm.errors import AdapterError, UnknownAdapterError
 from llm.fingerprint import base_refusal
 from vault.errors import ManifestError, VaultError
 from vault.layout import Vault
@@ -63,11 +63,12 @@ def resolve_stack(manifest: Manifest, specs: list[StackSpec], model_fingerprint:
 
 
 def _entry(manifest: Manifest, ref: str):
-    """`Manifest.resolve` with the stack's error class: an adapter that cannot be had refuses the turn (exit 3)."""
+    """`Manifest.resolve` with the stack's error class: a name no adapter has refuses the turn (exit 2, as
+    everywhere else an unknown adapter is named)."""
     try:
         return manifest.resolve(ref)
     except ManifestError as exc:
-        raise AdapterError(str(exc)) from None
+        raise UnknownAdapterError(str(exc)) from None
 
 
 def _with_dependencies(manifest: Manifest, specs: list[StackSpec]) -> list[StackSpec]:

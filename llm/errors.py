@@ -19,5 +19,12 @@ class AdapterError(LLMError):
     exit_code = 3
 
 
+class UnknownAdapterError(AdapterError):
+    """A name no adapter in the manifest has: a usage error (exit 2) in every command, as `home adapters` and
+    `home route` give it, while a corrupt file or one for another base stays exit 3."""
+
+    exit_code = 2
+
+
 class ContextError(LLMError):
     """The prompt cannot fit the context window even after dropping history."""

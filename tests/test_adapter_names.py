@@ -50,7 +50,7 @@ def test_a_name_picks_its_newest_version_and_an_id_that_version(tmp_path, model_
     assert json.loads(shown.stdout)["id"] == "hamlet-2"
 
     ghost = run_home(root, "ask", "Hi", "--adapter", "ophelia", "--no-memory")
-    assert ghost.returncode == 3
+    assert ghost.returncode == 2  # a name nothing has: exit 2, as in `home adapters` and `home route`
     line = one_error_line(ghost)
     assert "unknown adapter 'ophelia'" in line and "hamlet (hamlet-1, hamlet-2)" in line
 
@@ -126,3 +126,16 @@ def test_removing_a_name_removes_its_newest_version_and_all_removes_every_one(tm
     manifest = ManifestStore(Vault.open(root)).read()
     assert sorted(manifest.adapters) == ["hamlet-1"] and manifest.users["me"]["voice_adapter"] is None
     assert sorted(p.name for p in (root / "adapters").iterdir()) == ["hamlet-1"]
+
+
+def test_a_name_no_adapter_has_is_exit_2_in_every_command(tmp_path):
+    """ask, eval, route, drift and `adapters show` gave an unknown adapter exit 3 in some and 2 in others:
+    it is a usage error (a corrupt file or one for another base stays exit 3)."""
+    data = tmp_path / "held.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n')
+    for argv in (["ask", "hi", "--adapter", "ghost", "--no-memory"], ["route", "hi", "--adapter", "ghost"],
+                 ["eval", "ghost", "--source", "jsonl", str(data)], ["drift", "--adapter", "ghost"],
+                 ["adapters", "show", "ghost"]):
+        proc = run_home(tmp_path / "v", *argv)
+        assert proc.returncode == 2, (argv, proc.stderr[-500:])
+        assert "unknown adapter 'ghost'" in one_error_line(proc), argv

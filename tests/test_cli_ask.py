@@ -77,7 +77,7 @@ def test_missing_model_and_offline_reference(tmp_path):
 
 def test_unknown_adapter_is_refused(tmp_path):
     proc = run_home(tmp_path / "v", "ask", "hi", "--adapter", "ghost:0.5")
-    assert proc.returncode == 3
+    assert proc.returncode == 2  # as `home adapters show ghost` and `home route` give it
     assert "unknown adapter 'ghost'" in one_error_line(proc)
 
 

@@ -77,7 +77,7 @@ def test_eval_writes_private_report_and_png(evaluated):
 def test_unknown_adapter_and_missing_data_are_one_line(evaluated):
     vault, data, _ = evaluated
     ghost = run_home(vault, "eval", "ghost", "--source", "jsonl", str(data))
-    assert ghost.returncode == 3 and "unknown adapter 'ghost'" in one_error_line(ghost)
+    assert ghost.returncode == 2 and "unknown adapter 'ghost'" in one_error_line(ghost)
     missing = run_home(vault, "eval", "rnd", "--source", "jsonl", str(data.with_name("nope.jsonl")))
     assert missing.returncode == 2 and "nope.jsonl" in one_error_line(missing)
     empty = data.with_name("empty.jsonl")
