@@ -121,8 +121,15 @@ def test_a_fact_restated_later_ranks_above_the_old_one(vault, store, newer):
     index_logs(vault, store)
     texts = [h.text for h in store.search("where do I live", k=3)]
     assert texts.index(second) < texts.index(first), texts
-    colours = [h.text for h in store.search("what's my favourite colour?", k=3)]
+    hits = store.search("what's my favourite colour?", k=3)
+    colours = [h.text for h in hits]
     assert colours[0] == "Actually my favourite colour is blue now.", colours
+    # ranked above a higher fused score (0.98 over 1.00 here): `home memory search` marks it and says why
+    from home.commands.memory import NEWER_NOTE, render_hits
+
+    assert hits[0].score < hits[1].score
+    table = render_hits(hits)
+    assert f"{hits[0].score:.2f}*" in table[1] and "*" not in table[2] and table[-1] == NEWER_NOTE, table
 
 
 def test_near_identical_turns_are_shown_once_and_users_are_kept_apart(vault, store):

@@ -71,10 +71,22 @@ def _catch_up(ctx: Context, store) -> None:
     sync_gestalts(ctx.vault, store)  # gestalt files edited or deleted while no app was watching
 
 
-def _line(hit) -> str:
-    text = " ".join(hit.text.split())
-    text = text if len(text) <= 100 else text[:99] + "…"
-    return f"{hit.id:<32} {hit.score:5.2f}  {hit.time[:10]}  {hit.role:<9}  {text}"
+NEWER_NOTE = "* newer than a near-equal turn below it, so ranked first: a restated fact supersedes the old one"
+
+
+def render_hits(hits) -> list[str]:  # noqa: ANN001 - vault.retrieval.Hit
+    """The table `memory search` prints. The order is fused score with the newer of near-equal turns first
+    (vault/retrieval.py, step 4), so a score can sit above a higher one; such a hit is marked and the mark
+    explained, where bare numbers read as a wrong order."""
+    lines = [f"{'ID (home memory forget ID)':<32} {'SCORE':>5}   {'DATE':<10}  {'WHO':<9}  TEXT"]
+    promoted = False
+    for i, hit in enumerate(hits):
+        mark = "*" if any(hit.score < later.score for later in hits[i + 1:]) else " "
+        promoted |= mark == "*"
+        text = " ".join(hit.text.split())
+        text = text if len(text) <= 100 else text[:99] + "…"
+        lines.append(f"{hit.id:<32} {hit.score:5.2f}{mark}  {hit.time[:10]}  {hit.role:<9}  {text}")
+    return [*lines, NEWER_NOTE] if promoted else lines
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -94,9 +106,7 @@ def run_search(args: argparse.Namespace) -> int:
     elif not hits:
         print("nothing in memory is close enough to that")
     else:  # the columns named: the first is what `home memory forget` takes, which nothing said
-        print(f"{'ID (home memory forget ID)':<32} {'SCORE':>5}  {'DATE':<10}  {'WHO':<9}  TEXT")
-        for h in hits:
-            print(_line(h))
+        print("\n".join(render_hits(hits)))
     return 0
 
 
