@@ -125,6 +125,9 @@ def test_a_stopped_run_registers_nothing_and_resume_finishes_it(tmp_path):
     stopped = next(e for e in seen if e["event"] == "stopped")
     assert stopped["step"] < stopped["total"] == 8, stopped
     assert not (vault / "manifest.json").exists() or manifest(vault)["adapters"] == {}
+    check = run_home(vault, *slow, "--resume", "--check")  # says what --resume would do, and starts nothing
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert f"from step {stopped['step']} of 8" in check.stdout and "examples" in check.stdout, check.stdout
     resumed = run_home(vault, *slow, "--resume", timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     evs = events(resumed.stdout)
@@ -147,6 +150,7 @@ def test_bad_input_is_one_line_and_registers_nothing(tmp_path):
         (["train", "--source", "transcript", str(bad)], "--speaker"),
         (["train", "--target", "persona"], "persona"),
         (["train", "--resume", "--name", "never-trained"], "nothing to resume"),
+        (["train", "--resume", "--check", "--name", "never-trained"], "nothing to resume"),
     ]
     for args, needle in cases:
         proc = run_home(vault, *args, "--json", timeout=300)

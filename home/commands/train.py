@@ -111,7 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="read the source and print the dataset report (examples, every rejected line with its "
                         "file and line); train nothing. Exit 2 when a line is rejected or there are too few examples "
-                        "to train (under 4)")
+                        "to train (under 4). With --resume: the stopped run it would continue, from which step, "
+                        "and that run's dataset")
     p.set_defaults(func=run)
 
 
@@ -172,6 +173,28 @@ def check_dataset(ctx: Context, job: Job) -> int:
         print(f"home: error: {too_small}", file=sys.stderr)
         return 2
     return 0
+
+
+def check_resume(ctx: Context, job: Job) -> int:
+    """`--resume --check`: which stopped run would continue, from which step, and its dataset as that run
+    reads it again (its own job, not today's flags): what `--resume` would do, with nothing started."""
+    from trainer.protocol.job import JobError
+    from trainer.protocol.runs import complete_checkpoints, find_resumable
+
+    try:
+        run_dir, old = find_resumable(ctx.vault, job)
+    except JobError as exc:
+        print(f"home: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"resumes {run_dir}:")
+    for ckpt_dir in sorted(run_dir.glob("**/checkpoints")):
+        done = complete_checkpoints(ckpt_dir)
+        if done:
+            state = json.loads((done[-1] / "trainer_state.json").read_text())
+            where = ckpt_dir.parent.relative_to(run_dir).as_posix()
+            phase = "" if where == "." else f"{where}: "
+            print(f"  {phase}from step {state.get('global_step')} of {state.get('max_steps')}")
+    return check_dataset(ctx, old)
 
 
 def check_pairs(ctx: Context, job: Job) -> int:
@@ -242,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = Context(args)
     job = build_job(ctx, args)
     if args.check:
-        return check_dataset(ctx, job)
+        return check_resume(ctx, job) if job.resume else check_dataset(ctx, job)
     # The worker's stderr is library chatter (warnings, progress bars): kept aside, shown only if it dies
     # without saying why in an error event.
     chatter = tempfile.TemporaryFile(mode="w+", dir=ctx.vault.runs_dir)
