@@ -10,6 +10,7 @@ import json
 import pytest
 
 from home.app.commands import HomeCommands
+from home.app.screens.confirm import ConfirmScreen
 from home.app.widgets.train_panel import TrainPanel, TrainView
 from tests.test_app import drive, footer, make_app, records, say, wait_for, wait_ready
 from tests.test_app_palette import run_command
@@ -38,6 +39,8 @@ def test_retrain_registers_hot_loads_and_announces_while_the_chat_answers(tmp_pa
         await wait_ready(pilot, app)
         await wait_for(pilot, lambda: app.watcher is not None)
         await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")  # "Retrain your voice from your chat logs?"
         panel = app.chat.query_one(TrainPanel)
         assert panel.display and app.training_running
         assert "Cancel training" in [name for name, _, _ in HomeCommands(app.screen)._commands()]
@@ -76,6 +79,8 @@ def test_cancel_stops_with_a_checkpoint_and_registers_nothing(tmp_path):
     async def scenario(pilot):
         await wait_ready(pilot, app)
         await run_command(pilot, app, "Retrain my voice")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
         panel = app.chat.query_one(TrainPanel)
         await wait_for(pilot, lambda: panel.view.step >= 1 or panel.view.finished, timeout=240)
         panel.query_one("#train-cancel").focus()

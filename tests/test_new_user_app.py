@@ -10,6 +10,7 @@ from textual.command import CommandPalette
 
 from home.app.commands import HomeCommands
 from home.app.screens.chat import FIRST_HINT
+from home.app.screens.confirm import ConfirmScreen
 from home.app.screens.error import ErrorScreen
 from home.app.widgets.persona_bar import PersonaBar
 from home.app.widgets.status_bar import StatusBar
@@ -32,6 +33,26 @@ def test_retrain_with_too_few_messages_says_so_instead_of_starting_a_worker(tmp_
         assert panel.view.outcome == (f"{vault.logs_dir}: 2 usable examples, at least 4 are needed (0 lines "
                                       "rejected): each message you send is one; chat a little more first")
         assert "stage: not started" in panel.text
+
+    drive(app, scenario)
+
+
+def test_ctrl_t_asks_before_a_run_that_can_start_and_no_starts_nothing(tmp_path):
+    """ctrl+t (one key from ctrl+r and ctrl+y) started a run that takes the cores for minutes with no
+    question; a run that can start now asks first, and n leaves nothing started."""
+    vault = log_user_turns(tmp_path / "v", 6)
+    app = make_app(vault.root)
+
+    async def scenario(pilot):
+        await wait_ready(pilot, app)
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        text = " ".join(str(w.render()) for w in app.screen.query("Static"))
+        assert "Retrain your voice from your chat logs?" in text and "Esc there stops it" in text
+        await pilot.press("n")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        assert app.retrain is None and not app.training_running
+        assert not app.chat.query_one(TrainPanel).display
 
     drive(app, scenario)
 

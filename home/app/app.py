@@ -23,13 +23,15 @@ from home.app.retrain import (
 )
 from home.app.screens.adapters import AdaptersScreen
 from home.app.screens.chat import ChatScreen
+from home.app.screens.confirm import ConfirmScreen
 from home.app.screens.error import ErrorScreen
 from home.app.session import AppOptions, ChatSession
 from home.app.tools import ToolsMixin
 from home.app.widgets.keys_panel import HomeHelpPanel
 from home.app.widgets.train_panel import TrainPanel
 from llm.errors import LLMError
-from trainer.protocol.job import JobError
+from trainer.protocol.guard import cuda_visible
+from trainer.protocol.job import Job, JobError
 from vault.errors import VaultError
 from vault.personas import hotkeys
 
@@ -224,8 +226,9 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         return self.training_running and not self.retrain.interrupted
 
     def action_retrain(self) -> None:
-        """Start the trainer worker on the user's chat logs; the panel follows its events."""
-        self._start_training("sft")
+        """Start the trainer worker on the user's chat logs, once the user says yes (ctrl+t is one key from
+        ctrl+r and ctrl+y, and a run takes the cores for minutes); the panel follows its events."""
+        self._start_training("sft", confirm=True)
 
     def action_learn_from_picks(self) -> None:
         """"Learn from your picks": DPO from the user's pick-best pairs over their voice (the panel offers it
@@ -244,7 +247,7 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
         if waiting >= need:
             self.chat.query_one(TrainPanel).offer(waiting)
 
-    def _start_training(self, method: str) -> None:
+    def _start_training(self, method: str, confirm: bool = False) -> None:
         if self.session is None or self.chat is None:
             return
         if self.training_running:
@@ -255,13 +258,31 @@ class HomeApp(ToolsMixin, FeaturesMixin, App[None]):
             job = build_job(self.session, method)
             refusal = (picks_refusal(self.session) if method == "dpo" else logs_refusal(self.session, job)) \
                 or cpu_refusal_for(job, self.session.engine)
-            if refusal is None:
-                self.retrain = RetrainRun(job, self.session.vault.runs_dir)
         except (JobError, LLMError, VaultError, OSError, ValueError) as exc:  # ValueError: the logs' SourceError
             self.notify(f"retrain: {exc}", severity="error", timeout=8)
             return
         if refusal is not None:  # the worker would refuse too, after loading: say it now, start nothing
             panel.refuse(refusal)
+            return
+        if confirm:  # a refusal is said at once; a run that can start asks first
+            gpu = job.device == "cuda" or (job.device == "auto" and cuda_visible())
+            where = "on the GPU" if gpu else "on this machine's cores"
+            self.push_screen(ConfirmScreen(
+                "Retrain your voice from your chat logs?",
+                f"A trainer runs beside the chat {where}, for minutes; its panel shows the progress and Esc "
+                "there stops it. Your voice changes only once the new adapter is verified.",
+                yes="Train", no="Not now", no_means="not now", danger=False),
+                callback=lambda yes: self._launch_training(job, panel) if yes else None)
+            return
+        self._launch_training(job, panel)
+
+    def _launch_training(self, job: Job, panel: TrainPanel) -> None:
+        if self.training_running:  # another started while the question was open
+            return
+        try:
+            self.retrain = RetrainRun(job, self.session.vault.runs_dir)
+        except (JobError, LLMError, VaultError, OSError, ValueError) as exc:
+            self.notify(f"retrain: {exc}", severity="error", timeout=8)
             return
         panel.start()
         self._keys_changed()
