@@ -46,12 +46,9 @@ def fit(points: list[tuple[int, float]]) -> dict:
 
 
 def plot(curves: dict) -> bytes:
-    import io
+    from trainer.evaluation.figures import png_bytes, pyplot
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for voice, c in curves.items():
@@ -69,10 +66,7 @@ def plot(curves: dict) -> bytes:
     ax.set_title("one held-out set per voice; dotted: the fit, extrapolated")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -244,12 +244,9 @@ def summarize(rows: list[dict], att: dict, settings: dict) -> dict:
 
 def plot(summary: dict) -> bytes:
     """PNG: perplexity ratio per voice (the 0.5 goal dashed), and the attribution confusion matrix."""
-    import io
+    from trainer.evaluation.figures import png_bytes, pyplot
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows, att = summary["voices"], summary["attribution"]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -274,10 +271,7 @@ def plot(summary: dict) -> bytes:
     bx.set_xlabel("adapter that fits best")
     bx.set_ylabel("held-out words of")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

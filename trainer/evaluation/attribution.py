@@ -10,7 +10,6 @@ Torch-free; scikit-learn and matplotlib are imported only when used.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 SEED = 0
@@ -53,10 +52,9 @@ def attribute(model, texts: Sequence[str]) -> list[str]:
 
 def plot_confusions(panels: list[tuple[str, dict]], title: str) -> bytes:
     """PNG bytes: one confusion matrix per panel (counts in the cells, accuracy in the title)."""
-    import matplotlib
+    from trainer.evaluation.figures import png_bytes, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
     for ax, (name, conf) in zip(axes[0], panels, strict=True):
@@ -75,7 +73,4 @@ def plot_confusions(panels: list[tuple[str, dict]], title: str) -> bytes:
         ax.set_ylabel("written as")
     fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -10,7 +10,6 @@ Torch-free; matplotlib only to draw.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -109,10 +108,9 @@ def column_labels(report: dict, width: int = 18) -> list[str]:
 
 def plot_compare(report: dict) -> bytes:
     """PNG bytes: held-out perplexity and bits per byte per column, then the text statistics grouped."""
-    import matplotlib
+    from trainer.evaluation.figures import png_bytes, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = [c["key"] for c in report["columns"]]
     labels = [lab.replace(" + ", "\n+ ") for lab in column_labels(report, 14)]
@@ -138,7 +136,4 @@ def plot_compare(report: dict) -> bytes:
     tx.legend(fontsize=7, ncols=3, loc="upper center")
     fig.suptitle(f"two bases × (base, adapter) on {report['examples']} examples")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

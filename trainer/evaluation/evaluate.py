@@ -10,7 +10,6 @@ Torch-free, and `home` never imports it at start-up: `home eval` and the trainer
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -276,10 +275,9 @@ def write_report(vault: Vault, report: dict) -> tuple[Path, Path]:
 def plot_report(report: dict) -> bytes:
     """PNG bytes: loss curves (when the run recorded them), perplexity bars, and the text statistics,
     base vs adapter, so a report reads at a glance."""
-    import matplotlib
+    from trainer.evaluation.figures import png_bytes, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     losses = report.get("training")
     panels = 3 if losses else 2
@@ -321,7 +319,4 @@ def plot_report(report: dict) -> bytes:
     fig.suptitle(f"eval: {report['adapter']['id']} (scale {report['adapter']['scale']:g}) on "
                  f"{report['examples']} examples")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

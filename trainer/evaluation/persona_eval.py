@@ -13,7 +13,6 @@ Writes `<vault>/runs/persona-eval-<time>/report.json`, `confusion.png` and `perp
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -151,10 +150,9 @@ def write_report(vault: Vault, report: dict) -> dict:
 def plot_perplexity(ppl: dict) -> bytes:
     """A heatmap: rows base + adapters, columns the personas' held-out lines; the lowest in each column
     (the best fit) outlined."""
-    import matplotlib
+    from trainer.evaluation.figures import png_bytes, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     rows, cols = ppl["rows"], ppl["cols"]
@@ -175,10 +173,7 @@ def plot_perplexity(ppl: dict) -> bytes:
     ax.set_xlabel("held-out lines of")
     ax.set_title("held-out perplexity (llama.cpp; colour vs base, outlined: best in column)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def lines_by_persona(examples: Sequence[Example]) -> dict[str, list[Example]]:

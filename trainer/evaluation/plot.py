@@ -3,7 +3,6 @@ perplexity side by side, so "did it learn my voice" is one glance, not a table o
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,10 +18,9 @@ def plot_training(
     title: str,
 ) -> Path:
     """Write a PNG: left, losses by step; right, held-out perplexity base vs adapter (llama.cpp)."""
-    import matplotlib
+    from trainer.evaluation.figures import png_bytes, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
     if train_losses:
@@ -46,8 +44,5 @@ def plot_training(
         bx.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, png_bytes(fig))
     return path
