@@ -70,10 +70,10 @@ def footer(app: HomeApp) -> dict[str, str]:
 def keys_panel_text(app: HomeApp) -> str:
     """What F12's keys panel lists, as plain text."""
     from rich.console import Console
-    from textual.widgets._key_panel import BindingsTable
+    from home.app.widgets.keys_panel import HomeBindingsTable
 
     console = Console(width=100, record=True, color_system=None)
-    console.print(app.screen.query_one(BindingsTable).render_bindings_table())
+    console.print(app.screen.query_one(HomeBindingsTable).render_bindings_table())
     return console.export_text()
 
 

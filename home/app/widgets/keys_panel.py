@@ -4,7 +4,8 @@ Textual's keys panel lists the focused widget's bindings first. In the chat that
 with some forty editing keys (cursor, select, delete), so a new user pressing F12 saw only those: Home's
 keys (personas, memory, retrain, search, copy) were below the bottom of the terminal. This is the same
 panel with the groups reordered (the app's and the screen's first, titled "Home") and rendered as
-Textual renders them.
+Textual renders them. Built on public widgets only (Static, KeyPanel, HelpPanel): Textual's own table is
+in a private module, which an upgrade within `textual>=8` may move, and the app must not fail to start.
 """
 
 from __future__ import annotations
@@ -18,13 +19,30 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.screen import Screen
-from textual.widgets import HelpPanel, KeyPanel, Markdown
-from textual.widgets._key_panel import BindingsTable
+from textual.widgets import HelpPanel, KeyPanel, Markdown, Static
 
 HOME_TITLE = "Home"
 
 
-class HomeBindingsTable(BindingsTable):
+class HomeBindingsTable(Static):
+    """The bindings table: Textual's component classes and styles, Home's groups first."""
+
+    COMPONENT_CLASSES = {
+        "bindings-table--key",
+        "bindings-table--description",
+        "bindings-table--divider",
+        "bindings-table--header",
+    }
+    DEFAULT_CSS = """
+    HomeBindingsTable {
+        width: auto;
+        height: auto;
+    }
+    """
+
+    def render(self) -> Table:
+        return self.render_bindings_table()
+
     def render_bindings_table(self) -> Table:
         groups = [(ns, list(b)) for ns, b in groupby(self.screen.active_bindings.values(), key=itemgetter(0))]
         home = [g for g in groups if isinstance(g[0], App | Screen)]
@@ -58,6 +76,27 @@ class HomeBindingsTable(BindingsTable):
 
 
 class HomeKeyPanel(KeyPanel, can_focus=False):
+    # KeyPanel styles its table by Textual's private class name: the same rules for ours
+    DEFAULT_CSS = """
+    HomeKeyPanel {
+        &> HomeBindingsTable > .bindings-table--key {
+            color: $text-accent;
+            text-style: bold;
+            padding: 0 1;
+        }
+        &> HomeBindingsTable > .bindings-table--description {
+            color: $foreground;
+        }
+        &> HomeBindingsTable > .bindings-table--divider {
+            color: transparent;
+        }
+        &> HomeBindingsTable > .bindings-table--header {
+            color: $text-primary;
+            text-style: underline;
+        }
+    }
+    """
+
     def compose(self) -> ComposeResult:
         yield HomeBindingsTable(shrink=True, expand=False)
 
