@@ -260,8 +260,11 @@ class ChatScreen(Screen[None]):
         await self._show_records(records, f"— resumed {log.session} —" if session_id else f"— new session {log.session} —")
 
     async def _show_records(self, records: list[dict], note: str) -> None:
-        """A session's messages as the chat shows them, then `note`."""
+        """A session's messages as the chat shows them (its latest `MessageList.keep`), then `note`."""
         messages = self.query_one(MessageList)
+        if len(records) > messages.keep:
+            await messages.not_shown(len(records) - messages.keep)
+            records = records[-messages.keep:]
         for r in records:
             if r["role"] == "user":
                 await messages.add(UserMessage(r.get("user") or self.session.user, r.get("text", "")))
