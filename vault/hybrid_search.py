@@ -51,6 +51,18 @@ def hybrid_search(db: sqlite3.Connection, vectors: VectorFile, query: str, q: np
     return by_turn(rank(cands.values(), query, 3 * k, window=window, fill=fill), k)
 
 
+def search_many(db: sqlite3.Connection, vectors: VectorFile, queries: list[str], qs, k: int,  # noqa: ANN001
+                user: str | None, window: tuple[float, float] | None, fill: float, pool: int | None, total: int,
+                counts: dict[str, tuple[int, int]] | None = None) -> list[list[Hit]]:
+    """`hybrid_search` for each query (a question's parts), by their embeddings `qs`: the vector file's scan
+    is shared (`VectorFile.top_many_rows`). The store (its mutex held) and the read-only reader beside the
+    owning app (vault/memory_reader.py, in one read transaction) both search through here."""
+    pool = pool or max(4 * k, 20)
+    tops = vectors.top_many_rows(np.asarray(qs, np.float32), pool, user) if len(queries) else []
+    return [hybrid_search(db, vectors, q, v, k, pool, user, window, fill, total, counts, vec_hits=hits)
+            if q.strip() and k > 0 else [] for q, v, hits in zip(queries, qs, tops, strict=True)]
+
+
 def in_window(db: sqlite3.Connection, window: tuple[float, float] | None, user: str | None,
               limit: int = WINDOW_LIMIT) -> list[str]:
     """Items said inside the question's date window (candidates beside the two lists); none when the

@@ -8,7 +8,7 @@ never writes a log or a gestalt file: forgetting writes those first (vault/forge
 
 One process owns the store at a time (ChromaDB's local mode is single-process): `MemoryStore.open` takes
 `locks/memory.lock` without waiting and refuses with `MemoryBusyError` while another process holds it.
-Other processes read the logs, not the store.
+Other processes read the logs, or the store read-only without ChromaDB (vault/memory_reader.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from . import index_marks
 from .embedder import DEFAULT_NAME, Embedder, load_embedder
 from .errors import VaultError
 from .fsio import DIR_MODE, FILE_MODE, FileLock, LockTimeout, atomic_write_json, ensure_private_dir
-from .hybrid_search import hybrid_search
+from .hybrid_search import search_many
 from .keyword_index import SCHEMA, add_sources_column, item_count, open_counts, part_count
 from .layout import Vault
 from .memory_items import (
@@ -75,7 +75,7 @@ class MemoryStore:
         self._checked = False
         self._matrix: VectorFile | None = None
         self._term_counts: dict[str, tuple[int, int]] = {}  # the keyword search's term counts (vault/keyword_index.py)
-        self.state = self._read_state()
+        self.state = read_state(self.dir)
         try:
             self._db = sqlite3.connect(self.dir / KEYWORD_DB, check_same_thread=False)
             self._db.executescript(SCHEMA)
@@ -135,19 +135,6 @@ class MemoryStore:
 
     # --- state, modes, embedder ---
 
-    def _read_state(self) -> dict:
-        import json
-
-        path = self.dir / STATE_FILE
-        try:
-            data = json.loads(path.read_text("utf-8")) if path.exists() else {}
-        except (OSError, ValueError, RecursionError):
-            data = {}  # a damaged checkpoint only costs a re-upsert of what is already there
-        data.setdefault("sessions", {})
-        data["excluded"] = set(data.get("excluded", []))
-        data.setdefault("embedder", None)
-        return data
-
     def save_state(self) -> None:
         data = dict(self.state, excluded=sorted(self.state["excluded"]))
         data.pop("sessions", None)  # one row per session in the keyword database (vault/index_marks.py)
@@ -167,12 +154,9 @@ class MemoryStore:
         with self._mutex:
             if self._embedder is None:
                 self._embedder = load_embedder((self.state.get("embedder") or {}).get("ref"))
-            emb, rec = self._embedder, self.state.get("embedder")
+            emb = self._embedder
             if not self._checked:
-                if rec and (rec.get("name"), rec.get("dim")) != (emb.name, emb.dim) and self.count():
-                    raise MemoryStoreError(
-                        f"{self.dir}: indexed with embedder '{rec.get('name')}' ({rec.get('dim')}-d), not "
-                        f"'{emb.name}' ({emb.dim}-d): run `home memory reindex --rebuild` to re-embed")
+                check_embedder(self.dir, self.state.get("embedder"), emb, self.count)
                 ref = None if emb.name == DEFAULT_NAME else str(getattr(emb, "path", emb.name))
                 self.state["embedder"] = {"name": emb.name, "dim": emb.dim, "ref": ref}
                 self._checked = True
@@ -340,13 +324,9 @@ class MemoryStore:
                     pool: int | None = None) -> list[list[Hit]]:
         """`search` for each of a question's parts, by their embeddings: the vector file's scan is shared
         (`VectorFile.top_many_rows`: each word of the sign codes read once for them all); the same hits."""
-        pool = pool or max(4 * k, 20)
         with self._mutex:
-            vf = self._vectors()
-            tops = vf.top_many_rows(np.asarray(vectors, np.float32), pool, user) if len(queries) else []
-            return [hybrid_search(self._db, vf, q, v, k, pool, user, window, fill, self._items, self._term_counts,
-                                  vec_hits=hits) if q.strip() and k > 0 else []
-                    for q, v, hits in zip(queries, vectors, tops, strict=True)]
+            return search_many(self._db, self._vectors(), queries, vectors, k, user, window, fill, pool, self._items,
+                               self._term_counts)
 
     def warm(self) -> None:
         """Load the embedder and map the vectors now, e.g. in a background thread at app start, so the
@@ -387,6 +367,29 @@ class MemoryStore:
                     "gestalts": len(self.state.get("gestalts", {})),
                     "embedder": emb.get("name"), "dim": emb.get("dim"), "bytes": size,
                     "updated": self.state.get("updated"), "path": str(self.dir)}
+
+
+def read_state(folder: Path) -> dict:
+    """`index.json`: the embedder the store was built with, the excluded ids, the gestalts known."""
+    import json
+
+    path = folder / STATE_FILE
+    try:
+        data = json.loads(path.read_text("utf-8")) if path.exists() else {}
+    except (OSError, ValueError, RecursionError):
+        data = {}  # a damaged checkpoint only costs a re-upsert of what is already there
+    data.setdefault("sessions", {})
+    data["excluded"] = set(data.get("excluded", []))
+    data.setdefault("embedder", None)
+    return data
+
+
+def check_embedder(folder: Path, record: dict | None, emb: Embedder, count: Callable[[], int]) -> None:
+    """Refuse an embedder other than the one a non-empty store was built with (`record`, index.json's)."""
+    if record and (record.get("name"), record.get("dim")) != (emb.name, emb.dim) and count():
+        raise MemoryStoreError(
+            f"{folder}: indexed with embedder '{record.get('name')}' ({record.get('dim')}-d), not "
+            f"'{emb.name}' ({emb.dim}-d): run `home memory reindex --rebuild` to re-embed")
 
 
 def _chmod(path: Path, mode: int) -> None:

@@ -13,7 +13,8 @@ at 4000, and 99.9 % of the top 20).
 The codes are a cache beside the vector file, derived from it: `vectors-<gen>.sign` (the rows' bits, in
 row order) and `vectors-<gen>.mean` (the mean they were taken around and how many rows it was taken
 over). Rows appended since are coded at the next search; the mean is taken again (and every row recoded,
-once) when the rows have doubled since. A torn or missing file only costs recoding.
+once) when the rows have doubled since. A torn or missing file only costs recoding. A read-only reader
+beside the owning app (vault/memory_reader.py) codes what the files lack in memory and writes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .fsio import FILE_MODE, atomic_write_bytes
 
 CHUNK = 32768  # rows coded per step (a 384-d chunk: 48 MB of float32 read)
 RECHECK = 1024  # rows recoded when a process first reads the codes (1.5 MB of float32 at 384-d)
+SAMPLE = 256  # rows a read-only reader codes again to check the file's codes are around the mean it read
 FAR = np.uint16(0xFFFF)  # a masked-out row's distance: never a candidate
 GROUP = 3  # 64-bit words whose bit counts (at most 192) are summed in a byte before widening
 
@@ -34,8 +36,9 @@ GROUP = 3  # 64-bit words whose bit counts (at most 192) are summed in a byte be
 class SignCodes:
     """The sign codes of one vector file generation. Not thread-safe: the store's mutex guards it."""
 
-    def __init__(self, folder: Path, gen: int, dim: int) -> None:
+    def __init__(self, folder: Path, gen: int, dim: int, readonly: bool = False) -> None:
         self.dim = dim
+        self.readonly = readonly  # code in memory only: another process owns the files
         self.width = -(-dim // 64) * 8  # bytes per row, whole uint64 words
         self.sign = Path(folder) / f"vectors-{gen}.sign"
         self.mean_path = Path(folder) / f"vectors-{gen}.mean"
@@ -86,34 +89,57 @@ class SignCodes:
         """Code the rows of `matrix` (the mapped vector file) not coded yet; take the mean again (and
         recode all) when there is none or the rows have doubled since it was taken."""
         rows = len(matrix)
+        own = False  # a mean taken here that the files do not hold (read-only): their codes are not ours
         if self._mean is None:
             self._load_mean()
         if self._mean is None or rows > 2 * self._mean_rows:
-            total = np.zeros(self.dim, np.float64)
-            for start in range(0, rows, CHUNK):
-                total += matrix[start:start + CHUNK].sum(axis=0, dtype=np.float64)
-            self._mean, self._mean_rows = (total / max(rows, 1)).astype(np.float32), rows
-            atomic_write_bytes(self.mean_path, np.append(self._mean, np.float32(rows)).astype(np.float32).tobytes())
-            self.sign.unlink(missing_ok=True)
-            self._n = 0
+            self._new_mean(matrix)
+            own = self.readonly
         if self._n == 0:
             # the codes are appended without an fsync (a search must not wait for the disk): after a power
             # loss their tail may hold zeros, so a process recodes the last RECHECK rows it finds, once
-            codes = self._read()
-            self._put(0, codes[:max(0, len(codes) - RECHECK)])
+            codes = self._read()[:0] if own else self._read()
+            codes = codes[:max(0, len(codes) - RECHECK)]
+            if self.readonly and not self._agree(codes, matrix):  # the owner re-centred between our reads
+                self._new_mean(matrix)
+                codes = codes[:0]
+            self._put(0, codes)
         done = self._n
         if done > rows:  # the vector file lost a torn append: so do the codes
-            os.truncate(self.sign, rows * self.width)
+            if not self.readonly:
+                os.truncate(self.sign, rows * self.width)
             self._n = done = rows
         if done == rows:
             return
         new = np.concatenate([self._bits(matrix[s:min(s + CHUNK, rows)]) for s in range(done, rows, CHUNK)])
-        fd = os.open(self.sign, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            os.pwrite(fd, new.tobytes(), done * self.width)
-        finally:
-            os.close(fd)
+        if not self.readonly:
+            fd = os.open(self.sign, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            try:
+                os.pwrite(fd, new.tobytes(), done * self.width)
+            finally:
+                os.close(fd)
         self._put(done, new)
+
+    def _new_mean(self, matrix: np.ndarray) -> None:
+        """Take the rows' mean; every row is coded again around it (written, unless read-only)."""
+        rows = len(matrix)
+        total = np.zeros(self.dim, np.float64)
+        for start in range(0, rows, CHUNK):
+            total += matrix[start:start + CHUNK].sum(axis=0, dtype=np.float64)
+        self._mean, self._mean_rows = (total / max(rows, 1)).astype(np.float32), rows
+        if not self.readonly:
+            atomic_write_bytes(self.mean_path, np.append(self._mean, np.float32(rows)).astype(np.float32).tobytes())
+            self.sign.unlink(missing_ok=True)
+        self._n = 0
+
+    def _agree(self, codes: np.ndarray, matrix: np.ndarray) -> bool:
+        """Whether codes read from the file were taken around the mean read before them: a sample of rows
+        coded again (a row's vector never changes, its code only with the mean)."""
+        n = min(len(codes), len(matrix))
+        if n == 0:
+            return True
+        rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLE)).astype(np.int64))
+        return bool(np.array_equal(codes[rows], self._bits(matrix[rows])))
 
     def _read(self) -> np.ndarray:
         try:

@@ -13,6 +13,10 @@ Crash order per write: new rows are appended dead and fsynced (a dead row is nev
 committed, then the rows are made live (fsynced). A replaced row is marked dead before the map moves,
 so no row is ever live without an id. A rebuild fills a new generation's files, fsyncs them and commits
 the map and the generation in one transaction; files of other generations are removed after.
+
+So a reader in another process that reads the map in one transaction, and the files within it, sees one
+consistent state (vault/memory_reader.py): `readonly` opens them without a write of any kind (no schema,
+no cut of a torn tail, the sign codes kept in memory).
 """
 
 from __future__ import annotations
@@ -44,13 +48,15 @@ GROW_ROWS = 4096  # the .f32 file's room grows by an eighth, at least this many 
 
 class VectorFile:
     """Exact cosine search over memory-mapped float32 rows. Not thread-safe: the store's mutex guards it.
-    `db` is the keyword database's connection (the id map lives beside the items' text)."""
+    `db` is the keyword database's connection (the id map lives beside the items' text). `readonly`: another
+    process owns the files; its tables must exist, and only the reading methods may be called."""
 
-    def __init__(self, folder: Path, db: sqlite3.Connection, dim: int) -> None:
+    def __init__(self, folder: Path, db: sqlite3.Connection, dim: int, readonly: bool = False) -> None:
         one_blas_thread()
-        self.folder, self.db, self.dim = Path(folder), db, dim
+        self.folder, self.db, self.dim, self.readonly = Path(folder), db, dim, readonly
         self.rebuilds = 0  # how many times the files were rebuilt from the store of record (tests, bench)
-        db.executescript(SCHEMA)
+        if not readonly:
+            db.executescript(SCHEMA)
         meta = dict(db.execute("SELECT key, value FROM vec_meta"))
         self.gen = int(meta.get("gen", 0))
         self._items = int(meta.get("items", 0))
@@ -76,6 +82,8 @@ class VectorFile:
             return -1  # missing: rebuild
         row = 4 * self.dim
         n = min(f32 // row, user // 4)
+        if self.readonly:  # a torn tail is the owner's to cut (or an append in flight: its rows are dead)
+            return n
         if f32 % row:  # a partial row at the end
             os.truncate(self._path("f32"), f32 // row * row)
         if user != n * 4:
@@ -149,6 +157,7 @@ class VectorFile:
         vectors = np.asarray(vectors, np.float32)[keep]
         if not ids:
             return
+        self._owner()
         old = self._rows_of(ids)
         start = self._append(vectors, old.values())
         for u in users:
@@ -165,6 +174,7 @@ class VectorFile:
         self._set_codes(start, np.array([self._codes[u] for u in users], np.int32))
 
     def delete(self, ids: Iterable[str]) -> None:
+        self._owner()
         rows = self._rows_of(list(dict.fromkeys(ids)))
         if not rows:
             return
@@ -177,12 +187,17 @@ class VectorFile:
             self._items -= len(rows)
             self._meta(items=self._items)
 
+    def _owner(self) -> None:
+        if self.readonly:
+            raise RuntimeError(f"{self.folder}: the vector file is open read-only, its owner writes it")
+
     def _meta(self, **values: object) -> None:
         self.db.executemany("INSERT INTO vec_meta(key, value) VALUES (?, ?) "
                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", list(values.items()))
 
     def rebuild(self, pages: Iterable[tuple[Sequence[str], Sequence[str], np.ndarray]]) -> None:
         """New files from (ids, users, vectors) pages (the store of record's items), swapped in whole."""
+        self._owner()
         gen = self.gen + 1
         paths = [self._path(ext, gen) for ext in ("f32", "user")]
         ids: list[str] = []
@@ -208,6 +223,7 @@ class VectorFile:
 
     def remove_stale(self) -> None:
         """Files of other generations (a rebuild's leftovers, or one a kill left half-written)."""
+        self._owner()
         for p in self.folder.glob("vectors-*.*"):
             if not p.name.startswith(f"vectors-{self.gen}."):  # this generation's rows, users, sign codes
                 p.unlink(missing_ok=True)
@@ -276,7 +292,7 @@ class VectorFile:
 
     def _sign_codes(self, m: np.ndarray) -> SignCodes:
         if self._signs is None or self._signs.sign.name != self._path("sign").name:
-            self._signs = SignCodes(self.folder, self.gen, self.dim)
+            self._signs = SignCodes(self.folder, self.gen, self.dim, self.readonly)
         self._signs.update(m)
         return self._signs
 
