@@ -1,10 +1,12 @@
 """`home memory`: search, forget, rebuild and inspect the long-term memory built from the conversation logs.
 
 The store is derived data (vault/memory.py): `search` first catches up with turns logged since the last
-run, `reindex --rebuild` re-embeds everything from the logs. `forget` is the user's right to have a turn
-dropped: it is marked excluded in its log (vault/forget.py), then leaves the store, so neither memory nor
-training uses it; the gestalts learnt from it alone go with it, and the output says how many. A session
-summary (`summary:<session>`) is forgotten as the turns it holds, each listed.
+run, `reindex --rebuild` re-embeds everything from the logs. While the app owns the store, `search` reads
+it read-only (vault/memory_reader.py) and indexes nothing; `forget`, `reindex` and `stats` are refused.
+`forget` is the user's right to have a turn dropped: it is marked excluded in its log (vault/forget.py),
+then leaves the store, so neither memory nor training uses it; the gestalts learnt from it alone go with
+it, and the output says how many. A session summary (`summary:<session>`) is forgotten as the turns it
+holds, each listed.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def _catch_up(ctx: Context, store) -> None:
     sync_gestalts(ctx.vault, store)  # gestalt files edited or deleted while no app was watching
 
 
+READ_ONLY_NOTE = ("home: note: searched memory read-only beside the running app; turns from the last few "
+                  "seconds may not be indexed yet")
 NEWER_NOTE = "* newer than a near-equal turn below it, so ranked first: a restated fact supersedes the old one"
 
 
@@ -94,11 +98,21 @@ def run_search(args: argparse.Namespace) -> int:
         raise UsageError("-k: expected a positive number")
     require_text(args.query, 'home memory search "where does my sister live"')
     ctx = Context(args)
-    with _open(ctx) as store:
-        if not args.no_index:
+    from vault.memory import MemoryBusyError
+
+    try:
+        store, beside = _open(ctx), False
+    except MemoryBusyError:  # the app owns the store: search it read-only, never index or write
+        from vault.memory_reader import MemoryReader
+
+        store, beside = MemoryReader(ctx.vault), True
+    with store:
+        if not args.no_index and not beside:
             _catch_up(ctx, store)
         hits = store.search(args.query, k=args.k, user=getattr(args, "user", None))
         empty = not hits and store.count() == 0
+    if beside:
+        print(READ_ONLY_NOTE, file=sys.stderr)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
     elif empty:  # a new vault: say why nothing came back, not that nothing was close
