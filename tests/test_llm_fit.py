@@ -25,7 +25,7 @@ def test_a_long_chat_moves_its_cut_every_few_turns_not_every_turn():
         starts.append(dropped)
         fills.append(words(kept) / (n_ctx - max_tokens))
         history.append({"role": "assistant", "content": f"reply {turn} " + "word " * (10 + turn % 23)})
-    moved = sum(a != b for a, b in zip(starts, starts[1:]))
+    moved = sum(a != b for a, b in zip(starts, starts[1:], strict=False))
     first_drop = next(i for i, d in enumerate(starts) if d)
     assert moved <= (300 - first_drop) // 4, moved  # one pair a turn moved it every turn: 270-odd times
     assert min(fills[first_drop:]) >= 0.45, min(fills[first_drop:])  # at least about half the window in use
