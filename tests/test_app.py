@@ -70,6 +70,7 @@ def footer(app: HomeApp) -> dict[str, str]:
 def keys_panel_text(app: HomeApp) -> str:
     """What F12's keys panel lists, as plain text."""
     from rich.console import Console
+
     from home.app.widgets.keys_panel import HomeBindingsTable
 
     console = Console(width=100, record=True, color_system=None)
