@@ -151,7 +151,7 @@ max_tokens = {g.max_tokens}
 seed = {g.seed}           # -1: a fresh random seed per reply
 
 [context]
-n_ctx = {c.n_ctx}         # tokens of context; older turns are dropped whole when a chat outgrows it
+n_ctx = {c.n_ctx}         # tokens of context; older turns are dropped whole, in steps (the cached prefix holds), when a chat outgrows it
 n_threads = {c.n_threads}       # 0: let llama.cpp choose
 gpu_layers = {c.gpu_layers}     # model layers on the GPU: -1 all (when llama.cpp has GPU offload), 0 none (CPU),
                       # N fewer when the model does not fit in VRAM; `home --gpu-layers N` overrides, `home doctor` shows
