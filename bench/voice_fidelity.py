@@ -36,6 +36,8 @@ from pathlib import Path
 from _common import model_path
 from voice_texts import VOICES, voice_examples
 
+from trainer.protocol.job import VOICE_WINDOW
+
 DEFAULTS = {"examples": 96, "val_fraction": 0.25, "samples": 20}
 
 
@@ -283,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the latest share held out (default %(default)s)")
     p.add_argument("--steps", type=int, default=None, help="fixed steps (default: the recipe's, 3 epochs)")
     p.add_argument("--samples", type=int, default=DEFAULTS["samples"], help="greedy replies per voice")
-    p.add_argument("--window", type=int, default=10, help="context turns per example (default 10)")
+    p.add_argument("--window", type=int, default=VOICE_WINDOW,
+                   help="context turns per example (default %(default)s: a voice's, trainer/protocol/job.py)")
     p.add_argument("--lock", type=Path, default=None, help="flock this file around each training")
     p.add_argument("--out", type=Path, required=True, help="work folder: texts, vault, reports")
     p.add_argument("--model", type=Path, default=None)

@@ -3,7 +3,8 @@
 The voices and data of `bench/voice_fidelity.py` (each voice's earliest `--examples`, its latest
 `--val-fraction` held out by the time split), trained by the real worker at the same `--steps` for every
 setting (same steps × batch over the same targets), one setting changed at a time from Home's defaults
-for a voice (lr 1e-3 cosine since the sweep of 2026-11-30, rank 16 / alpha 32, window 10, no system line):
+for a voice (lr 1e-3 cosine since the sweep of 2026-11-30, rank 16 / alpha 32, window 4 since 2026-12-01, no
+system line):
 
 - `lr 2e-4` (the default before), `lr 2e-3`, `lr 1e-3`, `lr 5e-5`: the learning rate;
 - `rank 64`, `rank 4` (alpha 2 × rank): capacity;
@@ -39,6 +40,8 @@ from pathlib import Path
 from _common import model_path
 from voice_fidelity import DEFAULTS, attribution_matrix, earliest, example_nll, say, train, write_dataset
 from voice_texts import VOICES, voice_examples
+
+from trainer.protocol.job import VOICE_WINDOW
 
 SETTINGS: dict[str, tuple[dict, dict]] = {  # name: (Job fields, data changes)
     "default": ({}, {}),
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float, default=DEFAULTS["val_fraction"])
     p.add_argument("--steps", type=int, default=27, help="fixed for every setting (default %(default)s: "
                    "the default recipe's 3 epochs over 72 training examples at batch 8)")
-    p.add_argument("--window", type=int, default=10, help="context turns per example (default %(default)s)")
+    p.add_argument("--window", type=int, default=VOICE_WINDOW,
+                   help="context turns per example (default %(default)s: a voice's, trainer/protocol/job.py)")
     p.add_argument("--lock", type=Path, default=None)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--model", type=Path, default=None)

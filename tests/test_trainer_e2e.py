@@ -84,6 +84,7 @@ def test_logs_to_registered_verified_adapter(tmp_path, model_path):
     reg = next(e for e in evs if e["event"] == "registered")
     entry = manifest(vault)["adapters"][reg["id"]]
     assert entry["kind"] == "voice" and entry["owner"] == "bo" and entry["verification"]["passed"]
+    assert entry["training"]["window"] == 4  # a voice's measured default (trainer/protocol/job.py), recorded
     assert manifest(vault)["users"]["bo"]["voice_adapter"] == reg["id"]
     ppl = entry["metrics"]["perplexity"]
     assert ppl["adapter"] < ppl["base"], ppl  # it learned the voice, measured by llama.cpp on held-out turns
@@ -97,6 +98,12 @@ def test_logs_to_registered_verified_adapter(tmp_path, model_path):
                      "--json")
     assert asked.returncode == 0, asked.stderr
     assert json.loads(asked.stdout)["adapters"] == [{"id": reg["id"], "scale": 1.0}]
+    # `home eval` reads the logs at the window the adapter was trained on, so it finds its time split
+    evaluated = run_home(vault, "--user", "bo", "eval", reg["id"], "--source", "logs", "--json", "--samples", "0",
+                         "--max-examples", "4",
+                         timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads(evaluated.stdout)["heldout"] is True
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ def reference_losses(vault, model, four_bit: bool = False) -> list[tuple[int, fl
 
     job = Job(vault=str(vault), user="bo", steps=STEPS, rank=4, batch_size=4, lr=5e-3, max_length=64, device="cpu")
     report = load_source("logs", None, vault=Vault.open(vault), speaker=None, target="user", persona=None,
-                         window=job.window, user="bo")
+                         window=job.context_window, user="bo")
     train_ex, val_ex = split_examples(report.examples, job.val_fraction, seed=job.seed, by_time=time_split(job))
     settings = TrainSettings(steps=STEPS, epochs=None, rank=4, alpha=8.0, batch_size=4, lr=5e-3, max_length=64,
                              seed=0)

@@ -188,3 +188,17 @@ def test_modules_choose_the_projections_lora_adapts(tmp_path, capsys):
     with pytest.raises(JobError, match="modules: expected one of all, attention, mlp") as err:
         read_job(path)
     assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_a_voice_trains_on_four_turns_of_context_other_kinds_on_ten_and_eval_measures_as_trained():
+    """The voice bench's window row (bench/voice/RESULTS.md): 4 earlier turns beat 10 for a voice."""
+    from trainer.protocol.job import Job, trained_window
+
+    assert Job(vault="v").context_window == 4  # the user's voice
+    assert Job(vault="v", target="persona", persona="sage").context_window == 10
+    assert Job(vault="v", method="dpo", source="preferences").context_window == 10
+    assert Job(vault="v", kind="style").context_window == 10
+    assert Job(vault="v", window=7).context_window == 7
+    assert trained_window({"window": 4}) == 4
+    assert trained_window({}) == trained_window(None) == 10  # registered before the window was recorded
+    assert trained_window({"window": True}) == trained_window({"window": 0}) == 10

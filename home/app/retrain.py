@@ -74,7 +74,7 @@ def logs_refusal(session, job: Job) -> str | None:
 
     def read(path):  # noqa: ANN001, ANN202
         return load_source(job.source, path, vault=session.vault, speaker=job.speaker, target=job.target,
-                           persona=job.persona, window=job.window, user=job.user)
+                           persona=job.persona, window=job.context_window, user=job.user)
 
     found = 0
     for info in list_sessions(session.vault):

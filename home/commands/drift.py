@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="recent turns needed to measure a loss (default 5)")
     p.add_argument("--max-examples", type=int, default=32, metavar="N",
                    help="newest recent turns scored per adapter (default 32)")
-    p.add_argument("--window", type=int, default=10, metavar="N",
-                   help="earlier turns of context per scored turn (default 10, as training)")
+    p.add_argument("--window", type=int, default=None, metavar="N",
+                   help="earlier turns of context per scored turn (default: each adapter's own, as trained)")
     p.add_argument("--usage-only", action="store_true", help="skip the loss (no model is loaded)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from home.router.drift import drift_one, read_turns, usage
 
     for name in ("periods", "days", "min_turns", "max_examples", "window"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: expected at least 1, got {getattr(args, name)}")
     ctx = Context(args)
     manifest = ctx.manifest()

@@ -19,6 +19,7 @@ from home.errors import UsageError
 from home.prompt import system_prompt
 from home.stack import StackSpec, resolve_stack
 from trainer.data.sources import KINDS
+from trainer.protocol.job import trained_window
 from vault.personas import get_persona
 
 
@@ -49,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--persona", metavar="NAME",
                    help="persona for 'base with persona' (default: the adapter's persona, else config.toml's); "
                         "for a persona adapter it also selects that persona's records/replies")
-    p.add_argument("--window", type=int, default=10, metavar="N", help="context turns per example (default 10)")
+    p.add_argument("--window", type=positive_int, default=None, metavar="N",
+                   help="context turns per example (default: the adapter's own, as it was trained)")
     p.add_argument("--samples", type=int, default=4, metavar="N", help="prompts to generate from (default 4)")
     p.add_argument("--max-tokens", type=positive_int, metavar="N", help="tokens per greedy sample (default 48)")
     p.add_argument("--max-examples", type=int, default=64, metavar="N",
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = load_source(source, path, vault=ctx.vault, speaker=args.speaker,
                            target="persona" if own and source == "logs" else "user",
-                           persona=persona.id if own else None, window=args.window, user=ctx.user)
+                           persona=persona.id if own else None, user=ctx.user,
+                           window=args.window or trained_window(entry.training))
     except SourceError as exc:
         raise UsageError(str(exc)) from None
     if not data.examples:

@@ -66,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", type=int, default=None, metavar="R",
                    help=f"LoRA rank, alpha 2×rank (default for a voice, by its size: {tiers_help('rank')}; "
                         "16 for other kinds)")
-    p.add_argument("--window", type=int, default=10, metavar="N", help="context turns per example (default 10)")
+    p.add_argument("--window", type=int, default=None, metavar="N",
+                   help="earlier turns of context per example (default: 4 for a voice, as measured on the voice "
+                        "bench; 10 for other kinds)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="examples per optimizer step (default 8)")
     p.add_argument("--lr", type=float, default=None, metavar="LR",
                    help="learning rate (default 1e-3 for a voice adapter, 2e-4 for other kinds and dpo: "
@@ -161,7 +163,7 @@ def check_dataset(ctx: Context, job: Job) -> int:
     from trainer.data.sources import load_source, source_place
 
     report = load_source(job.source, job.path, vault=ctx.vault, speaker=job.speaker, target=job.target,
-                         persona=None if job.per_persona else job.persona, window=job.window, user=job.user)
+                         persona=None if job.per_persona else job.persona, window=job.context_window, user=job.user)
     print(report.render())
     where = source_place(job.source, job.path, ctx.vault, job.user)
     if report.rejected:

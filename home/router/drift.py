@@ -112,13 +112,14 @@ def log_target(entry: AdapterEntry, user: str) -> tuple[dict | None, str]:
 
 
 def drift_one(engine, vault: Vault, manifest: Manifest, entry: AdapterEntry, turns: list[dict], *, user: str,
-              days: int, max_examples: int, min_turns: int, threshold: float, window: int = 10,
+              days: int, max_examples: int, min_turns: int, threshold: float, window: int | None = None,
               now: datetime | None = None, base_cache: dict | None = None) -> dict:
     """One adapter's drift report: status ok | drift | no-training-loss | too-few-turns | no-log-target |
     other-base, with the numbers behind it and a one-line note. `base_cache`: the base model's score per
     set of turns, shared across adapters of one run (two voice adapters are measured on the same turns)."""
     from trainer.data.sources import load_source
     from trainer.evaluation.perplexity import score
+    from trainer.protocol.job import trained_window
 
     out = {"id": entry.id, "kind": entry.kind, "status": None, "note": "", "recent": None,
            "training": training_loss(entry), "delta": None, "threshold": threshold, "days": days}
@@ -133,7 +134,7 @@ def drift_one(engine, vault: Vault, manifest: Manifest, entry: AdapterEntry, tur
     since = (now or datetime.now(UTC)) - timedelta(days=days)
     times = {t["id"]: t["time"] for t in turns}
     report = load_source("logs", vault=vault, target=args["target"], persona=args["persona"], user=args["user"],
-                         window=window)
+                         window=window or trained_window(entry.training))  # as it was trained
     # Persona replies are assistant records: their time is that of the user turn just before them.
     recent = sorted((ex for ex in report.examples if _time(ex.origin, times) >= since),
                     key=lambda ex: _time(ex.origin, times))

@@ -76,7 +76,7 @@ def train_each(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emi
     from trainer.worker.dataset import split_examples
 
     t0 = time.time()
-    report = load_source("jsonl", job.path, vault=vault, window=job.window, user=job.user)
+    report = load_source("jsonl", job.path, vault=vault, window=job.context_window, user=job.user)
     emit("dataset", report=report.render(), **report.summary())
     groups = choose(group_by_persona(report.examples), job.personas, job.path or "")
     small = {p: len(x) for p, x in groups.items() if len(x) < MIN_EXAMPLES}

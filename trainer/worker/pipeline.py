@@ -32,7 +32,7 @@ def train_one(job: Job, vault, run_dir: Path, model_path: Path, info, emit: Emit
     check_processes(job)  # --gpus N on a machine with fewer: one line, before anything is read
     # 1. dataset, with its QA report before anything expensive
     report = load_source(job.source, job.path, vault=vault, speaker=job.speaker, target=job.target,
-                         persona=job.persona, window=job.window, user=job.user)
+                         persona=job.persona, window=job.context_window, user=job.user)
     emit("dataset", report=report.render(), **report.summary())
     too_small = report.too_small(source_place(job.source, job.path, vault, job.user))
     if too_small:

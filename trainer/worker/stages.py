@@ -214,7 +214,8 @@ def register_candidates(job: Job, vault, info, report, candidates: list[Candidat
                     "train_losses": r.train_losses, "val_losses": r.val_losses,
                     "tokens_per_s": r.tokens_per_s, "peak_memory_bytes": r.peak_memory_bytes,
                     "lr": job.learning_rate, "schedule": job.schedule, "neftune": job.neftune,
-                    "modules": job.modules, "batch_size": job.batch_size, "seed": job.seed, "source": job.source,
+                    "modules": job.modules, "window": job.context_window, "batch_size": job.batch_size,
+                    "seed": job.seed, "source": job.source,
                     "phase": (i + 1) if len(candidates) > 1 else None, "run_dir": job.run_dir}
         reg = register_adapter(
             vault, name=c.name, gguf=c.gguf, peft_dir=c.peft_dir, extra_files=[c.png],
