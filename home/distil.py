@@ -187,7 +187,7 @@ def distil_session(engine, vault: Vault, user: str, records: Sequence[dict], *, 
     for rec in turns:
         if cancel is not None and cancel.is_set():
             break
-        raw = "".join(engine.stream(_messages(rec["text"]), params, cancel=cancel, adapters=[]))
+        raw = "".join(engine.stream(_messages(rec["text"]), params, cancel=cancel, adapters=[], aside=True))
         out.asked += 1
         cand = Candidate(rec["id"], rec["text"], raw, clean(raw))
         cand.reason = "none: the model found no fact" if cand.text is None else check(cand.text, rec["text"])

@@ -66,5 +66,5 @@ def clean(raw: str, text: str) -> str | None:
 
 def rewrite_query(engine, text: str, recent: Sequence[str] = (), params: GenParams = PARAMS) -> str | None:  # noqa: ANN001
     """One greedy call on the base model: the search query for `text`, or None."""
-    raw = "".join(engine.stream(messages(text, recent), params, adapters=[]))
+    raw = "".join(engine.stream(messages(text, recent), params, adapters=[], aside=True))
     return clean(raw, text)

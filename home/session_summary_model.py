@@ -33,7 +33,7 @@ def model_summariser(engine, params: GenParams = PARAMS, max_words: int = MAX_WO
             return None  # as the extractive one: a lone sentence is already an item
         kept, sources = got
         msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(kept)}]
-        text = " ".join("".join(engine.stream(msgs, params, adapters=[])).split())
+        text = " ".join("".join(engine.stream(msgs, params, adapters=[], aside=True)).split())
         return (text, sources) if text else None
 
     return make

@@ -131,6 +131,7 @@ class Conversation:
                     "tokens": {
                         "prompt": getattr(done, "prompt_tokens", None),
                         "completion": getattr(done, "completion_tokens", None),
+                        "cached": getattr(done, "cached_tokens", None),  # of the prompt, not re-read
                     },
                     "timings": {
                         "ttft_ms": _ms(getattr(done, "ttft_s", None)),

@@ -37,6 +37,7 @@ class Backend(Protocol):
         params: GenParams | None = None,
         cancel: threading.Event | None = None,
         adapters: Iterable[tuple[str, float]] | None = None,  # set with the decode, atomically
+        aside: bool = False,  # a call beside the chat: keep the chat's cached prefix where the backend can
     ) -> Iterator[str]: ...
 
     def close(self) -> None: ...

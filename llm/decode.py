@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import kv_aside
+from .kv_aside import SavedPrefix
 from .params import GenParams
 from .stops import split_stop
 
@@ -33,6 +35,7 @@ class Completion:
     finish_reason: str  # "stop" | "length" | "cancelled" | "error" (the stack could not be set)
     dropped_turns: int  # history messages left out by the context policy (see Engine.fit)
     adapters: tuple[tuple[str, float], ...] = ()  # the stack active while it decoded (what a log may claim)
+    cached_tokens: int = 0  # prompt tokens taken from the KV cache, not evaluated (a chat's earlier turns)
 
 
 class PromptCache:
@@ -41,6 +44,7 @@ class PromptCache:
     def __init__(self, llm: Any) -> None:
         self._llm = llm
         self._prompt_cached = 0  # leading KV tokens that came from prompt (multi-token) evaluation
+        self.reused = 0  # prompt tokens the last reply took from the cache
 
     def clear(self) -> None:
         """Forget every evaluated token. The cells are marked empty (masked out of attention, as `seq_rm`
@@ -54,6 +58,19 @@ class PromptCache:
         mem = llama_cpp.llama_get_memory(self._llm.ctx)
         if mem:
             llama_cpp.llama_memory_clear(mem, False)
+
+    def save(self) -> SavedPrefix | None:
+        """The cached prefix, to put back after a call aside (llm/kv_aside.py); None: not worth keeping."""
+        return kv_aside.save(self._llm, self._prompt_cached)
+
+    def restore(self, saved: SavedPrefix) -> None:
+        """Back to the saved prefix, as if the call aside never ran."""
+        self.clear()
+        cached = kv_aside.restore(self._llm, saved)
+        if cached is None:
+            self.clear()
+        else:
+            self._prompt_cached = cached
 
     def trim(self, prompt: list[int]) -> None:
         """Reuse the cached prefix shared with `prompt`, but only tokens that were evaluated as part
@@ -79,8 +96,10 @@ class PromptCache:
         mem = llama_cpp.llama_get_memory(llm.ctx)
         if keep <= 0 or not mem or not llama_cpp.llama_memory_seq_rm(mem, -1, keep, -1):
             self.clear()
+            self.reused = 0
         else:
             llm.n_tokens = keep
+            self.reused = keep
         self._prompt_cached = len(prompt)  # generate() evaluates the rest of the prompt as one batch
 
 
@@ -114,7 +133,8 @@ class Tally:
     t_last: float | None = None
     finish: str = "cancelled"  # what a close() from the consumer leaves
 
-    def completion(self, prompt_tokens: int, dropped: int, adapters: tuple[tuple[str, float], ...]) -> Completion:
+    def completion(self, prompt_tokens: int, dropped: int, adapters: tuple[tuple[str, float], ...],
+                   cached: int = 0) -> Completion:
         t_end = time.perf_counter()
         first, last = self.t_first, self.t_last
         decode_s = (last - first) if first is not None and last is not None else 0.0
@@ -128,6 +148,7 @@ class Tally:
             finish_reason=self.finish,
             dropped_turns=dropped,
             adapters=adapters,
+            cached_tokens=cached,
         )
 
 

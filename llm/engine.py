@@ -195,6 +195,7 @@ class Engine:
         params: GenParams | None = None,
         cancel: threading.Event | None = None,
         adapters: Iterable[tuple[str, float]] | None = None,
+        aside: bool = False,
     ) -> Iterator[str]:
         """Reply to `messages`, yielding text pieces; afterwards `.last` holds the `Completion`.
 
@@ -202,7 +203,8 @@ class Engine:
         is held from the first piece until the iterator ends or is closed: finish it, close() it, or set
         `cancel`. `adapters`: the stack to reply with, set under that same hold, so no other thread (a
         hot-reload, a background call) can change it in between; None keeps the active one. Either way
-        `.last.adapters` is the stack the reply was decoded with."""
+        `.last.adapters` is the stack the reply was decoded with. `aside`: a call beside the chat (distilling,
+        summarising): the chat's cached prefix and stack are put back after it (llm/kv_aside.py)."""
         params = params or GenParams()
         stack = None if adapters is None else list(adapters)
         if stack:  # checked again under the hold
@@ -212,7 +214,7 @@ class Engine:
         kept, dropped = self.fit(messages, params.max_tokens)
         tokens = self._prompt_tokens(self.render(kept))
         stops = tuple(dict.fromkeys(self.template.stop_strings + params.stop))
-        return self._generate(tokens, params, stops, cancel, dropped, stack)
+        return self._generate(tokens, params, stops, cancel, dropped, stack, aside)
 
     def _generate(
         self,
@@ -222,24 +224,41 @@ class Engine:
         cancel: threading.Event | None,
         dropped: int,
         stack: list[tuple[str, float]] | None = None,
+        aside: bool = False,
     ) -> Iterator[str]:
         tally = Tally(time.perf_counter())
         with self._locked():
+            saved, before = (self._cache.save() if aside else None), list(self._pool.active)
             try:
-                if stack is not None and self._pool.set_stack(stack):
-                    self._cache.clear()
-            except LLMError:  # e.g. unloaded since the check in stream(): nothing decoded, and .last says so
-                tally.finish = "error"
-                self.last = tally.completion(len(prompt), dropped, tuple(self._pool.active))
-                raise
-            applied = tuple(self._pool.active)
-            self._cache.trim(prompt)
-            self._llm.set_seed(params.seed if params.seed >= 0 else random.getrandbits(32))
-            max_new = min(params.max_tokens, self.n_ctx - len(prompt))
-            try:
-                yield from decode(self._llm, self._vocab, self._pieces, prompt, params, stops, cancel, max_new, tally)
+                try:
+                    if stack is not None and self._pool.set_stack(stack):
+                        self._cache.clear()
+                except LLMError:  # e.g. unloaded since the check in stream(): nothing decoded, and .last says so
+                    tally.finish = "error"
+                    self.last = tally.completion(len(prompt), dropped, tuple(self._pool.active))
+                    raise
+                applied = tuple(self._pool.active)
+                self._cache.trim(prompt)
+                reused = self._cache.reused
+                self._llm.set_seed(params.seed if params.seed >= 0 else random.getrandbits(32))
+                max_new = min(params.max_tokens, self.n_ctx - len(prompt))
+                try:
+                    yield from decode(self._llm, self._vocab, self._pieces, prompt, params, stops, cancel, max_new,
+                                      tally)
+                finally:
+                    self.last = tally.completion(len(prompt), dropped, applied, reused)
             finally:
-                self.last = tally.completion(len(prompt), dropped, applied)
+                if saved is not None:
+                    self._put_back(saved, before)
+
+    def _put_back(self, saved, stack: list[tuple[str, float]]) -> None:  # noqa: ANN001 - kv_aside.SavedPrefix
+        """(Under the lock.) The chat's stack and the KV cells computed under it, as before a call aside."""
+        try:
+            self._pool.set_stack(stack)
+        except LLMError:  # cannot happen under the lock (nothing unloads); start clean rather than mix stacks
+            self._cache.clear()
+            return
+        self._cache.restore(saved)
 
     def generate_text(
         self, messages: Sequence[Message], params: GenParams | None = None, cancel: threading.Event | None = None

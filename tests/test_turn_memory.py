@@ -24,9 +24,9 @@ class Spy:
         self._engine = engine
         self.seen: list[list[dict]] = []
 
-    def stream(self, messages, params, cancel=None, adapters=None):
+    def stream(self, messages, params, cancel=None, adapters=None, aside=False):
         self.seen.append(messages)
-        return self._engine.stream(messages, params, cancel=cancel, adapters=adapters)
+        return self._engine.stream(messages, params, cancel=cancel, adapters=adapters, aside=aside)
 
     def __getattr__(self, name):
         return getattr(self._engine, name)

@@ -107,9 +107,11 @@ class RemoteBackend(ABC):
         params: GenParams | None = None,
         cancel: threading.Event | None = None,
         adapters: Iterable[tuple[str, float]] | None = None,
+        aside: bool = False,
     ) -> Iterator[str]:
         """Reply to `messages`, yielding text pieces; afterwards `.last` holds the `Completion`. An
-        adapter not loaded, or a prompt that cannot fit, raises here, before the first piece."""
+        adapter not loaded, or a prompt that cannot fit, raises here, before the first piece. `aside` is
+        accepted and changes nothing: the server keeps its own slot's cache."""
         params = params or GenParams()
         with self._lock:
             stack = self._check_stack(self._active if adapters is None else adapters)
