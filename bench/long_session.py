@@ -1,5 +1,6 @@
 """A chat that has outgrown the context window: the time to the first token of each turn, with the kept
-history's start moving in steps (llm/fit.py's grid, Home's policy) against moving one exchange a turn.
+history's start moving in steps (llm/fit.py's grid, Home's policy) against moving one exchange a turn; and
+with a gestalt distillation between turns, made aside (llm/kv_aside.py, Home's) or not.
 
 Why: the engine reuses the KV cache up to the first token that differs. Dropping the oldest exchange each
 turn moves the start of the history every turn, so every reply of a long session re-reads the whole window
@@ -9,6 +10,7 @@ the same synthetic history on one engine, in alternating blocks (each block a fr
 consecutive turns), so load drifting on a shared machine hits both alike. Prints, per policy, the prompt
 tokens a turn reads past the prefix the last turn left cached (counted from the token streams: exact, load
 does not touch it) and the time to the first token (which load does), their ratios, and one JSON line.
+The distillation rows call the engine between turns with the prompt home/distil.py sends for one message.
 A block's first turn reads the whole window under either policy and is left out.
 
     .venv/bin/python bench/long_session.py [--n-ctx 4096] [--turns 16] [--iters 2]
@@ -36,30 +38,33 @@ def history(pairs: int) -> list[dict]:
     return [m for i in range(pairs) for m in (message(i, "user"), message(i, "assistant"))]
 
 
-def run_block(engine, system: dict, chat: list[dict], start: int, turns: int, params) -> list[dict]:  # noqa: ANN001
-    """A fresh chat, then `turns` consecutive turns from exchange `start` on: one reply each."""
+def run_block(engine, system: dict, chat: list[dict], start: int, turns: int, params,  # noqa: ANN001
+              distil: bool | None = None) -> list[dict]:
+    """A fresh chat, then `turns` consecutive turns from exchange `start` on: one reply each; `distil`: a
+    distillation call after each (aside when True)."""
+    from home.distil import _messages
+
     engine.reset()
-    rows, before = [], []
+    rows = []
     for t in range(turns):
         n = start + t
         messages = [system, *chat[: 2 * n], message(n, "user")]
-        prompt = engine.tokenize(engine.render(engine.fit(messages, params.max_tokens)[0]))
-        same = next((i for i, (a, b) in enumerate(zip(before, prompt, strict=False)) if a != b),
-                    min(len(before), len(prompt)))
         t0 = time.perf_counter()
         for _ in engine.stream(messages, params):
             pass
         done = engine.last
         rows.append({"turn": n, "ttft_s": done.ttft_s, "total_s": time.perf_counter() - t0,
                      "prompt_tokens": done.prompt_tokens, "dropped": done.dropped_turns,
-                     "read": len(prompt) - same})  # tokens past the prefix the last turn left cached
-        before = prompt
+                     "read": done.prompt_tokens - done.cached_tokens})  # past the prefix left cached
+        if distil is not None:
+            for _ in engine.stream(_messages("I moved to Porto last spring."), params, adapters=[], aside=distil):
+                pass
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = c.parser(__doc__.splitlines()[0], iters=2)
-    p.add_argument("--turns", type=int, default=16, help="consecutive turns per block (default %(default)s)")
+    p.add_argument("--turns", type=int, default=8, help="consecutive turns per block (default %(default)s)")
     p.add_argument("--pairs", type=int, default=600, help="exchanges in the chat before the first measured "
                    "turn (default %(default)s: several windows' worth)")
     args = p.parse_args(argv)
@@ -70,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from llm.params import GenParams
 
     grid = fit.cut_on_grid
-    policies = {"grid (Home)": grid, "one exchange a turn": lambda k, last: k}
+    one = lambda k, last: k  # noqa: E731 - the policy before the grid
+    policies = {"grid (Home)": (grid, None), "one exchange a turn": (one, None),
+                "grid, distil aside (Home)": (grid, True), "grid, distil not aside": (grid, False)}
     params = GenParams(temperature=0.0, max_tokens=8, seed=1)
     system = {"role": "system", "content": "You are Sage, a calm and careful assistant who answers briefly."}
     chat = history(args.pairs + args.turns)
@@ -78,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     with Engine(model, n_ctx=args.n_ctx, n_threads=args.threads) as engine:
         for i in range(args.iters):
             for name in (policies if i % 2 == 0 else reversed(list(policies))):
-                fit.cut_on_grid = policies[name]
+                fit.cut_on_grid, distil = policies[name]
                 try:
-                    res[name] += run_block(engine, system, chat, args.pairs, args.turns, params)
+                    res[name] += run_block(engine, system, chat, args.pairs, args.turns, params, distil)
                 finally:
                     fit.cut_on_grid = grid
                 c_last = res[name][-1]
@@ -94,14 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {model.name}  n_ctx={args.n_ctx}  {args.pairs} exchanges before, {args.turns} turns a block, "
           f"{args.iters} blocks per policy, greedy, 8 tokens a reply")
     for name in policies:
-        print(f"{name:<22} prompt tokens read a turn: mean {read[name]:.0f}; time to first token: median "
+        print(f"{name:<26} prompt tokens read a turn: mean {read[name]:.0f}; time to first token: median "
               f"{med[name]:.3f} s, p90 {c.pct(steady[name], 90):.3f} s; prompt fills {fill[name]:.0%} of the window")
     ratio = med["one exchange a turn"] / med["grid (Home)"]
     read_ratio = read["one exchange a turn"] / read["grid (Home)"]
+    aside_ttft = med["grid, distil not aside"] / med["grid, distil aside (Home)"]
+    aside_read = read["grid, distil not aside"] / read["grid, distil aside (Home)"]
     print(f"ratio one-exchange / grid: tokens read {read_ratio:.1f}x, median time to first token {ratio:.1f}x")
+    print(f"ratio distil not aside / aside: tokens read {aside_read:.1f}x, median time to first token "
+          f"{aside_ttft:.1f}x")
     print(json.dumps({"bench": "long_session", "model": model.name, "n_ctx": args.n_ctx, "turns": args.turns,
                       "iters": args.iters, "median_ttft_s": med, "mean_tokens_read": read, "fill": fill,
-                      "ratio_ttft": ratio, "ratio_read": read_ratio}))
+                      "ratio_ttft": ratio, "ratio_read": read_ratio, "aside_ratio_ttft": aside_ttft,
+                      "aside_ratio_read": aside_read}))
     return 0
 
 

@@ -42,7 +42,8 @@ def test_the_grid_keeps_a_fitting_chat_whole_and_never_passes_the_last_cut():
 
 def test_the_long_session_bench_reads_fewer_tokens_on_the_grid(capsys):
     """bench/long_session.py end to end on the bundled model, small: the grid reads fewer prompt tokens a
-    turn than moving one exchange a turn, counted from the real engine's token streams."""
+    turn than moving one exchange a turn, and a distillation between turns made aside fewer than one not
+    aside, as the real engine reports them."""
     import json
     import sys
 
@@ -58,3 +59,4 @@ def test_the_long_session_bench_reads_fewer_tokens_on_the_grid(capsys):
     read = report["mean_tokens_read"]
     assert read["grid (Home)"] * 2 < read["one exchange a turn"], read
     assert report["ratio_read"] > 2
+    assert read["grid, distil aside (Home)"] * 2 < read["grid, distil not aside"], read  # llm/kv_aside.py
