@@ -202,3 +202,17 @@ def test_a_voice_trains_on_four_turns_of_context_other_kinds_on_ten_and_eval_mea
     assert trained_window({"window": 4}) == 4
     assert trained_window({}) == trained_window(None) == 10  # registered before the window was recorded
     assert trained_window({"window": True}) == trained_window({"window": 0}) == 10
+
+
+def test_the_promotion_gate_reads_the_logs_at_the_window_a_voice_trains_on(tmp_path):
+    """The gate leaves out the turns a voice trained on by their keys, which cover the context: read at
+    another window than the training's, no key matched and it measured the new voice on its own data."""
+    from tests.test_new_user_cli import log_user_turns
+    from trainer.data.sources import load_source
+    from trainer.evaluation.gate import user_turns
+    from trainer.protocol.job import Job
+
+    vault = log_user_turns(tmp_path / "v", 8)
+    trained = load_source("logs", vault=vault, target="user", user="me", window=Job(vault="v").context_window)
+    assert len(trained.examples) == 8
+    assert user_turns(vault, "me", {ex.key() for ex in trained.examples}) == []

@@ -22,7 +22,7 @@ from home.progress import ProgressPrinter
 from home.worker import start_worker
 from llm.errors import ModelError
 from trainer.protocol.events import read_events
-from trainer.protocol.job import DEVICES, Job
+from trainer.protocol.job import DEVICES, Job, default_window
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--compare {args.compare}: the same model as the one Home runs ({sides[0].name})")
     try:
         data = load_source(source, path, vault=first.vault, speaker=args.speaker, target="user",
-                           persona=args.persona, window=args.window, user=first.user)
+                           persona=args.persona, window=args.window or default_window("style"), user=first.user)
     except SourceError as exc:
         raise UsageError(str(exc)) from None
     if not data.examples:
