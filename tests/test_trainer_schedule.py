@@ -215,4 +215,4 @@ def test_the_promotion_gate_reads_the_logs_at_the_window_a_voice_trains_on(tmp_p
     vault = log_user_turns(tmp_path / "v", 8)
     trained = load_source("logs", vault=vault, target="user", user="me", window=Job(vault="v").context_window)
     assert len(trained.examples) == 8
-    assert user_turns(vault, "me", {ex.key() for ex in trained.examples}) == []
+    assert user_turns(vault, "me", Job(vault="v").context_window, {ex.key() for ex in trained.examples}) == []

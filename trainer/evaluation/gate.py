@@ -22,7 +22,6 @@ from llm.fingerprint import same_base
 from trainer.data.examples import Example
 from trainer.evaluation.perplexity import score
 from trainer.evaluation.preference import pair_logps, summarize
-from trainer.protocol.job import VOICE_WINDOW
 
 PPL_TOLERANCE = 0.01  # 1 %: two adapters this close are a tie; measured in one deterministic engine
 RECENT_TURNS = 32
@@ -54,8 +53,8 @@ def recent(examples: Sequence[Example], limit: int = RECENT_TURNS) -> list[Examp
     return sorted(examples, key=lambda ex: _order(ex.origin))[-limit:]
 
 
-def user_turns(vault, user: str, exclude: set[str] = frozenset(), limit: int = RECENT_TURNS,
-               window: int = VOICE_WINDOW) -> list[Example]:
+def user_turns(vault, user: str, window: int, exclude: set[str] = frozenset(),
+               limit: int = RECENT_TURNS) -> list[Example]:
     """The user's newest own messages from the logs, minus those with keys in `exclude` (trained on: the
     same `window` as the training, since a key covers the context)."""
     from trainer.data.sources import SourceError, load_source

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.protocol.job import Job
+from trainer.protocol.job import VOICE_WINDOW, Job
 from trainer.worker.stages import DatasetTooSmall, Emit, finish_candidate, train_settings
 
 
@@ -127,7 +127,7 @@ def train_preferences(job: Job, vault, run_dir: Path, model_path: Path, info, em
                                             for k, v in pref[side].items() if k != "pairs"}, pairs=len(val_p))
         old = _replaced(vault, manifest, job, info)
         old_stack = load(stack_of(vault, manifest, old, "old:")) if old is not None else None
-        promotion = judge(engine, new_stack, old_stack, old.id if old else None, user_turns(vault, job.user),
+        promotion = judge(engine, new_stack, old_stack, old.id if old else None, user_turns(vault, job.user, VOICE_WINDOW),
                           val_p, why_none="no voice adapter to replace", beta=job.beta)
     emit("eval", stage="promotion", **promotion)
     return _register(job, vault, info, report, cand, start, pref, promotion, len(train_p), val_p, t0, emit)

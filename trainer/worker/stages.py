@@ -177,8 +177,8 @@ def gate_voice(job: Job, vault, info, model_path: Path, cand: Candidate, train_e
     else:
         emit("phase", name="gate", detail=f"comparing with your current voice {old.id} on recent held-out turns")
         trained = {ex.key() for ex in train_ex}
-        turns = recent(val_ex) if job.source == "logs" else user_turns(vault, job.user, trained,
-                                                                       window=job.context_window)
+        turns = recent(val_ex) if job.source == "logs" else user_turns(vault, job.user, job.context_window,
+                                                                       trained)
         with Engine(model_path, n_ctx=max(1024, job.max_length + 64)) as engine:
             new_stack = []
             if under is not None:
