@@ -4,16 +4,16 @@ with a gestalt distillation between turns, made aside (llm/kv_aside.py, Home's) 
 
 Why: the engine reuses the KV cache up to the first token that differs. Dropping the oldest exchange each
 turn moves the start of the history every turn, so every reply of a long session re-reads the whole window
-(a resumed 400-exchange session in the app: ~200 s a turn at n_ctx 8192 on 2 busy cores). On the grid the
+(in the app a resumed 400-exchange session took 16-18 s a turn at n_ctx 4096). On the grid the
 start stays put for several turns and only the new exchange is read. Both policies run the same turns of
 the same synthetic history on one engine, in alternating blocks (each block a fresh chat, then `--turns`
 consecutive turns), so load drifting on a shared machine hits both alike. Prints, per policy, the prompt
-tokens a turn reads past the prefix the last turn left cached (counted from the token streams: exact, load
-does not touch it) and the time to the first token (which load does), their ratios, and one JSON line.
+tokens a turn reads past the prefix left cached (the engine's prompt minus cached tokens: exact, load does
+not touch it) and the time to the first token (which load does), their ratios, and one JSON line.
 The distillation rows call the engine between turns with the prompt home/distil.py sends for one message.
 A block's first turn reads the whole window under either policy and is left out.
 
-    .venv/bin/python bench/long_session.py [--n-ctx 4096] [--turns 16] [--iters 2]
+    .venv/bin/python bench/long_session.py [--n-ctx 4096] [--turns 8] [--iters 2]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def run_block(engine, system: dict, chat: list[dict], start: int, turns: int, pa
               distil: bool | None = None) -> list[dict]:
     """A fresh chat, then `turns` consecutive turns from exchange `start` on: one reply each; `distil`: a
     distillation call after each (aside when True)."""
-    from home.distil import _messages
+    from home.distil import distil_messages
 
     engine.reset()
     rows = []
@@ -50,15 +50,13 @@ def run_block(engine, system: dict, chat: list[dict], start: int, turns: int, pa
         n = start + t
         messages = [system, *chat[: 2 * n], message(n, "user")]
         t0 = time.perf_counter()
-        for _ in engine.stream(messages, params):
-            pass
+        "".join(engine.stream(messages, params))
         done = engine.last
         rows.append({"turn": n, "ttft_s": done.ttft_s, "total_s": time.perf_counter() - t0,
                      "prompt_tokens": done.prompt_tokens, "dropped": done.dropped_turns,
                      "read": done.prompt_tokens - done.cached_tokens})  # past the prefix left cached
         if distil is not None:
-            for _ in engine.stream(_messages("I moved to Porto last spring."), params, adapters=[], aside=distil):
-                pass
+            "".join(engine.stream(distil_messages("I moved to Porto last spring."), params, adapters=[], aside=distil))
     return rows
 
 

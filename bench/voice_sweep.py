@@ -8,7 +8,8 @@ system line):
 
 - `lr 2e-4` (the default before), `lr 2e-3`, `lr 1e-3`, `lr 5e-5`: the learning rate;
 - `rank 64`, `rank 4` (alpha 2 × rank): capacity;
-- `window 4`: fewer context turns per example (the targets and their count unchanged);
+- `window 4`, `lr 1e-3 window 10`: context turns per example (the targets and their count unchanged; 4 is
+  the voice default since 2026-12-01, so `window 4` now equals `default` unless `--window` says otherwise);
 - `system line`: each example opens with "You are NAME." (the held-out examples too, for base and adapter);
 - `constant`: the learning rate held after warmup instead of cosine to zero (`Job.schedule`);
 - `neftune 5`: NEFTune noise (alpha 5) on the input embeddings while training (`Job.neftune`);

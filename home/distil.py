@@ -166,7 +166,7 @@ def kind_of(text: str) -> str:
     return "preference" if set(words(text)) & PREFERENCE else "fact"
 
 
-def _messages(turn: str) -> list[dict]:
+def distil_messages(turn: str) -> list[dict]:
     msgs = [{"role": "system", "content": SYSTEM}]
     for said, fact in EXAMPLES:
         msgs += [{"role": "user", "content": said}, {"role": "assistant", "content": fact}]
@@ -187,7 +187,7 @@ def distil_session(engine, vault: Vault, user: str, records: Sequence[dict], *, 
     for rec in turns:
         if cancel is not None and cancel.is_set():
             break
-        raw = "".join(engine.stream(_messages(rec["text"]), params, cancel=cancel, adapters=[], aside=True))
+        raw = "".join(engine.stream(distil_messages(rec["text"]), params, cancel=cancel, adapters=[], aside=True))
         out.asked += 1
         cand = Candidate(rec["id"], rec["text"], raw, clean(raw))
         cand.reason = "none: the model found no fact" if cand.text is None else check(cand.text, rec["text"])

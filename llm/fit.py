@@ -5,8 +5,8 @@ and the system message (persona, memory) is what keeps the reply in character, s
 
 Why it drops more than it must, in steps: the engine reuses the KV cache up to the first token that
 differs. Dropping the one oldest pair each turn moved the start of the history every turn, so once a chat
-outgrew the window every reply re-read the whole window (a resumed 400-exchange session at n_ctx 8192:
-~200 s a turn on 2 busy cores). The cut now moves on a grid of `step` pairs (a power of two, at most half
+outgrew the window every reply re-read the whole window (bench/long_session.py at n_ctx 4096 on SmolLM2:
+15.5 s to the first token against 0.44 s on the grid, 9x the prompt tokens read). The cut now moves on a grid of `step` pairs (a power of two, at most half
 of what fits), so it stays put, and the prefix cached, for `step` turns in a row; then it jumps and the
 window is refilled from at least half full. The grid is counted from the session's first message, so the
 same history gives the same cut with no state kept between turns.

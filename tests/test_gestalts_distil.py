@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from home.distil import PARAMS, _messages, check, clean, distil, distil_session, fact_turns, kind_of
+from home.distil import PARAMS, check, clean, distil, distil_messages, distil_session, fact_turns, kind_of
 from tests.loras import make_random_lora
 from vault import gestalts as gs
 from vault.layout import Vault
@@ -130,7 +130,7 @@ def test_another_threads_stack_never_colours_a_distillation(tmp_path, engine, mo
             time.sleep(0.001)
 
     def replies(stack) -> dict[str, str]:
-        return {r["id"]: "".join(engine.stream(_messages(r["text"]), PARAMS_TEST, adapters=stack)) for r in turns}
+        return {r["id"]: "".join(engine.stream(distil_messages(r["text"]), PARAMS_TEST, adapters=stack)) for r in turns}
 
     try:
         base, adapted = replies([]), replies([("hammer", 1.0)])

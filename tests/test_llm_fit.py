@@ -20,11 +20,10 @@ def test_a_long_chat_moves_its_cut_every_few_turns_not_every_turn():
         assert kept[0] == system and kept[1:] == history[dropped:] and kept[-1] is history[-1]
         assert words(kept) + max_tokens <= n_ctx
         assert dropped % 2 == 0  # whole exchanges
-        tighter = fit_messages([system, *history], max_tokens, n_ctx, words)
-        assert tighter == (kept, dropped)  # the same history, the same cut: no state between turns
         starts.append(dropped)
         fills.append(words(kept) / (n_ctx - max_tokens))
         history.append({"role": "assistant", "content": f"reply {turn} " + "word " * (10 + turn % 23)})
+    assert all(a <= b for a, b in zip(starts, starts[1:], strict=False))  # a cut moving back re-reads the window too
     moved = sum(a != b for a, b in zip(starts, starts[1:], strict=False))
     first_drop = next(i for i, d in enumerate(starts) if d)
     assert moved <= (300 - first_drop) // 4, moved  # one pair a turn moved it every turn: 270-odd times
