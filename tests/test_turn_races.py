@@ -3,7 +3,9 @@ must never give a reply the log says was made with an adapter it was not made wi
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 
 from home.turn import Conversation
 from llm.errors import AdapterError
@@ -38,15 +40,22 @@ def test_a_reload_between_set_and_stream_never_mislabels_a_reply(tmp_path, engin
         stop = threading.Event()
 
         def reload() -> None:
+            # a random rest after each load leaves turns a window with the adapter in (a tight loop on a busy
+            # box once left none in 30 turns); the rest is shorter than a turn, so reloads still land mid-turn
+            pauses = random.Random(7)
             while not stop.is_set():
                 engine.unload_adapter("x")
                 engine.load_adapter("x", path)
+                stop.wait(pauses.uniform(0.0, 0.02))
 
         hammer = threading.Thread(target=reload)
         hammer.start()
         seen: list[dict] = []
         try:
-            for _ in range(30):
+            deadline = time.monotonic() + 120
+            tries = 0
+            while tries < 30 or (sum(r["adapters"] != [] for r in seen) < 3 and time.monotonic() < deadline):
+                tries += 1
                 try:
                     seen.append(reply())
                 except AdapterError:  # unloaded at that instant: refused, never a mislabelled reply
