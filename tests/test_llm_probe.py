@@ -88,7 +88,7 @@ def test_a_good_model_is_probed_once_a_crash_every_time(model_path, bad_model, t
     t0 = time.perf_counter()
     again = probe_model(model_path, good)
     recall_s = time.perf_counter() - t0
-    assert not again.ran and recall_s < 0.05
+    assert not again.ran and recall_s < first.seconds  # read from the record, not a child: no wall-clock bar a busy box can miss
     print(f"\nprobe of the default model: {first.seconds:.2f} s in a child; remembered: {recall_s * 1000:.1f} ms")
     for _ in range(2):  # same fingerprint as the good file, but its own header: probed, refused, not remembered
         with pytest.raises(ModelError, match="crashed"):

@@ -60,7 +60,7 @@ def test_a_worker_stops_as_on_sigterm_when_its_parent_is_killed(tmp_path):
     while not flag.exists() and time.monotonic() - t0 < 15:
         time.sleep(0.05)
     assert flag.exists(), "the worker did not stop after its parent died"
-    assert time.monotonic() - t0 < 5  # a 1 s poll, then the stop
+    assert time.monotonic() - t0 < 10  # a 1 s poll, then the stop (slack for a busy box)
     assert flag.read_text() == "SIGTERM"  # the stop request's path, not a crash on the broken pipe
     while running(child) and time.monotonic() - t0 < 10:
         time.sleep(0.05)
