@@ -179,7 +179,8 @@ def distil_session(engine, vault: Vault, user: str, records: Sequence[dict], *, 
 
     Each call runs on the base model, its empty stack set in the same engine lock hold as the decode, so
     another thread's set_adapters or reload never changes it mid-way (the app still runs it under its
-    turn lock, so that it gives way to a reply). The engine's stack is left empty. `cancel` stops after the current turn;
+    turn lock, so that it gives way to a reply). The calls are made aside: the chat's stack (and cached prefix)
+    come back for its next turn (llm/kv_aside.py). `cancel` stops after the current turn;
     what was distilled so far is still written."""
     t0 = time.perf_counter()
     out = Distillation(turns=sum(1 for r in records if r.get("role") == "user"))

@@ -45,6 +45,7 @@ class PromptCache:
         self._llm = llm
         self._prompt_cached = 0  # leading KV tokens that came from prompt (multi-token) evaluation
         self.reused = 0  # prompt tokens the last reply took from the cache
+        self.copies = kv_aside.Copies()  # what keeping the chat's prefix across calls aside cost
 
     def clear(self) -> None:
         """Forget every evaluated token. The cells are marked empty (masked out of attention, as `seq_rm`
@@ -60,17 +61,28 @@ class PromptCache:
             llama_cpp.llama_memory_clear(mem, False)
 
     def save(self) -> SavedPrefix | None:
-        """The cached prefix, to put back after a call aside (llm/kv_aside.py); None: not worth keeping."""
-        return kv_aside.save(self._llm, self._prompt_cached)
+        """The cached prefix, to put back after calls aside (llm/kv_aside.py); None: not worth keeping."""
+        saved = kv_aside.save(self._llm, self._prompt_cached)
+        if saved is not None:
+            self.copies.saves += 1
+            self.copies.bytes += saved.size
+        return saved
 
     def restore(self, saved: SavedPrefix) -> None:
-        """Back to the saved prefix, as if the call aside never ran."""
+        """Back to the saved prefix, as if the calls aside never ran."""
         self.clear()
         cached = kv_aside.restore(self._llm, saved)
+        self.copies.restores += 1
+        self.copies.bytes += saved.size
         if cached is None:
             self.clear()
         else:
             self._prompt_cached = cached
+
+    def drop(self, saved: SavedPrefix | None) -> None:
+        """Let a saved prefix go unrestored (counted: the bench and tests tell lazy from eager by it)."""
+        if saved is not None:
+            self.copies.drops += 1
 
     def trim(self, prompt: list[int]) -> None:
         """Reuse the cached prefix shared with `prompt`, but only tokens that were evaluated as part

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .decode import MIN_P, Completion, Pieces, PromptCache, Tally, batch_logits,
 from .errors import ContextError, LLMError, ModelError
 from .fit import fit_messages
 from .gguf_meta import AdapterInfo, ModelInfo, check_adapter_fits, read_adapter_info, read_model_info
+from .kv_aside import MIN_TOKENS, Aside, Copies, shared
 from .offload import Offload, check_gpu_layers, default_gpu_layers, offload_of
 from .params import GenParams
 from .probe import probe_adapter, probe_model
@@ -90,6 +92,8 @@ class Engine:
         self._closed = False
         self._last_prompt: tuple[str, tuple[int, ...]] | None = None  # (text, its tokens): `_prompt_tokens`
         self.last: Completion | None = None
+        self._aside: Aside | None = None  # the chat put aside during a run of calls aside (llm/kv_aside.py)
+        self.lazy_aside = True  # False: put the chat back after every call aside (as before; the bench compares)
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -111,7 +115,13 @@ class Engine:
         """Forget the cached conversation (a new chat). Replies never depend on it; this frees nothing
         but time on the next prompt."""
         with self._locked():
+            self._drop_aside()
             self._cache.clear()
+
+    @property
+    def aside_copies(self) -> Copies:
+        """What keeping the chat's prefix across calls aside has copied so far (a snapshot)."""
+        return replace(self._cache.copies)
 
     @property
     def n_ctx(self) -> int:
@@ -134,10 +144,12 @@ class Engine:
     def unload_adapter(self, adapter_id: str) -> bool:
         """Free an adapter, removing it from the active stack first. True if the stack changed."""
         with self._locked():
+            if self._aside is not None and any(i == adapter_id for i, _ in self._aside.stack):
+                self._drop_aside()  # the chat's saved cells were computed under the adapter going away
             changed = self._pool.unload(adapter_id)
             if changed:
                 self._cache.clear()
-            return changed
+            return changed and self._aside is None  # still aside: the pool held the calls aside's stack, not the chat's
 
     def set_adapters(self, stack: Iterable[tuple[str, float]]) -> bool:
         """Apply [(id, scale), …] ([] = base). When it changed, the KV and prompt cache are dropped."""
@@ -145,12 +157,19 @@ class Engine:
             changed = self._pool.set_stack(stack)
             if changed:
                 self._cache.clear()
-            return changed
+            pending = self._aside
+            if pending is None:
+                return changed
+            if self._pool.active == pending.stack:
+                return False  # the chat's own stack: its saved cells still hold
+            self._aside = None
+            self._cache.drop(pending.saved)
+            return True
 
     @property
     def adapters(self) -> list[tuple[str, float]]:
-        """The active stack."""
-        return self._pool.active
+        """The active stack: the chat's (during a run of calls aside, the one they put aside)."""
+        return list(self._aside.stack) if self._aside is not None else self._pool.active
 
     @property
     def loaded_adapters(self) -> dict[str, Path]:
@@ -204,7 +223,8 @@ class Engine:
         `cancel`. `adapters`: the stack to reply with, set under that same hold, so no other thread (a
         hot-reload, a background call) can change it in between; None keeps the active one. Either way
         `.last.adapters` is the stack the reply was decoded with. `aside`: a call beside the chat (distilling,
-        summarising): the chat's cached prefix and stack are put back after it (llm/kv_aside.py)."""
+        summarising): the chat's cached prefix and stack are kept for its next call; calls aside in a row share
+        one copy, put back only when that next call's prompt continues it (llm/kv_aside.py)."""
         params = params or GenParams()
         stack = None if adapters is None else list(adapters)
         if stack:  # checked again under the hold
@@ -228,16 +248,23 @@ class Engine:
     ) -> Iterator[str]:
         tally = Tally(time.perf_counter())
         with self._locked():
-            saved, before = (self._cache.save() if aside else None), list(self._pool.active)
+            pending = self._aside
+            if aside and pending is None:  # the first of a run of calls aside: the chat's cells, copied out once
+                pending = self._aside = Aside(self._cache.save(), self._pool.active)
+            if stack is None and pending is not None:
+                stack = pending.stack  # None keeps the chat's stack, not the last call aside's
             try:
                 try:
                     if stack is not None and self._pool.set_stack(stack):
                         self._cache.clear()
                 except LLMError:  # e.g. unloaded since the check in stream(): nothing decoded, and .last says so
                     tally.finish = "error"
-                    self.last = tally.completion(len(prompt), dropped, tuple(self._pool.active))
+                    self.last = tally.completion(len(prompt), dropped, tuple(self.adapters))
                     raise
                 applied = tuple(self._pool.active)
+                if not aside and pending is not None:
+                    self._aside = None
+                    self._take_back(pending, prompt)
                 self._cache.trim(prompt)
                 reused = self._cache.reused
                 self._llm.set_seed(params.seed if params.seed >= 0 else random.getrandbits(32))
@@ -248,17 +275,35 @@ class Engine:
                 finally:
                     self.last = tally.completion(len(prompt), dropped, applied, reused)
             finally:
-                if saved is not None:
-                    self._put_back(saved, before)
+                if aside and not self.lazy_aside:
+                    self._drop_aside(restore=True)
 
-    def _put_back(self, saved, stack: list[tuple[str, float]]) -> None:  # noqa: ANN001 - kv_aside.SavedPrefix
-        """(Under the lock.) The chat's stack and the KV cells computed under it, as before a call aside."""
-        try:
-            self._pool.set_stack(stack)
-        except LLMError:  # cannot happen under the lock (nothing unloads); start clean rather than mix stacks
-            self._cache.clear()
+    def _take_back(self, pending: Aside, prompt: list[int]) -> None:
+        """(Under the lock; the chat call's stack set.) The chat's saved cells back when they were computed
+        under this stack and spare this prompt at least kv_aside.MIN_TOKENS (fewer re-read faster than the
+        copy goes back); otherwise they are dropped (a new chat, a history cut moved on, another voice)."""
+        saved = pending.saved
+        if saved is not None and self._pool.active == pending.stack and shared(saved, prompt) >= MIN_TOKENS:
+            self._cache.restore(saved)
+        else:
+            self._cache.drop(saved)
+
+    def _drop_aside(self, restore: bool = False) -> None:
+        """(Under the lock.) End a run of calls aside outside a chat call: the chat's stack back in the pool,
+        its saved cells dropped (or, `restore`, put back: the eager way)."""
+        pending, self._aside = self._aside, None
+        if pending is None:
             return
-        self._cache.restore(saved)
+        try:
+            if self._pool.set_stack(pending.stack):
+                self._cache.clear()
+        except LLMError:  # cannot happen under the lock (unload_adapter drops first); start clean, not mixed
+            self._cache.clear()
+            restore = False
+        if restore and pending.saved is not None:
+            self._cache.restore(pending.saved)
+        else:
+            self._cache.drop(pending.saved)
 
     def generate_text(
         self, messages: Sequence[Message], params: GenParams | None = None, cancel: threading.Event | None = None
@@ -276,6 +321,8 @@ class Engine:
         if len(tokens) > self.n_ctx:
             raise ContextError(f"logits: {len(tokens)} tokens do not fit the context of {self.n_ctx}")
         with self._locked():
+            if self._aside is not None:
+                self._pool.set_stack(self._aside.stack)  # the chat's; its saved cells stay put aside
             self._cache.clear()
             try:
                 return batch_logits(self._llm, tokens, self.n_batch, self._n_vocab, all_positions, first)
@@ -287,6 +334,7 @@ class Engine:
         if self._closed:
             return
         with self._locked():
+            self._aside = None
             self._pool.close()
             self._llm.close()
             self._closed = True
