@@ -41,11 +41,13 @@ def synthetic_turns(n: int, rng: random.Random, distinct: int | None = None) -> 
 
 
 def build_vault(root: Path, n: int, seed: int = 0, per_session: int = 100,
-                distinct: int | None = None) -> tuple[object, dict[str, str]]:
+                distinct: int | None = None, days: int = 730,
+                start: datetime | None = None) -> tuple[object, dict[str, str]]:
     """A vault with `n` turns in sessions of `per_session`; the planted facts open the first session.
     `distinct`: see synthetic_turns (a 100k vault embeds for hours on the shared 2-core machine; with the
     user's messages drawn from a few thousand, its rows, sessions and words are as many, its embedding
-    a fraction: search and turn costs depend on the row count, not on how many texts differ).
+    a fraction: search and turn costs depend on the row count, not on how many texts differ). `days`: the
+    span the turns' times cover, from `start` (2025-01-01).
     Each log is written whole, records as ConversationLog.append writes them (a 0600 file, one JSON line
     per turn) but one write and one fsync per file instead of per record: 10k sessions in seconds."""
     import json
@@ -58,14 +60,14 @@ def build_vault(root: Path, n: int, seed: int = 0, per_session: int = 100,
     rng = random.Random(seed)
     turns = [t for fact, reply, _ in FACTS for t in (("user", fact), ("assistant", reply))]
     turns += synthetic_turns(n - len(turns), rng, distinct)
-    start = datetime(2025, 1, 1, tzinfo=UTC)
+    start = start or datetime(2025, 1, 1, tzinfo=UTC)
     facts = {fact: query for fact, _, query in FACTS}
     expected: dict[str, str] = {}
     for first in range(0, len(turns), per_session):
         sid = f"bench-{first // per_session:05d}"
         lines = []
         for turn, (role, text) in enumerate(turns[first:first + per_session], 1):
-            when = start + timedelta(minutes=(first + turn - 1) * 730 * 24 * 60 / n)
+            when = start + timedelta(minutes=(first + turn - 1) * days * 24 * 60 / n)
             rec = {"v": 1, "id": f"{sid}:{turn}", "session": sid, "turn": turn,
                    "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                    "role": role, "text": text, "user": "me", "persona": "sage"}
