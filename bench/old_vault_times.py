@@ -117,6 +117,9 @@ def measure(tree: Path, vault: Path, iters: int) -> dict:
     for label, args in CLI.items():
         secs, rc = _cli(tree, vault, args, iters)
         out[label + ("" if rc == 0 else f" (exit {rc})")] = secs
+    route = subprocess.run([sys.executable, "-c", RUN_HOME, "--user", "me", *CLI["home route"], "--json"],
+                           env={**env, "HOME_VAULT": str(vault)}, cwd=tree, capture_output=True)
+    out["router decision a turn logs (bytes)"] = len(route.stdout)  # `route --json`: the record's "router"
     return out
 
 

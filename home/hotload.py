@@ -5,7 +5,7 @@ announces what changed. Loading validates each file first (the pool refuses fore
 an adapter made for another base is skipped with its reason, and a removed adapter is taken off the
 active stack before it is freed (the engine resets its cache when the stack changes).
 
-Only adapters in reach are loaded ahead (`in_reach`): each name's newest version and each user's voice.
+Only adapters in reach are loaded ahead (`Manifest.in_reach`): each name's newest version and each user's voice.
 Every retraining registers a new version and keeps the old ones; loading them all made the app's start
 (and its memory) grow with the years: a weekly voice for three years is 156 files read before the first
 reply could start. An older version still works wherever it is named: `stack.activate` loads it then.
@@ -19,7 +19,7 @@ from pathlib import Path
 from llm.errors import AdapterError
 from llm.fingerprint import same_base
 from vault.layout import Vault
-from vault.manifest import Manifest, name_key
+from vault.manifest import Manifest
 
 
 @dataclass
@@ -43,30 +43,8 @@ class SyncReport:
         return "adapters: " + "; ".join(parts) if parts else "adapters: no change"
 
 
-def in_reach(manifest: Manifest) -> set[str]:
-    """Ids a turn can get without naming an old version: each name's newest version (what a name means,
-    and what the router and persona cards pick), each user's voice (which may be set back to an older
-    version), and the adapters those are trained over or stacked with."""
-    newest: dict[str, tuple] = {}
-    for e in manifest.adapters.values():
-        key, rank = name_key(e.name), (e.version or 0, e.created, e.id)  # Manifest.versions' order
-        if key not in newest or rank > newest[key]:
-            newest[key] = rank
-    todo = [rank[2] for rank in newest.values()]
-    todo += [u.get("voice_adapter") for u in manifest.users.values() if isinstance(u, dict)]
-    reach: set[str] = set()
-    while todo:
-        ident = todo.pop()
-        entry = manifest.adapters.get(ident) if isinstance(ident, str) else None
-        if entry is None or ident in reach:
-            continue
-        reach.add(ident)
-        todo += [entry.parent] + [s.get("id") for s in entry.stack if isinstance(s, dict)]
-    return reach
-
-
 def sync_adapters(engine, vault: Vault, manifest: Manifest, managed: set[str] | None = None) -> SyncReport:
-    """Load every adapter in reach (`in_reach`) that fits the engine's base; reload a loaded one whose
+    """Load every adapter in reach (`Manifest.in_reach`) that fits the engine's base; reload a loaded one whose
     file changed; unload those no longer registered, and free those this function loaded that are out of
     reach now (a newer version came) unless the active stack holds them.
 
@@ -77,7 +55,7 @@ def sync_adapters(engine, vault: Vault, manifest: Manifest, managed: set[str] | 
     managed = managed if managed is not None else set(engine.loaded_adapters)
     fingerprint = engine.info.fingerprint
     loaded = engine.loaded_adapters  # id -> resolved path
-    reach = in_reach(manifest)
+    reach = manifest.in_reach()
     for adapter_id in sorted(managed - set(manifest.adapters)):
         if adapter_id in loaded:
             engine.unload_adapter(adapter_id)

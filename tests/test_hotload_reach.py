@@ -4,7 +4,7 @@ version superseded while the app runs is freed unless the stack is using it."""
 
 from __future__ import annotations
 
-from home.hotload import in_reach, sync_adapters
+from home.hotload import sync_adapters
 from home.stack import activate
 from tests.loras import make_random_lora
 from vault.layout import Vault
@@ -33,13 +33,14 @@ def test_only_adapters_in_reach_load_ahead_and_older_ones_load_when_named(tmp_pa
         _register(vault, model_path, f"me-voice-{v}", "me-voice", "voice", stack=stack)
     with store.update() as m:
         m.ensure_user("me")["voice_adapter"] = "me-voice-3"  # set back to an older version by hand
-    assert in_reach(store.read()) == {"me-voice-3", "me-voice-5", "tone-1", "tone-2"}
+    assert store.read().in_reach() == {"me-voice-3", "me-voice-5", "tone-1", "tone-2"}
 
     managed: set[str] = set()
+    pre = set(engine.loaded_adapters)  # the session's engine: what other tests left loaded is not ours
     try:
         report = sync_adapters(engine, vault, store.read(), managed)
         assert sorted(report.loaded) == ["me-voice-3", "me-voice-5", "tone-1", "tone-2"]
-        assert sorted(engine.loaded_adapters) == sorted(report.loaded)
+        assert sorted(set(engine.loaded_adapters) - pre) == sorted(report.loaded)
 
         activate(engine, vault, store.read(), [("me-voice-1", 1.0)])  # named: loaded then
         assert "me-voice-1" in engine.loaded_adapters
@@ -52,12 +53,12 @@ def test_only_adapters_in_reach_load_ahead_and_older_ones_load_when_named(tmp_pa
         assert report.loaded == ["me-voice-6"]
         assert report.released == ["me-voice-3", "tone-1"]  # me-voice-5 is on the stack: kept
         assert not report.unloaded and "no change" not in report.summary()
-        assert sorted(engine.loaded_adapters) == ["me-voice-1", "me-voice-5", "me-voice-6", "tone-2"]
+        assert sorted(set(engine.loaded_adapters) - pre) == ["me-voice-1", "me-voice-5", "me-voice-6", "tone-2"]
 
         engine.set_adapters([("me-voice-1", 1.0)])
         report = sync_adapters(engine, vault, store.read(), managed)
         assert report.released == ["me-voice-5"] and not report.changed
     finally:
         engine.set_adapters([])
-        for ident in list(engine.loaded_adapters):
+        for ident in set(engine.loaded_adapters) - pre:
             engine.unload_adapter(ident)

@@ -197,6 +197,31 @@ class Manifest:
         same = [e for e in self.adapters.values() if name_key(e.name) == key]
         return sorted(same, key=lambda e: (e.version or 0, e.created, e.id))
 
+    def newest(self) -> dict[str, AdapterEntry]:
+        """Each name's newest version (by `name_key`, in `versions`' order): what the name means."""
+        out: dict[str, AdapterEntry] = {}
+        for e in self.adapters.values():
+            key, have = name_key(e.name), out.get(name_key(e.name))
+            if have is None or (e.version or 0, e.created, e.id) > (have.version or 0, have.created, have.id):
+                out[key] = e
+        return out
+
+    def in_reach(self) -> set[str]:
+        """Ids a turn can get without naming an older version: each name's newest version, each user's
+        voice (which may be set back to an older one), and what those are trained over or stacked with.
+        Every retraining keeps the earlier versions; these are the ones to load ahead and to route to."""
+        todo: list = [e.id for e in self.newest().values()]
+        todo += [u.get("voice_adapter") for u in self.users.values()]
+        reach: set[str] = set()
+        while todo:
+            ident = todo.pop()
+            entry = self.adapters.get(ident) if isinstance(ident, str) else None
+            if entry is None or ident in reach:
+                continue
+            reach.add(ident)
+            todo += [entry.parent] + [s.get("id") for s in entry.stack if isinstance(s, dict)]
+        return reach
+
     def resolve(self, ref: str) -> AdapterEntry:
         """The one lookup of an adapter the user named: an exact id picks that version, else a name
         picks its newest version. Unknown, or a name two kinds share (an older manifest), → one line."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from home.router.classify import Prediction
 from llm.fingerprint import base_refusal
 from vault.config import RouterSettings
-from vault.manifest import AdapterEntry, Manifest
+from vault.manifest import AdapterEntry, Manifest, name_key
 
 SPEAKERS = ("persona", "voice")  # both say who is talking: one of them at most
 KIND_ORDER = ("persona", "voice", "style", "task", "other")  # stack order, beneath to on top
@@ -63,16 +63,30 @@ def persona_of(entry: AdapterEntry) -> str | None:
 def score_candidates(manifest: Manifest, *, user: str, persona: str | None, task: Prediction, tone: Prediction,
                      model_fingerprint: str, model_name: str, settings: RouterSettings,
                      vault_root: Path | None = None) -> list[Candidate]:
-    """Every registered adapter, scored or turned down with the reason, best first."""
+    """Every registered adapter, scored or turned down with the reason, best first. Older versions of a
+    name (out of `Manifest.in_reach`) are turned down, one candidate per name standing for them all: a
+    name means its newest version (the router kept picking `coder-1` over a retrained `coder-2`, the
+    lower id winning the tie), and a vault retrained weekly for years logged every version with each turn."""
     voice_now = (manifest.users.get(user) or {}).get("voice_adapter")
+    reach, older = manifest.in_reach(), {}
     out = []
     for entry in manifest.adapters.values():
+        if entry.id not in reach:
+            older.setdefault(name_key(entry.name), []).append(entry)
+            continue
         why = _refusal(entry, user, persona, voice_now, model_fingerprint, model_name, vault_root)
         if why is None:
             score, why = _score(entry, persona, task, tone, settings)
         else:
             score = None
         out.append(Candidate(entry.id, entry.kind, score, why, entry.scale))
+    newest = manifest.newest()
+    for key, entries in older.items():
+        entries.sort(key=lambda e: (e.version or 0, e.created, e.id))
+        first, last = entries[0], entries[-1]
+        which = f"{len(entries)} older versions ({first.id} … {last.id})" if len(entries) > 1 else "an older version"
+        out.append(Candidate(last.id, last.kind, None, f"{which} of {last.name} ({newest[key].id} is the newest): "
+                             "used only when named", last.scale))
     return sorted(out, key=lambda c: (c.score is None, -(c.score or 0.0), c.id))
 
 
