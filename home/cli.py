@@ -28,11 +28,12 @@ from home.commands import (
     memory,
     personas,
     route,
+    runs,
     serve,
     train,
 )
 
-GROUPS = (app, ask, adapters, personas, memory, gestalts, route, drift, data, train, eval, serve, doctor)
+GROUPS = (app, ask, adapters, personas, memory, gestalts, route, drift, data, train, runs, eval, serve, doctor)
 
 DESCRIPTION = """\
 Home: a terminal assistant that learns your voice.
