@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "anyway, or back to an older version.")
     voice.add_argument("id", metavar="ID|NAME", help="a voice adapter: an id, or a name (its newest version)")
     voice.set_defaults(func=run_voice)
+    from home.commands import adapters_prune
+
+    adapters_prune.register(verbs)
 
 
 def slug(name: str) -> str:
