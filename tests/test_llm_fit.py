@@ -53,9 +53,11 @@ def test_the_long_session_bench_reads_fewer_tokens_on_the_grid(capsys):
         import long_session
     finally:
         sys.path.remove(str(REPO / "bench"))
-    assert long_session.main(["--n-ctx", "1024", "--pairs", "40", "--turns", "6", "--iters", "1"]) == 0
+    assert long_session.main(["--n-ctx", "1024", "--pairs", "40", "--turns", "5", "--iters", "1", "--backlog", "3"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     read = report["mean_tokens_read"]
     assert read["grid (Home)"] * 2 < read["one exchange a turn"], read
     assert report["ratio_read"] > 2
     assert read["grid, distil aside (Home)"] * 2 < read["grid, distil not aside"], read  # llm/kv_aside.py
+    eager, lazy = report["backlog"]["cut holds, eager (before)"], report["backlog"]["cut holds, lazy (Home)"]
+    assert (eager["saves"], lazy["saves"], lazy["restores"]) == (3, 1, 1) and lazy["bytes"] < eager["bytes"]
