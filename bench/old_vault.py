@@ -8,7 +8,7 @@ index over every turn, and a run folder per training. The logs come from bench/m
 leave them. Adapters are random LoRAs of the real model's shapes (tests/loras.py) at rank 16, the
 voice's default: their files are as big as real ones. Run folders have a real run's files (checkpoints,
 best/, peft/, the adapter's GGUF) with one byte each: their count is real, their size is reported from a
-real run instead (112 MB for a default-model voice run here).
+real run instead (117 MB for a default-model voice run here, two thirds of it the two checkpoints).
 
     flock /tmp/home-heavy.lock .venv/bin/python bench/old_vault.py /tmp/oldvault --sessions 7000
 """

@@ -12,7 +12,7 @@ from home.context import Context
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="training run folders: list them, free what finished runs keep",
                        description="Every training keeps its checkpoints, best step and adapter copies under "
-                                   "<vault>/runs/ (112 MB a voice run on the default model). `clean` drops them "
+                                   "<vault>/runs/ (117 MB a voice run on the default model). `clean` drops them "
                                    "from finished runs; job, state and plots stay. Logs and adapters/ are never "
                                    "touched.")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)

@@ -1,7 +1,7 @@
 """What `home runs` lists and cleans: the run folders under `<vault>/runs/`, and the bulk a finished one keeps.
 
 Why: every training leaves its folder — two checkpoints (adapter, optimizer and scheduler state), the best
-step's adapter, the final peft adapter and its GGUF: 112 MB for a voice run on the default 135M model, GBs
+step's adapter, the final peft adapter and its GGUF: 117 MB for a voice run on the default 135M model, GBs
 on an 8B. A voice retrained every week keeps all of it for good, and nothing reads it once the run is
 done: `--resume` continues only a stopped, failed or killed run, and a registered adapter has its own
 copy under adapters/. Cleaning keeps what says what a run did (job.json, state.json, plots, reports) and
