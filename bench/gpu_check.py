@@ -35,6 +35,7 @@ GPU = {  # the issue's settings
                                                                                           "--max-length", "256", "--lr", "2e-3"]),
     "decode": ["--gpu-layers", "-1", "--iters", "3", "--tokens", "128"],
     "retrain": dict(shape="llama-8b", turns=1000, train=["--epochs", "1", "--lr", "1e-3"]),
+    "long": ["--n-ctx", "4096", "--pairs", "600", "--turns", "4", "--iters", "1", "--backlog", "4"],
 }
 CPU = {  # the same rows at tiny shapes: seconds each on 2 cores
     "tput": [("trainer tok/s, 1B 8x1024", "tiny", 8, 128, 16), ("trainer tok/s, 8B 4x1024", "tiny", 4, 128, 8)],
@@ -43,6 +44,7 @@ CPU = {  # the same rows at tiny shapes: seconds each on 2 cores
     "decode": ["--gpu-layers", "0", "--iters", "1", "--tokens", "16"],
     "retrain": dict(shape="tiny", turns=1000, train=["--steps", "2", "--batch-size", "4", "--max-length", "96",
                                                         "--lr", "1e-2"]),
+    "long": ["--n-ctx", "1024", "--pairs", "40", "--turns", "3", "--iters", "1", "--backlog", "2"],
 }
 
 
@@ -259,6 +261,27 @@ def decode(run: Run) -> dict:
             "goal": ">= 0.95x", "result": judged(run, ratio >= 0.95), "detail": f"{gguf.name}; offload {offload}"}
 
 
+def long_session(run: Run) -> dict:
+    """The chat's cached prefix kept across calls aside (llm/kv_aside.py) where the KV lives on the GPU: the
+    tokens the turn after a distillation reads, aside against not, and a backlog's copies, lazy against eager."""
+    gguf = Path(run.args.model) if run.args.model else model_for(run, "retrain" if "retrain" in run.jobs else "e2e")[0]
+    proc = run.sh([sys.executable, str(BENCH / "long_session.py"), "--model", str(gguf), *run.cfg["long"]], 300,
+                  "long session")
+    if proc.returncode:
+        raise RuntimeError(f"exit {proc.returncode}: {last_line(proc.stderr)}")
+    rep = json.loads(proc.stdout.strip().splitlines()[-1])
+    read, ttft = rep["mean_tokens_read"], rep["median_ttft_s"]
+    eager, lazy = rep["backlog"]["cut holds, eager (before)"], rep["backlog"]["cut holds, lazy (Home)"]
+    both = lambda m: m["backlog_s"] + m["next_ttft_s"]  # noqa: E731
+    ok = rep["aside_ratio_read"] >= 2 and lazy["saves"] == 1 and both(lazy) <= both(eager) * 1.1
+    return {"home": f"aside: {read['grid, distil aside (Home)']:.0f} tok read, TTFT {ttft['grid, distil aside (Home)']:.2f} s",
+            "ref": f"not aside: {read['grid, distil not aside']:.0f} tok, {ttft['grid, distil not aside']:.2f} s",
+            "ratio": f"{rep['aside_ratio_ttft']:.1f}x", "goal": "read >= 2x fewer; lazy backlog <= eager",
+            "result": judged(run, ok), "detail": f"{gguf.name}; backlog of {run.cfg['long'][-1]} + next first token: "
+            f"lazy {both(lazy):.2f} s ({lazy['bytes'] / 2**20:.0f} MiB copied) vs eager {both(eager):.2f} s "
+            f"({eager['bytes'] / 2**20:.0f} MiB); grid vs one exchange a turn: {rep['ratio_read']:.1f}x fewer tokens"}
+
+
 def retrain(run: Run) -> dict:
     spec = run.cfg["retrain"]
     vault = run.work / "vault-retrain"
@@ -284,19 +307,19 @@ def main() -> int:
     ap.add_argument("--cpu-smoke", action="store_true", help="every row at tiny shapes on the CPU")
     ap.add_argument("--model", help="a GGUF for the `home train --4bit` and decode rows (else one is built)")
     ap.add_argument("--base", help="its transformers folder (Home's --4bit needs one); with --model")
-    ap.add_argument("--only", help="comma-separated rows: tput,qlora,e2e,decode,retrain")
+    ap.add_argument("--only", help="comma-separated rows: tput,qlora,e2e,decode,long,retrain")
     ap.add_argument("--work", help="work folder (models, vaults, log); kept, reused when the models are there")
     ap.add_argument("--deadline", type=float, default=470.0, help="seconds for the whole run (default 470)")
     ap.add_argument("--llama-src", help="llama.cpp source with convert_hf_to_gguf.py (default: from .gpu/)")
     args = ap.parse_args()
     run = Run(args)
-    only = set((args.only or "tput,qlora,e2e,decode,retrain").split(","))
+    only = set((args.only or "tput,qlora,e2e,decode,long,retrain").split(","))
     sys.path.insert(0, str(BENCH))
     from gpu_models import llama_src
 
     src = llama_src(run.work, args.llama_src)
     wanted = {"e2e": "e2e" in only and not args.model,  # models first, in the background, while the
-              "retrain": "retrain" in only or ("decode" in only and not args.model)}  # throughput rows measure
+              "retrain": "retrain" in only or (bool(only & {"decode", "long"}) and not args.model)}  # throughput rows measure
     for key in (k for k, want in wanted.items() if want and src is not None):
         shape = run.cfg[key]["shape"]
         gguf, hf = run.work / f"{shape}.gguf", run.work / f"{shape}-hf"
@@ -317,12 +340,14 @@ def main() -> int:
             run.row(check, throughput, *spec)
     if "qlora" in only:
         run.row("8B QLoRA peak GPU memory" + (" (tiny, CPU)" if run.smoke else ""), qlora, *run.cfg["qlora"])
-    if "e2e" in only or "decode" in only or "retrain" in only:
+    if only & {"e2e", "decode", "long", "retrain"}:
         wait_llama(run)
     if "e2e" in only:
         run.row("home train --4bit, small model", e2e)
     if "decode" in only:
         run.row("chat decode, all layers offloaded" if not run.smoke else "chat decode (CPU, 0 layers)", decode)
+    if "long" in only:
+        run.row("long chat, distillations aside" + (" (CPU)" if run.smoke else ", KV on the GPU"), long_session)
     if "retrain" in only:
         run.row(f"retrain loop, {'8B' if not run.smoke else 'CPU'}, {run.cfg['retrain']['turns']} turns", retrain)
     for job, _ in run.jobs.values():

@@ -15,6 +15,7 @@ ROWS = (
     "8B QLoRA peak GPU memory",
     "home train --4bit, small model",
     "chat decode",
+    "long chat, distillations aside",
     "retrain loop",
 )
 
