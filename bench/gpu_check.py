@@ -1,5 +1,6 @@
 """Every GPU claim of Home in one run and one table (issue 11): trainer throughput against plain HF+peft,
-8B QLoRA memory, a real `home train --4bit`, chat decode with full offload, and the 8B retrain loop.
+8B QLoRA memory, a real `home train --4bit`, chat decode with full offload, a long chat's cached prefix kept
+across distillations aside (bench/long_session.py), and the 8B retrain loop.
 
 Run through bench/gpu_check.sh, which installs the carried wheels and builds llama.cpp with CUDA first;
 `--cpu-smoke` runs every row at tiny shapes on the CPU (the same code paths, goals not judged) so CI

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Every GPU claim of issue 11 in one run (< 8 min on one H100/H200) and one table: trainer tokens/s vs
 # plain HF+peft (1B, 8B), 8B QLoRA peak memory, a real `home train --4bit` → registered → `home ask`,
-# chat decode with full offload vs bare llama-cpp-python, the 8B retrain loop from 1,000 logged turns.
+# chat decode with full offload vs bare llama-cpp-python, a long chat's prefix kept across distillations
+# aside, the 8B retrain loop from 1,000 logged turns.
 #
 #   bash bench/gpu_check.sh                   # on the GPU machine (from the repo root, .gpu/ carried)
-#   bash bench/gpu_check.sh --only e2e,decode # some rows; --model F.gguf [--base HF_DIR] for a real model
+#   bash bench/gpu_check.sh --only e2e,decode # some rows (tput,qlora,e2e,decode,long,retrain); --model F.gguf [--base HF_DIR] for a real model
 #   bash bench/gpu_check.sh --cpu-smoke       # every row at tiny shapes on the CPU, ~2.5 min (CI runs it)
 #
 # The CPU smoke builds a tiny random Llama (2,048-token vocabulary) when a llama.cpp converter is at hand
