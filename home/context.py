@@ -78,6 +78,10 @@ class Context:
             key = os.environ.get("HOME_API_KEY") or cfg.api_key or None
             self._backend = open_backend(self.backend_url, self.model_path, api_key=key, timeout=cfg.timeout,
                                          kind=cfg.kind)
+            if hasattr(self._backend, "fetch"):  # a llama-server: the vault's `home serve` adds older versions
+                from home.serve_link import fetcher
+
+                self._backend.fetch = fetcher(self.vault, self.backend_url, key)
         return self._backend
 
     def engine(self, n_ctx: int | None = None):

@@ -50,6 +50,7 @@ class LlamaServerBackend(RemoteBackend):
         super().__init__(url, model_path, api_key, timeout)
         self.template = ChatTemplate(self.info.chat_template, self.info.bos_token, self.info.eos_token)
         self._held: list[dict] = []  # GET /lora-adapters: [{id, path, scale}]
+        self.fetch = None  # fetch(id, path): the vault's `home serve` restarts with it (home/serve_link.py)
         self.n_ctx = self._check_server()
 
     # --- the server ---------------------------------------------------------------------------
@@ -106,10 +107,13 @@ class LlamaServerBackend(RemoteBackend):
         with self._lock:
             if self._server_id(adapter_id, path) is None:
                 self._held = self._read_held()
+            if self._server_id(adapter_id, path) is None and self.fetch is not None:
+                self.fetch(adapter_id, path)
+                self._held = self._read_held()
             if self._server_id(adapter_id, path) is None:
                 raise AdapterError(
-                    f"{path}: the server at {self.url} does not hold this adapter (restart it with it: "
-                    f"`home serve` does so by itself, or llama-server --lora {path} --lora-init-without-apply)"
+                    f"adapter '{adapter_id}': the server at {self.url} does not hold it (start it with it: "
+                    f"`home serve --adapter {adapter_id}`, or llama-server --lora {path} --lora-init-without-apply)"
                 )
             self._loaded[adapter_id] = (path, info)
         return info
