@@ -20,6 +20,7 @@ from home.commands import (
     app,
     ask,
     bounded,
+    cache,
     data,
     doctor,
     drift,
@@ -33,7 +34,8 @@ from home.commands import (
     train,
 )
 
-GROUPS = (app, ask, adapters, personas, memory, gestalts, route, drift, data, train, runs, eval, serve, doctor)
+GROUPS = (app, ask, adapters, personas, memory, gestalts, route, drift, data, train, runs, cache, eval, serve,
+          doctor)
 
 DESCRIPTION = """\
 Home: a terminal assistant that learns your voice.

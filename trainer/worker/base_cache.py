@@ -19,6 +19,8 @@ rounding); an fp32 copy holds the dequantized values exactly, as transformers' l
 Written atomically: built in a private temp folder beside the final one, then renamed; a folder at
 the final name is therefore complete, and a crashed build leaves only a temp folder, swept by the
 next build. Folders 0700, files 0600 (weights of a model the user may have fine-tuned privately).
+A process that uses a copy holds it (trainer/protocol/base_copies.py, a shared flock until it exits), so
+`home cache clean`, which trims copies of deleted models or unused ones, never deletes it under a run.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ import os
 import shutil
 from pathlib import Path
 
+from trainer.protocol.base_copies import CACHE_ENV, FORMAT, cache_root, hold
 from vault.fsio import ensure_private_dir, fsync_dir, pid_alive, private_tree
 
-CACHE_ENV = "HOME_CACHE"
-FORMAT = 1  # bump when the layout of a cached base changes; an older one is rebuilt
+__all__ = ["CACHE_ENV", "FORMAT", "base_dir", "cache_root", "dequantized_base", "enabled", "is_complete"]
 DTYPES = ("bfloat16", "float16", "float32")
 FP32_COPY_MAX_BYTES = 4 * 2**30  # up to ~1B parameters; the CPU guard keeps bigger models off CPU training
 
@@ -39,16 +41,6 @@ FP32_COPY_MAX_BYTES = 4 * 2**30  # up to ~1B parameters; the CPU guard keeps big
 def enabled() -> bool:
     """Whether plain training loads go through the copy (`HOME_BASE_CACHE=0` turns it off)."""
     return os.environ.get("HOME_BASE_CACHE", "1").strip().lower() not in ("0", "no", "off", "false")
-
-
-def cache_root() -> Path:
-    """`HOME_CACHE` when set (tests point it into a temp dir), else the platform's user cache dir."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("home"))
 
 
 def param_count(gguf_path: str | os.PathLike) -> int:
@@ -99,6 +91,7 @@ def dequantized_base(gguf_path: str | os.PathLike, dtype: str = "bfloat16") -> P
     concurrent build of the same model: each builds in its own temp folder and the first rename wins."""
     gguf_path = Path(gguf_path)
     final = base_dir(gguf_path, dtype)
+    hold(final)  # before looking: a `home cache clean` under way finishes first, then this rebuilds
     if is_complete(final, dtype):
         return final
     root = ensure_private_dir(final.parent)
