@@ -11,7 +11,7 @@ import time
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache", help="training's base model copies: list them, remove unneeded ones",
                        description="Training dequantizes each model once per dtype into a cache outside the vault "
-                                   "($HOME_CACHE/bases, else the user cache dir) and keeps it (517 MB for the default "
+                                   "($HOME_CACHE/bases, else the user cache dir) and keeps it (542 MB for the default "
                                    "model, ~16 GB for an 8B). `clean` removes copies whose model file is gone, and with "
                                    "--older-than those unused for that many days; never one a running training holds.")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)

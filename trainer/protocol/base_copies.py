@@ -2,7 +2,7 @@
 those no longer needed (`home cache list/clean`). Torch-free: the CLI imports it; the worker's
 trainer/worker/base_cache.py builds the copies and marks them in use through `hold`.
 
-Why: a copy is made per model and dtype and kept for good (517 MB for the default model in fp32, ~16 GB
+Why: a copy is made per model and dtype and kept for good (542 MB for the default model in fp32, ~16 GB
 for an 8B in bf16), also after the GGUF it came from is deleted or replaced by another quantization.
 
 In use: a process that loads a copy (a training, its verification, a build) holds a shared flock on
