@@ -11,6 +11,14 @@ scale 0) and numbers them; `GET /lora-adapters` lists them. `load_adapter` maps 
 `"lora": [{"id": N, "scale": S}, …]` with EVERY held adapter and an explicit scale, 0 for the inactive
 ones: a server does not reliably zero what a request leaves out. The server applies the chat template,
 stop strings and sampling; a reply is cancelled by closing its stream.
+
+Slots: on a server with two or more (`/props` `total_slots`; `home serve` starts two, llm/servers/process.py)
+every call aside names slot 0 (`id_slot`), so a distillation between turns leaves the chat's cached
+prompt where it is. The chat names none: llama-server gives a first request its LAST free slot and then
+keeps a prompt in the slot holding its prefix. Pinning the chat as well broke the other common layout
+(plain `llama-server -m …`: four slots over a unified KV that moves idle slots to its RAM cache and
+clears them; a pinned request is never restored from there: every turn re-read the whole chat), and an
+aside in the last slot evicted the chat's first turn (both measured). With one slot nothing is named.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class LlamaServerBackend(RemoteBackend):
         super().__init__(url, model_path, api_key, timeout)
         self.template = ChatTemplate(self.info.chat_template, self.info.bos_token, self.info.eos_token)
         self._held: list[dict] = []  # GET /lora-adapters: [{id, path, scale}]
+        self.slots = 1  # the server's `total_slots`: with 2 or more, calls aside go to slot 0
         self.fetch = None  # fetch(id, path): the vault's `home serve` restarts with it (home/serve_link.py)
         self.n_ctx = self._check_server()
 
@@ -71,6 +80,8 @@ class LlamaServerBackend(RemoteBackend):
         self._held = self._read_held()
         props = self.http.get("/props", timeout=min(30.0, self.http.timeout)) or {}
         n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx") or meta.get("n_ctx")
+        slots = props.get("total_slots")
+        self.slots = slots if isinstance(slots, int) and slots > 0 else 1
         return int(n_ctx or self.info.n_ctx_train)
 
     def _read_held(self) -> list[dict]:
@@ -163,6 +174,10 @@ class LlamaServerBackend(RemoteBackend):
             "stop": list(params.stop),
             "lora": self.lora_field(stack),
         }
+
+    def _route(self, body: dict, aside: bool) -> None:
+        if aside and self.slots >= 2:  # the chat: the server's own choice (see the module's docstring)
+            body["id_slot"] = 0
 
     def _body(self, messages: Sequence[Message], params: GenParams, stack: Stack) -> tuple[dict, Stack]:
         # The server's numbering, read for every reply: a restarted server numbers its list anew.

@@ -110,8 +110,8 @@ class RemoteBackend(ABC):
         aside: bool = False,
     ) -> Iterator[str]:
         """Reply to `messages`, yielding text pieces; afterwards `.last` holds the `Completion`. An
-        adapter not loaded, or a prompt that cannot fit, raises here, before the first piece. `aside` is
-        accepted and changes nothing: the server keeps its own slot's cache."""
+        adapter not loaded, or a prompt that cannot fit, raises here, before the first piece. `aside`: a
+        call beside the chat, sent where it leaves the chat's cached prompt alone (`_route`)."""
         params = params or GenParams()
         with self._lock:
             stack = self._check_stack(self._active if adapters is None else adapters)
@@ -119,7 +119,11 @@ class RemoteBackend(ABC):
                 self._active = stack
             kept, dropped = self.fit(messages, params.max_tokens)
             body, served = self._body(kept, params, stack)
+            self._route(body, aside)
         return self._generate(body, cancel, dropped, tuple(served))
+
+    def _route(self, body: dict, aside: bool) -> None:  # noqa: B027 - a hook: the server decides alone
+        """(Under the lock.) Point the request at a slot of the server's, if this kind has slots."""
 
     def _generate(self, body: dict, cancel: threading.Event | None, dropped: int,
                   served: tuple[tuple[str, float], ...]) -> Iterator[str]:
@@ -170,7 +174,8 @@ class RemoteBackend(ABC):
 
 def completion(state: dict, parts: list[str], t0: float, dropped: int,
                served: tuple[tuple[str, float], ...]) -> Completion:
-    """The reply's `Completion`: token counts from `usage` (else llama-server's `timings`), decode speed
+    """The reply's `Completion`: token counts from `usage` (else llama-server's `timings`; the prompt
+    tokens its cache served: `timings.cache_n`, else OpenAI's `prompt_tokens_details`), decode speed
     from the server's own figure when it gives one, else tokens after the first over their time."""
     usage, timings = state["usage"], state["timings"]
     end, first = time.perf_counter(), state["first"]
@@ -187,4 +192,5 @@ def completion(state: dict, parts: list[str], t0: float, dropped: int,
         finish_reason=state["finish"],
         dropped_turns=dropped,
         adapters=served,
+        cached_tokens=int(timings.get("cache_n") or (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
     )
