@@ -114,3 +114,55 @@ def test_ask_through_a_server_that_is_not_there_is_one_line(tmp_path):
     assert proc.returncode == 1
     assert one_error_line(proc) == (f"home: error: {url}: connection refused (is the server running? "
                                     "`home serve` starts one)")
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
+def _gone(pid: int, timeout: float = 15) -> bool:
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
+                return True  # exited; its reaper (init here) has not waited yet
+        except (FileNotFoundError, IndexError):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def test_home_serve_stopped_by_sigterm_or_killed_takes_its_llama_server_along(tmp_path, monkeypatch):
+    """A `home serve` ended with SIGTERM (a closed terminal's SIGHUP, a service manager) stops its server
+    cleanly as Ctrl-C does; one killed with SIGKILL takes it along too (PR_SET_PDEATHSIG). Before, both
+    left llama-server running with the port and the model's memory."""
+    from tests.servers import server_binary
+
+    monkeypatch.setenv("HOME_LLAMA_SERVER", str(server_binary()))
+    vault = Vault.open(tmp_path / "v")
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc = popen_home(vault.root, "serve", "--port", "0", "--threads", "1", "--ctx", "256")
+        server = None
+        try:
+            out = _lines(proc)
+            url = _wait_line(out, "serving at").split()[2]
+            (server,) = _children(proc.pid)
+            assert Http(url).get("/health")
+            proc.send_signal(sig)
+            code = proc.wait(30)
+            assert _gone(server), f"llama-server {server} outlived `home serve` ended by {sig.name}"
+            if sig == signal.SIGTERM:
+                assert code == 0 and _wait_line(out, "stopped"), code
+                assert not (vault.root / "serve" / "server.json").exists()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if server is not None and not _gone(server, 0):
+                import os
+
+                os.kill(server, signal.SIGKILL)

@@ -9,7 +9,9 @@ or an older version a Home on this vault names (home/serve_link.py) restarts the
 list once it is idle (llama-server cannot add a LoRA to a running model): between turns, never during
 one. `--adapter ID` holds an older version from the start (for a Home on another machine).
 Bound to anything but the loopback address it requires an API key (one is made up and printed when
-none is given). Ctrl-C stops it cleanly (SIGINT, its own shutdown).
+none is given). Ctrl-C stops it cleanly (SIGINT, its own shutdown), and so do SIGTERM and SIGHUP (a
+closed terminal, `kill`, a service manager): before, those ended Home at once and left llama-server
+running; a SIGKILL'd Home takes it along too (llm/servers/managed.py `tie_to_parent`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -84,6 +87,10 @@ def _idle(url: str, key: str | None) -> bool:
     return isinstance(slots, list) and not any(s.get("is_processing") for s in slots)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from home.serve_link import announce, forget_wants, withdraw
     from llm.servers.build import find_server
@@ -105,11 +112,14 @@ def run(args: argparse.Namespace) -> int:
     extra = [] if ctx.gpu_layers is None else ["-ngl", str(ctx.gpu_layers)]
     server = ServerProcess(binary, ctx.model_path, files, host=args.host, port=args.port, api_key=key,
                            n_ctx=args.ctx or cfg.n_ctx, n_threads=args.threads or cfg.n_threads or None, extra=extra)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # a clean stop, as Ctrl-C: the server goes with Home
+        signal.signal(sig, _interrupt)
     print(f"starting llama-server for {ctx.model_info.name} with {len(files)} adapter(s) …", flush=True)
-    server.start()
-    announce(ctx.vault, server.url)
-    print(f"serving at {server.url}  (home --backend {server.url} …, or [backend] url); Ctrl-C stops it", flush=True)
     try:
+        server.start()
+        announce(ctx.vault, server.url)
+        print(f"serving at {server.url}  (home --backend {server.url} …, or [backend] url); Ctrl-C stops it",
+              flush=True)
         while True:
             time.sleep(POLL_S)
             if not server.running():

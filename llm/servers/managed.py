@@ -2,18 +2,24 @@
 in `home serve`, vLLM in the tests and benches): a free port, the output kept for error lines, ready when
 `GET /health` answers, a server that exits first reported with what it printed, stopped with SIGINT (each
 server's clean shutdown) and then SIGKILL of its process group (vLLM's engine core is a child process;
-llama-server has none, and the same kill ends it). Subclasses say how it is started (`command`,
-`environment`) and check what it needs (`_check`)."""
+llama-server has none, and the same kill ends it). Started from the main thread on Linux, the server is
+tied to Home's life (`tie_to_parent`): a `home serve` killed with SIGKILL used to leave its llama-server
+running, holding the port and the model's memory (GBs on an 8B) until found by hand. Subclasses say how
+it is started (`command`, `environment`) and check what it needs (`_check`)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from .http import Http, ServerError
 
@@ -22,6 +28,31 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def tie_to_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` asking the kernel to SIGTERM the child when this process dies (Linux), or None.
+
+    Only from the main thread: the kernel sends it when the *thread* that forked the child ends (the
+    trainer's worker polls its parent instead for that reason, trainer/worker/parent_watch.py). A parent
+    that died between the fork and the prctl is caught by comparing the parent pid after it."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def tie() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return tie
 
 
 class ManagedServer(ABC):
@@ -64,7 +95,8 @@ class ManagedServer(ABC):
         self._log.truncate()
         self._t0 = time.monotonic()
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True)
+                                     stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True,
+                                     preexec_fn=tie_to_parent())
         return self
 
     def wait_ready(self) -> ManagedServer:
