@@ -65,13 +65,33 @@ def _alive(pid: object) -> bool:
     return True
 
 
+LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def same_server(a: str, b: str) -> bool:
+    """Whether two URLs name one server: `http://localhost:8080/` is `home serve`'s `http://127.0.0.1:8080`."""
+    from urllib.parse import urlsplit
+
+    def key(url: str) -> tuple:
+        try:
+            u = urlsplit(url.strip().rstrip("/"))
+            port = u.port or (443 if u.scheme == "https" else 80)
+        except ValueError:
+            return (url,)
+        host = (u.hostname or "").lower()
+        return u.scheme.lower(), "loopback" if host in LOOPBACK else host, port, u.path
+
+    return key(a) == key(b)
+
+
 def served_by_home(vault: Vault, url: str) -> bool:
     """Whether `url` is a live `home serve` of this vault."""
     try:
         state = json.loads((serve_dir(vault) / "server.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(state, dict) and state.get("url", "").rstrip("/") == url.rstrip("/") and _alive(state.get("pid"))
+    return (isinstance(state, dict) and isinstance(state.get("url"), str) and same_server(state["url"], url)
+            and _alive(state.get("pid")))
 
 
 def fetcher(vault: Vault, url: str, api_key: str | None, wait_s: float = WAIT_S):

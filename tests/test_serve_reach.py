@@ -76,3 +76,17 @@ def test_a_server_home_did_not_start_refuses_an_adapter_it_lacks_in_one_line(
     line = one_error_line(asked)
     assert f"adapter 'me-voice-1': the server at {llama_server.url} does not hold it" in line, line
     assert "`home serve --adapter me-voice-1`" in line, line
+
+
+def test_the_vaults_server_is_known_by_any_name_of_the_loopback(tmp_path):
+    """`home --backend http://localhost:PORT` on the vault `home serve` announced as 127.0.0.1:PORT is that
+    server (before, the URLs were compared as strings and the older version was refused)."""
+    from home.serve_link import announce, serve_dir, served_by_home
+
+    vault = Vault.open(tmp_path / "v")
+    serve_dir(vault).mkdir(mode=0o700)
+    announce(vault, "http://127.0.0.1:8093")
+    for url in ("http://127.0.0.1:8093", "http://localhost:8093/", "http://[::1]:8093", "HTTP://LOCALHOST:8093"):
+        assert served_by_home(vault, url), url
+    for url in ("http://127.0.0.1:8094", "https://127.0.0.1:8093", "http://gpu-box:8093", "not a url"):
+        assert not served_by_home(vault, url), url
