@@ -19,6 +19,7 @@ from home.commands import (
     adapters,
     app,
     ask,
+    backup,
     bounded,
     cache,
     data,
@@ -35,7 +36,7 @@ from home.commands import (
 )
 
 GROUPS = (app, ask, adapters, personas, memory, gestalts, route, drift, data, train, runs, cache, eval, serve,
-          doctor)
+          doctor, backup)
 
 DESCRIPTION = """\
 Home: a terminal assistant that learns your voice.
