@@ -182,6 +182,8 @@ def backup(vault: Vault, dest: Path, *, with_runs: bool = False, adapters: bool 
     dest = Path(dest).absolute()
     if dest.is_dir():
         raise BackupError(f"{dest}: is a directory; name the archive file (e.g. {dest}/home-backup.tar.gz)")
+    if dest.resolve().is_relative_to(vault.root.resolve()):
+        raise BackupError(f"{dest}: inside the vault it backs up; write the archive elsewhere")
     report, t0, done = Report(dest), time.monotonic(), [0]
     tmp = temp_sibling(dest)
     try:
@@ -239,11 +241,13 @@ def backup(vault: Vault, dest: Path, *, with_runs: bool = False, adapters: bool 
                 man.fh.seek(0)
             put(top)
             put(_logs(vault))
-            skipped = [0]
+            skipped = [0, 0]  # files, bytes
 
             def runs_keep(p: Path) -> bool:
-                ok = with_runs or ("checkpoints" not in p.parts and p.stat().st_size <= RUNS_SMALL)
-                skipped[0] += 0 if ok else p.stat().st_size
+                size = p.stat().st_size
+                ok = with_runs or ("checkpoints" not in p.parts and size <= RUNS_SMALL)
+                if not ok:
+                    skipped[0], skipped[1] = skipped[0] + 1, skipped[1] + size
                 return ok
 
             special = {"adapters", "logs", "gestalts", "memory", "runs", *SKIP_DIRS}
@@ -253,8 +257,8 @@ def backup(vault: Vault, dest: Path, *, with_runs: bool = False, adapters: bool 
                     put(_group(vault, entry))
             put(_group(vault, vault.runs_dir, runs_keep))
             if skipped[0]:
-                report.left_out.append(f"runs/ checkpoints and weight copies, {skipped[0] / 1e6:.1f} MB "
-                                       "(--with-runs keeps them)")
+                report.left_out.append(f"runs/ checkpoints and weight copies: {skipped[0]} files, "
+                                       f"{skipped[1] / 1e6:.2f} MB (--with-runs keeps them)")
             meta = json.dumps({"format": FORMAT, "home_version": version, "created": time.time(),
                                "model_fingerprints": report.fingerprints, "left_out": report.left_out,
                                "files": listing}, indent=1).encode()

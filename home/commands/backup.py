@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=run_restore)
 
 
+def _size(n: int) -> str:
+    return fmt_bytes(n) if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
 def _peak() -> str:
     return fmt_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
@@ -64,7 +68,7 @@ def run_backup(args: argparse.Namespace) -> int:
                  progress=prog, version=__version__)
     if prog.tty:
         print(file=sys.stderr)
-    print(f"wrote {rep.path}: {rep.files} files, {fmt_bytes(rep.bytes_in)} -> {fmt_bytes(rep.bytes_out)} "
+    print(f"wrote {rep.path}: {rep.files} files, {_size(rep.bytes_in)} -> {_size(rep.bytes_out)} "
           f"in {rep.seconds:.1f} s, peak memory {_peak()}")
     for what in rep.left_out:
         print(f"  left out: {what}")
@@ -80,7 +84,7 @@ def run_restore(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     target = Path(args.into).expanduser().absolute() if args.into else resolve_root(args.vault)
     out = restore(Path(args.archive), target)
-    print(f"restored {out.files} files ({fmt_bytes(out.bytes)}) into {out.root} in {time.monotonic() - t0:.1f} s, "
+    print(f"restored {out.files} files ({_size(out.bytes)}) into {out.root} in {time.monotonic() - t0:.1f} s, "
           f"peak memory {_peak()}; every sha256 checked")
     for what in out.meta.get("left_out") or []:
         print(f"  not in this backup: {what}")
