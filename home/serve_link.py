@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from llm.errors import AdapterError
+from vault.fsio import atomic_write_text, pid_alive
 from vault.layout import Vault
 
 WAIT_S = 300.0  # a restart waits for the server to be idle, then for llama-server to load
@@ -36,11 +37,7 @@ def forget_wants(vault: Vault) -> None:
 
 def announce(vault: Vault, url: str) -> None:
     """Say this process's server at `url` serves the vault (pid included: a dead one serves nothing)."""
-    d = serve_dir(vault)
-    tmp = d / "server.json.tmp"
-    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
-    os.chmod(tmp, 0o600)
-    tmp.replace(d / "server.json")
+    atomic_write_text(serve_dir(vault) / "server.json", json.dumps({"url": url, "pid": os.getpid()}))
 
 
 def withdraw(vault: Vault) -> None:
@@ -51,18 +48,6 @@ def wanted(vault: Vault) -> set[str]:
     """Ids a turn asked the server for."""
     d = serve_dir(vault) / "want"
     return {f.name for f in d.iterdir()} if d.is_dir() else set()
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
@@ -91,7 +76,7 @@ def served_by_home(vault: Vault, url: str) -> bool:
     except (OSError, ValueError):
         return False
     return (isinstance(state, dict) and isinstance(state.get("url"), str) and same_server(state["url"], url)
-            and _alive(state.get("pid")))
+            and isinstance(state.get("pid"), int) and state["pid"] > 0 and pid_alive(state["pid"]))
 
 
 def fetcher(vault: Vault, url: str, api_key: str | None, wait_s: float = WAIT_S):
